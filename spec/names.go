@@ -1,0 +1,83 @@
+package spec
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"strings"
+)
+
+var (
+	nameRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+	versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]*$`)
+	unitRE    = regexp.MustCompile(`^[A-Za-z0-9@._-]+$`)
+	fileRE    = regexp.MustCompile(`^[A-Za-z0-9_+-][A-Za-z0-9._+-]*$`)
+	sha256RE  = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	checkRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+)
+
+// UnitSuffixes are the unit types a repository may ship as files.
+var UnitSuffixes = []string{".service", ".socket", ".timer", ".path", ".target", ".mount", ".automount", ".swap", ".slice"}
+
+// checkName checks a group or service name: [a-z0-9][a-z0-9-]*, at most 63 bytes.
+func checkName(s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("required")
+	case len(s) > 63:
+		return fmt.Errorf("%q is longer than 63 characters", s)
+	case !nameRE.MatchString(s):
+		return fmt.Errorf("%q: use lower-case letters, digits and '-', starting with a letter or digit", s)
+	}
+	return nil
+}
+
+// CheckUnitName checks a unit file name from the repository: only [A-Za-z0-9@._-], a
+// known unit suffix and a non-empty prefix. The check is repeated where units are
+// installed, so a name is never trusted because it passed here once.
+func CheckUnitName(s string) error {
+	ext := path.Ext(s)
+	prefix := strings.TrimSuffix(s, ext)
+	switch {
+	case s == "":
+		return fmt.Errorf("empty unit name")
+	case len(s) > 255:
+		return fmt.Errorf("unit name %q is longer than 255 characters", s)
+	case !unitRE.MatchString(s):
+		return fmt.Errorf("invalid unit name %q: only letters, digits and @._- are allowed", s)
+	case !isUnitSuffix(ext):
+		return fmt.Errorf("invalid unit name %q: the suffix must be one of %s", s, strings.Join(UnitSuffixes, " "))
+	case prefix == "" || strings.HasPrefix(prefix, ".") || strings.HasPrefix(prefix, "@"):
+		return fmt.Errorf("invalid unit name %q: must start with a letter, digit, _ or -", s)
+	case strings.Count(prefix, "@") > 1:
+		return fmt.Errorf("invalid unit name %q: at most one @", s)
+	}
+	return nil
+}
+
+func isUnitSuffix(ext string) bool {
+	for _, s := range UnitSuffixes {
+		if ext == s {
+			return true
+		}
+	}
+	return false
+}
+
+// unitType is the unit's suffix without the dot: "service", "socket", ...
+func unitType(name string) string { return strings.TrimPrefix(path.Ext(name), ".") }
+
+// isTemplate reports whether name is a template unit such as "api@.service".
+func isTemplate(name string) bool {
+	return strings.HasSuffix(strings.TrimSuffix(name, path.Ext(name)), "@")
+}
+
+// templateOf returns the template a unit instance comes from ("api@1.service" ->
+// "api@.service"), or "" when name is not an instance.
+func templateOf(name string) string {
+	prefix, rest, ok := strings.Cut(name, "@")
+	if !ok || isTemplate(name) {
+		return ""
+	}
+	return prefix + "@" + path.Ext(rest)
+}

@@ -1,0 +1,308 @@
+package spec
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"text/template"
+
+	"github.com/coreos/go-systemd/v22/unit"
+
+	"github.com/baton-fleet/baton/internal/yamldoc"
+)
+
+// Vars are the values unit files and service.yaml templates see.
+type Vars struct {
+	Version  string // the service's version
+	Host     string // the host's name
+	Group    string // the host's group
+	Service  string // the service's name
+	Revision string // the fleet repository commit
+	Release  string // absolute path of this version's release directory
+}
+
+// Rendered is a service as one host runs it: templates filled in, unit files parsed.
+type Rendered struct {
+	Service             // a copy, with every template field rendered
+	Vars      Vars      // what the templates saw
+	ReleaseID string    // <version>-<sha8>: the release directory's name
+	Units     UnitFiles // the rendered unit files
+}
+
+// UnitFiles maps unit names to their rendered content.
+type UnitFiles map[string][]byte
+
+// Names returns the unit names in order.
+func (u UnitFiles) Names() []string { return slices.Sorted(maps.Keys(u)) }
+
+// ReleaseID names a version's release directory: the version, then the first 8 hex
+// digits of the SHA-256 of its artifacts' digests, so that re-publishing a version with
+// other artifacts never reuses a directory.
+func (s *Service) ReleaseID() string {
+	h := sha256.New()
+	for _, a := range s.Artifacts {
+		fmt.Fprintln(h, a.SHA256)
+	}
+	return s.Version + "-" + hex.EncodeToString(h.Sum(nil))[:8]
+}
+
+// ReleaseDir is where the service's current version lives under the state directory.
+func (s *Service) ReleaseDir(stateDir string) string {
+	return filepath.Join(stateDir, "releases", s.Name, s.ReleaseID())
+}
+
+// Render fills in the service's templates with v (Version, Service and Release are
+// set from the service itself when empty) and parses every rendered unit file.
+// Its errors are a yamldoc.Errors naming the file and line of each template at fault.
+func (s *Service) Render(v Vars) (*Rendered, error) {
+	if v.Version == "" {
+		v.Version = s.Version
+	}
+	if v.Service == "" {
+		v.Service = s.Name
+	}
+	r := &Rendered{Service: *s, Vars: v, ReleaseID: s.ReleaseID(), Units: UnitFiles{}}
+	var errs yamldoc.Errors
+	ren := &renderer{vars: v, doc: s.doc, errs: &errs}
+	r.Artifacts = slices.Clone(s.Artifacts)
+	for i := range r.Artifacts {
+		a := &r.Artifacts[i]
+		a.URL = ren.str(a.URL, "artifacts", i, "url")
+		if a.URL != "" {
+			if err := checkHTTPURL(a.URL); err != nil {
+				errs.Add(s.doc.At("artifacts", i, "url").Errorf("artifacts: url: %v", err))
+			}
+		}
+	}
+	if d := s.Drain; d != nil {
+		r.Drain = &Drain{}
+		if h := d.HAProxy; h != nil {
+			r.Drain.HAProxy = &HAProxyDrain{
+				Socket:  ren.str(h.Socket, "drain", "haproxy", "socket"),
+				Backend: ren.str(h.Backend, "drain", "haproxy", "backend"),
+				Server:  ren.str(h.Server, "drain", "haproxy", "server"),
+				Timeout: h.Timeout,
+			}
+		}
+		if e := d.Exec; e != nil {
+			r.Drain.Exec = &ExecDrain{
+				Drain:   ren.argv(e.Drain, "drain", "exec", "drain"),
+				Undrain: ren.argv(e.Undrain, "drain", "exec", "undrain"),
+			}
+		}
+	}
+	r.Checks = slices.Clone(s.Checks)
+	for i := range r.Checks {
+		c := &r.Checks[i]
+		if c.HTTP != nil {
+			h := *c.HTTP
+			h.URL = ren.str(h.URL, "checks", i, "http", "url")
+			h.Contains = ren.str(h.Contains, "checks", i, "http", "contains")
+			if err := checkHTTPURL(h.URL); err != nil {
+				errs.Add(s.doc.At("checks", i, "http", "url").Errorf("check %q: http.url: %v", c.Name, err))
+			}
+			c.HTTP = &h
+		}
+		if c.TCP != nil {
+			t := TCPCheck{Address: ren.str(c.TCP.Address, "checks", i, "tcp", "address")}
+			if !isHostPort(t.Address) {
+				errs.Add(s.doc.At("checks", i, "tcp", "address").Errorf("check %q: tcp.address: %q is not host:port", c.Name, t.Address))
+			}
+			c.TCP = &t
+		}
+		if c.Exec != nil {
+			c.Exec = &ExecCheck{Command: ren.argv(c.Exec.Command, "checks", i, "exec", "command")}
+		}
+	}
+	for _, name := range s.Units {
+		text, ok := s.UnitFiles[name]
+		if !ok {
+			continue // reported by parseService
+		}
+		file := path.Join("services", s.Name, name)
+		out, err := renderTemplate(file, text, v)
+		if err != nil {
+			errs.Add(*err)
+			continue
+		}
+		if e := checkUnit(file, name, out); e != nil {
+			errs.Add(*e)
+			continue
+		}
+		r.Units[name] = out
+	}
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+type renderer struct {
+	vars Vars
+	doc  *yamldoc.Doc
+	errs *yamldoc.Errors
+}
+
+// str renders one template field of service.yaml, found at path.
+func (r *renderer) str(s string, path ...any) string {
+	if !strings.Contains(s, "{{") {
+		return s
+	}
+	out, err := renderTemplate(r.doc.File, s, r.vars)
+	if err != nil {
+		r.errs.Add(r.doc.At(path...).Errorf("%s: %s", fieldName(path), err.Msg))
+		return ""
+	}
+	return string(out)
+}
+
+func (r *renderer) argv(argv []string, path ...any) []string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		out[i] = r.str(a, append(slices.Clone(path), i)...)
+	}
+	if len(out) > 0 && out[0] != "" && !filepath.IsAbs(out[0]) {
+		r.errs.Add(r.doc.At(path...).Errorf("%s: %q: the program must be an absolute path", fieldName(path), out[0]))
+	}
+	return out
+}
+
+func fieldName(path []any) string {
+	var parts []string
+	for _, p := range path {
+		if s, ok := p.(string); ok {
+			parts = append(parts, s)
+		}
+	}
+	return strings.Join(parts, ".")
+}
+
+var (
+	templateErrRE = regexp.MustCompile(`^template: [^:]*:(\d+):(?:\d+:)? ?(.*)$`)
+	unknownVarRE  = regexp.MustCompile(`^executing "[^"]*" at <[^>]*>: can't evaluate field (\w+) in type spec\.Vars$`)
+)
+
+// renderTemplate executes text as a Go template over v; any reference to a variable
+// that does not exist is an error. The error's line is the template's own line.
+func renderTemplate(file, text string, v Vars) ([]byte, *yamldoc.Error) {
+	fail := func(err error) *yamldoc.Error {
+		e := &yamldoc.Error{File: file, Msg: "template: " + err.Error()}
+		if g := templateErrRE.FindStringSubmatch(err.Error()); g != nil {
+			e.Line, _ = strconv.Atoi(g[1])
+			e.Msg = "template: " + g[2]
+			if u := unknownVarRE.FindStringSubmatch(g[2]); u != nil {
+				e.Msg = fmt.Sprintf("template: unknown variable .%s; there are .Version .Host .Group .Service .Revision .Release", u[1])
+			}
+		}
+		return e
+	}
+	t, err := template.New(path.Base(file)).Option("missingkey=error").Parse(text)
+	if err != nil {
+		return nil, fail(err)
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, v); err != nil {
+		return nil, fail(err)
+	}
+	return b.Bytes(), nil
+}
+
+// sectionFor is the section that holds a unit type's own settings.
+var sectionFor = map[string]string{
+	"service": "Service", "socket": "Socket", "timer": "Timer", "path": "Path", "mount": "Mount",
+	"automount": "Automount", "swap": "Swap", "slice": "Slice", "target": "",
+}
+
+// checkUnit parses a rendered unit file with go-systemd's parser and checks what
+// systemd would otherwise only warn about, or refuse at start: a misspelt section, a
+// service with nothing to run, a socket or timer with nothing to do.
+func checkUnit(file, name string, data []byte) *yamldoc.Error {
+	if n := badUnitLine(data); n > 0 {
+		return &yamldoc.Error{File: file, Line: n, Msg: "not a valid unit file: expected [Section], Key=value, or a comment"}
+	}
+	sections, err := unit.DeserializeSections(bytes.NewReader(data))
+	if err != nil {
+		return &yamldoc.Error{File: file, Msg: "not a valid unit file: " + err.Error()}
+	}
+	own := sectionFor[unitType(name)]
+	has := map[string]bool{}
+	for _, sec := range sections {
+		switch {
+		case sec.Section == "Unit", sec.Section == "Install", sec.Section == own, strings.HasPrefix(sec.Section, "X-"):
+		default:
+			want := "[Unit], [Install]"
+			if own != "" {
+				want += ", [" + own + "]"
+			}
+			return &yamldoc.Error{File: file, Line: sectionLine(data, sec.Section), Msg: fmt.Sprintf("unknown section [%s] in a .%s unit; expected %s", sec.Section, unitType(name), want)}
+		}
+		for _, e := range sec.Entries {
+			has[sec.Section+"."+e.Name] = true
+		}
+	}
+	var missing string
+	switch unitType(name) {
+	case "service":
+		if !has["Service.ExecStart"] && !has["Service.ExecStop"] {
+			missing = "a [Service] section with ExecStart="
+		}
+	case "socket":
+		if !slices.ContainsFunc([]string{"ListenStream", "ListenDatagram", "ListenSequentialPacket", "ListenFIFO", "ListenSpecial", "ListenNetlink", "ListenMessageQueue", "ListenUSBFunction"},
+			func(k string) bool { return has["Socket."+k] }) {
+			missing = "a [Socket] section with a Listen...= setting"
+		}
+	case "timer":
+		if !slices.ContainsFunc([]string{"OnActiveSec", "OnBootSec", "OnStartupSec", "OnUnitActiveSec", "OnUnitInactiveSec", "OnCalendar"},
+			func(k string) bool { return has["Timer."+k] }) {
+			missing = "a [Timer] section with an On...= setting"
+		}
+	}
+	if missing != "" {
+		return &yamldoc.Error{File: file, Line: sectionLine(data, own), Msg: fmt.Sprintf("%s needs %s", name, missing)}
+	}
+	return nil
+}
+
+// badUnitLine finds the first line that systemd's syntax does not allow, or would
+// ignore with only a warning (a setting outside any section); 0 when there is none.
+// go-systemd's parser skips such lines and reports its own errors without a line.
+func badUnitLine(data []byte) int {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, unit.SYSTEMD_LINE_MAX*2)
+	inSection, continued := false, false
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		cont := strings.HasSuffix(line, "\\")
+		switch {
+		case continued:
+		case line == "", line[0] == '#', line[0] == ';':
+		case line[0] == '[':
+			if !strings.HasSuffix(line, "]") {
+				return n
+			}
+			inSection = true
+		case !inSection, !strings.Contains(line, "="):
+			return n
+		}
+		continued = cont
+	}
+	return 0
+}
+
+func sectionLine(data []byte, section string) int {
+	for i, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "["+section+"]") {
+			return i + 1
+		}
+	}
+	return 0
+}

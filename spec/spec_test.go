@@ -1,0 +1,245 @@
+package spec
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"golang.org/x/tools/txtar"
+
+	"github.com/baton-fleet/baton/internal/yamldoc"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files and the expected errors of testdata/bad")
+
+// txtarFS turns an archive into a file system.
+func txtarFS(a *txtar.Archive) fstest.MapFS {
+	fsys := fstest.MapFS{}
+	for _, f := range a.Files {
+		fsys[f.Name] = &fstest.MapFile{Data: f.Data, Mode: 0o644}
+	}
+	return fsys
+}
+
+// TestLoadBad loads each broken repository of testdata/bad (a txtar archive whose
+// comment is the exact error output expected) and compares every error.
+func TestLoadBad(t *testing.T) {
+	files, _ := filepath.Glob("testdata/bad/*.txtar")
+	if len(files) < 25 {
+		t.Fatalf("only %d bad repositories in testdata/bad", len(files))
+	}
+	for _, file := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(file), ".txtar"), func(t *testing.T) {
+			a, err := txtar.ParseFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Load(txtarFS(a))
+			if err == nil {
+				t.Fatalf("Load: no error for a bad repository")
+			}
+			var list yamldoc.Errors
+			if !errors.As(err, &list) {
+				t.Fatalf("Load error is %T, not yamldoc.Errors: %v", err, err)
+			}
+			for _, e := range list {
+				if e.File == "" || e.Msg == "" {
+					t.Errorf("error without a file or a message: %#v", e)
+				}
+			}
+			got := err.Error() + "\n"
+			if *update {
+				a.Comment = []byte(got)
+				if err := os.WriteFile(file, txtar.Format(a), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if want := string(a.Comment); got != want {
+				t.Errorf("errors:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+func loadExample(t *testing.T) *Repo {
+	t.Helper()
+	r, err := Load(os.DirFS("../examples/fleet"))
+	if err != nil {
+		t.Fatalf("Load(examples/fleet): %v", err)
+	}
+	return r
+}
+
+func TestLoadExampleDefaults(t *testing.T) {
+	r := loadExample(t)
+	var web, db *Group
+	for i := range r.Fleet.Groups {
+		switch g := &r.Fleet.Groups[i]; g.Name {
+		case "web":
+			web = g
+		case "db":
+			db = g
+		}
+	}
+	if web == nil || db == nil {
+		t.Fatalf("groups = %+v, want web and db", r.Fleet.Groups)
+	}
+	if got, want := db.Rollout, (Rollout{MaxParallel: 1, CanaryPause: Pause{Manual: true}, MinHealthy: yamldoc.Duration(10 * time.Second), HealthyDeadline: yamldoc.Duration(5 * time.Minute)}); got != want {
+		t.Errorf("db rollout defaults = %+v, want %+v", got, want)
+	}
+	api := r.Services["api"]
+	if got := strings.Join(api.Restart, ","); got != "api.service" {
+		t.Errorf("api restart = %q, want the .service units only", got)
+	}
+	c := api.Checks[1] // port: only a tcp address given
+	if c.Interval.D() != DefaultCheckInterval || c.Timeout.D() != DefaultCheckTimeout || c.Successes != DefaultCheckSuccesses || c.Failures != DefaultCheckFailures {
+		t.Errorf("check defaults not applied: %+v", c)
+	}
+	if api.Artifacts[0].Unpack != UnpackTarGz || api.Drain.HAProxy.Timeout.D() != 30*time.Second {
+		t.Errorf("artifact or drain defaults: %+v %+v", api.Artifacts[0], api.Drain.HAProxy)
+	}
+}
+
+func TestGroupFor(t *testing.T) {
+	r := loadExample(t)
+	for _, tt := range []struct{ host, group, err string }{
+		{"web-01", "web", ""},
+		{"db-1", "db", ""},
+		{"mail-1", "", `host "mail-1": no group's hosts match this host`},
+	} {
+		g, err := r.GroupFor(tt.host)
+		switch {
+		case tt.err != "":
+			if err == nil || err.Error() != tt.err || !errors.Is(err, ErrNoGroup) {
+				t.Errorf("GroupFor(%s) error = %v, want %s", tt.host, err, tt.err)
+			}
+		case err != nil:
+			t.Errorf("GroupFor(%s): %v", tt.host, err)
+		case g.Name != tt.group:
+			t.Errorf("GroupFor(%s) = %s, want %s", tt.host, g.Name, tt.group)
+		}
+	}
+	r.Fleet.Groups = append(r.Fleet.Groups, Group{Name: "all", Hosts: []string{"*"}})
+	if _, err := r.GroupFor("web-01"); err == nil || !strings.Contains(err.Error(), `matches groups "web" and "all"`) {
+		t.Errorf("GroupFor with two matching groups: %v", err)
+	}
+}
+
+// TestForHostGolden renders the example fleet for one host and compares the result,
+// templates filled in, with testdata/forhost-web-01.golden.
+func TestForHostGolden(t *testing.T) {
+	r := loadExample(t)
+	hs, err := r.ForHost("web-01", "3f2a1c0000000000000000000000000000000000", "/var/lib/baton")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, s := range hs.Services {
+		j, _ := json.MarshalIndent(s.Service, "", "  ")
+		b.WriteString("== service " + s.Name + " release " + s.ReleaseID + "\n" + string(j) + "\n")
+		for _, u := range s.Units.Names() {
+			b.WriteString("== unit " + u + "\n" + string(s.Units[u]))
+		}
+	}
+	golden(t, "testdata/forhost-web-01.golden", b.String())
+	if !strings.Contains(b.String(), "/var/lib/baton/releases/api/1.4.3-") || !strings.Contains(b.String(), `"server": "web-01"`) {
+		t.Errorf("templates not rendered for the host:\n%s", b.String())
+	}
+}
+
+func golden(t *testing.T, file, got string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs:\n got:\n%s\nwant:\n%s", file, got, want)
+	}
+}
+
+func TestReleaseIDChangesWithArtifacts(t *testing.T) {
+	s := &Service{Name: "api", Version: "1.0", Artifacts: []Artifact{{SHA256: strings.Repeat("a", 64)}}}
+	a := s.ReleaseID()
+	s.Artifacts[0].SHA256 = strings.Repeat("b", 64)
+	if b := s.ReleaseID(); a == b || !strings.HasPrefix(a, "1.0-") || len(a) != len("1.0-")+8 {
+		t.Errorf("ReleaseID = %q then %q; want 1.0-<8 hex>, different for other artifacts", a, b)
+	}
+}
+
+func TestCheckUnitName(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"api.service": true, "api@.service": true, "api@1.service": true, "a_b-c.d.timer": true,
+		"api": false, "../api.service": false, "api/x.service": false, ".service": false,
+		"@.service": false, "api.conf": false, "a b.service": false, "a@b@c.service": false,
+		".hidden.service": false, "": false, strings.Repeat("a", 250) + ".service": false,
+	} {
+		if err := CheckUnitName(name); (err == nil) != ok {
+			t.Errorf("CheckUnitName(%q) = %v, want ok=%v", name, err, ok)
+		}
+	}
+}
+
+// FuzzLoad feeds arbitrary fleet.yaml, service.yaml and unit file contents to Load: it
+// must never panic, and every error it returns must name a file of the repository.
+func FuzzLoad(f *testing.F) {
+	files, _ := filepath.Glob("testdata/bad/*.txtar")
+	for _, file := range files {
+		a, err := txtar.ParseFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		fsys := txtarFS(a)
+		get := func(n string) []byte {
+			if m, ok := fsys[n]; ok {
+				return m.Data
+			}
+			return nil
+		}
+		f.Add(get("fleet.yaml"), get("services/api/service.yaml"), get("services/api/api.service"))
+	}
+	f.Fuzz(func(t *testing.T, fleet, svc, unit []byte) {
+		fsys := fstest.MapFS{
+			"fleet.yaml":                {Data: fleet},
+			"services/api/service.yaml": {Data: svc},
+			"services/api/api.service":  {Data: unit},
+			"services/api/api.socket":   {Data: unit},
+		}
+		r, err := Load(fsys)
+		if err == nil {
+			if r == nil || r.Fleet == nil {
+				t.Fatal("Load returned no repository and no error")
+			}
+			for _, g := range r.Fleet.Groups {
+				for _, h := range g.Hosts {
+					if _, err := r.ForHost(strings.ReplaceAll(h, "*", "x"), "0", "/var/lib/baton"); err != nil && !errors.Is(err, ErrNoGroup) && !strings.Contains(err.Error(), "matches groups") {
+						t.Fatalf("ForHost after a clean Load: %v", err)
+					}
+				}
+			}
+			return
+		}
+		var list yamldoc.Errors
+		if !errors.As(err, &list) {
+			t.Fatalf("Load error is %T: %v", err, err)
+		}
+		for _, e := range list {
+			if _, ok := fsys[e.File]; !ok && !strings.HasPrefix(e.File, "services") {
+				t.Fatalf("error names %q, not a file of the repository: %v", e.File, e)
+			}
+		}
+	})
+}
