@@ -52,7 +52,7 @@ func Load(fsys fs.FS) (*Repo, error) {
 	}
 	data, err := readFile(fsys, FleetFile, yamldoc.MaxSize)
 	if err != nil {
-		errs.Add(yamldoc.Error{File: FleetFile, Msg: err.Error()})
+		errs.Add(yamldoc.Error{File: FleetFile, Msg: err.Error() + " (is this a fleet repository?)"})
 	} else {
 		f, ferrs := parseFleet(FleetFile, data, exists)
 		errs = append(errs, ferrs...)

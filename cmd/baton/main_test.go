@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// binary is the baton command built for these tests: they run it as a user would.
+var binary string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "baton-cmd-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "baton")
+	build := exec.Command("go", "build", "-ldflags", "-X main.version=1.2.3-test -X main.commit=abcdef0 -X main.date=2026-11-25", "-o", binary, ".")
+	build.Stderr = os.Stderr
+	code := 1
+	if err := build.Run(); err == nil {
+		code = m.Run()
+	} else {
+		fmt.Fprintln(os.Stderr, "build baton:", err)
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// TestCLI runs the built binary and compares its exit code, stdout and stderr with
+// testdata/golden/<name>.txt (absolute test paths masked as $TESTDATA).
+func TestCLI(t *testing.T) {
+	testdata, err := filepath.Abs("testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rev = "9b8e7d6c5b4a39281706f5e4d3c2b1a098765432"
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"validate-example", []string{"validate", "../../examples/fleet"}},
+		{"validate-broken", []string{"validate", "testdata/broken"}},
+		{"validate-not-a-dir", []string{"validate", "testdata/nonexistent"}},
+		{"plan-fresh-host", []string{"plan", "--repo", "../../examples/fleet", "--host", "db-07", "--state", testdata + "/empty-state", "--revision", rev}},
+		{"plan-upgrade", []string{"plan", "--repo", "../../examples/fleet", "--host", "web-01", "--state", testdata + "/state", "--units", testdata + "/units", "--revision", rev}},
+		{"plan-upgrade-json", []string{"plan", "--repo", "../../examples/fleet", "--host", "web-01", "--state", testdata + "/state", "--units", testdata + "/units", "--revision", rev, "--json"}},
+		{"plan-exit-code", []string{"plan", "--repo", "../../examples/fleet", "--host", "web-01", "--state", testdata + "/state", "--units", testdata + "/units", "--revision", rev, "--exit-code"}},
+		{"plan-unknown-host", []string{"plan", "--repo", "../../examples/fleet", "--host", "mail-01", "--revision", rev}},
+		{"plan-broken-repo", []string{"plan", "--repo", "testdata/broken", "--host", "web-01"}},
+		{"plan-no-host", []string{"plan", "--repo", "../../examples/fleet"}},
+		{"version", []string{"version"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(binary, tt.args...)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			got := fmt.Sprintf("exit %d\n--- stdout\n%s--- stderr\n%s", code, stdout.String(), stderr.String())
+			got = strings.ReplaceAll(got, testdata, "$TESTDATA")
+			got = strings.ReplaceAll(got, goVersion(), "$GOVERSION")
+			file := filepath.Join("testdata", "golden", tt.name+".txt")
+			if *update {
+				if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatalf("%v (run go test -update)", err)
+			}
+			if got != string(want) {
+				t.Errorf("baton %s:\n%s\nwant:\n%s", strings.Join(tt.args, " "), got, want)
+			}
+		})
+	}
+}
+
+func goVersion() string {
+	out, _ := exec.Command("go", "env", "GOVERSION").Output()
+	return strings.TrimSpace(string(out))
+}

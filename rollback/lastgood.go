@@ -1,0 +1,88 @@
+// Package rollback keeps what a host runs and how it got there: the last good revision,
+// the persisted upgrade transaction, quarantined commits, and the revert.
+package rollback
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/baton-fleet/baton/internal/atomicfile"
+	"github.com/baton-fleet/baton/spec"
+)
+
+// LastGoodFile is the record of the last committed revision, in the state directory.
+const LastGoodFile = "lastgood.json"
+
+// LastGood is what the host runs: the revision it last committed and, for each service,
+// the version, release and unit files that came with it. The units listed are the only
+// ones baton owns on the host.
+type LastGood struct {
+	Revision string                   `json:"revision"`
+	Host     string                   `json:"host"`
+	Group    string                   `json:"group"`
+	Time     time.Time                `json:"time"`
+	Services map[string]ServiceRecord `json:"services"`
+}
+
+// ServiceRecord is one service as installed.
+type ServiceRecord struct {
+	Version string   `json:"version"`
+	Release string   `json:"release"` // the release directory's name, <version>-<sha8>
+	Units   []string `json:"units"`
+}
+
+// Owned returns every unit baton installed, sorted.
+func (lg *LastGood) Owned() []string {
+	var units []string
+	for _, s := range lg.Services {
+		units = append(units, s.Units...)
+	}
+	slices.Sort(units)
+	return units
+}
+
+// ReadLastGood reads the record from stateDir. A host that never committed has none:
+// it gets an empty record, not an error.
+func ReadLastGood(stateDir string) (*LastGood, error) {
+	file := filepath.Join(stateDir, LastGoodFile)
+	data, err := os.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &LastGood{Services: map[string]ServiceRecord{}}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read last good: %w", err)
+	}
+	var lg LastGood
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&lg); err != nil {
+		return nil, fmt.Errorf("read last good %s: %w", file, err)
+	}
+	if lg.Services == nil {
+		lg.Services = map[string]ServiceRecord{}
+	}
+	for name, s := range lg.Services {
+		for _, u := range s.Units {
+			if err := spec.CheckUnitName(u); err != nil {
+				return nil, fmt.Errorf("read last good %s: service %s: %w", file, name, err)
+			}
+		}
+	}
+	return &lg, nil
+}
+
+// WriteLastGood replaces the record in stateDir atomically.
+func WriteLastGood(stateDir string, lg *LastGood) error {
+	data, err := json.MarshalIndent(lg, "", "  ")
+	if err != nil {
+		return fmt.Errorf("write last good: %w", err)
+	}
+	return atomicfile.Write(filepath.Join(stateDir, LastGoodFile), append(data, '\n'), 0o644)
+}
