@@ -104,4 +104,3 @@ func headCommit(dir string) string {
 	}
 	return head.Hash().String()
 }
-
