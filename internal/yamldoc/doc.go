@@ -268,7 +268,7 @@ func (d *Doc) At(path ...any) Pos {
 // Has reports whether path exists and holds a value other than null.
 func (d *Doc) Has(path ...any) bool {
 	n, ok := d.lookup(path)
-	return ok && n.Tag != "!!null"
+	return ok && n != nil && n.Tag != "!!null"
 }
 
 // lookup returns the node at path (for a mapping key, the key node, which carries the

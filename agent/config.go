@@ -1,0 +1,708 @@
+// Package agent runs the loop on one host: sync -> plan -> apply -> verify -> commit | roll back.
+package agent
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/baton-fleet/baton/internal/yamldoc"
+)
+
+// DefaultConfigPath is where the packages install the agent configuration.
+const DefaultConfigPath = "/etc/baton/agent.yaml"
+
+// Defaults for the agent configuration, applied to keys a file leaves out.
+const (
+	DefaultBranch         = "main"
+	DefaultPoll           = 30 * time.Second
+	DefaultLeaseBackend   = LeaseLocal
+	DefaultEtcdPrefix     = "/baton"
+	DefaultEtcdTTL        = 15 * time.Second
+	DefaultFleetlockGroup = "default"
+	DefaultMetricsAddr    = "127.0.0.1:9732"
+	DefaultAPISocket      = "/run/baton/baton.sock"
+	DefaultStateDir       = "/var/lib/baton"
+	DefaultUnitDir        = "/etc/systemd/system"
+)
+
+// Limits on configured values.
+const (
+	MinPoll    = time.Second
+	MinEtcdTTL = 5 * time.Second
+	// maxSocketPath is the longest path a unix socket can be bound to (sun_path less its NUL).
+	maxSocketPath = 107
+	maxHostName   = 253
+)
+
+// Lease backends, the values of lease.backend.
+const (
+	LeaseLocal     = "local"
+	LeaseEtcd      = "etcd"
+	LeaseFleetlock = "fleetlock"
+)
+
+// Config is the agent configuration, /etc/baton/agent.yaml. Build it with ParseConfig or
+// LoadConfig: they apply the defaults and validate it.
+type Config struct {
+	Host     string          `yaml:"host"` // default: the system host name
+	Repo     RepoConfig      `yaml:"repo"`
+	Lease    LeaseConfig     `yaml:"lease"`
+	Listen   ListenConfig    `yaml:"listen"`
+	Paths    PathsConfig     `yaml:"paths"`
+	Webhooks []WebhookConfig `yaml:"webhooks"`
+
+	doc            *yamldoc.Doc // the file, for the line of each value; nil when built in code
+	hostFromSystem bool         // Host was taken from the system host name
+}
+
+// RepoConfig says which fleet repository to follow and how to trust it.
+type RepoConfig struct {
+	URL         string           `yaml:"url"` // https://, ssh:// or file:// (http:// to a loopback host)
+	Branch      string           `yaml:"branch"`
+	Poll        yamldoc.Duration `yaml:"poll"`
+	AllowRewind bool             `yaml:"allowRewind"` // accept a force-pushed or rewound branch
+	Auth        AuthConfig       `yaml:"auth"`
+	Verify      VerifyConfig     `yaml:"verify"`
+}
+
+// AuthConfig names the files that hold the credentials for the repository: an SSH key
+// and known hosts for ssh://, a token (and optional user name) for https://.
+type AuthConfig struct {
+	SSHKeyFile     string `yaml:"sshKeyFile"`
+	KnownHostsFile string `yaml:"knownHostsFile"`
+	TokenFile      string `yaml:"tokenFile"`
+	TokenUser      string `yaml:"tokenUser"`
+}
+
+// VerifyConfig names the keys that commit signatures are checked against.
+type VerifyConfig struct {
+	OpenPGPKeyring    string `yaml:"openpgpKeyring"`
+	SSHAllowedSigners string `yaml:"sshAllowedSigners"`
+}
+
+// LeaseConfig selects the lease backend. Etcd and Fleetlock are nil unless the file sets
+// them, and only the selected backend's section may be set.
+type LeaseConfig struct {
+	Backend   string           `yaml:"backend"` // local, etcd or fleetlock
+	Etcd      *EtcdConfig      `yaml:"etcd"`
+	Fleetlock *FleetlockConfig `yaml:"fleetlock"`
+}
+
+// EtcdConfig is the etcd lease backend.
+type EtcdConfig struct {
+	Endpoints    []string         `yaml:"endpoints"`
+	Prefix       string           `yaml:"prefix"`
+	TTL          yamldoc.Duration `yaml:"ttl"`
+	TLS          TLSConfig        `yaml:"tls"`
+	Username     string           `yaml:"username"`
+	PasswordFile string           `yaml:"passwordFile"`
+}
+
+// TLSConfig names the files for a TLS client.
+type TLSConfig struct {
+	CAFile   string `yaml:"caFile"`
+	CertFile string `yaml:"certFile"`
+	KeyFile  string `yaml:"keyFile"`
+}
+
+// FleetlockConfig is the FleetLock lease backend: a server speaking Zincati's protocol.
+type FleetlockConfig struct {
+	URL   string `yaml:"url"`
+	Group string `yaml:"group"`
+}
+
+// ListenConfig is where the agent serves: Metrics a host:port ("" turns metrics off),
+// API the unix socket behind `baton status`.
+type ListenConfig struct {
+	Metrics string `yaml:"metrics"`
+	API     string `yaml:"api"`
+}
+
+// PathsConfig is where the agent keeps its state and installs units.
+type PathsConfig struct {
+	State string `yaml:"state"`
+	Units string `yaml:"units"`
+}
+
+// WebhookConfig is one receiver of rollout events; SecretFile holds the key that signs them.
+type WebhookConfig struct {
+	URL        string `yaml:"url"`
+	SecretFile string `yaml:"secretFile"`
+}
+
+// LoadConfig reads and parses the agent configuration in file, defaulting the host to
+// the system host name.
+func LoadConfig(file string) (*Config, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("load agent config: %w", err)
+	}
+	defer f.Close()
+	// One byte over the limit is enough for yamldoc to refuse the file.
+	data, err := io.ReadAll(io.LimitReader(f, yamldoc.MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("load agent config: %w", err)
+	}
+	hostname, _ := os.Hostname() // "" when unknown: then the file must set host
+	return ParseConfig(file, data, hostname)
+}
+
+// ParseConfig parses data, the content of file, strictly; applies the defaults, with
+// hostname as the default host; and validates the result. It reports every problem,
+// from decoding and from Validate, as one yamldoc.Errors list of file:line: message.
+// A value that does not decode is reported by the decoder alone: its checks would
+// only see the zero value left in its place.
+func ParseConfig(file string, data []byte, hostname string) (*Config, error) {
+	c := &Config{}
+	doc, err := yamldoc.Decode(file, data, c)
+	var errs yamldoc.Errors
+	errs.AddErr(file, err)
+	if err != nil && doc.At().Line == 0 {
+		return nil, errs.Err() // not YAML at all: nothing to check
+	}
+	c.doc = doc
+	c.setDefaults(hostname)
+	bad := map[int]bool{}
+	for _, e := range errs {
+		bad[e.Line] = true
+	}
+	// The decoder reports a value of the wrong kind at its first line: the key's, or
+	// for a block list, its first item's.
+	broken := func(path []any) bool {
+		item := append(slices.Clip(path), 0)
+		return bad[doc.At(path...).Line] || (doc.Has(item...) && bad[doc.At(item...).Line])
+	}
+	errs.AddErr(file, c.validate(broken))
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// setDefaults fills in the keys the file leaves out (or sets to null). A key set to an
+// empty string keeps it, for Validate to refuse, except listen.metrics where "" turns
+// metrics off.
+func (c *Config) setDefaults(hostname string) {
+	has := c.doc.Has
+	if !has("host") {
+		c.Host, c.hostFromSystem = hostname, true
+	}
+	if !has("repo", "branch") {
+		c.Repo.Branch = DefaultBranch
+	}
+	if !has("repo", "poll") {
+		c.Repo.Poll = yamldoc.Duration(DefaultPoll)
+	}
+	if !has("lease", "backend") {
+		c.Lease.Backend = DefaultLeaseBackend
+	}
+	if e := c.Lease.Etcd; e != nil {
+		if !has("lease", "etcd", "prefix") {
+			e.Prefix = DefaultEtcdPrefix
+		}
+		if !has("lease", "etcd", "ttl") {
+			e.TTL = yamldoc.Duration(DefaultEtcdTTL)
+		}
+	}
+	if f := c.Lease.Fleetlock; f != nil && !has("lease", "fleetlock", "group") {
+		f.Group = DefaultFleetlockGroup
+	}
+	if !has("listen", "metrics") {
+		c.Listen.Metrics = DefaultMetricsAddr
+	}
+	if !has("listen", "api") {
+		c.Listen.API = DefaultAPISocket
+	}
+	if !has("paths", "state") {
+		c.Paths.State = DefaultStateDir
+	}
+	if !has("paths", "units") {
+		c.Paths.Units = DefaultUnitDir
+	}
+}
+
+// Validate checks c and returns every problem as a yamldoc.Errors list, each at the line
+// of the value when c came from a file. It does not apply defaults.
+func (c *Config) Validate() error {
+	return c.validate(nil)
+}
+
+// validate is Validate, leaving out the problems at the paths for which skip is true.
+func (c *Config) validate(skip func(path []any) bool) error {
+	k := &configCheck{doc: c.doc, skip: skip}
+	if k.doc == nil {
+		k.doc = &yamldoc.Doc{File: "agent config"}
+	}
+	c.checkHost(k)
+	c.Repo.check(k)
+	c.Lease.check(k)
+	c.Listen.check(k)
+	k.dir(c.Paths.State, DefaultStateDir, "paths", "state")
+	k.dir(c.Paths.Units, DefaultUnitDir, "paths", "units")
+	for i, w := range c.Webhooks {
+		if w.URL == "" {
+			k.fail("required", "webhooks", i, "url")
+		} else {
+			k.httpURL(w.URL, "put the signing key in webhooks[].secretFile", "webhooks", i, "url")
+		}
+		k.file(w.SecretFile, "webhooks", i, "secretFile")
+	}
+	return k.errs.Err()
+}
+
+// configCheck collects the problems Validate finds.
+type configCheck struct {
+	doc  *yamldoc.Doc
+	skip func(path []any) bool // nil: report everything
+	errs yamldoc.Errors
+}
+
+// report adds msg at the line of the value at path.
+func (k *configCheck) report(path []any, format string, args ...any) {
+	if k.skip == nil || !k.skip(path) {
+		k.errs.Add(k.doc.At(path...).Errorf(format, args...))
+	}
+}
+
+// fail reports msg about the value at path, as "field: msg".
+func (k *configCheck) fail(msg string, path ...any) {
+	k.report(path, "%s: %s", configField(path), msg)
+}
+
+// failBeside reports msg about the value at path, a missing one, at the line of the
+// value at near, which asks for it.
+func (k *configCheck) failBeside(near []any, msg string, path ...any) {
+	k.report(near, "%s: %s", configField(path), msg)
+}
+
+// configField writes path as a person names the field: lease.etcd.endpoints[0].
+func configField(path []any) string {
+	var b strings.Builder
+	for _, p := range path {
+		switch p := p.(type) {
+		case int:
+			fmt.Fprintf(&b, "[%d]", p)
+		default:
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			fmt.Fprint(&b, p)
+		}
+	}
+	return b.String()
+}
+
+var hostNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]*$`)
+
+func validHostName(s string) bool {
+	return len(s) <= maxHostName && hostNameRE.MatchString(s)
+}
+
+func (c *Config) checkHost(k *configCheck) {
+	switch {
+	case c.Host == "" && c.hostFromSystem:
+		k.fail("not set, and the system host name is unknown", "host")
+	case c.Host == "":
+		k.fail("empty; leave it out to use the system host name", "host")
+	case !validHostName(c.Host) && c.hostFromSystem:
+		k.fail(fmt.Sprintf("the system host name %q is not a valid host name (letters, digits, '.' and '-', at most %d); set host", c.Host, maxHostName), "host")
+	case !validHostName(c.Host):
+		k.fail(fmt.Sprintf("%q is not a valid host name (letters, digits, '.' and '-', at most %d)", c.Host, maxHostName), "host")
+	}
+}
+
+func (r *RepoConfig) check(k *configCheck) {
+	scheme := k.repoURL(r.URL)
+	if r.Branch == "" {
+		k.fail(fmt.Sprintf("empty; leave it out for the default %q", DefaultBranch), "repo", "branch")
+	} else if why := badBranch(r.Branch); why != "" {
+		k.fail(fmt.Sprintf("%q is not a valid branch name: %s", r.Branch, why), "repo", "branch")
+	}
+	if r.Poll.D() < MinPoll {
+		k.fail(fmt.Sprintf("%v is below the minimum of %v", r.Poll, MinPoll), "repo", "poll")
+	}
+
+	a := r.Auth
+	k.file(a.SSHKeyFile, "repo", "auth", "sshKeyFile")
+	k.file(a.KnownHostsFile, "repo", "auth", "knownHostsFile")
+	k.file(a.TokenFile, "repo", "auth", "tokenFile")
+	if a.TokenUser != "" && a.TokenFile == "" {
+		k.fail("set without repo.auth.tokenFile", "repo", "auth", "tokenUser")
+	}
+	// A token also goes to http://, which repoURL allows only to a loopback host.
+	tokenOK := scheme == "https" || scheme == "http"
+	onlyFor := func(ok bool, want, field, value string) {
+		if value != "" && scheme != "" && !ok {
+			k.fail(fmt.Sprintf("only for %s:// URLs, and repo.url is %s://", want, scheme), "repo", "auth", field)
+		}
+	}
+	onlyFor(scheme == "ssh", "ssh", "sshKeyFile", a.SSHKeyFile)
+	onlyFor(scheme == "ssh", "ssh", "knownHostsFile", a.KnownHostsFile)
+	onlyFor(tokenOK, "https", "tokenFile", a.TokenFile)
+	onlyFor(tokenOK, "https", "tokenUser", a.TokenUser)
+	if scheme == "ssh" && a.KnownHostsFile == "" {
+		k.fail("required for ssh:// URLs: host keys are never accepted unchecked", "repo", "auth", "knownHostsFile")
+	}
+
+	k.file(r.Verify.OpenPGPKeyring, "repo", "verify", "openpgpKeyring")
+	k.file(r.Verify.SSHAllowedSigners, "repo", "verify", "sshAllowedSigners")
+}
+
+var (
+	urlSchemeRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*$`)
+	// scpRE matches git's scp-like syntax, user@host:path, when it holds nothing secret.
+	scpRE = regexp.MustCompile(`^(?:([A-Za-z0-9._-]+)@)?([A-Za-z0-9][A-Za-z0-9.-]*):([^:@]*)$`)
+)
+
+// splitURLUserinfo returns the lower-cased scheme of raw, its user info (before the host) and
+// whether raw has the form scheme://..., without url.Parse: the user info is looked at
+// before anything could quote it.
+func splitURLUserinfo(raw string) (scheme, userinfo string, ok bool) {
+	scheme, rest, found := strings.Cut(raw, "://")
+	if !found || !urlSchemeRE.MatchString(scheme) {
+		return "", "", false
+	}
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		userinfo = rest[:i]
+	}
+	return strings.ToLower(scheme), userinfo, true
+}
+
+// parseURLQuietly parses raw, returning why it is not a URL without quoting any of it: the
+// errors of url.Parse do, and a URL may hold a secret.
+func parseURLQuietly(raw string) (*url.URL, string) {
+	u, err := url.Parse(raw)
+	if err == nil {
+		return u, ""
+	}
+	msg := err.Error()
+	for _, c := range [][2]string{
+		{"invalid port", "invalid port"},
+		{"invalid character", "invalid character in the host"},
+		{"invalid URL escape", `invalid "%" escape`},
+		{"invalid control character", "a control character"},
+	} {
+		if strings.Contains(msg, c[0]) {
+			return nil, "not a valid URL: " + c[1]
+		}
+	}
+	return nil, "not a valid URL"
+}
+
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < ' ' || r == 0x7f })
+}
+
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// repoURL checks repo.url and returns its scheme when the scheme is one baton reads,
+// so that the auth checks can still run when the rest of the URL is wrong.
+func (k *configCheck) repoURL(raw string) string {
+	at := []any{"repo", "url"}
+	if raw == "" {
+		k.fail("required", at...)
+		return ""
+	}
+	scheme, userinfo, ok := splitURLUserinfo(raw)
+	if !ok {
+		switch g := scpRE.FindStringSubmatch(raw); {
+		case g != nil:
+			user := ""
+			if g[1] != "" {
+				user = g[1] + "@"
+			}
+			k.fail(fmt.Sprintf("scp-style address; write it as ssh://%s%s/%s", user, g[2], strings.TrimPrefix(g[3], "/")), at...)
+		case strings.HasPrefix(raw, "/") && !hasControl(raw):
+			k.fail(fmt.Sprintf("a path, not a URL; write it as file://%s", raw), at...)
+		default:
+			k.fail("no scheme; use https://, ssh:// or file://", at...)
+		}
+		return ""
+	}
+	switch scheme {
+	case "https", "http", "ssh", "file":
+	default:
+		k.fail(fmt.Sprintf("scheme %q not supported; use https://, ssh:// or file://", scheme), at...)
+		return ""
+	}
+	switch {
+	case userinfo != "" && (scheme == "https" || scheme == "http"):
+		k.fail("credentials in the URL are refused; put the token in a file named by repo.auth.tokenFile (and the user in repo.auth.tokenUser)", at...)
+		return scheme
+	case strings.Contains(userinfo, ":") && scheme == "ssh":
+		k.fail("a password in the URL is refused; use a key named by repo.auth.sshKeyFile", at...)
+		return scheme
+	case userinfo != "" && scheme == "file":
+		k.fail("a file:// URL takes no user; write file:///path", at...)
+		return scheme
+	}
+	u, why := parseURLQuietly(raw)
+	if u == nil {
+		k.fail(why, at...)
+		return scheme
+	}
+	switch {
+	case u.RawQuery != "" || u.ForceQuery:
+		k.fail("a query string is refused: it may hold a token; put the token in a file named by repo.auth.tokenFile", at...)
+		return scheme
+	case u.Fragment != "":
+		k.fail(`a fragment ("#...") means nothing to git; set repo.branch`, at...)
+		return scheme
+	}
+	if scheme == "file" {
+		switch {
+		case u.Host != "" && !strings.EqualFold(u.Host, "localhost"):
+			k.fail(fmt.Sprintf("a file:// URL names no host, not %q; write file:///path", u.Host), at...)
+		case u.Path == "" || u.Path == "/":
+			k.fail("no repository path", at...)
+		case path.Clean(u.Path) != u.Path:
+			k.fail(fmt.Sprintf("path %q is not clean; write %q", u.Path, path.Clean(u.Path)), at...)
+		}
+		return scheme
+	}
+	switch {
+	case u.Hostname() == "":
+		k.fail("no host", at...)
+	case scheme == "http" && !isLoopbackHost(u.Hostname()):
+		k.fail(fmt.Sprintf("http:// only to a loopback host, not %q; use https://", u.Hostname()), at...)
+	case u.Path == "" || u.Path == "/":
+		k.fail("no repository path", at...)
+	}
+	return scheme
+}
+
+// httpURL checks raw, a URL of a service baton calls: http or https, with a host and no
+// credentials (hint says where they go instead). It never quotes the URL.
+func (k *configCheck) httpURL(raw, hint string, at ...any) {
+	scheme, userinfo, ok := splitURLUserinfo(raw)
+	if !ok {
+		k.fail("no scheme; write it as https://host[:port]/...", at...)
+		return
+	}
+	if scheme != "https" && scheme != "http" {
+		k.fail(fmt.Sprintf("scheme %q not supported; use https:// or http://", scheme), at...)
+		return
+	}
+	if userinfo != "" {
+		k.fail("credentials in the URL are refused; "+hint, at...)
+		return
+	}
+	u, why := parseURLQuietly(raw)
+	if u == nil {
+		k.fail(why, at...)
+		return
+	}
+	if u.Hostname() == "" {
+		k.fail("no host", at...)
+	}
+}
+
+// badBranch says why s is not a name `git check-ref-format --branch` accepts, or "".
+// It also refuses a full ref ("refs/heads/main"), which would name another branch.
+func badBranch(s string) string {
+	switch {
+	case strings.HasPrefix(s, "refs/"):
+		return fmt.Sprintf("write the branch name %q, not a full ref", strings.TrimPrefix(s, "refs/heads/"))
+	case strings.HasPrefix(s, "-"):
+		return `starts with "-"`
+	case s == "HEAD" || s == "@":
+		return "reserved by git"
+	case strings.Contains(s, ".."):
+		return `contains ".."`
+	case strings.Contains(s, "@{"):
+		return `contains "@{"`
+	case strings.HasPrefix(s, "/") || strings.HasSuffix(s, "/") || strings.Contains(s, "//"):
+		return `has an empty component (a leading, trailing or double "/")`
+	case strings.HasSuffix(s, "."):
+		return `ends with "."`
+	}
+	for _, r := range s {
+		switch {
+		case r == ' ':
+			return "contains a space"
+		case r < ' ' || r == 0x7f:
+			return "contains a control character"
+		case strings.ContainsRune(`~^:?*[\`, r):
+			return fmt.Sprintf("contains %q", r)
+		}
+	}
+	for part := range strings.SplitSeq(s, "/") {
+		if strings.HasPrefix(part, ".") {
+			return `a component starts with "."`
+		}
+		if strings.HasSuffix(part, ".lock") {
+			return `a component ends with ".lock"`
+		}
+	}
+	return ""
+}
+
+// file checks an optional path to a file: absolute and clean when set.
+func (k *configCheck) file(p string, at ...any) {
+	if p != "" {
+		k.path(p, at...)
+	}
+}
+
+// dir checks a required directory that has a default.
+func (k *configCheck) dir(p, def string, at ...any) {
+	switch {
+	case p == "":
+		k.fail(fmt.Sprintf("empty; leave it out for the default %q", def), at...)
+	case p == "/":
+		k.fail(`must not be "/"`, at...)
+	default:
+		k.path(p, at...)
+	}
+}
+
+func (k *configCheck) path(p string, at ...any) {
+	switch {
+	case hasControl(p):
+		k.fail(fmt.Sprintf("%q contains a control character", p), at...)
+	case !filepath.IsAbs(p):
+		k.fail(fmt.Sprintf("%q is not an absolute path", p), at...)
+	case filepath.Clean(p) != p:
+		k.fail(fmt.Sprintf("%q is not a clean path; write %q", p, filepath.Clean(p)), at...)
+	}
+}
+
+func (l *LeaseConfig) check(k *configCheck) {
+	switch l.Backend {
+	case LeaseLocal, LeaseEtcd, LeaseFleetlock:
+		// A section for another backend is a mistake: the one meant is not in use.
+		if l.Etcd != nil && l.Backend != LeaseEtcd {
+			k.report([]any{"lease", "etcd"}, "lease.etcd is set but lease.backend is %s", l.Backend)
+		}
+		if l.Fleetlock != nil && l.Backend != LeaseFleetlock {
+			k.report([]any{"lease", "fleetlock"}, "lease.fleetlock is set but lease.backend is %s", l.Backend)
+		}
+	case "":
+		k.fail(fmt.Sprintf("empty; leave it out for the default %q", DefaultLeaseBackend), "lease", "backend")
+	default:
+		k.fail(fmt.Sprintf("%q not supported; use local, etcd or fleetlock", l.Backend), "lease", "backend")
+	}
+	switch l.Backend {
+	case LeaseEtcd:
+		e := l.Etcd
+		if e == nil {
+			e = &EtcdConfig{Prefix: DefaultEtcdPrefix, TTL: yamldoc.Duration(DefaultEtcdTTL)}
+		}
+		e.check(k)
+	case LeaseFleetlock:
+		f := l.Fleetlock
+		if f == nil {
+			f = &FleetlockConfig{Group: DefaultFleetlockGroup}
+		}
+		f.check(k)
+	}
+}
+
+var fleetlockGroupRE = regexp.MustCompile(`^[A-Za-z0-9.-]+$`)
+
+func (e *EtcdConfig) check(k *configCheck) {
+	if len(e.Endpoints) == 0 {
+		k.fail("required when lease.backend is etcd", "lease", "etcd", "endpoints")
+	}
+	https := false
+	for i, ep := range e.Endpoints {
+		if ep == "" {
+			k.fail("empty", "lease", "etcd", "endpoints", i)
+			continue
+		}
+		k.httpURL(ep, "use lease.etcd.username and lease.etcd.passwordFile", "lease", "etcd", "endpoints", i)
+		if scheme, _, _ := splitURLUserinfo(ep); scheme == "https" {
+			https = true
+		}
+	}
+	switch {
+	case !strings.HasPrefix(e.Prefix, "/"):
+		k.fail(fmt.Sprintf("%q does not start with \"/\"", e.Prefix), "lease", "etcd", "prefix")
+	case e.Prefix == "/" || path.Clean(e.Prefix) != e.Prefix:
+		k.fail(fmt.Sprintf("%q is not a clean key prefix (no trailing \"/\", \"//\" or \"..\")", e.Prefix), "lease", "etcd", "prefix")
+	}
+	if e.TTL.D() < MinEtcdTTL {
+		k.fail(fmt.Sprintf("%v is below the minimum of %v", e.TTL, MinEtcdTTL), "lease", "etcd", "ttl")
+	}
+	t := e.TLS
+	k.file(t.CAFile, "lease", "etcd", "tls", "caFile")
+	k.file(t.CertFile, "lease", "etcd", "tls", "certFile")
+	k.file(t.KeyFile, "lease", "etcd", "tls", "keyFile")
+	if t.CertFile != "" && t.KeyFile == "" {
+		k.failBeside([]any{"lease", "etcd", "tls", "certFile"}, "required with lease.etcd.tls.certFile", "lease", "etcd", "tls", "keyFile")
+	}
+	if t.KeyFile != "" && t.CertFile == "" {
+		k.failBeside([]any{"lease", "etcd", "tls", "keyFile"}, "required with lease.etcd.tls.keyFile", "lease", "etcd", "tls", "certFile")
+	}
+	if t != (TLSConfig{}) && !https && len(e.Endpoints) > 0 {
+		k.fail("set, but no endpoint is https://", "lease", "etcd", "tls")
+	}
+	k.file(e.PasswordFile, "lease", "etcd", "passwordFile")
+	if e.Username != "" && e.PasswordFile == "" {
+		k.failBeside([]any{"lease", "etcd", "username"}, "required with lease.etcd.username", "lease", "etcd", "passwordFile")
+	}
+	if e.PasswordFile != "" && e.Username == "" {
+		k.failBeside([]any{"lease", "etcd", "passwordFile"}, "required with lease.etcd.passwordFile", "lease", "etcd", "username")
+	}
+}
+
+func (f *FleetlockConfig) check(k *configCheck) {
+	if f.URL == "" {
+		k.fail("required when lease.backend is fleetlock", "lease", "fleetlock", "url")
+	} else {
+		k.httpURL(f.URL, "the FleetLock protocol takes none", "lease", "fleetlock", "url")
+	}
+	if !fleetlockGroupRE.MatchString(f.Group) {
+		k.fail(fmt.Sprintf("%q is not a valid group (letters, digits, '.' and '-')", f.Group), "lease", "fleetlock", "group")
+	}
+}
+
+func (l *ListenConfig) check(k *configCheck) {
+	if l.Metrics != "" {
+		if why := badListenAddr(l.Metrics); why != "" {
+			k.fail(why, "listen", "metrics")
+		}
+	}
+	switch {
+	case l.API == "":
+		k.fail(fmt.Sprintf("empty; leave it out for the default %q", DefaultAPISocket), "listen", "api")
+	case len(l.API) > maxSocketPath:
+		k.fail(fmt.Sprintf("path is %d bytes; a unix socket path is at most %d", len(l.API), maxSocketPath), "listen", "api")
+	default:
+		k.path(l.API, "listen", "api")
+	}
+}
+
+// badListenAddr says why s is not an address to listen on, host:port, or "".
+func badListenAddr(s string) string {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Sprintf("%q is not host:port; write %s, or \"\" to turn metrics off", s, DefaultMetricsAddr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Sprintf("port %q is not a number from 1 to 65535", port)
+	}
+	if host != "" && net.ParseIP(host) == nil && !validHostName(host) {
+		return fmt.Sprintf("host %q is not an IP address or host name", host)
+	}
+	return ""
+}

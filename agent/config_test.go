@@ -1,0 +1,552 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"maps"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/baton-fleet/baton/internal/yamldoc"
+)
+
+// The file name every test parses under, as the messages show it.
+const testFile = "agent.yaml"
+
+func dur(s string) yamldoc.Duration {
+	d, err := yamldoc.ParseDuration(s)
+	if err != nil {
+		panic(err)
+	}
+	return yamldoc.Duration(d)
+}
+
+// defaults is the configuration of a file that sets only repo.url, on host web-01.
+func defaults(url string) Config {
+	return Config{
+		Host:   "web-01",
+		Repo:   RepoConfig{URL: url, Branch: DefaultBranch, Poll: yamldoc.Duration(DefaultPoll)},
+		Lease:  LeaseConfig{Backend: LeaseLocal},
+		Listen: ListenConfig{Metrics: DefaultMetricsAddr, API: DefaultAPISocket},
+		Paths:  PathsConfig{State: DefaultStateDir, Units: DefaultUnitDir},
+	}
+}
+
+// goodConfigs maps each file under testdata/config/good to the configuration it
+// gives with the system host name web-01: the defaults applied.
+var goodConfigs = map[string]func() Config{
+	"minimal.yaml": func() Config {
+		return defaults("https://git.example.com/ops/fleet.git")
+	},
+	"full-etcd.yaml": func() Config {
+		return Config{
+			Host: "web-01",
+			Repo: RepoConfig{
+				URL:    "ssh://git@git.example.com/ops/fleet.git",
+				Branch: "release/2024",
+				Poll:   dur("1m"),
+				Auth:   AuthConfig{SSHKeyFile: "/etc/baton/id_ed25519", KnownHostsFile: "/etc/baton/known_hosts"},
+				Verify: VerifyConfig{OpenPGPKeyring: "/etc/baton/trusted.asc", SSHAllowedSigners: "/etc/baton/allowed_signers"},
+			},
+			Lease: LeaseConfig{Backend: LeaseEtcd, Etcd: &EtcdConfig{
+				Endpoints:    []string{"https://10.0.0.5:2379", "https://10.0.0.6:2379"},
+				Prefix:       "/baton/prod",
+				TTL:          dur("20s"),
+				TLS:          TLSConfig{CAFile: "/etc/baton/etcd-ca.pem", CertFile: "/etc/baton/etcd.pem", KeyFile: "/etc/baton/etcd-key.pem"},
+				Username:     "baton",
+				PasswordFile: "/etc/baton/etcd.password",
+			}},
+			Listen: ListenConfig{Metrics: "[::1]:9732", API: "/run/baton/api.sock"},
+			Paths:  PathsConfig{State: "/srv/baton/state", Units: "/etc/systemd/system"},
+			Webhooks: []WebhookConfig{
+				{URL: "https://hooks.example.com/baton", SecretFile: "/etc/baton/webhook.secret"},
+				{URL: "http://127.0.0.1:8080/events"},
+			},
+		}
+	},
+	"etcd-defaults.yaml": func() Config {
+		c := defaults("ssh://git@git.example.com:2222/ops/fleet.git")
+		c.Repo.Auth.KnownHostsFile = "/etc/baton/known_hosts"
+		c.Lease = LeaseConfig{Backend: LeaseEtcd, Etcd: &EtcdConfig{
+			Endpoints: []string{"http://etcd-1.internal:2379"},
+			Prefix:    DefaultEtcdPrefix,
+			TTL:       yamldoc.Duration(DefaultEtcdTTL),
+		}}
+		return c
+	},
+	"fleetlock.yaml": func() Config {
+		c := defaults("https://git.example.com/ops/fleet.git")
+		c.Host = "db-02.dc1.example.com"
+		c.Repo.Auth = AuthConfig{TokenFile: "/etc/baton/token", TokenUser: "x-access-token"}
+		c.Lease = LeaseConfig{Backend: LeaseFleetlock, Fleetlock: &FleetlockConfig{
+			URL: "https://fleetlock.example.com/", Group: DefaultFleetlockGroup,
+		}}
+		c.Listen.Metrics = "" // off
+		c.Webhooks = []WebhookConfig{}
+		return c
+	},
+	"local-file-repo.yaml": func() Config {
+		c := defaults("file:///srv/fleet.git")
+		c.Host = "demo"
+		c.Repo.Poll = dur("1s")
+		c.Repo.AllowRewind = true
+		c.Listen.Metrics = ":9732"
+		return c
+	},
+	"http-loopback.yaml": func() Config {
+		c := defaults("http://localhost:3000/ops/fleet.git")
+		c.Repo.Auth.TokenFile = "/etc/baton/token"
+		c.Paths.State = "/var/lib/baton-test"
+		return c
+	},
+}
+
+func TestParseConfigGood(t *testing.T) {
+	checkListed(t, "testdata/config/good", slices.Collect(maps.Keys(goodConfigs)))
+	for name, want := range goodConfigs {
+		t.Run(name, func(t *testing.T) {
+			got, err := ParseConfig(testFile, readTestdata(t, "good", name), "web-01")
+			if err != nil {
+				t.Fatalf("ParseConfig:\n%v", err)
+			}
+			if err := got.Validate(); err != nil {
+				t.Errorf("Validate after ParseConfig:\n%v", err)
+			}
+			got.doc, got.hostFromSystem = nil, false
+			if w := want(); !reflect.DeepEqual(*got, w) {
+				t.Errorf("ParseConfig:\n got: %s\nwant: %s", asJSON(got), asJSON(w))
+			}
+		})
+	}
+}
+
+// badConfigs maps each file under testdata/config/bad to every error it gives.
+var badConfigs = []struct {
+	file string
+	want []string
+}{
+	{"empty.yaml", []string{
+		`agent.yaml: repo.url: required`,
+	}},
+	{"ftp-scheme.yaml", []string{
+		`agent.yaml:4: repo.url: scheme "ftp" not supported; use https://, ssh:// or file://`,
+	}},
+	{"credentials-in-url.yaml", []string{
+		`agent.yaml:3: repo.url: credentials in the URL are refused; put the token in a file named by repo.auth.tokenFile (and the user in repo.auth.tokenUser)`,
+	}},
+	{"token-as-user.yaml", []string{
+		`agent.yaml:3: repo.url: credentials in the URL are refused; put the token in a file named by repo.auth.tokenFile (and the user in repo.auth.tokenUser)`,
+		`agent.yaml:5: webhooks[0].url: credentials in the URL are refused; put the signing key in webhooks[].secretFile`,
+	}},
+	{"ssh-password.yaml", []string{
+		`agent.yaml:3: repo.url: a password in the URL is refused; use a key named by repo.auth.sshKeyFile`,
+	}},
+	{"scp-style.yaml", []string{
+		`agent.yaml:3: repo.url: scp-style address; write it as ssh://git@git.example.com/ops/fleet.git`,
+	}},
+	{"bare-path.yaml", []string{
+		`agent.yaml:2: repo.url: a path, not a URL; write it as file:///srv/fleet.git`,
+	}},
+	{"http-remote.yaml", []string{
+		`agent.yaml:3: repo.url: http:// only to a loopback host, not "git.example.com"; use https://`,
+	}},
+	{"url-without-repo-path.yaml", []string{
+		`agent.yaml:2: repo.url: no repository path`,
+		`agent.yaml:6: lease.fleetlock.url: not a valid URL: invalid character in the host`,
+	}},
+	{"file-url-host.yaml", []string{
+		`agent.yaml:3: repo.url: a file:// URL names no host, not "srv"; write file:///path`,
+		`agent.yaml:5: repo.auth.tokenFile: only for https:// URLs, and repo.url is file://`,
+	}},
+	{"ssh-no-known-hosts.yaml", []string{
+		`agent.yaml:4: repo.auth.knownHostsFile: required for ssh:// URLs: host keys are never accepted unchecked`,
+	}},
+	{"auth-mismatch.yaml", []string{
+		`agent.yaml:5: repo.auth.sshKeyFile: only for ssh:// URLs, and repo.url is https://`,
+		`agent.yaml:6: repo.auth.knownHostsFile: only for ssh:// URLs, and repo.url is https://`,
+		`agent.yaml:7: repo.auth.tokenUser: set without repo.auth.tokenFile`,
+	}},
+	{"token-on-ssh.yaml", []string{
+		`agent.yaml:3: repo.auth.tokenFile: only for https:// URLs, and repo.url is ssh://`,
+	}},
+	{"bad-branch.yaml", []string{
+		`agent.yaml:3: repo.branch: "release..2024 " is not a valid branch name: contains ".."`,
+	}},
+	{"full-ref-branch.yaml", []string{
+		`agent.yaml:3: repo.branch: "refs/heads/main" is not a valid branch name: write the branch name "main", not a full ref`,
+	}},
+	{"bad-host.yaml", []string{
+		`agent.yaml:1: host: "web_01" is not a valid host name (letters, digits, '.' and '-', at most 253)`,
+	}},
+	{"relative-paths.yaml", []string{
+		`agent.yaml:4: repo.auth.knownHostsFile: "/etc/baton/../baton/known_hosts" is not a clean path; write "/etc/baton/known_hosts"`,
+		`agent.yaml:4: repo.auth.sshKeyFile: "id_ed25519" is not an absolute path`,
+		`agent.yaml:6: repo.verify.openpgpKeyring: "./trusted.asc" is not an absolute path`,
+		`agent.yaml:7: repo.verify.sshAllowedSigners: "/etc/baton/allowed_signers/" is not a clean path; write "/etc/baton/allowed_signers"`,
+		`agent.yaml:9: paths.state: "var/lib/baton" is not an absolute path`,
+		`agent.yaml:10: paths.units: must not be "/"`,
+		`agent.yaml:13: webhooks[0].secretFile: "webhook.secret" is not an absolute path`,
+	}},
+	{"poll-too-short.yaml", []string{
+		`agent.yaml:3: repo.poll: 500ms is below the minimum of 1s`,
+	}},
+	{"explicit-empty.yaml", []string{
+		`agent.yaml:2: host: empty; leave it out to use the system host name`,
+		`agent.yaml:5: repo.branch: empty; leave it out for the default "main"`,
+		`agent.yaml:7: lease.backend: empty; leave it out for the default "local"`,
+		`agent.yaml:9: listen.api: empty; leave it out for the default "/run/baton/baton.sock"`,
+		`agent.yaml:11: paths.state: empty; leave it out for the default "/var/lib/baton"`,
+	}},
+	{"unknown-backend.yaml", []string{
+		`agent.yaml:4: lease.backend: "consul" not supported; use local, etcd or fleetlock`,
+	}},
+	{"etcd-not-selected.yaml", []string{
+		`agent.yaml:5: lease.etcd is set but lease.backend is local`,
+		`agent.yaml:7: lease.fleetlock is set but lease.backend is local`,
+	}},
+	{"etcd-missing.yaml", []string{
+		`agent.yaml:3: lease.etcd.endpoints: required when lease.backend is etcd`,
+	}},
+	{"etcd-bad.yaml", []string{
+		`agent.yaml:8: lease.etcd.endpoints[0]: no scheme; write it as https://host[:port]/...`,
+		`agent.yaml:9: lease.etcd.endpoints[1]: credentials in the URL are refused; use lease.etcd.username and lease.etcd.passwordFile`,
+		`agent.yaml:10: lease.etcd.endpoints[2]: scheme "unix" not supported; use https:// or http://`,
+		`agent.yaml:11: lease.etcd.endpoints[3]: empty`,
+		`agent.yaml:12: lease.etcd.prefix: "baton/" does not start with "/"`,
+		`agent.yaml:13: lease.etcd.ttl: 2s is below the minimum of 5s`,
+		`agent.yaml:15: lease.etcd.tls.keyFile: required with lease.etcd.tls.certFile`,
+		`agent.yaml:16: lease.etcd.passwordFile: required with lease.etcd.username`,
+		`agent.yaml:17: lease.fleetlock is set but lease.backend is etcd`,
+	}},
+	{"etcd-tls-plain.yaml", []string{
+		`agent.yaml:8: lease.etcd.tls.certFile: required with lease.etcd.tls.keyFile`,
+		`agent.yaml:8: lease.etcd.tls: set, but no endpoint is https://`,
+		`agent.yaml:9: lease.etcd.username: required with lease.etcd.passwordFile`,
+	}},
+	{"fleetlock-bad.yaml", []string{
+		`agent.yaml:5: lease.fleetlock.url: required when lease.backend is fleetlock`,
+		`agent.yaml:6: lease.fleetlock.group: "web servers" is not a valid group (letters, digits, '.' and '-')`,
+	}},
+	{"listen-bad.yaml", []string{
+		`agent.yaml:5: listen.metrics: "9732" is not host:port; write 127.0.0.1:9732, or "" to turn metrics off`,
+		`agent.yaml:6: listen.api: path is 108 bytes; a unix socket path is at most 107`,
+	}},
+	{"listen-bad-port.yaml", []string{
+		`agent.yaml:4: listen.metrics: port "http" is not a number from 1 to 65535`,
+		`agent.yaml:5: listen.api: "run/baton.sock" is not an absolute path`,
+	}},
+	{"webhooks-bad.yaml", []string{
+		`agent.yaml:4: webhooks[0].url: scheme "ftp" not supported; use https:// or http://`,
+		`agent.yaml:5: webhooks[1].url: required`,
+		`agent.yaml:6: webhooks[2].url: no scheme; write it as https://host[:port]/...`,
+	}},
+	{"strict-decode.yaml", []string{
+		`agent.yaml:3: unknown field "hots"; known fields: host, lease, listen, paths, repo, webhooks`,
+		`agent.yaml:5: repo.url: scheme "ftp" not supported; use https://, ssh:// or file://`,
+		`agent.yaml:6: unknown field "branh" (did you mean "branch"?)`,
+		`agent.yaml:7: invalid duration "30": expected a number with a unit, such as 500ms, 10s or 5m`,
+		`agent.yaml:9: expected a mapping, got a list`,
+	}},
+	{"wrong-types.yaml", []string{
+		`agent.yaml:3: expected a string, got a list`,
+		`agent.yaml:5: expected a string, got a list`,
+		`agent.yaml:6: expected a duration such as 10s, got a mapping`,
+		`agent.yaml:7: expected true or false, got string "maybe"`,
+		`agent.yaml:11: expected a list, got string "https:/..."`,
+		`agent.yaml:12: invalid duration "15": expected a number with a unit, such as 500ms, 10s or 5m`,
+	}},
+	{"syntax-error.yaml", []string{
+		`agent.yaml:3: mapping values are not allowed in this context`,
+	}},
+	{"not-a-mapping.yaml", []string{
+		`agent.yaml:1: expected a mapping, got a list`,
+	}},
+}
+
+// secrets are the credentials written into URLs under testdata/config/bad: no message
+// may repeat them.
+var secrets = []string{"s3cr3t", "ghp_0123", "hunter2", "pa55", "token=abc"}
+
+func TestParseConfigBad(t *testing.T) {
+	var files []string
+	for _, tt := range badConfigs {
+		files = append(files, tt.file)
+	}
+	checkListed(t, "testdata/config/bad", files)
+	for _, tt := range badConfigs {
+		t.Run(tt.file, func(t *testing.T) {
+			got, err := ParseConfig(testFile, readTestdata(t, "bad", tt.file), "web-01")
+			if err == nil {
+				t.Fatalf("ParseConfig: no error, want:\n%s", strings.Join(tt.want, "\n"))
+			}
+			if got != nil {
+				t.Errorf("ParseConfig returned a config with its error")
+			}
+			var list yamldoc.Errors
+			if !errors.As(err, &list) {
+				t.Errorf("ParseConfig error is a %T, want yamldoc.Errors", err)
+			}
+			if msg := err.Error(); msg != strings.Join(tt.want, "\n") {
+				t.Errorf("ParseConfig errors:\n got:\n%s\nwant:\n%s", msg, strings.Join(tt.want, "\n"))
+			}
+			for _, s := range secrets {
+				if strings.Contains(err.Error(), s) {
+					t.Errorf("an error repeats the secret %q:\n%v", s, err)
+				}
+			}
+		})
+	}
+}
+
+func TestRepoURLs(t *testing.T) {
+	for url, want := range map[string]string{
+		"https://git.example.com/ops/fleet.git":       "",
+		"HTTPS://git.example.com/ops/fleet.git":       "",
+		"ssh://git@git.example.com:22/ops/fleet.git":  "",
+		"http://127.0.0.2:3000/fleet.git":             "",
+		"http://[::1]/fleet.git":                      "",
+		"file://localhost/srv/fleet.git":              "",
+		"git.example.com/ops/fleet.git":               "repo.url: no scheme; use https://, ssh:// or file://",
+		"fleet.example.com:/srv/fleet.git":            "repo.url: scp-style address; write it as ssh://fleet.example.com/srv/fleet.git",
+		"user:s3cr3t@git.example.com:ops/fleet.git":   "repo.url: no scheme; use https://, ssh:// or file://",
+		"https://git.example.com:s3cr3t/ops":          "repo.url: not a valid URL: invalid port",
+		"https://git.example.com/ops/%zz":             `repo.url: not a valid URL: invalid "%" escape`,
+		"https:///ops/fleet.git":                      "repo.url: no host",
+		"ssh://git@git.example.com":                   "repo.url: no repository path",
+		"http://10.1.2.3/fleet.git":                   `repo.url: http:// only to a loopback host, not "10.1.2.3"; use https://`,
+		"file:///srv/../fleet.git":                    `repo.url: path "/srv/../fleet.git" is not clean; write "/fleet.git"`,
+		"file:///":                                    "repo.url: no repository path",
+		"file://u@/srv/fleet.git":                     "repo.url: a file:// URL takes no user; write file:///path",
+		"git://git.example.com/ops/fleet.git":         `repo.url: scheme "git" not supported; use https://, ssh:// or file://`,
+		"https://:s3cr3t@git.example.com/ops/x.git":   "repo.url: credentials in the URL are refused; put the token in a file named by repo.auth.tokenFile (and the user in repo.auth.tokenUser)",
+		"https://git.example.com/ops/fleet.git#main":  `repo.url: a fragment ("#...") means nothing to git; set repo.branch`,
+		"https://git.example.com/x.git?t=s3cr3t":      "repo.url: a query string is refused: it may hold a token; put the token in a file named by repo.auth.tokenFile",
+		"/srv/fleet\n.git":                            "repo.url: no scheme; use https://, ssh:// or file://",
+		"ssh://git:s3cr3t@git.example.com:2222/x.git": "repo.url: a password in the URL is refused; use a key named by repo.auth.sshKeyFile",
+	} {
+		// An ssh URL needs known hosts; the check of auth is not under test here.
+		data := "repo:\n  auth: {knownHostsFile: /etc/baton/known_hosts}\n  url: " + jsonString(url) + "\n"
+		if !strings.HasPrefix(strings.ToLower(url), "ssh://") {
+			data = "repo:\n  url: " + jsonString(url) + "\n"
+		}
+		_, err := ParseConfig(testFile, []byte(data), "web-01")
+		got := ""
+		if err != nil {
+			got = strings.TrimPrefix(err.Error(), "agent.yaml:")
+			_, got, _ = strings.Cut(got, ": ")
+		}
+		if got != want {
+			t.Errorf("repo.url %q:\n got: %s\nwant: %s", url, got, want)
+		}
+		if strings.Contains(got, "s3cr3t") {
+			t.Errorf("repo.url %q: the error repeats the secret", url)
+		}
+	}
+}
+
+func TestBadBranch(t *testing.T) {
+	for branch, want := range map[string]string{
+		"main":             "",
+		"release/2024.1":   "",
+		"feature/x-y_z":    "",
+		"déploiement":      "",
+		"v1.0@2":           "",
+		"-main":            `starts with "-"`,
+		"a..b":             `contains ".."`,
+		"a b":              "contains a space",
+		"a\tb":             "contains a control character",
+		"a~1":              `contains '~'`,
+		"a^":               `contains '^'`,
+		"a:b":              `contains ':'`,
+		"a?":               `contains '?'`,
+		"a*":               `contains '*'`,
+		"a[1]":             `contains '['`,
+		`a\b`:              `contains '\\'`,
+		"a@{1}":            `contains "@{"`,
+		"@":                "reserved by git",
+		"HEAD":             "reserved by git",
+		"/main":            `has an empty component (a leading, trailing or double "/")`,
+		"main/":            `has an empty component (a leading, trailing or double "/")`,
+		"a//b":             `has an empty component (a leading, trailing or double "/")`,
+		"main.":            `ends with "."`,
+		".hidden":          `a component starts with "."`,
+		"a/.b":             `a component starts with "."`,
+		"main.lock":        `a component ends with ".lock"`,
+		"a.lock/b":         `a component ends with ".lock"`,
+		"refs/heads/main":  `write the branch name "main", not a full ref`,
+		"refs/tags/v1.0.0": `write the branch name "refs/tags/v1.0.0", not a full ref`,
+	} {
+		if got := badBranch(branch); got != want {
+			t.Errorf("badBranch(%q) = %q, want %q", branch, got, want)
+		}
+	}
+}
+
+func TestSystemHostName(t *testing.T) {
+	data := []byte("repo: {url: https://git.example.com/ops/fleet.git}\n")
+	long := strings.Repeat("a", 254)
+	for _, tt := range []struct {
+		hostname, file, want string
+	}{
+		{"web-01.dc1.example.com", "", ""},
+		{"", "", "agent.yaml:1: host: not set, and the system host name is unknown"},
+		{"web_01", "", `agent.yaml:1: host: the system host name "web_01" is not a valid host name (letters, digits, '.' and '-', at most 253); set host`},
+		{long, "", `agent.yaml:1: host: the system host name "` + long + `" is not a valid host name (letters, digits, '.' and '-', at most 253); set host`},
+		{"web_01", "host: web-01\n", ""}, // the file wins
+		{"", "host: web-01\n", ""},
+	} {
+		c, err := ParseConfig(testFile, append([]byte(tt.file), data...), tt.hostname)
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if got != tt.want {
+			t.Errorf("system host name %q, file %q:\n got: %s\nwant: %s", tt.hostname, tt.file, got, tt.want)
+		}
+		if err == nil && tt.file == "" && c.Host != tt.hostname {
+			t.Errorf("system host name %q: Host = %q", tt.hostname, c.Host)
+		}
+	}
+}
+
+func TestValidateBuiltInCode(t *testing.T) {
+	c := defaults("https://git.example.com/ops/fleet.git")
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate of the defaults: %v", err)
+	}
+	c.Repo.URL = "ftp://git.example.com/fleet.git"
+	c.Lease.Backend = LeaseEtcd
+	c.Repo.Poll = 0
+	want := strings.Join([]string{
+		`agent config: lease.etcd.endpoints: required when lease.backend is etcd`,
+		`agent config: repo.poll: 0s is below the minimum of 1s`,
+		`agent config: repo.url: scheme "ftp" not supported; use https://, ssh:// or file://`,
+	}, "\n")
+	if err := c.Validate(); err == nil || err.Error() != want {
+		t.Errorf("Validate:\n got: %v\nwant: %s", err, want)
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(path, readTestdata(t, "good", "minimal.yaml"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(path)
+	if err != nil {
+		t.Fatalf("LoadConfig: %v", err)
+	}
+	if hostname, err := os.Hostname(); err == nil && validHostName(hostname) && c.Host != hostname {
+		t.Errorf("LoadConfig: Host = %q, want the host name %q", c.Host, hostname)
+	}
+
+	if err := os.WriteFile(path, readTestdata(t, "bad", "ftp-scheme.yaml"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = LoadConfig(path)
+	if want := path + ":4: repo.url: "; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("LoadConfig of a bad file: %v, want an error starting %q", err, want)
+	}
+
+	_, err = LoadConfig(filepath.Join(dir, "missing.yaml"))
+	if !errors.Is(err, os.ErrNotExist) || !strings.HasPrefix(err.Error(), "load agent config: ") {
+		t.Errorf("LoadConfig of a missing file: %v", err)
+	}
+
+	big := append([]byte("host: web-01\n#"), make([]byte, yamldoc.MaxSize*2)...)
+	if err := os.WriteFile(path, big, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = LoadConfig(path)
+	if want := path + ": file is "; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("LoadConfig of a huge file: %v, want an error starting %q", err, want)
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	seeds, err := filepath.Glob("testdata/config/*/*.yaml")
+	if err != nil || len(seeds) == 0 {
+		f.Fatalf("no seeds under testdata/config: %v", err)
+	}
+	for _, name := range seeds {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data, "web-01")
+	}
+	f.Add([]byte("repo: {url: https://git.example.com/x.git}\n"), "")
+	f.Fuzz(func(t *testing.T, data []byte, hostname string) {
+		start := time.Now()
+		c, err := ParseConfig(testFile, data, hostname)
+		if d := time.Since(start); d > 10*time.Second {
+			t.Fatalf("ParseConfig took %v", d)
+		}
+		if err != nil {
+			if c != nil {
+				t.Fatal("ParseConfig returned a config with its error")
+			}
+			var list yamldoc.Errors
+			if !errors.As(err, &list) || len(list) == 0 {
+				t.Fatalf("ParseConfig error is not a yamldoc.Errors list: %T %v", err, err)
+			}
+			for _, e := range list {
+				if e.File != testFile || !strings.HasPrefix(e.Error(), testFile) {
+					t.Fatalf("error does not name the file: %q", e.Error())
+				}
+			}
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("ParseConfig accepted what Validate refuses: %v", err)
+		}
+		if c.Host == "" || c.Repo.Poll.D() < MinPoll || c.Paths.State == "" || c.Listen.API == "" {
+			t.Fatalf("ParseConfig accepted a config without its defaults: %+v", c)
+		}
+	})
+}
+
+// checkListed fails t unless the .yaml files in dir are exactly names.
+func checkListed(t *testing.T, dir string, names []string) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range files {
+		files[i] = filepath.Base(f)
+	}
+	slices.Sort(files)
+	names = slices.Sorted(slices.Values(names))
+	if !slices.Equal(files, names) {
+		t.Errorf("files in %s: %q\nthe test lists: %q", dir, files, names)
+	}
+}
+
+func readTestdata(t *testing.T, dir, name string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", "config", dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func asJSON(v any) string {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
