@@ -1,0 +1,190 @@
+package checks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Environment of every command run by Exec: these variables and nothing else.
+const (
+	execPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	execLang = "C.UTF-8"
+)
+
+// drainAfterExit bounds how long Exec keeps reading output once the command's
+// process group is dead: only a process that left the group (setsid) can hold
+// the output pipe open longer.
+const drainAfterExit = time.Second
+
+// Exec runs argv for an exec check or a hook and returns the tail of its combined
+// stdout and stderr (at most 4 KiB). The command runs:
+//   - with only PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+//     and LANG=C.UTF-8 in its environment, stdin /dev/null and working directory
+//     /; a program named without a slash is looked up in that PATH;
+//   - as p.User when set;
+//   - in a process group of its own, which is killed whole (SIGKILL) when timeout
+//     (which must be positive) passes or ctx ends, and also once the command has exited, so that nothing it
+//     started outlives it.
+//
+// The error says how the command failed: exit status, killed at the timeout, or
+// could not start; with the last line of output when there is one.
+func (p *Prober) Exec(ctx context.Context, argv []string, timeout time.Duration) (string, error) {
+	if len(argv) == 0 {
+		return "", errors.New("exec: no command")
+	}
+	prog, err := lookPath(argv[0])
+	if err != nil {
+		return "", fmt.Errorf("%s: %v", argv[0], err)
+	}
+	attr := &syscall.SysProcAttr{Setpgid: true}
+	if p.User != "" {
+		if attr.Credential, err = credential(p.User); err != nil {
+			return "", fmt.Errorf("%s: %v", argv[0], err)
+		}
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return "", fmt.Errorf("%s: %v", argv[0], err)
+	}
+	defer r.Close()
+
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.Command(prog, argv[1:]...)
+	cmd.Args[0] = argv[0]
+	cmd.Env = []string{"PATH=" + execPath, "LANG=" + execLang}
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = w, w // an *os.File: the child writes to it directly
+	cmd.SysProcAttr = attr
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		return "", fmt.Errorf("%s: start: %v", argv[0], err)
+	}
+	pid := cmd.Process.Pid
+
+	out := make(chan []byte, 1)
+	go func() { out <- readTail(r, maxOutput) }()
+	exited := make(chan struct{})
+	go func() { waitExited(pid); close(exited) }()
+
+	// Every kill happens while the leader has exited at most, not been reaped: it
+	// still holds the group's id then, so the id cannot name another group.
+	killed := false
+	select {
+	case <-exited:
+	case <-ctx.Done():
+		select {
+		case <-exited: // it exited on its own meanwhile
+		default:
+			killed = true
+			killGroup(pid)
+			<-exited
+		}
+	}
+	killGroup(pid) // whatever the command left behind
+	err = cmd.Wait()
+	r.SetReadDeadline(time.Now().Add(drainAfterExit))
+	output := printable(<-out)
+
+	switch {
+	case err == nil && !killed:
+		return output, nil
+	case killed && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		err = fmt.Errorf("%s: killed after the %s timeout", argv[0], timeout)
+	case killed:
+		err = fmt.Errorf("%s: canceled", argv[0])
+	default:
+		err = fmt.Errorf("%s: %v", argv[0], err)
+	}
+	if l := lastLine(output); l != "" {
+		err = fmt.Errorf("%w: %s", err, l)
+	}
+	return output, err
+}
+
+// lookPath finds a program named without a slash in the PATH that Exec sets, not
+// in the agent's own.
+func lookPath(name string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	for _, dir := range filepath.SplitList(execPath) {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("not found in %s", execPath)
+}
+
+// credential looks up the uid, gid and groups of a user name.
+func credential(name string) (*syscall.Credential, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("run as %s: %v", name, err)
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, fmt.Errorf("run as %s: %v", name, err)
+	}
+	c := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return nil, fmt.Errorf("run as %s: groups: %v", name, err)
+	}
+	for _, id := range ids {
+		g, err := strconv.ParseUint(id, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("run as %s: group %q: %v", name, id, err)
+		}
+		c.Groups = append(c.Groups, uint32(g))
+	}
+	return c, nil
+}
+
+// killGroup sends SIGKILL to the process group pgid. A group already gone is
+// fine, and no other failure is possible for root or the group's owner.
+func killGroup(pgid int) {
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+// waitExited waits until the child pid has exited, without reaping it.
+func waitExited(pid int) {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return
+		}
+	}
+}
+
+// readTail reads r to its end (or read deadline) and returns the last n bytes.
+func readTail(r io.Reader, n int) []byte {
+	buf := make([]byte, 0, 2*n)
+	chunk := make([]byte, 32<<10)
+	for {
+		k, err := r.Read(chunk)
+		buf = append(buf, chunk[:k]...)
+		if len(buf) > 2*n {
+			buf = append(buf[:0], buf[len(buf)-n:]...)
+		}
+		if err != nil {
+			return tail(buf, n)
+		}
+	}
+}
