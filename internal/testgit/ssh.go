@@ -265,7 +265,9 @@ func (c *countingPipe) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// shellUnquote undoes git's single quoting of a path ('a'\''b' is a'b).
+// shellUnquote undoes git's single quoting of a path (sq_quote_buf in
+// git's quote.c): the path goes between single quotes, and a single quote
+// or ! inside it closes the quotes, is escaped with a backslash and reopens them.
 func shellUnquote(s string) (string, bool) {
 	var b strings.Builder
 	for len(s) > 0 {

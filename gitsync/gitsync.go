@@ -1,0 +1,296 @@
+// Package gitsync fetches the fleet repository and hands out verified revisions; it knows nothing of units.
+package gitsync
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+)
+
+// Defaults for Options.
+const (
+	DefaultBranch      = "main"
+	DefaultMinBackoff  = time.Second
+	DefaultMaxBackoff  = 5 * time.Minute
+	DefaultPollTimeout = 10 * time.Minute
+	DefaultTokenUser   = "baton"
+)
+
+// Auth holds the credentials for the remote, by file so that a secret never
+// sits in the configuration and can be rotated without a restart.
+type Auth struct {
+	TokenFile      string // https: the token is read from this file (trimmed) at each fetch, sent as HTTP basic auth
+	TokenUser      string // https: the basic auth user name; DefaultTokenUser when empty
+	SSHKeyFile     string // ssh: private key file (no passphrase), read at each fetch
+	KnownHostsFile string // ssh: required for ssh:// URLs; the host key is checked against it, never skipped
+}
+
+// Options configure a Syncer.
+type Options struct {
+	// URL of the remote: https://, ssh:// or file://. http:// is accepted only
+	// for loopback hosts (tests). Credentials in the URL are refused. An
+	// ssh:// URL without a user logs in as "git". file:// runs the host's
+	// git-upload-pack (go-git's file transport does).
+	URL    string
+	Branch string // the tracked branch; DefaultBranch when empty
+	Dir    string // where the local bare repository lives, e.g. <state>/repo.git
+	Auth   Auth
+	// AllowRewind accepts a head that does not descend from the last
+	// accepted one (repo.allowRewind in agent.yaml).
+	AllowRewind bool
+	// MinBackoff and MaxBackoff bound the retry delay of Watch after a
+	// failed poll; DefaultMinBackoff and DefaultMaxBackoff when zero.
+	MinBackoff, MaxBackoff time.Duration
+	// PollTimeout bounds one Poll made by Watch (the first one clones);
+	// DefaultPollTimeout when zero.
+	PollTimeout time.Duration
+}
+
+// ErrRewound is wrapped in the error of a Poll whose remote head does not
+// descend from the last accepted head.
+var ErrRewound = errors.New("branch rewound")
+
+// Update is the outcome of a successful Poll.
+type Update struct {
+	Commit   string // the accepted head, 40 hex
+	Previous string // the head accepted before, "" on the first clone
+	Changed  bool   // Commit != Previous
+	Fetched  bool   // objects were downloaded in this poll
+}
+
+// Syncer keeps a local bare copy of one branch of the fleet repository. Its
+// methods are safe for concurrent use.
+type Syncer struct {
+	opts   Options
+	scheme string
+	log    *slog.Logger
+
+	mu   sync.Mutex // guards repo and the repository on disk
+	repo *git.Repository
+
+	state   sync.Mutex // guards the fields below, never held during I/O
+	head    string
+	lastErr error
+	errAt   time.Time
+}
+
+// New checks opts and returns a Syncer. It reads no network and touches no
+// repository; the first Poll clones or opens Dir. A nil logger discards.
+func New(opts Options, logger *slog.Logger) (*Syncer, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Branch == "" {
+		opts.Branch = DefaultBranch
+	}
+	if opts.Auth.TokenUser == "" {
+		opts.Auth.TokenUser = DefaultTokenUser
+	}
+	if opts.MinBackoff == 0 {
+		opts.MinBackoff = DefaultMinBackoff
+	}
+	if opts.MaxBackoff == 0 {
+		opts.MaxBackoff = DefaultMaxBackoff
+	}
+	if opts.PollTimeout == 0 {
+		opts.PollTimeout = DefaultPollTimeout
+	}
+	scheme, err := validate(&opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Syncer{
+		opts:   opts,
+		scheme: scheme,
+		log:    logger.With("repo", RedactURL(opts.URL), "branch", opts.Branch),
+	}, nil
+}
+
+// validate checks opts (defaults already applied) and returns the URL scheme.
+func validate(o *Options) (string, error) {
+	scheme, err := checkURL(o.URL)
+	if err != nil {
+		return "", err
+	}
+	if err := plumbing.NewBranchReferenceName(o.Branch).Validate(); err != nil || strings.HasPrefix(o.Branch, "-") {
+		return "", fmt.Errorf("repo branch %q is not a valid branch name", o.Branch)
+	}
+	if o.Dir == "" {
+		return "", errors.New("repo dir is empty")
+	}
+	o.Dir = filepath.Clean(o.Dir)
+	if o.MinBackoff < 0 || o.MaxBackoff < o.MinBackoff {
+		return "", fmt.Errorf("repo backoff: want 0 <= min (%v) <= max (%v)", o.MinBackoff, o.MaxBackoff)
+	}
+	if o.PollTimeout < 0 {
+		return "", fmt.Errorf("repo poll timeout %v is negative", o.PollTimeout)
+	}
+	a := o.Auth
+	switch scheme {
+	case "ssh":
+		if a.TokenFile != "" {
+			return "", errors.New("repo auth: tokenFile is for https URLs, not ssh")
+		}
+		if a.KnownHostsFile == "" {
+			return "", errors.New("repo auth: knownHostsFile is required for ssh URLs (the host key is always checked)")
+		}
+		if a.SSHKeyFile == "" {
+			return "", errors.New("repo auth: sshKeyFile is required for ssh URLs")
+		}
+		return scheme, checkFiles(a.KnownHostsFile, a.SSHKeyFile)
+	case "https", "http":
+		if a.SSHKeyFile != "" || a.KnownHostsFile != "" {
+			return "", fmt.Errorf("repo auth: sshKeyFile and knownHostsFile are for ssh URLs, not %s", scheme)
+		}
+		if a.TokenFile != "" {
+			return scheme, checkFiles(a.TokenFile)
+		}
+		return scheme, nil
+	default: // file
+		if a.TokenFile != "" || a.SSHKeyFile != "" || a.KnownHostsFile != "" {
+			return "", errors.New("repo auth: file URLs take no credentials")
+		}
+		return scheme, nil
+	}
+}
+
+func checkFiles(paths ...string) error {
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("repo auth: %w", err)
+		}
+		if !st.Mode().IsRegular() {
+			return fmt.Errorf("repo auth: %s is not a regular file", p)
+		}
+	}
+	return nil
+}
+
+// checkURL accepts https://host/path, ssh://[user@]host[:port]/path,
+// file:///abs/path and http://loopback/path, and returns the scheme. Its
+// errors never repeat the userinfo of raw.
+func checkURL(raw string) (string, error) {
+	if raw == "" {
+		return "", errors.New("repo url is empty")
+	}
+	// Until the scheme is known to be one of ours, the URL is not repeated:
+	// where its credentials would sit is not known either.
+	const want = "want https://host/path, ssh://user@host/path or file:///path"
+	if !strings.Contains(raw, "://") {
+		return "", errors.New("repo url has no scheme: " + want + " (for scp-like user@host:path write ssh://user@host/path)")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error repeats the whole URL, credentials included
+		}
+		return "", fmt.Errorf("repo url does not parse: %v", err)
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https", "http", "ssh", "file":
+	default:
+		return "", fmt.Errorf("repo url: scheme %q not supported, %s", u.Scheme, want)
+	}
+	if u.Opaque != "" {
+		return "", errors.New("repo url: " + want)
+	}
+	shown := RedactURL(raw)
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return "", fmt.Errorf("repo url %s: a query or fragment is not allowed", shown)
+	}
+	scheme := strings.ToLower(u.Scheme)
+	switch scheme {
+	case "https", "http":
+		if u.User != nil {
+			return "", fmt.Errorf("repo url %s: credentials in the URL are not allowed, use auth.tokenFile", shown)
+		}
+		if u.Hostname() == "" {
+			return "", fmt.Errorf("repo url %s: no host", shown)
+		}
+		if scheme == "http" && !isLoopback(u.Hostname()) {
+			return "", fmt.Errorf("repo url %s: http is allowed only for loopback hosts, use https", shown)
+		}
+	case "ssh":
+		if _, hasPassword := u.User.Password(); hasPassword {
+			return "", fmt.Errorf("repo url %s: a password in the URL is not allowed, use auth.sshKeyFile", shown)
+		}
+		if u.Hostname() == "" {
+			return "", fmt.Errorf("repo url %s: no host", shown)
+		}
+	case "file":
+		if u.User != nil || u.Host != "" {
+			return "", fmt.Errorf("repo url %s: want file:///absolute/path", shown)
+		}
+	}
+	if p := u.Path; p == "" || p == "/" || strings.ContainsAny(p, "\x00\n\r") {
+		return "", fmt.Errorf("repo url %s: no repository path", shown)
+	}
+	return scheme, nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// RedactURL returns raw without its userinfo (user name, password or
+// token), query and fragment, for logs and errors. A URL that does not
+// parse yields a placeholder.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparsable url>"
+	}
+	u.User = nil
+	u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = "", false, "", ""
+	return u.String()
+}
+
+// Head returns the last accepted commit, "" before the first Poll that
+// accepted one (or opened a Dir that had one).
+func (s *Syncer) Head() string {
+	s.state.Lock()
+	defer s.state.Unlock()
+	return s.head
+}
+
+// LastError returns the error of the last Poll and when it failed; nil
+// (and the zero time) after a successful one.
+//
+//lint:ignore ST1008 the error is the value asked for, not a failure of the call
+func (s *Syncer) LastError() (error, time.Time) {
+	s.state.Lock()
+	defer s.state.Unlock()
+	return s.lastErr, s.errAt
+}
+
+func (s *Syncer) setHead(h string) {
+	s.state.Lock()
+	s.head = h
+	s.state.Unlock()
+}
+
+func (s *Syncer) recordResult(err error) {
+	s.state.Lock()
+	defer s.state.Unlock()
+	if err == nil {
+		s.lastErr, s.errAt = nil, time.Time{}
+		return
+	}
+	s.lastErr, s.errAt = err, time.Now()
+}

@@ -1,0 +1,365 @@
+package gitsync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/go-git/go-billy/v5/osfs"
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/storage/filesystem"
+)
+
+// History is cloned in full, never shallow. Rewind detection walks from the
+// new head back to the accepted one, so every commit in between is fetched
+// anyway; a shallow clone would save only the history older than the first
+// clone, text that compresses to a few megabytes even for a large fleet
+// repository. Against that, go-git v5.19.3 sends its shallow boundary only
+// when a fetch itself asks for a depth. Tried: after a depth-1 clone, a plain
+// fetch of a force-push onto a commit older than the boundary arrives without
+// that commit (the server believes the client has the history behind its
+// haves), and the ancestry walk ends in "object not found" instead of a
+// clear rewind verdict. Fetching with a depth judged that case right, but it
+// deepens the clone on each fetch, which is what shallow was meant to avoid.
+
+// remoteName names the remote in the local repository's tracking ref.
+const remoteName = "origin"
+
+// objectCacheSize bounds go-git's decoded object cache; its 96 MiB default
+// alone would be three times the agent's memory budget.
+const objectCacheSize = 4 * cache.MiByte
+
+func (s *Syncer) acceptedRef() plumbing.ReferenceName {
+	return plumbing.NewBranchReferenceName(s.opts.Branch)
+}
+
+func (s *Syncer) trackingRef() plumbing.ReferenceName {
+	return plumbing.NewRemoteReferenceName(remoteName, s.opts.Branch)
+}
+
+// Poll brings the local repository up to date with the remote branch. The
+// first call clones into Dir, or opens the repository already there. Each
+// call first lists the remote refs; only when the branch head differs from
+// the accepted one and is not already here are objects fetched. A head that
+// does not descend from the accepted one is refused with ErrRewound (unless
+// AllowRewind) and the accepted head stays where it was. On error the
+// returned Update describes the accepted head, unchanged.
+func (s *Syncer) Poll(ctx context.Context) (u Update, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			s.repo = nil // its caches may be half updated: open it again next time
+			u = Update{Commit: s.Head(), Previous: s.Head()}
+			err = fmt.Errorf("poll %s: internal error in the git client: %v", RedactURL(s.opts.URL), r)
+		}
+		s.recordResult(err)
+	}()
+	return s.poll(ctx)
+}
+
+func (s *Syncer) poll(ctx context.Context) (Update, error) {
+	shown := RedactURL(s.opts.URL)
+	repo, err := s.openRepo()
+	if err != nil {
+		return Update{}, err
+	}
+	prev := s.Head()
+	u := Update{Commit: prev, Previous: prev}
+
+	auth, err := s.authMethod()
+	if err != nil {
+		return u, err
+	}
+	remote := git.NewRemote(repo.Storer, &config.RemoteConfig{Name: remoteName, URLs: []string{s.opts.URL}})
+	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth, PeelingOption: git.IgnorePeeled})
+	if errors.Is(err, transport.ErrAuthenticationRequired) || errors.Is(err, transport.ErrAuthorizationFailed) {
+		return u, fmt.Errorf("list refs of %s: %w (check repo.auth)", shown, err)
+	}
+	if err != nil {
+		return u, fmt.Errorf("list refs of %s: %w", shown, err)
+	}
+	var remoteHead plumbing.Hash
+	for _, r := range refs {
+		if r.Name() == s.acceptedRef() && r.Type() == plumbing.HashReference {
+			remoteHead = r.Hash()
+		}
+	}
+	if remoteHead.IsZero() {
+		return u, fmt.Errorf("list refs of %s: branch %q not found", shown, s.opts.Branch)
+	}
+	if remoteHead.String() == prev {
+		return u, nil
+	}
+
+	newHead := remoteHead
+	if !hasObject(repo.Storer, remoteHead) {
+		packs, err := s.fetch(ctx, remote, auth)
+		if err != nil {
+			return u, fmt.Errorf("fetch %s from %s: %w", s.opts.Branch, shown, err)
+		}
+		u.Fetched = packs > 0
+		ref, err := repo.Storer.Reference(s.trackingRef())
+		if err != nil {
+			return u, fmt.Errorf("fetch %s from %s: read %s: %w", s.opts.Branch, shown, s.trackingRef(), err)
+		}
+		newHead = ref.Hash() // the branch may have moved again since the listing
+	} else if err := repo.Storer.SetReference(plumbing.NewHashReference(s.trackingRef(), remoteHead)); err != nil {
+		return u, fmt.Errorf("update %s: %w", s.trackingRef(), err)
+	}
+	if _, err := object.GetCommit(repo.Storer, newHead); err != nil {
+		return u, fmt.Errorf("read head %s of %s: %w", newHead, s.opts.Branch, err)
+	}
+	if newHead.String() == prev {
+		return u, nil
+	}
+
+	if prev != "" {
+		ok, err := descends(repo.Storer, plumbing.NewHash(prev), newHead)
+		if err != nil {
+			return u, fmt.Errorf("check that %s descends from %s: %w", short(newHead.String()), short(prev), err)
+		}
+		if !ok && !s.opts.AllowRewind {
+			return u, fmt.Errorf("%w: %s of %s moved from %s to %s, which does not descend from it (a force-push or reset); staying on %s (set repo.allowRewind: true in agent.yaml to accept such a head)",
+				ErrRewound, s.opts.Branch, shown, short(prev), short(newHead.String()), short(prev))
+		}
+		if !ok {
+			s.log.Warn("accepting a head that does not descend from the previous one (allowRewind is set)",
+				"from", short(prev), "to", short(newHead.String()))
+		}
+	}
+	if err := writeRef(s.opts.Dir, s.acceptedRef(), newHead); err != nil {
+		return u, fmt.Errorf("record accepted head %s: %w", short(newHead.String()), err)
+	}
+	s.setHead(newHead.String())
+	s.log.Info("accepted new head", "from", short(prev), "to", short(newHead.String()), "fetched", u.Fetched)
+	u.Commit, u.Changed = newHead.String(), true
+	return u, nil
+}
+
+// fetch downloads the branch into the tracking ref and makes the new pack
+// files durable; it returns how many pack files arrived.
+func (s *Syncer) fetch(ctx context.Context, remote *git.Remote, auth transport.AuthMethod) (int, error) {
+	packDir := filepath.Join(s.opts.Dir, "objects", "pack")
+	before, err := listDir(packDir)
+	if err != nil {
+		return 0, err
+	}
+	spec := config.RefSpec("+" + s.acceptedRef().String() + ":" + s.trackingRef().String())
+	err = remote.FetchContext(ctx, &git.FetchOptions{
+		RemoteName: remoteName,
+		RefSpecs:   []config.RefSpec{spec},
+		Auth:       auth,
+		Tags:       git.NoTags,
+		Force:      true,
+	})
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return 0, err
+	}
+	after, err := listDir(packDir)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for name := range after {
+		if _, ok := before[name]; ok {
+			continue
+		}
+		if strings.HasSuffix(name, ".pack") {
+			n++
+		}
+		if err := syncFile(filepath.Join(packDir, name)); err != nil {
+			return n, err
+		}
+	}
+	if n > 0 {
+		return n, syncFile(packDir)
+	}
+	return n, nil
+}
+
+// openRepo opens the local bare repository, creating it when Dir holds
+// none, and loads the accepted head. s.mu is held.
+func (s *Syncer) openRepo() (*git.Repository, error) {
+	if s.repo != nil {
+		return s.repo, nil
+	}
+	dir := s.opts.Dir
+	st := filesystem.NewStorageWithOptions(osfs.New(dir), cache.NewObjectLRU(objectCacheSize), filesystem.Options{})
+	repo, err := git.Open(st, nil)
+	if errors.Is(err, git.ErrRepositoryNotExists) {
+		if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+			return nil, fmt.Errorf("open local repository %s: the directory is not empty and holds no git repository", dir)
+		}
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("create local repository: %w", err)
+		}
+		repo, err = git.InitWithOptions(st, nil, git.InitOptions{DefaultBranch: s.acceptedRef()})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open local repository %s: %w", dir, err)
+	}
+	head := ""
+	ref, err := repo.Storer.Reference(s.acceptedRef())
+	switch {
+	case errors.Is(err, plumbing.ErrReferenceNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("open local repository %s: read %s: %w", dir, s.acceptedRef(), err)
+	default:
+		if _, err := object.GetCommit(repo.Storer, ref.Hash()); err != nil {
+			return nil, fmt.Errorf("open local repository %s: accepted head %s: %w (remove the directory to clone again)", dir, ref.Hash(), err)
+		}
+		head = ref.Hash().String()
+	}
+	// The tracking ref only says what the last fetch brought; it is not
+	// trusted across restarts (go-git writes it without fsync).
+	if err := repo.Storer.RemoveReference(s.trackingRef()); err != nil && !errors.Is(err, plumbing.ErrReferenceNotFound) {
+		return nil, fmt.Errorf("open local repository %s: reset %s: %w", dir, s.trackingRef(), err)
+	}
+	s.repo = repo
+	s.setHead(head)
+	return repo, nil
+}
+
+// Descends reports whether commit is ancestor or a descendant of it, from
+// the objects already fetched.
+func (s *Syncer) Descends(ancestor, commit string) (bool, error) {
+	a, err := parseHash(ancestor)
+	if err != nil {
+		return false, err
+	}
+	c, err := parseHash(commit)
+	if err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	repo, err := s.openRepo()
+	if err != nil {
+		return false, err
+	}
+	ok, err := descends(repo.Storer, a, c)
+	if err != nil {
+		return false, fmt.Errorf("check that %s descends from %s: %w", short(commit), short(ancestor), err)
+	}
+	return ok, nil
+}
+
+// descends walks the history of commit breadth first looking for ancestor.
+// A missing object is an error, not a "no".
+func descends(st storer.EncodedObjectStorer, ancestor, commit plumbing.Hash) (bool, error) {
+	if ancestor == commit {
+		return true, nil
+	}
+	if _, err := object.GetCommit(st, ancestor); err != nil {
+		return false, fmt.Errorf("read commit %s: %w", ancestor, err)
+	}
+	seen := map[plumbing.Hash]bool{commit: true}
+	queue := []plumbing.Hash{commit}
+	for len(queue) > 0 {
+		h := queue[0]
+		queue = queue[1:]
+		c, err := object.GetCommit(st, h)
+		if err != nil {
+			return false, fmt.Errorf("read commit %s: %w", h, err)
+		}
+		for _, p := range c.ParentHashes {
+			if p == ancestor {
+				return true, nil
+			}
+			if !seen[p] {
+				seen[p] = true
+				queue = append(queue, p)
+			}
+		}
+	}
+	return false, nil
+}
+
+func hasObject(st storer.EncodedObjectStorer, h plumbing.Hash) bool {
+	return st.HasEncodedObject(h) == nil
+}
+
+func parseHash(s string) (plumbing.Hash, error) {
+	if !plumbing.IsHash(s) || strings.ToLower(s) != s {
+		return plumbing.ZeroHash, fmt.Errorf("%q is not a full commit hash (40 lower-case hex digits)", s)
+	}
+	return plumbing.NewHash(s), nil
+}
+
+// short is the abbreviated form of a commit hash, for messages.
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	if h == "" {
+		return "(none)"
+	}
+	return h
+}
+
+// writeRef points the loose ref name at h durably: write a lock file,
+// fsync, rename over the ref, fsync the directory. A crash leaves the old
+// value or the new one, never an empty ref.
+func writeRef(dir string, name plumbing.ReferenceName, h plumbing.Hash) error {
+	p := filepath.Join(dir, filepath.FromSlash(name.String()))
+	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+		return err
+	}
+	lock := p + ".lock"
+	f, err := os.OpenFile(lock, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(h.String() + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(lock, p)
+	}
+	if err != nil {
+		_ = os.Remove(lock)
+		return err
+	}
+	return syncFile(filepath.Dir(p))
+}
+
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func listDir(dir string) (map[string]struct{}, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]struct{}{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]struct{}, len(entries))
+	for _, e := range entries {
+		m[e.Name()] = struct{}{}
+	}
+	return m, nil
+}

@@ -1,0 +1,75 @@
+package testgit
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Main runs a package's tests and then fails the run when goroutines or
+// child processes they started are still alive a few seconds later. Use it
+// as: func TestMain(m *testing.M) { os.Exit(testgit.Main(m)) }.
+func Main(m *testing.M) int {
+	base := runtime.NumGoroutine()
+	code := m.Run()
+	if code != 0 {
+		return code
+	}
+	if err := waitNoLeaks(base, 5*time.Second); err != nil {
+		fmt.Fprintln(os.Stderr, "testgit: leak after the tests:", err)
+		return 1
+	}
+	return 0
+}
+
+func waitNoLeaks(base int, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		n := runtime.NumGoroutine()
+		kids := children()
+		if n <= base && len(kids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			if len(kids) > 0 {
+				return fmt.Errorf("child processes still running: %s", strings.Join(kids, ", "))
+			}
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			return fmt.Errorf("%d goroutines, %d before the tests:\n%s", n, base, buf)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// children lists the live child processes of this one as "pid command",
+// from /proc; none where /proc is missing. Zombies are not counted: they
+// are reaped by whoever waits for them, or by the end of this process.
+func children() []string {
+	self := strconv.Itoa(os.Getpid())
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var kids []string
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 || f[1] != self || f[0] == "Z" {
+			continue
+		}
+		kids = append(kids, strings.TrimSpace(string(b[:i+1])))
+	}
+	return kids
+}
