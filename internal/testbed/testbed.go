@@ -253,10 +253,12 @@ func (h *Host) waitRunning() error {
 			return errors.New("systemd-nspawn exited")
 		default:
 		}
-		if h.Leader == 0 {
+		// The container's init is the child of systemd-nspawn that runs systemd; a
+		// short-lived helper child may come first, so look again until it does.
+		if h.Leader == 0 || !isSystemd(h.Leader) {
 			h.Leader = childOf(h.nspawn.Process.Pid)
 		}
-		if h.Leader != 0 {
+		if h.Leader != 0 && isSystemd(h.Leader) {
 			out, _ := h.Exec(context.Background(), "systemctl", "is-system-running")
 			last = strings.TrimSpace(string(out))
 			if last == "running" || last == "degraded" {
@@ -266,6 +268,11 @@ func (h *Host) waitRunning() error {
 		time.Sleep(200 * time.Millisecond)
 	}
 	return fmt.Errorf("not running after %v (last state %q)", BootTimeout, last)
+}
+
+func isSystemd(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return err == nil && strings.TrimSpace(string(b)) == "systemd"
 }
 
 // childOf returns the first child of pid, 0 when it has none yet.
