@@ -29,6 +29,9 @@ type LastGood struct {
 	Group    string                   `json:"group"`
 	Time     time.Time                `json:"time"`
 	Services map[string]ServiceRecord `json:"services"`
+	// Files holds the content of every unit file baton installed, by unit name: a
+	// revert writes these back exactly, with no need for the old revision's tree.
+	Files map[string]string `json:"files,omitempty"`
 }
 
 // ServiceRecord is one service as installed.
@@ -36,6 +39,7 @@ type ServiceRecord struct {
 	Version string   `json:"version"`
 	Release string   `json:"release"` // the release directory's name, <version>-<sha8>
 	Units   []string `json:"units"`
+	Restart []string `json:"restart,omitempty"` // the units an upgrade or revert restarts
 }
 
 // Owned returns every unit baton installed, sorted.
@@ -68,14 +72,37 @@ func ReadLastGood(stateDir string) (*LastGood, error) {
 	if lg.Services == nil {
 		lg.Services = map[string]ServiceRecord{}
 	}
+	if err := lg.validate(); err != nil {
+		return nil, fmt.Errorf("read last good %s: %w", file, err)
+	}
+	return &lg, nil
+}
+
+// validate checks the unit names of a record read back from disk: they become paths.
+func (lg *LastGood) validate() error {
 	for name, s := range lg.Services {
 		for _, u := range s.Units {
 			if err := spec.CheckUnitName(u); err != nil {
-				return nil, fmt.Errorf("read last good %s: service %s: %w", file, name, err)
+				return fmt.Errorf("service %s: %w", name, err)
 			}
 		}
 	}
-	return &lg, nil
+	for u := range lg.Files {
+		if err := spec.CheckUnitName(u); err != nil {
+			return fmt.Errorf("files: %w", err)
+		}
+	}
+	return nil
+}
+
+// Service returns the service that owns unit, "" when baton does not own it.
+func (lg *LastGood) Service(unit string) string {
+	for name, s := range lg.Services {
+		if slices.Contains(s.Units, unit) {
+			return name
+		}
+	}
+	return ""
 }
 
 // WriteLastGood replaces the record in stateDir atomically.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -65,9 +66,18 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newValidateCmd(), newPlanCmd(), newDemoCmd(), newVersionCmd())
+	root.AddCommand(newValidateCmd(), newPlanCmd(), newAgentCmd(), newValidateConfigCmd(), newRetryCmd(), newDemoCmd(), newVersionCmd())
 	return root
 }
 
 // failed wraps an error from a command that ran and found a problem: exit code 1.
 func failed(err error) error { return &exitError{code: 1, err: err} }
+
+// redactURL removes any credentials from a URL before it is shown.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}

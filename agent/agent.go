@@ -1,0 +1,228 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/baton-fleet/baton/checks"
+	"github.com/baton-fleet/baton/gitsync"
+	"github.com/baton-fleet/baton/lease"
+	"github.com/baton-fleet/baton/release"
+	"github.com/baton-fleet/baton/rollback"
+	"github.com/baton-fleet/baton/units"
+)
+
+// Lease is what the agent needs of a fleet lease: held around every disruptive step,
+// re-checked before each. Implementations: lease.Local, and the fleet backends.
+type Lease interface {
+	// Acquire blocks until the host holds a slot of group's lease, or ctx ends.
+	// Acquiring a lease already held is a no-op.
+	Acquire(ctx context.Context, group string) error
+	// Check returns an error when the lease is no longer certainly held.
+	Check(ctx context.Context) error
+	// Release gives the slot back; releasing a lease not held is a no-op.
+	Release(ctx context.Context) error
+}
+
+// FailpointEnv names an environment variable for crash tests: set to a transaction
+// state, the agent kills itself (SIGKILL) right after persisting that state.
+const FailpointEnv = "BATON_FAILPOINT"
+
+// maxAttempts is the loop guard: an agent that crashed this many times in one
+// transaction stops resuming it, reverts if it can, and reports.
+const maxAttempts = 3
+
+// Agent is the loop on one host: sync -> plan -> apply -> verify -> commit | roll back.
+type Agent struct {
+	cfg     *Config
+	log     *slog.Logger
+	store   *rollback.Store
+	git     *gitsync.Syncer
+	unitDir units.Dir
+	stager  *release.Stager
+	lease   Lease
+	clock   checks.Clock
+
+	systemd   *units.Systemd // set by Run
+	failpoint rollback.State
+
+	mu     sync.Mutex
+	status Status
+	wake   chan struct{}
+}
+
+// Status is what the agent is doing, for logs, sd_notify and the local API.
+type Status struct {
+	Phase      string    `json:"phase"`
+	Tracked    string    `json:"tracked"`  // the branch head last fetched
+	Applied    string    `json:"applied"`  // the last good revision
+	Rejected   string    `json:"rejected"` // the last commit refused as bad input
+	LastResult string    `json:"lastResult"`
+	FetchError string    `json:"fetchError,omitempty"`
+	FetchedAt  time.Time `json:"fetchedAt"`
+}
+
+// New builds an agent from a validated configuration. It does no I/O beyond creating
+// the state directory; Run connects to systemd and the repository.
+func New(cfg *Config, logger *slog.Logger) (*Agent, error) {
+	state := cfg.Paths.State
+	if err := os.MkdirAll(state, 0o755); err != nil {
+		return nil, fmt.Errorf("create state directory: %w", err)
+	}
+	logger = logger.With("host", cfg.Host)
+	git, err := gitsync.New(gitsync.Options{
+		URL:    cfg.Repo.URL,
+		Branch: cfg.Repo.Branch,
+		Dir:    filepath.Join(state, "repo.git"),
+		Auth: gitsync.Auth{
+			TokenFile: cfg.Repo.Auth.TokenFile, TokenUser: cfg.Repo.Auth.TokenUser,
+			SSHKeyFile: cfg.Repo.Auth.SSHKeyFile, KnownHostsFile: cfg.Repo.Auth.KnownHostsFile,
+		},
+		AllowRewind: cfg.Repo.AllowRewind,
+	}, logger)
+	if err != nil {
+		return nil, err
+	}
+	var l Lease
+	switch cfg.Lease.Backend {
+	case LeaseLocal:
+		l = &lease.Local{Path: filepath.Join(state, "lease.lock")}
+	default:
+		return nil, fmt.Errorf("lease backend %q is not available yet; use local", cfg.Lease.Backend)
+	}
+	return &Agent{
+		cfg:       cfg,
+		log:       logger,
+		store:     &rollback.Store{Dir: state},
+		git:       git,
+		unitDir:   units.Dir{Path: cfg.Paths.Units},
+		stager:    &release.Stager{StateDir: state, Logger: logger},
+		lease:     l,
+		clock:     checks.RealClock,
+		failpoint: rollback.State(os.Getenv(FailpointEnv)),
+		wake:      make(chan struct{}, 1),
+	}, nil
+}
+
+// Status returns a copy of what the agent is doing.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.status
+}
+
+func (a *Agent) setStatus(f func(*Status)) {
+	a.mu.Lock()
+	f(&a.status)
+	a.mu.Unlock()
+}
+
+// phase records what the agent is doing now and logs it.
+func (a *Agent) phase(format string, args ...any) {
+	p := fmt.Sprintf(format, args...)
+	a.setStatus(func(s *Status) { s.Phase = p })
+	a.log.Info(p)
+}
+
+// SyncNow makes the loop poll at once instead of at its next tick.
+func (a *Agent) SyncNow() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run connects to systemd, finishes any transaction a crash left open, then polls the
+// repository and upgrades the host until ctx ends. It returns only when ctx ends or
+// when systemd cannot be reached at the start: a failed upgrade, a bad commit or a
+// fetch error is reported and the loop goes on.
+func (a *Agent) Run(ctx context.Context) error {
+	sd, err := units.Connect(ctx)
+	if err != nil {
+		return fmt.Errorf("connect to systemd: %w", err)
+	}
+	defer sd.Close()
+	a.systemd = sd
+	if lg, err := a.store.LastGood(); err == nil {
+		a.setStatus(func(s *Status) { s.Applied = lg.Revision })
+	}
+	if err := a.recover(ctx); err != nil {
+		a.log.Error("recover the open transaction", "err", err)
+	}
+	backoff := time.Duration(0)
+	for {
+		err := a.tick(ctx)
+		wait := a.cfg.Repo.Poll.D()
+		if err != nil {
+			backoff = nextBackoff(backoff, wait)
+			wait = backoff
+		} else {
+			backoff = 0
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.wake:
+		case <-time.After(wait):
+		}
+	}
+}
+
+// nextBackoff doubles the wait after a fetch error, from 1s up to the poll interval,
+// with jitter so that a fleet does not hammer a recovering server in step.
+func nextBackoff(prev, limit time.Duration) time.Duration {
+	next := max(time.Second, 2*prev)
+	next = min(next, limit)
+	return next/2 + rand.N(next/2+1)
+}
+
+// tick polls the repository once and moves the host toward its head. Its error is a
+// fetch error; everything else is reported in the status and the log.
+func (a *Agent) tick(ctx context.Context) error {
+	u, err := a.git.Poll(ctx)
+	now := time.Now()
+	if err != nil {
+		a.setStatus(func(s *Status) { s.FetchError, s.FetchedAt = err.Error(), now })
+		a.log.Warn("fetch the fleet repository", "err", err)
+		if errors.Is(err, gitsync.ErrRewound) {
+			a.setStatus(func(s *Status) { s.LastResult = "refused: " + err.Error() })
+		}
+		if u.Commit == "" {
+			return err
+		}
+	} else {
+		a.setStatus(func(s *Status) { s.FetchError, s.FetchedAt, s.Tracked = "", now, u.Commit })
+		if u.Changed {
+			a.log.Info("new commit", "commit", short(u.Commit), "previous", short(u.Previous), "fetched", u.Fetched)
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	a.reconcile(ctx, a.git.Head())
+	return err
+}
+
+// hit kills the agent at the failpoint state, for crash tests.
+func (a *Agent) hit(state rollback.State) {
+	if a.failpoint != "" && a.failpoint == state {
+		a.log.Warn("failpoint: killing the agent", "state", state)
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // the signal is on its way
+	}
+}
+
+func short(rev string) string {
+	if len(rev) > 7 {
+		return rev[:7]
+	}
+	return rev
+}

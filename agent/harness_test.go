@@ -1,0 +1,334 @@
+package agent_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/baton-fleet/baton/internal/testbed"
+	"github.com/baton-fleet/baton/internal/testgit"
+	"github.com/baton-fleet/baton/rollback"
+)
+
+// The harness runs the real baton agent, as a systemd service, inside a real systemd
+// host booted with systemd-nspawn. It follows a git repository written by the test
+// (bound into the host, file://), and downloads the demo service's builds from a
+// release server on the machine's address on the test bridge.
+
+// builds caches binaries built by the tests, by build key.
+var (
+	buildMu sync.Mutex
+	builds  = map[string]string{}
+	buildTo string
+)
+
+// build compiles a package of this module with ldflags, once per process.
+func build(t *testing.T, pkg, ldflags string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	key := pkg + " " + ldflags
+	if p, ok := builds[key]; ok {
+		return p
+	}
+	if buildTo == "" {
+		d, err := os.MkdirTemp("", "baton-agent-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		buildTo = d
+	}
+	out := filepath.Join(buildTo, fmt.Sprintf("bin%d", len(builds)))
+	cmd := exec.Command("go", "build", "-ldflags", ldflags, "-o", out, pkg)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	builds[key] = out
+	return out
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildTo != "" {
+		os.RemoveAll(buildTo)
+	}
+	os.Exit(code)
+}
+
+// releases serves the demo service's builds over HTTP to the test hosts.
+type releases struct {
+	URL   string // http://gateway:port
+	mu    sync.Mutex
+	files map[string]string // URL path -> file
+	gets  map[string]int
+}
+
+func serveReleases(t *testing.T, addr string) *releases {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &releases{URL: "http://" + ln.Addr().String(), files: map[string]string{}, gets: map[string]int{}}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.mu.Lock()
+		f, ok := r.files[req.URL.Path]
+		r.gets[req.URL.Path]++
+		r.mu.Unlock()
+		if !ok {
+			http.NotFound(w, req)
+			return
+		}
+		http.ServeFile(w, req, f)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return r
+}
+
+// demo publishes a build of the demo service and returns its URL and sha256.
+func (r *releases) demo(t *testing.T, version, mode string) (string, string) {
+	t.Helper()
+	bin := build(t, "../examples/demo", fmt.Sprintf("-X main.version=%s -X main.mode=%s", version, mode))
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	path := fmt.Sprintf("/demo/%s-%s/demo", version, mode)
+	r.mu.Lock()
+	r.files[path] = bin
+	r.mu.Unlock()
+	return r.URL + path, hex.EncodeToString(sum[:])
+}
+
+type harness struct {
+	t     *testing.T
+	host  *testbed.Host
+	repo  *testgit.Repo
+	rel   *releases
+	baton string
+}
+
+const (
+	agentUnit = "baton-agent"
+	stateDir  = "/var/lib/baton"
+	demoPort  = "8080"
+)
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	testbed.Require(t)
+	h := &harness{t: t, baton: build(t, "../cmd/baton", "-X main.version=test")}
+	n := testbed.NewNetwork(t)
+	h.rel = serveReleases(t, n.Gateway())
+	h.repo = testgit.NewRepo(t)
+	h.host = n.Boot(t, "h1",
+		testbed.Bind{Src: h.baton, Dst: "/usr/local/bin/baton"},
+		testbed.Bind{Src: h.repo.Bare, Dst: "/srv/fleet.git"})
+	cfg := "host: h1\nrepo:\n  url: file:///srv/fleet.git\n  branch: main\n  poll: 1s\n"
+	if err := os.MkdirAll(h.host.Path("/etc/baton"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(h.host.Path("/etc/baton/agent.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := h.host.Exec(context.Background(), "journalctl", "--no-pager", "-n", "80", "-u", agentUnit, "-u", "demo.service")
+			t.Logf("journal of h1:\n%s", out)
+		}
+	})
+	return h
+}
+
+// release describes one version of the demo service pushed to the fleet repository.
+type release struct {
+	version, mode string
+	sha256        string // "" for the right one
+	url           string // "" for the release server's
+	unit          string // "" for the default unit file
+}
+
+const demoUnit = `[Unit]
+Description=baton demo {{ .Version }}
+
+[Service]
+ExecStart={{ .Release }}/demo --listen 0.0.0.0:` + demoPort + `
+Restart=on-failure
+RestartSec=300ms
+
+[Install]
+WantedBy=multi-user.target
+`
+
+// push commits a fleet repository in which h1 runs rel, and returns the commit.
+func (h *harness) push(rel release) string {
+	h.t.Helper()
+	url, sum := h.rel.demo(h.t, rel.version, rel.mode)
+	if rel.url != "" {
+		url = rel.url
+	}
+	if rel.sha256 != "" {
+		sum = rel.sha256
+	}
+	unit := demoUnit
+	if rel.unit != "" {
+		unit = rel.unit
+	}
+	files := map[string]string{
+		"fleet.yaml": `apiVersion: baton/v1
+groups:
+  - name: web
+    hosts: ["h*"]
+    services: [demo]
+    rollout: {minHealthy: 5s, healthyDeadline: 30s}
+`,
+		"services/demo/service.yaml": fmt.Sprintf(`version: %q
+units: [demo.service]
+artifacts:
+  - url: %q
+    sha256: %q
+    name: demo
+checks:
+  - name: health
+    http: {url: "http://127.0.0.1:%s/healthz", contains: ok}
+    interval: 200ms
+    timeout: 1s
+    successes: 2
+    failures: 3
+`, rel.version, url, sum, demoPort),
+		"services/demo/demo.service": unit,
+	}
+	return h.repo.CommitFiles(fmt.Sprintf("demo %s (%s)", rel.version, rel.mode), files)
+}
+
+// startAgent runs the agent as a transient systemd service in the host.
+func (h *harness) startAgent(env ...string) {
+	h.t.Helper()
+	args := []string{"systemd-run", "--unit=" + agentUnit, "--collect", "--property=KillMode=mixed"}
+	for _, e := range env {
+		args = append(args, "--setenv="+e)
+	}
+	args = append(args, "/usr/local/bin/baton", "agent", "--config", "/etc/baton/agent.yaml")
+	h.host.MustExec(h.t, args...)
+}
+
+func (h *harness) agentActive() bool {
+	out, _ := h.host.Exec(context.Background(), "systemctl", "is-active", agentUnit)
+	return strings.TrimSpace(string(out)) == "active"
+}
+
+func (h *harness) stopAgent() {
+	h.t.Helper()
+	_, _ = h.host.Exec(context.Background(), "systemctl", "stop", agentUnit)
+	h.waitFor("the agent to stop", 30*time.Second, func() bool { return !h.agentActive() })
+}
+
+func (h *harness) lastGood() rollback.LastGood {
+	h.t.Helper()
+	var lg rollback.LastGood
+	b, err := os.ReadFile(h.host.Path(stateDir + "/" + rollback.LastGoodFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return lg
+	}
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &lg); err != nil {
+		h.t.Fatalf("lastgood.json: %v", err)
+	}
+	return lg
+}
+
+// txnState is the open transaction's state, "" when the agent is idle.
+func (h *harness) txnState() string {
+	var txn rollback.Txn
+	b, err := os.ReadFile(h.host.Path(stateDir + "/" + rollback.TxnFile))
+	if err != nil || json.Unmarshal(b, &txn) != nil {
+		return ""
+	}
+	return string(txn.State)
+}
+
+func (h *harness) quarantined(commit string) bool { return h.quarantineReason(commit) != "" }
+
+// quarantineReason is why the host quarantined commit, "" when it did not.
+func (h *harness) quarantineReason(commit string) string {
+	s := &rollback.Store{Dir: h.host.Path(stateDir)}
+	q, err := s.IsQuarantined(commit)
+	if err != nil || q == nil {
+		return ""
+	}
+	return q.Reason
+}
+
+// served is the version the demo service answers with on the host, "" if none.
+func (h *harness) served() string {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + h.host.IP + ":" + demoPort + "/version")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (h *harness) waitFor(what string, timeout time.Duration, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out after %v waiting for %s (last good %s, txn %q, serving %q)",
+				timeout, what, short(h.lastGood().Revision), h.txnState(), h.served())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// settled waits until the agent is idle on commit: committed or quarantined.
+func (h *harness) settled(commit string) {
+	h.t.Helper()
+	h.waitFor("the agent to settle on "+short(commit), 3*time.Minute, func() bool {
+		return h.txnState() == "" && (h.lastGood().Revision == commit || h.quarantined(commit))
+	})
+}
+
+// consistent checks that what the host runs is what the last good record says: the
+// unit file on disk is the recorded one, and the service answers with its version.
+func (h *harness) consistent() {
+	h.t.Helper()
+	lg := h.lastGood()
+	want, ok := lg.Files["demo.service"]
+	got, err := os.ReadFile(h.host.Path("/etc/systemd/system/demo.service"))
+	if !ok || err != nil || string(got) != want {
+		h.t.Errorf("demo.service on disk differs from the last good record (%v)", err)
+	}
+	version := lg.Services["demo"].Version
+	h.waitFor("the host to serve "+version, 30*time.Second, func() bool { return h.served() == version })
+}
+
+func short(rev string) string {
+	if len(rev) > 7 {
+		return rev[:7]
+	}
+	return rev
+}

@@ -1,0 +1,481 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/baton-fleet/baton/checks"
+	"github.com/baton-fleet/baton/plan"
+	"github.com/baton-fleet/baton/release"
+	"github.com/baton-fleet/baton/rollback"
+	"github.com/baton-fleet/baton/spec"
+	"github.com/baton-fleet/baton/units"
+)
+
+// reconcile moves the host to commit, when it is new, good and not quarantined.
+func (a *Agent) reconcile(ctx context.Context, commit string) {
+	if commit == "" {
+		return
+	}
+	lg, err := a.store.LastGood()
+	if err != nil {
+		a.log.Error("read the last good record", "err", err)
+		return
+	}
+	st := a.Status()
+	if commit == lg.Revision || commit == st.Rejected {
+		return
+	}
+	log := a.log.With("commit", short(commit))
+	if q, err := a.store.IsQuarantined(commit); err != nil || q != nil {
+		if q != nil && !strings.HasPrefix(st.LastResult, "quarantined") {
+			a.setStatus(func(s *Status) { s.LastResult = fmt.Sprintf("quarantined %s: %s", short(commit), q.Reason) })
+			log.Warn("commit is quarantined on this host; waiting for a newer one or baton retry", "reason", q.Reason)
+		}
+		return
+	}
+	if lg.Revision != "" && !a.cfg.Repo.AllowRewind {
+		if ok, err := a.git.Descends(lg.Revision, commit); err == nil && !ok {
+			a.reject(log, commit, fmt.Errorf("commit %s does not descend from the applied %s (rewound or force-pushed); set repo.allowRewind to accept it", short(commit), short(lg.Revision)))
+			return
+		}
+	}
+	hs, repo, err := a.load(ctx, commit)
+	if err != nil {
+		a.reject(log, commit, err)
+		return
+	}
+	log = log.With("group", hs.Group.Name)
+	p, err := plan.Compute(hs, lg, a.unitDir.Path)
+	if err != nil {
+		log.Error("plan", "err", err)
+		return
+	}
+	if !p.Changed() {
+		// Nothing of this host changes: the commit is good here as it is.
+		lg.Revision, lg.Time = commit, time.Now().UTC()
+		if err := a.store.SetLastGood(lg); err != nil {
+			log.Error("record the last good revision", "err", err)
+			return
+		}
+		a.setStatus(func(s *Status) { s.Applied, s.LastResult = commit, "nothing to change at "+short(commit) })
+		log.Info("commit changes nothing on this host")
+		return
+	}
+	if repo.Fleet.Freeze {
+		if st.Phase != "frozen" {
+			a.phase("frozen")
+			log.Info("fleet.yaml sets freeze: not starting the upgrade")
+		}
+		return
+	}
+	txn := newTxn(hs, lg, p)
+	a.upgrade(ctx, log.With("txn", txn.ID), txn, hs)
+}
+
+// load exports commit, parses and validates it, and renders it for this host.
+func (a *Agent) load(ctx context.Context, commit string) (*spec.HostSpec, *spec.Repo, error) {
+	dir, err := a.export(ctx, commit)
+	if err != nil {
+		return nil, nil, err
+	}
+	repo, err := spec.Load(os.DirFS(dir))
+	if err != nil {
+		return nil, nil, err
+	}
+	hs, err := repo.ForHost(a.cfg.Host, commit, a.cfg.Paths.State)
+	if err != nil {
+		return nil, nil, err
+	}
+	return hs, repo, nil
+}
+
+// export writes the tree of commit under the state directory once, atomically, and
+// removes the trees of other commits.
+func (a *Agent) export(ctx context.Context, commit string) (string, error) {
+	root := filepath.Join(a.cfg.Paths.State, "revisions")
+	dir := filepath.Join(root, commit)
+	if _, err := os.Stat(dir); err == nil {
+		return dir, nil
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return "", fmt.Errorf("export %s: %w", short(commit), err)
+	}
+	tmp := filepath.Join(root, ".tmp-"+commit)
+	_ = os.RemoveAll(tmp)
+	if err := a.git.Export(ctx, commit, tmp); err != nil {
+		_ = os.RemoveAll(tmp)
+		return "", err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return "", fmt.Errorf("export %s: %w", short(commit), err)
+	}
+	entries, _ := os.ReadDir(root)
+	for _, e := range entries {
+		if e.Name() != commit && !strings.HasPrefix(e.Name(), ".tmp-") {
+			_ = os.RemoveAll(filepath.Join(root, e.Name()))
+		}
+	}
+	return dir, nil
+}
+
+// reject records a commit refused as bad input. Nothing on the host is touched.
+func (a *Agent) reject(log *slog.Logger, commit string, err error) {
+	a.setStatus(func(s *Status) {
+		s.Rejected = commit
+		s.LastResult = fmt.Sprintf("rejected %s: %v", short(commit), err)
+	})
+	log.Error("commit rejected; keeping the last good revision", "err", err)
+}
+
+func newTxn(hs *spec.HostSpec, lg *rollback.LastGood, p *plan.Plan) *rollback.Txn {
+	id := make([]byte, 4)
+	_, _ = rand.Read(id)
+	t := &rollback.Txn{
+		ID: hex.EncodeToString(id), Host: hs.Host, Group: hs.Group.Name, From: lg.Revision, To: hs.Revision,
+		Target: rollback.LastGood{Revision: hs.Revision, Host: hs.Host, Group: hs.Group.Name,
+			Services: map[string]rollback.ServiceRecord{}, Files: map[string]string{}},
+	}
+	changed := map[string]bool{}
+	for _, s := range p.Services {
+		if s.Change != plan.Unchanged {
+			changed[s.Name] = true
+		}
+		if s.Change == plan.Removed {
+			t.Remove = append(t.Remove, lg.Services[s.Name].Units...)
+		}
+	}
+	for _, r := range hs.Services {
+		rec := rollback.ServiceRecord{Version: r.Version, Release: r.ReleaseID, Units: r.Units.Names(), Restart: r.Restart}
+		t.Target.Services[r.Name] = rec
+		for name, data := range r.Units {
+			t.Target.Files[name] = string(data)
+		}
+		if !changed[r.Name] {
+			continue
+		}
+		t.Services = append(t.Services, r.Name)
+		t.Restart = append(t.Restart, r.Restart...)
+		for _, u := range rec.Units {
+			if !slices.Contains(lg.Services[r.Name].Units, u) && !slices.Contains(r.Restart, u) && startable(u) {
+				t.Start = append(t.Start, u)
+			}
+		}
+		for _, u := range lg.Services[r.Name].Units {
+			if !slices.Contains(rec.Units, u) {
+				t.Remove = append(t.Remove, u)
+			}
+		}
+	}
+	return t
+}
+
+// startable reports whether a new unit of this type is started when installed:
+// sockets, timers and paths are; a template or a target is not.
+func startable(unit string) bool {
+	switch filepath.Ext(unit) {
+	case ".socket", ".timer", ".path":
+		return !strings.Contains(unit, "@.")
+	}
+	return false
+}
+
+// save persists the transaction's next state; a failure to persist stops the step.
+func (a *Agent) save(txn *rollback.Txn, state rollback.State) error {
+	if err := a.store.Save(txn, state); err != nil {
+		return err
+	}
+	a.hit(state)
+	return nil
+}
+
+// upgrade runs the transaction from PREPARED to COMMITTED or FAILED.
+func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) {
+	txn.Attempts = 1
+	a.phase("upgrading %s -> %s: preparing", short(txn.From), short(txn.To))
+	if err := a.save(txn, rollback.Prepared); err != nil {
+		log.Error("persist the transaction", "err", err)
+		return
+	}
+	for _, r := range hs.Services {
+		if !slices.Contains(txn.Services, r.Name) {
+			continue
+		}
+		a.phase("upgrading %s %s: staging artifacts", r.Name, r.Version)
+		if _, err := a.stager.Stage(ctx, r); err != nil {
+			a.fail(ctx, log, txn, "stage", err.Error(), "")
+			return
+		}
+	}
+	if err := a.save(txn, rollback.Staged); err != nil {
+		log.Error("persist the transaction", "err", err)
+		return
+	}
+	a.phase("upgrading %s -> %s: waiting for the %s lease", short(txn.From), short(txn.To), txn.Group)
+	if err := a.lease.Acquire(ctx, txn.Group); err != nil {
+		a.abort(log, txn, "lease: "+err.Error())
+		return
+	}
+	if err := a.save(txn, rollback.Leased); err != nil {
+		log.Error("persist the transaction", "err", err)
+		return
+	}
+	if err := a.lease.Check(ctx); err != nil {
+		a.abort(log, txn, "lease lost before switching: "+err.Error())
+		return
+	}
+	a.phase("upgrading %s -> %s: switching", short(txn.From), short(txn.To))
+	if err := a.save(txn, rollback.Switching); err != nil {
+		log.Error("persist the transaction", "err", err)
+		return
+	}
+	if err := a.switchTo(ctx, txn); err != nil {
+		a.rollback(ctx, log, txn, "switch", err.Error(), "")
+		return
+	}
+	a.verifyAndCommit(ctx, log, txn, hs)
+}
+
+// verifyAndCommit runs the checks of the changed services and commits or reverts.
+func (a *Agent) verifyAndCommit(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) {
+	if err := a.save(txn, rollback.Verifying); err != nil {
+		log.Error("persist the transaction", "err", err)
+		return
+	}
+	rep := a.verify(ctx, txn, hs)
+	if !rep.OK {
+		out := ""
+		if rep.Failed != nil {
+			out = rep.Failed.Output
+		}
+		a.rollback(ctx, log, txn, "verify", rep.Reason, out)
+		return
+	}
+	a.commit(ctx, log, txn, hs.Group.Rollout.Bake.D())
+}
+
+// verify checks the new revision: the changed services' checks and the implicit
+// systemd checks of the units restarted or started.
+func (a *Agent) verify(ctx context.Context, txn *rollback.Txn, hs *spec.HostSpec) checks.Report {
+	v := checks.Verification{
+		Units:      append(slices.Clone(txn.Restart), txn.Start...),
+		Systemd:    unitStater{a.systemd},
+		MinHealthy: hs.Group.Rollout.MinHealthy.D(),
+		Deadline:   hs.Group.Rollout.HealthyDeadline.D(),
+		Clock:      a.clock,
+	}
+	for _, r := range hs.Services {
+		if slices.Contains(txn.Services, r.Name) {
+			v.Checks = append(v.Checks, r.Checks...)
+		}
+	}
+	v.Progress = func(p checks.Progress) {
+		a.setStatus(func(s *Status) {
+			s.Phase = fmt.Sprintf("upgrading %s -> %s: verifying %d/%d s, %d/%d checks passing",
+				short(txn.From), short(txn.To), int(p.Healthy.Seconds()), int(p.MinHealthy.Seconds()), p.Passing, p.Total)
+		})
+	}
+	a.phase("upgrading %s -> %s: verifying", short(txn.From), short(txn.To))
+	return checks.Verify(ctx, v)
+}
+
+// switchTo installs the target's unit files and restarts what changed.
+func (a *Agent) switchTo(ctx context.Context, txn *rollback.Txn) error {
+	lg, err := a.store.LastGood()
+	if err != nil {
+		return err
+	}
+	change := units.Change{Install: map[string][]byte{}, Remove: txn.Remove, Restart: txn.Restart, Start: txn.Start}
+	for name, data := range txn.Target.Files {
+		if lg.Files[name] != data || !exists(a.unitDir, name) {
+			change.Install[name] = []byte(data)
+		}
+	}
+	return a.systemd.Apply(ctx, a.unitDir, change, owns(lg, &txn.Target))
+}
+
+func exists(d units.Dir, name string) bool {
+	ok, err := d.Exists(name)
+	return err == nil && ok
+}
+
+// owns reports whether baton owns unit: it is in the last good record or the target.
+func owns(records ...*rollback.LastGood) func(string) bool {
+	return func(unit string) bool {
+		for _, r := range records {
+			if _, ok := r.Files[unit]; ok || r.Service(unit) != "" {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// commit makes the target the last good revision, then lets the lease go.
+func (a *Agent) commit(ctx context.Context, log *slog.Logger, txn *rollback.Txn, bake time.Duration) {
+	if err := a.save(txn, rollback.Committed); err != nil {
+		log.Error("persist the transaction", "err", err)
+		return
+	}
+	target := txn.Target
+	target.Time = time.Now().UTC()
+	if err := a.store.SetLastGood(&target); err != nil {
+		log.Error("record the last good revision", "err", err)
+		return
+	}
+	if bake > 0 {
+		a.phase("upgraded to %s: baking %v before releasing the lease", short(txn.To), bake)
+		select {
+		case <-ctx.Done():
+		case <-a.clock.After(bake):
+		}
+	}
+	a.finish(ctx, log, txn)
+	a.setStatus(func(s *Status) {
+		s.Applied = txn.To
+		s.LastResult = fmt.Sprintf("upgraded %s -> %s", short(txn.From), short(txn.To))
+	})
+	a.phase("idle at %s", short(txn.To))
+}
+
+// finish releases the lease, prunes old releases and closes the transaction.
+func (a *Agent) finish(ctx context.Context, log *slog.Logger, txn *rollback.Txn) {
+	if err := a.lease.Release(ctx); err != nil {
+		log.Warn("release the lease", "err", err)
+	}
+	lg, err := a.store.LastGood()
+	if err == nil {
+		for name, rec := range lg.Services {
+			keep := []string{rec.Release}
+			if t, ok := txn.Target.Services[name]; ok {
+				keep = append(keep, t.Release)
+			}
+			if _, err := release.Prune(a.cfg.Paths.State, name, keep, 2); err != nil {
+				log.Warn("prune old releases", "service", name, "err", err)
+			}
+		}
+	}
+	if err := a.store.End(); err != nil {
+		log.Error("close the transaction", "err", err)
+	}
+}
+
+// abort ends a transaction that has not touched the host. The commit is not
+// quarantined: the next poll tries it again.
+func (a *Agent) abort(log *slog.Logger, txn *rollback.Txn, reason string) {
+	txn.Reason = reason
+	_ = a.store.Save(txn, rollback.Aborted)
+	_ = a.lease.Release(context.WithoutCancel(context.Background()))
+	if err := a.store.End(); err != nil {
+		log.Error("close the transaction", "err", err)
+	}
+	a.setStatus(func(s *Status) { s.LastResult = fmt.Sprintf("aborted upgrade to %s: %s", short(txn.To), reason) })
+	a.phase("idle at %s", short(txn.From))
+	log.Warn("upgrade aborted before touching the host", "reason", reason)
+}
+
+// fail ends a transaction that failed before it touched the host: the commit is
+// quarantined, nothing needs reverting.
+func (a *Agent) fail(ctx context.Context, log *slog.Logger, txn *rollback.Txn, step, reason, output string) {
+	txn.Step, txn.Reason, txn.Output = step, reason, output
+	if err := a.store.AddQuarantine(txn.To, fmt.Sprintf("%s: %s", step, reason)); err != nil {
+		log.Error("quarantine the commit", "err", err)
+	}
+	_ = a.save(txn, rollback.Failed)
+	a.finish(context.WithoutCancel(ctx), log, txn)
+	a.setStatus(func(s *Status) {
+		s.LastResult = fmt.Sprintf("failed %s -> %s in %s: %s", short(txn.From), short(txn.To), step, reason)
+	})
+	a.phase("idle at %s", short(txn.From))
+	log.Error("upgrade failed; commit quarantined", "step", step, "reason", reason)
+}
+
+// rollback reverts a transaction that touched the host, then fails it.
+func (a *Agent) rollback(ctx context.Context, log *slog.Logger, txn *rollback.Txn, step, reason, output string) {
+	ctx = context.WithoutCancel(ctx) // a revert, once started, finishes
+	txn.Step, txn.Reason, txn.Output = step, reason, output
+	log.Error("upgrade failed; reverting", "step", step, "reason", reason, "output", output)
+	a.phase("reverting %s -> %s: %s", short(txn.To), short(txn.From), reason)
+	if err := a.save(txn, rollback.RollingBack); err != nil {
+		log.Error("persist the transaction", "err", err)
+		return
+	}
+	if err := a.revert(ctx, txn); err != nil {
+		reason = fmt.Sprintf("%s; the revert failed too: %v", reason, err)
+		log.Error("revert failed: the host needs an operator", "err", err)
+	}
+	a.fail(ctx, log, txn, step, reason, output)
+}
+
+// revert puts the last good revision's unit files back, removes the units the
+// transaction added, and restarts the last good versions of the changed services.
+// It is idempotent: a crash during it is resumed by running it again.
+func (a *Agent) revert(ctx context.Context, txn *rollback.Txn) error {
+	lg, err := a.store.LastGood()
+	if err != nil {
+		return err
+	}
+	change := units.Change{Install: map[string][]byte{}}
+	for name, data := range lg.Files {
+		cur, err := a.unitDir.Read(name)
+		if err != nil || string(cur) != data {
+			change.Install[name] = []byte(data)
+		}
+	}
+	for name := range txn.Target.Files {
+		if _, old := lg.Files[name]; !old {
+			change.Remove = append(change.Remove, name)
+		}
+	}
+	slices.Sort(change.Remove)
+	for svc, rec := range lg.Services {
+		if t, ok := txn.Target.Services[svc]; ok && t.Release == rec.Release && !filesChanged(lg, &txn.Target, rec.Units) {
+			continue
+		}
+		change.Restart = append(change.Restart, rec.Restart...)
+		for _, u := range rec.Units {
+			if startable(u) {
+				change.Start = append(change.Start, u)
+			}
+		}
+	}
+	if err := a.systemd.Apply(ctx, a.unitDir, change, owns(lg, &txn.Target)); err != nil {
+		return err
+	}
+	rep := checks.Verify(ctx, checks.Verification{
+		Units: append(slices.Clone(change.Restart), change.Start...), Systemd: unitStater{a.systemd},
+		MinHealthy: 2 * time.Second, Deadline: time.Minute, Clock: a.clock,
+	})
+	if !rep.OK {
+		return fmt.Errorf("the last good revision is not healthy either: %s", rep.Reason)
+	}
+	return nil
+}
+
+func filesChanged(a, b *rollback.LastGood, units []string) bool {
+	for _, u := range units {
+		if a.Files[u] != b.Files[u] {
+			return true
+		}
+	}
+	return false
+}
+
+// unitStater adapts units.Systemd to what the checks read.
+type unitStater struct{ sd *units.Systemd }
+
+func (u unitStater) UnitState(ctx context.Context, unit string) (checks.UnitState, error) {
+	st, err := u.sd.Status(ctx, unit)
+	if err != nil {
+		return checks.UnitState{}, err
+	}
+	return checks.UnitState{ActiveState: st.ActiveState, SubState: st.SubState, Result: st.Result, NRestarts: st.NRestarts, MainPID: st.MainPID}, nil
+}

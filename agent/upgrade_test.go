@@ -1,0 +1,130 @@
+package agent_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestUpgradeAndBadReleases upgrades a real host from v1 to v2, then pushes one bad
+// release after another: each must be reverted (or never started), quarantined, and
+// leave the host serving v2. A newer good commit then goes through.
+func TestUpgradeAndBadReleases(t *testing.T) {
+	h := newHarness(t)
+	c1 := h.push(release{version: "1.0.0", mode: "ok"})
+	h.startAgent()
+	h.settled(c1)
+	if lg := h.lastGood(); lg.Revision != c1 || lg.Services["demo"].Version != "1.0.0" {
+		t.Fatalf("after the first commit the last good record is %+v", lg)
+	}
+	h.consistent()
+
+	c2 := h.push(release{version: "2.0.0", mode: "ok"})
+	h.settled(c2)
+	if h.quarantined(c2) {
+		t.Fatalf("a good release was quarantined")
+	}
+	h.consistent()
+	if got := h.served(); got != "2.0.0" {
+		t.Fatalf("serving %q after the upgrade, want 2.0.0", got)
+	}
+
+	gateway := strings.TrimPrefix(h.rel.URL, "http://")
+	gateway = gateway[:strings.LastIndex(gateway, ":")]
+	bad := []struct {
+		name   string
+		rel    release
+		reason string // the quarantine's reason holds this
+	}{
+		{"fails its health check", release{version: "3.0.0", mode: "fail-health"}, "verify: check health failed 3 times in a row"},
+		{"crashes after 3s", release{version: "3.1.0", mode: "crash-after"}, "verify: demo.service"},
+		{"exits at once", release{version: "3.2.0", mode: "exit"}, "verify: demo.service"},
+		{"unit file systemd rejects", release{version: "3.3.0", mode: "ok",
+			unit: "[Unit]\nDescription=no ExecStart\n\n[Service]\nExecStop=/bin/true\n"}, "switch: "},
+		{"artifact with a wrong sha256", release{version: "3.4.0", mode: "ok", sha256: strings.Repeat("0", 64)}, "stage: "},
+		{"download server down", release{version: "3.5.0", mode: "ok", url: "http://" + gateway + ":1/demo"}, "stage: "},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			h.t = t
+			start := time.Now()
+			c := h.push(tt.rel)
+			h.settled(c)
+			reason := h.quarantineReason(c)
+			if reason == "" {
+				t.Fatalf("bad release %s was not quarantined (last good %s)", tt.rel.version, short(h.lastGood().Revision))
+			}
+			if !strings.Contains(reason, tt.reason) {
+				t.Errorf("quarantined for %q, want a reason holding %q", reason, tt.reason)
+			}
+			if lg := h.lastGood(); lg.Revision != c2 {
+				t.Errorf("last good is %s, want %s", short(lg.Revision), short(c2))
+			}
+			h.consistent()
+			t.Logf("back on 2.0.0 %v after the push; quarantined for: %s", time.Since(start).Round(100*time.Millisecond), reason)
+		})
+	}
+	h.t = t
+
+	c4 := h.push(release{version: "4.0.0", mode: "ok"})
+	h.settled(c4)
+	if h.lastGood().Revision != c4 {
+		t.Fatalf("a good commit after bad ones did not go through")
+	}
+	h.consistent()
+}
+
+// TestCrashAtEveryState kills the agent (SIGKILL) right after it persists each state
+// of the transaction, starts it again, and checks that the host always ends serving a
+// good version, with its state consistent and nothing half-written.
+func TestCrashAtEveryState(t *testing.T) {
+	h := newHarness(t)
+	c := h.push(release{version: "1.0.0", mode: "ok"})
+	h.startAgent()
+	h.settled(c)
+	h.stopAgent()
+
+	tests := []struct {
+		state     string
+		mode      string // the release pushed
+		committed bool   // the commit ends applied (else quarantined and reverted)
+	}{
+		{"PREPARED", "ok", true},
+		{"STAGED", "ok", true},
+		{"LEASED", "ok", true},
+		{"SWITCHING", "ok", false},
+		{"VERIFYING", "ok", true},
+		{"COMMITTED", "ok", true},
+		{"ROLLING_BACK", "fail-health", false},
+		{"FAILED", "fail-health", false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.state, func(t *testing.T) {
+			h.t = t
+			before := h.lastGood().Revision
+			c := h.push(release{version: "5." + string(rune('0'+i)) + ".0", mode: tt.mode})
+			h.startAgent("BATON_FAILPOINT=" + tt.state)
+			h.waitFor("the agent to crash at "+tt.state, 3*time.Minute, func() bool { return !h.agentActive() })
+			if got := h.txnState(); got != tt.state {
+				t.Fatalf("after the crash the transaction is in %q, want %q", got, tt.state)
+			}
+			h.startAgent()
+			h.settled(c)
+			h.stopAgent()
+			switch lg := h.lastGood(); {
+			case tt.committed && lg.Revision != c:
+				t.Errorf("last good is %s, want the new commit %s", short(lg.Revision), short(c))
+			case !tt.committed && (lg.Revision != before || !h.quarantined(c)):
+				t.Errorf("last good is %s (want %s) and the commit quarantined: %v", short(lg.Revision), short(before), h.quarantined(c))
+			}
+			h.consistent()
+			leftovers, _ := os.ReadDir(h.host.Path(stateDir))
+			for _, e := range leftovers {
+				if strings.Contains(e.Name(), ".tmp") {
+					t.Errorf("half-written file left in the state directory: %s", e.Name())
+				}
+			}
+		})
+	}
+}
