@@ -176,6 +176,15 @@ RestartSec=300ms
 WantedBy=multi-user.target
 `
 
+// fleetYAML puts h1 in group web, running the demo service.
+const fleetYAML = `apiVersion: baton/v1
+groups:
+  - name: web
+    hosts: ["h*"]
+    services: [demo]
+    rollout: {minHealthy: 5s, healthyDeadline: 30s}
+`
+
 // push commits a fleet repository in which h1 runs rel, and returns the commit.
 func (h *harness) push(rel release) string {
 	h.t.Helper()
@@ -191,13 +200,7 @@ func (h *harness) push(rel release) string {
 		unit = rel.unit
 	}
 	files := map[string]string{
-		"fleet.yaml": `apiVersion: baton/v1
-groups:
-  - name: web
-    hosts: ["h*"]
-    services: [demo]
-    rollout: {minHealthy: 5s, healthyDeadline: 30s}
-`,
+		"fleet.yaml": fleetYAML,
 		"services/demo/service.yaml": fmt.Sprintf(`version: %q
 units: [demo.service]
 artifacts:

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -232,6 +233,22 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 		a.abort(log, txn, "lease lost before switching: "+err.Error())
 		return
 	}
+	lg, err := a.store.LastGood()
+	if err != nil {
+		a.abort(log, txn, err.Error())
+		return
+	}
+	txn.Created = nil
+	for _, name := range slices.Sorted(maps.Keys(txn.Target.Files)) {
+		if _, ours := lg.Files[name]; ours {
+			continue
+		}
+		if exists(a.unitDir, name) {
+			a.fail(ctx, log, txn, "switch", fmt.Sprintf("unit file %s exists and baton does not own it; refusing to overwrite it", name), "")
+			return
+		}
+		txn.Created = append(txn.Created, name)
+	}
 	a.phase("upgrading %s -> %s: switching", short(txn.From), short(txn.To))
 	if err := a.save(txn, rollback.Switching); err != nil {
 		log.Error("persist the transaction", "err", err)
@@ -299,7 +316,7 @@ func (a *Agent) switchTo(ctx context.Context, txn *rollback.Txn) error {
 			change.Install[name] = []byte(data)
 		}
 	}
-	return a.systemd.Apply(ctx, a.unitDir, change, owns(lg, &txn.Target))
+	return a.systemd.Apply(ctx, a.unitDir, change, owns(lg, txn))
 }
 
 func exists(d units.Dir, name string) bool {
@@ -307,15 +324,13 @@ func exists(d units.Dir, name string) bool {
 	return err == nil && ok
 }
 
-// owns reports whether baton owns unit: it is in the last good record or the target.
-func owns(records ...*rollback.LastGood) func(string) bool {
+// owns reports whether baton owns unit: it installed it in the last good revision,
+// or this transaction created it (the file did not exist before). A unit that is
+// merely named by the target revision is not baton's to write.
+func owns(lg *rollback.LastGood, txn *rollback.Txn) func(string) bool {
 	return func(unit string) bool {
-		for _, r := range records {
-			if _, ok := r.Files[unit]; ok || r.Service(unit) != "" {
-				return true
-			}
-		}
-		return false
+		_, ok := lg.Files[unit]
+		return ok || lg.Service(unit) != "" || slices.Contains(txn.Created, unit)
 	}
 }
 
@@ -430,7 +445,7 @@ func (a *Agent) revert(ctx context.Context, txn *rollback.Txn) error {
 			change.Install[name] = []byte(data)
 		}
 	}
-	for name := range txn.Target.Files {
+	for _, name := range txn.Created {
 		if _, old := lg.Files[name]; !old {
 			change.Remove = append(change.Remove, name)
 		}
@@ -447,7 +462,7 @@ func (a *Agent) revert(ctx context.Context, txn *rollback.Txn) error {
 			}
 		}
 	}
-	if err := a.systemd.Apply(ctx, a.unitDir, change, owns(lg, &txn.Target)); err != nil {
+	if err := a.systemd.Apply(ctx, a.unitDir, change, owns(lg, txn)); err != nil {
 		return err
 	}
 	rep := checks.Verify(ctx, checks.Verification{

@@ -1,6 +1,8 @@
 package agent_test
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -126,5 +128,84 @@ func TestCrashAtEveryState(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLoopGuard crashes the agent in the same state on every start: after three
+// resumes it must stop resuming, revert, quarantine the commit and say why.
+func TestLoopGuard(t *testing.T) {
+	h := newHarness(t)
+	c1 := h.push(release{version: "1.0.0", mode: "ok"})
+	h.startAgent()
+	h.settled(c1)
+	h.stopAgent()
+
+	c2 := h.push(release{version: "2.0.0", mode: "fail-health"})
+	for i := range 3 {
+		h.startAgent("BATON_FAILPOINT=ROLLING_BACK")
+		h.waitFor(fmt.Sprintf("crash %d", i+1), 2*time.Minute, func() bool { return !h.agentActive() })
+		if got := h.txnState(); got != "ROLLING_BACK" {
+			t.Fatalf("after crash %d the transaction is in %q, want ROLLING_BACK", i+1, got)
+		}
+	}
+	// The fourth start would crash again in ROLLING_BACK; the guard must not resume it.
+	h.startAgent("BATON_FAILPOINT=ROLLING_BACK")
+	h.settled(c2)
+	reason := h.quarantineReason(c2)
+	if !strings.Contains(reason, "stopped 3 times") {
+		t.Errorf("quarantined for %q, want the loop guard's reason", reason)
+	}
+	if lg := h.lastGood(); lg.Revision != c1 {
+		t.Errorf("last good is %s, want %s", short(lg.Revision), short(c1))
+	}
+	h.consistent()
+}
+
+// TestOwnershipAndRemoval: a unit file that baton did not create is never touched,
+// even when the repository names it; a service dropped from the repository is
+// stopped, disabled and deleted.
+func TestOwnershipAndRemoval(t *testing.T) {
+	h := newHarness(t)
+	c1 := h.push(release{version: "1.0.0", mode: "ok"})
+	h.startAgent()
+	h.settled(c1)
+
+	foreign := "[Unit]\nDescription=not baton's\n\n[Service]\nExecStart=/bin/sleep infinity\n"
+	if err := os.WriteFile(h.host.Path("/etc/systemd/system/foreign.service"), []byte(foreign), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.repo.WriteFile("services/other/service.yaml", "version: \"1\"\nunits: [foreign.service]\n")
+	h.repo.WriteFile("services/other/foreign.service", "[Service]\nExecStart=/bin/true\n")
+	h.repo.WriteFile("fleet.yaml", strings.Replace(fleetYAML, "services: [demo]", "services: [demo, other]", 1))
+	c2 := h.repo.Commit("claim a foreign unit")
+	h.settled(c2)
+	if got, _ := os.ReadFile(h.host.Path("/etc/systemd/system/foreign.service")); string(got) != foreign {
+		t.Errorf("the foreign unit file was changed:\n%s", got)
+	}
+	if reason := h.quarantineReason(c2); !strings.Contains(reason, "not own") {
+		t.Errorf("quarantined for %q, want a refusal to touch a unit baton does not own", reason)
+	}
+	h.consistent()
+
+	h.repo.Remove("services/other")
+	h.repo.Remove("services/demo")
+	h.repo.WriteFile("fleet.yaml", strings.Replace(fleetYAML, "services: [demo]", "services: []", 1))
+	c3 := h.repo.Commit("drop every service")
+	h.settled(c3)
+	if h.lastGood().Revision != c3 {
+		t.Fatalf("dropping the services was not committed: %s", h.quarantineReason(c3))
+	}
+	if _, err := os.Stat(h.host.Path("/etc/systemd/system/demo.service")); !os.IsNotExist(err) {
+		t.Errorf("demo.service still on disk: %v", err)
+	}
+	out, _ := h.host.Exec(context.Background(), "systemctl", "is-active", "demo.service")
+	if state := strings.TrimSpace(string(out)); state == "active" {
+		t.Errorf("demo.service is still %s", state)
+	}
+	if h.served() != "" {
+		t.Error("the dropped service still answers")
+	}
+	if got, _ := os.ReadFile(h.host.Path("/etc/systemd/system/foreign.service")); string(got) != foreign {
+		t.Error("the foreign unit file was touched by the removal")
 	}
 }

@@ -69,6 +69,9 @@ type Txn struct {
 	Restart []string `json:"restart"`
 	Start   []string `json:"start"`
 	Remove  []string `json:"remove"`
+	// Created lists the unit files that did not exist before this upgrade: with the
+	// last good record, they are all baton may write or remove on this host.
+	Created []string `json:"created,omitempty"`
 }
 
 // Store keeps the transaction, the last good record and the quarantine in a state
