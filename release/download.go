@@ -1,0 +1,180 @@
+package release
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/baton-fleet/baton/spec"
+)
+
+// Settings of the default HTTP client.
+const (
+	DefaultRetryMax              = 4                // retries after the first attempt
+	DefaultResponseHeaderTimeout = 30 * time.Second // from the request sent to the response headers
+	DefaultStallTimeout          = 60 * time.Second // a download that receives nothing this long fails
+)
+
+// errStalled cancels a download that stopped receiving data.
+var errStalled = fmt.Errorf("no data received for %s", DefaultStallTimeout)
+
+// newClient is the client a Stager without one uses: retries with the library's
+// exponential backoff (RetryMax 4, 1s to 30s), bounded dial, TLS handshake and
+// response header times, and no overall timeout, which a large download could not
+// meet; Stager.download fails a stalled one instead. The library's own logger is
+// silenced; retries are logged to log, with the URL's secrets redacted.
+func newClient(log *slog.Logger) *retryablehttp.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
+	c := retryablehttp.NewClient()
+	c.HTTPClient = &http.Client{Transport: t}
+	c.Logger = nil
+	c.RetryMax = DefaultRetryMax
+	c.RequestLogHook = func(_ retryablehttp.Logger, req *http.Request, attempt int) {
+		if attempt > 0 {
+			log.Warn("retry artifact download", "url", redactURL(req.URL), "attempt", attempt+1)
+		}
+	}
+	return c
+}
+
+// download fetches artifact a into f, no more than max bytes, and checks its SHA-256.
+// It returns the URL as errors may show it and the size.
+func (s *Stager) download(ctx context.Context, a spec.Artifact, i int, f *os.File, max int64) (string, int64, error) {
+	want := strings.ToLower(a.SHA256)
+	if len(want) != sha256.Size*2 {
+		return "", 0, fmt.Errorf("artifact %d: sha256 %q is not 64 hex digits", i+1, a.SHA256)
+	}
+	if _, err := hex.DecodeString(want); err != nil {
+		return "", 0, fmt.Errorf("artifact %d: sha256 %q is not 64 hex digits", i+1, a.SHA256)
+	}
+	u, err := url.Parse(a.URL)
+	if err != nil {
+		return "", 0, fmt.Errorf("artifact %d: the URL does not parse", i+1) // the error would show the URL
+	}
+	where := redactURL(u)
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return where, 0, fmt.Errorf("artifact %s: the scheme must be http or https", where)
+	}
+	if u.Host == "" {
+		return where, 0, fmt.Errorf("artifact %s: the URL has no host", where)
+	}
+	fail := func(err error) (string, int64, error) {
+		return where, 0, fmt.Errorf("download %s: %w", where, scrub(err, a.URL, u))
+	}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return fail(err)
+	}
+	resp, err := s.client().Do(req)
+	if err != nil {
+		return fail(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return where, 0, fmt.Errorf("download %s: %s", where, resp.Status)
+	}
+	if resp.ContentLength > max {
+		return where, 0, fmt.Errorf("download %s: %d bytes is over the limit of %d", where, resp.ContentLength, max)
+	}
+	stall := time.AfterFunc(DefaultStallTimeout, func() { cancel(errStalled) })
+	defer stall.Stop()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(&stallReader{r: resp.Body, t: stall}, max+1))
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil {
+			err = cause
+		}
+		return fail(err)
+	}
+	if n > max {
+		return where, 0, fmt.Errorf("download %s: over the limit of %d bytes", where, max)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return where, 0, fmt.Errorf("artifact %s: sha256 mismatch: got %s, want %s", where, got, want)
+	}
+	return where, n, nil
+}
+
+// stallReader pushes its timer back whenever data arrives.
+type stallReader struct {
+	r io.Reader
+	t *time.Timer
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if n > 0 {
+		s.t.Reset(DefaultStallTimeout)
+	}
+	return n, err
+}
+
+// redactURL shows u without its secrets: no user information, query values replaced.
+func redactURL(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	r := *u
+	r.User = nil
+	r.Fragment, r.RawFragment = "", ""
+	if r.RawQuery != "" {
+		q, err := url.ParseQuery(r.RawQuery)
+		if err != nil {
+			r.RawQuery = "REDACTED"
+		} else {
+			for k := range q {
+				q[k] = []string{"REDACTED"}
+			}
+			r.RawQuery = q.Encode()
+		}
+	}
+	return r.String()
+}
+
+// scrubbed is an error whose text had a URL's secrets removed; it unwraps to the
+// original, so that errors.Is still finds context.Canceled and the like.
+type scrubbed struct {
+	msg string
+	err error
+}
+
+func (e *scrubbed) Error() string { return e.msg }
+func (e *scrubbed) Unwrap() error { return e.err }
+
+// scrub removes every spelling of u (as given, as net/http and retryablehttp print it)
+// from err's text, replacing it with redactURL(u).
+func scrub(err error, raw string, u *url.URL) error {
+	msg := err.Error()
+	safe := redactURL(u)
+	spellings := []string{raw, u.String(), u.Redacted()}
+	if u.User != nil {
+		name := u.User.Username()
+		spellings = append(spellings,
+			strings.Replace(u.String(), u.User.String()+"@", name+":***@", 1),   // net/http
+			strings.Replace(u.String(), u.User.String()+"@", name+":xxxxx@", 1), // retryablehttp
+		)
+	}
+	for _, s := range spellings {
+		if s != "" {
+			msg = strings.ReplaceAll(msg, s, safe)
+		}
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return &scrubbed{msg: msg, err: err}
+}
