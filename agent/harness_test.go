@@ -37,7 +37,7 @@ var (
 )
 
 // build compiles a package of this module with ldflags, once per process.
-func build(t *testing.T, pkg, ldflags string) string {
+func build(t testing.TB, pkg, ldflags string) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
@@ -77,7 +77,7 @@ type releases struct {
 	gets  map[string]int
 }
 
-func serveReleases(t *testing.T, addr string) *releases {
+func serveReleases(t testing.TB, addr string) *releases {
 	t.Helper()
 	ln, err := net.Listen("tcp", addr+":0")
 	if err != nil {
@@ -101,7 +101,7 @@ func serveReleases(t *testing.T, addr string) *releases {
 }
 
 // demo publishes a build of the demo service and returns its URL and sha256.
-func (r *releases) demo(t *testing.T, version, mode string) (string, string) {
+func (r *releases) demo(t testing.TB, version, mode string) (string, string) {
 	t.Helper()
 	bin := build(t, "../examples/demo", fmt.Sprintf("-X main.version=%s -X main.mode=%s", version, mode))
 	b, err := os.ReadFile(bin)
@@ -117,7 +117,7 @@ func (r *releases) demo(t *testing.T, version, mode string) (string, string) {
 }
 
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	host  *testbed.Host
 	repo  *testgit.Repo
 	rel   *releases
@@ -130,7 +130,7 @@ const (
 	demoPort  = "8080"
 )
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	testbed.Require(t)
 	h := &harness{t: t, baton: build(t, "../cmd/baton", "-X main.version=test")}
@@ -297,13 +297,19 @@ func (h *harness) served() string {
 
 func (h *harness) waitFor(what string, timeout time.Duration, cond func() bool) {
 	h.t.Helper()
+	h.waitEvery(what, timeout, 200*time.Millisecond, cond)
+}
+
+// waitEvery waits for cond, checking it every interval.
+func (h *harness) waitEvery(what string, timeout, every time.Duration, cond func() bool) {
+	h.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			h.t.Fatalf("timed out after %v waiting for %s (last good %s, txn %q, serving %q)",
 				timeout, what, short(h.lastGood().Revision), h.txnState(), h.served())
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(every)
 	}
 }
 

@@ -353,6 +353,7 @@ func (a *Agent) commit(ctx context.Context, log *slog.Logger, txn *rollback.Txn,
 		case <-a.clock.After(bake):
 		}
 	}
+	log.Info("upgrade committed", "took", time.Since(txn.Started).Round(time.Millisecond), "steps", strings.Join(txn.Durations(time.Now()), " "))
 	a.finish(ctx, log, txn)
 	a.setStatus(func(s *Status) {
 		s.Applied = txn.To
@@ -410,7 +411,7 @@ func (a *Agent) fail(ctx context.Context, log *slog.Logger, txn *rollback.Txn, s
 		s.LastResult = fmt.Sprintf("failed %s -> %s in %s: %s", short(txn.From), short(txn.To), step, reason)
 	})
 	a.phase("idle at %s", short(txn.From))
-	log.Error("upgrade failed; commit quarantined", "step", step, "reason", reason)
+	log.Error("upgrade failed; commit quarantined", "step", step, "reason", reason, "steps", strings.Join(txn.Durations(time.Now()), " "))
 }
 
 // rollback reverts a transaction that touched the host, then fails it.

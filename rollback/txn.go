@@ -69,9 +69,31 @@ type Txn struct {
 	Restart []string `json:"restart"`
 	Start   []string `json:"start"`
 	Remove  []string `json:"remove"`
+	// History is when each state began, in order.
+	History []Step `json:"history"`
 	// Created lists the unit files that did not exist before this upgrade: with the
 	// last good record, they are all baton may write or remove on this host.
 	Created []string `json:"created,omitempty"`
+}
+
+// Step is a state the transaction entered, and when.
+type Step struct {
+	State State     `json:"state"`
+	At    time.Time `json:"at"`
+}
+
+// Durations returns how long the transaction spent in each state it left, in order,
+// as "STATE=duration" pairs; the last state counts until now.
+func (t *Txn) Durations(now time.Time) []string {
+	var out []string
+	for i, s := range t.History {
+		end := now
+		if i+1 < len(t.History) {
+			end = t.History[i+1].At
+		}
+		out = append(out, fmt.Sprintf("%s=%v", s.State, end.Sub(s.At).Round(time.Millisecond)))
+	}
+	return out
 }
 
 // Store keeps the transaction, the last good record and the quarantine in a state
@@ -113,6 +135,9 @@ func (s *Store) Load() (*Txn, error) {
 
 // Save persists t with its state set to state. The upgrade calls it before each step.
 func (s *Store) Save(t *Txn, state State) error {
+	if t.State != state || len(t.History) == 0 {
+		t.History = append(t.History, Step{State: state, At: s.now()})
+	}
 	t.State = state
 	t.Updated = s.now()
 	if t.Started.IsZero() {
