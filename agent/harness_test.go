@@ -139,8 +139,8 @@ func newHarness(t testing.TB) *harness {
 	h.repo = testgit.NewRepo(t)
 	h.host = n.Boot(t, "h1",
 		testbed.Bind{Src: h.baton, Dst: "/usr/local/bin/baton"},
-		testbed.Bind{Src: h.repo.Bare, Dst: "/srv/fleet.git"})
-	cfg := "host: h1\nrepo:\n  url: file:///srv/fleet.git\n  branch: main\n  poll: 1s\n"
+		testbed.Bind{Src: filepath.Dir(h.repo.Bare), Dst: "/srv/git"})
+	cfg := "host: h1\nrepo:\n  url: file:///srv/git/" + filepath.Base(h.repo.Bare) + "\n  branch: main\n  poll: 1s\n"
 	if err := os.MkdirAll(h.host.Path("/etc/baton"), 0o755); err != nil {
 		t.Fatal(err)
 	}

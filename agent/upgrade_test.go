@@ -69,6 +69,23 @@ func TestUpgradeAndBadReleases(t *testing.T) {
 	}
 	h.t = t
 
+	t.Run("bad input", func(t *testing.T) {
+		h.t = t
+		h.repo.WriteFile("fleet.yaml", strings.Replace(fleetYAML, "hosts:", "hostz:", 1))
+		c := h.repo.Commit("a typo")
+		h.waitFor("the agent to reject the commit", time.Minute, func() bool {
+			return strings.Contains(h.journal(), "commit rejected; keeping the last good revision") && strings.Contains(h.journal(), short(c))
+		})
+		if !strings.Contains(h.journal(), `fleet.yaml:4: unknown field \"hostz\"`) {
+			t.Errorf("the rejection does not name the file and line:\n%s", h.journal())
+		}
+		if !h.agentActive() || h.lastGood().Revision != c2 || h.txnState() != "" {
+			t.Fatalf("after a bad commit: agent active %v, last good %s, txn %q", h.agentActive(), short(h.lastGood().Revision), h.txnState())
+		}
+		h.consistent()
+	})
+	h.t = t
+
 	c4 := h.push(release{version: "4.0.0", mode: "ok"})
 	h.settled(c4)
 	if h.lastGood().Revision != c4 {
@@ -208,4 +225,34 @@ func TestOwnershipAndRemoval(t *testing.T) {
 	if got, _ := os.ReadFile(h.host.Path("/etc/systemd/system/foreign.service")); string(got) != foreign {
 		t.Error("the foreign unit file was touched by the removal")
 	}
+}
+
+// TestFetchErrorsAreNotFatal takes the repository away from a running agent: it must
+// report the fetch errors, keep running and serving, and pick up the next commit once
+// the repository is back.
+func TestFetchErrorsAreNotFatal(t *testing.T) {
+	h := newHarness(t)
+	c1 := h.push(release{version: "1.0.0", mode: "ok"})
+	h.startAgent()
+	h.settled(c1)
+
+	off := h.repo.Bare + ".off"
+	if err := os.Rename(h.repo.Bare, off); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("fetch errors in the journal", time.Minute, func() bool {
+		return strings.Count(h.journal(), "fetch the fleet repository") >= 2
+	})
+	if !h.agentActive() || h.served() != "1.0.0" {
+		t.Fatalf("without its repository: agent active %v, serving %q", h.agentActive(), h.served())
+	}
+	if err := os.Rename(off, h.repo.Bare); err != nil {
+		t.Fatal(err)
+	}
+	c2 := h.push(release{version: "2.0.0", mode: "ok"})
+	h.settled(c2)
+	if h.lastGood().Revision != c2 {
+		t.Fatalf("the commit pushed after the outage was not applied: %s", h.quarantineReason(c2))
+	}
+	h.consistent()
 }
