@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
+
 	"github.com/baton-fleet/baton/checks"
 	"github.com/baton-fleet/baton/gitsync"
 	"github.com/baton-fleet/baton/lease"
@@ -33,7 +35,8 @@ type Lease interface {
 }
 
 // FailpointEnv names an environment variable for crash tests: set to a transaction
-// state, the agent kills itself (SIGKILL) right after persisting that state.
+// state, the agent kills itself (SIGKILL) right after persisting that state; set to
+// HANG, its main loop blocks for good once it is ready (for watchdog tests).
 const FailpointEnv = "BATON_FAILPOINT"
 
 // maxAttempts is the loop guard: an agent that crashed this many times in one
@@ -57,6 +60,9 @@ type Agent struct {
 	mu     sync.Mutex
 	status Status
 	wake   chan struct{}
+
+	notify     notifier
+	runtimeDir string // where the package manager leaves RestartMarker
 }
 
 // Status is what the agent is doing, for logs, sd_notify and the local API.
@@ -107,8 +113,9 @@ func New(cfg *Config, logger *slog.Logger) (*Agent, error) {
 		stager:    &release.Stager{StateDir: state, Logger: logger},
 		lease:     l,
 		clock:     checks.RealClock,
-		failpoint: rollback.State(os.Getenv(FailpointEnv)),
-		wake:      make(chan struct{}, 1),
+		failpoint:  rollback.State(os.Getenv(FailpointEnv)),
+		wake:       make(chan struct{}, 1),
+		runtimeDir: DefaultRuntimeDir,
 	}, nil
 }
 
@@ -129,6 +136,8 @@ func (a *Agent) setStatus(f func(*Status)) {
 func (a *Agent) phase(format string, args ...any) {
 	p := fmt.Sprintf(format, args...)
 	a.setStatus(func(s *Status) { s.Phase = p })
+	a.notify.send("STATUS=" + p)
+	a.notify.alive()
 	a.log.Info(p)
 }
 
@@ -141,9 +150,14 @@ func (a *Agent) SyncNow() {
 }
 
 // Run connects to systemd, finishes any transaction a crash left open, then polls the
-// repository and upgrades the host until ctx ends. It returns only when ctx ends or
-// when systemd cannot be reached at the start: a failed upgrade, a bad commit or a
-// fetch error is reported and the loop goes on.
+// repository and upgrades the host until ctx ends. It returns nil when ctx ends, an
+// error when systemd cannot be reached at the start, and ErrRestartRequested when the
+// package manager asked for a restart and the agent is idle. A failed upgrade, a bad
+// commit or a fetch error is reported and the loop goes on.
+//
+// On SIGTERM (ctx ends) mid-transaction the agent stops at a resumable point: before
+// SWITCHING it aborts, in SWITCHING it finishes the revert, in VERIFYING it leaves the
+// transaction for the next start to verify again.
 func (a *Agent) Run(ctx context.Context) error {
 	sd, err := units.Connect(ctx)
 	if err != nil {
@@ -151,14 +165,31 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer sd.Close()
 	a.systemd = sd
+	var wg sync.WaitGroup
+	wdCtx, stopWatchdog := context.WithCancel(context.Background())
+	wg.Go(func() { a.notify.watchdog(wdCtx) })
+	defer func() {
+		a.notify.send(daemon.SdNotifyStopping)
+		stopWatchdog()
+		wg.Wait()
+	}()
+	a.notify.alive()
 	if lg, err := a.store.LastGood(); err == nil {
 		a.setStatus(func(s *Status) { s.Applied = lg.Revision })
 	}
 	if err := a.recover(ctx); err != nil {
 		a.log.Error("recover the open transaction", "err", err)
 	}
+	a.notify.send(daemon.SdNotifyReady)
+	a.phase("idle at %s", short(a.Status().Applied))
 	backoff := time.Duration(0)
 	for {
+		a.notify.alive()
+		if restartRequested(a.runtimeDir) {
+			a.log.Info("the package was upgraded; restarting now that no upgrade is open")
+			return ErrRestartRequested
+		}
+		a.hang()
 		err := a.tick(ctx)
 		wait := a.cfg.Repo.Poll.D()
 		if err != nil {
@@ -167,13 +198,25 @@ func (a *Agent) Run(ctx context.Context) error {
 		} else {
 			backoff = 0
 		}
+		if ctx.Err() != nil {
+			return nil
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-a.wake:
-		case <-time.After(wait):
+		case <-time.After(min(wait, a.watchdogSlice())):
 		}
 	}
+}
+
+// watchdogSlice bounds one sleep of the main loop so that it shows life to the
+// watchdog while it waits for the next poll.
+func (a *Agent) watchdogSlice() time.Duration {
+	if a.notify.interval > 0 {
+		return a.notify.interval / 3
+	}
+	return time.Hour
 }
 
 // nextBackoff doubles the wait after a fetch error, from 1s up to the poll interval,
@@ -209,6 +252,14 @@ func (a *Agent) tick(ctx context.Context) error {
 	}
 	a.reconcile(ctx, a.git.Head())
 	return err
+}
+
+// hang blocks the main loop for good when the failpoint is HANG, for watchdog tests.
+func (a *Agent) hang() {
+	if a.failpoint == "HANG" {
+		a.log.Warn("failpoint: blocking the main loop")
+		select {}
+	}
 }
 
 // hit kills the agent at the failpoint state, for crash tests.

@@ -223,7 +223,16 @@ checks:
 // startAgent runs the agent as a transient systemd service in the host.
 func (h *harness) startAgent(env ...string) {
 	h.t.Helper()
+	h.startAgentWith(nil, env...)
+}
+
+// startAgentWith runs the agent with extra unit properties (Type=notify, ...).
+func (h *harness) startAgentWith(props []string, env ...string) {
+	h.t.Helper()
 	args := []string{"systemd-run", "--unit=" + agentUnit, "--collect", "--property=KillMode=mixed"}
+	for _, p := range props {
+		args = append(args, "--property="+p)
+	}
 	for _, e := range env {
 		args = append(args, "--setenv="+e)
 	}

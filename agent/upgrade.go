@@ -211,7 +211,14 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 			continue
 		}
 		a.phase("upgrading %s %s: staging artifacts", r.Name, r.Version)
-		if _, err := a.stager.Stage(ctx, r); err != nil {
+		a.notify.busy(time.Hour)
+		_, err := a.stager.Stage(ctx, r)
+		a.notify.busy(0)
+		if ctx.Err() != nil {
+			a.abort(log, txn, "the agent is stopping")
+			return
+		}
+		if err != nil {
 			a.fail(ctx, log, txn, "stage", err.Error(), "")
 			return
 		}
@@ -221,7 +228,10 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 		return
 	}
 	a.phase("upgrading %s -> %s: waiting for the %s lease", short(txn.From), short(txn.To), txn.Group)
-	if err := a.lease.Acquire(ctx, txn.Group); err != nil {
+	a.notify.busy(24 * time.Hour) // other hosts' upgrades may hold the lease that long
+	err := a.lease.Acquire(ctx, txn.Group)
+	a.notify.busy(0)
+	if err != nil {
 		a.abort(log, txn, "lease: "+err.Error())
 		return
 	}
@@ -268,6 +278,10 @@ func (a *Agent) verifyAndCommit(ctx context.Context, log *slog.Logger, txn *roll
 		return
 	}
 	rep := a.verify(ctx, txn, hs)
+	if !rep.OK && ctx.Err() != nil {
+		log.Warn("stopping while verifying; the next start verifies again")
+		return
+	}
 	if !rep.OK {
 		out := ""
 		if rep.Failed != nil {
@@ -294,11 +308,13 @@ func (a *Agent) verify(ctx context.Context, txn *rollback.Txn, hs *spec.HostSpec
 			v.Checks = append(v.Checks, r.Checks...)
 		}
 	}
+	a.notify.busy(v.Deadline + time.Minute)
+	defer a.notify.busy(0)
 	v.Progress = func(p checks.Progress) {
-		a.setStatus(func(s *Status) {
-			s.Phase = fmt.Sprintf("upgrading %s -> %s: verifying %d/%d s, %d/%d checks passing",
-				short(txn.From), short(txn.To), int(p.Healthy.Seconds()), int(p.MinHealthy.Seconds()), p.Passing, p.Total)
-		})
+		phase := fmt.Sprintf("upgrading %s -> %s: verifying %d/%d s, %d/%d checks passing",
+			short(txn.From), short(txn.To), int(p.Healthy.Seconds()), int(p.MinHealthy.Seconds()), p.Passing, p.Total)
+		a.setStatus(func(s *Status) { s.Phase = phase })
+		a.notify.send("STATUS=" + phase)
 	}
 	a.phase("upgrading %s -> %s: verifying", short(txn.From), short(txn.To))
 	return checks.Verify(ctx, v)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -35,7 +36,12 @@ any step is finished on the next start. It stops on SIGTERM or SIGINT.`,
 				return failed(err)
 			}
 			logger.Info("baton agent starting", "version", version, "repo", redactURL(cfg.Repo.URL), "branch", cfg.Repo.Branch)
-			if err := a.Run(cmd.Context()); err != nil {
+			err = a.Run(cmd.Context())
+			if errors.Is(err, agent.ErrRestartRequested) {
+				logger.Info("baton agent exiting to be restarted", "status", agent.RestartExitCode)
+				return &exitError{code: agent.RestartExitCode, err: errors.New("")}
+			}
+			if err != nil {
 				return failed(err)
 			}
 			logger.Info("baton agent stopped")
