@@ -105,14 +105,14 @@ func New(cfg *Config, logger *slog.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("lease backend %q is not available yet; use local", cfg.Lease.Backend)
 	}
 	return &Agent{
-		cfg:       cfg,
-		log:       logger,
-		store:     &rollback.Store{Dir: state},
-		git:       git,
-		unitDir:   units.Dir{Path: cfg.Paths.Units},
-		stager:    &release.Stager{StateDir: state, Logger: logger},
-		lease:     l,
-		clock:     checks.RealClock,
+		cfg:        cfg,
+		log:        logger,
+		store:      &rollback.Store{Dir: state},
+		git:        git,
+		unitDir:    units.Dir{Path: cfg.Paths.Units},
+		stager:     &release.Stager{StateDir: state, Logger: logger},
+		lease:      l,
+		clock:      checks.RealClock,
 		failpoint:  rollback.State(os.Getenv(FailpointEnv)),
 		wake:       make(chan struct{}, 1),
 		runtimeDir: DefaultRuntimeDir,
