@@ -1,0 +1,162 @@
+// Package fleet is the fleet-wide state beside the lease: what each host runs, the
+// commits that failed in each group (the halt), pauses, promotions and canaries. The
+// data types and the rules that read them are pure; Store keeps them in etcd.
+package fleet
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/baton-fleet/baton/spec"
+)
+
+// Host is the record a host keeps of itself.
+type Host struct {
+	Host   string    `json:"host"`
+	Group  string    `json:"group"`
+	Commit string    `json:"commit"`           // the last good revision
+	Target string    `json:"target,omitempty"` // the revision being applied, "" when idle
+	State  string    `json:"state"`            // the transaction state, IDLE when none
+	Result string    `json:"result,omitempty"` // the last outcome, for `baton fleet`
+	Time   time.Time `json:"time"`
+}
+
+// Failure is a commit that failed on a host of a group: the group halts on it.
+type Failure struct {
+	Commit string    `json:"commit"`
+	Host   string    `json:"host"`
+	Reason string    `json:"reason"`
+	Time   time.Time `json:"time"`
+}
+
+// Mark is a pause or a promotion: who asked, when and why.
+type Mark struct {
+	By     string    `json:"by,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+	Time   time.Time `json:"time"`
+}
+
+// Group is one group's shared state.
+type Group struct {
+	Name     string              `json:"name"`
+	Slots    int                 `json:"slots"`   // maxParallel as stored in etcd
+	Holders  []string            `json:"holders"` // hosts with a slot key, oldest first
+	Paused   *Mark               `json:"paused,omitempty"`
+	Failed   map[string]Failure  `json:"failed,omitempty"`   // by commit
+	Promoted map[string]Mark     `json:"promoted,omitempty"` // by commit
+	Canaries map[string][]string `json:"canaries,omitempty"` // by commit: the hosts that took a canary spot
+}
+
+// Snapshot is the whole fleet state, read at one etcd revision.
+type Snapshot struct {
+	Revision int64             `json:"revision"`
+	Paused   *Mark             `json:"paused,omitempty"` // every group
+	Groups   map[string]*Group `json:"groups"`
+	Hosts    map[string]Host   `json:"hosts"`
+}
+
+// group returns the named group's state, empty when nothing is stored for it.
+func (s *Snapshot) group(name string) *Group {
+	if g, ok := s.Groups[name]; ok {
+		return g
+	}
+	return &Group{Name: name}
+}
+
+// hostsOf returns the records of the hosts of group, sorted by name.
+func (s *Snapshot) hostsOf(group string) []Host {
+	var out []Host
+	for _, name := range slices.Sorted(maps.Keys(s.Hosts)) {
+		if h := s.Hosts[name]; h.Group == group {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// Verdict is whether a host may start upgrading to a commit now, and if not, why.
+type Verdict struct {
+	OK bool
+	// Canary is set when the host goes as one of its group's canaries: it must claim
+	// its spot (Store.ClaimCanary) before it switches.
+	Canary bool
+	// Halted is set when the commit failed elsewhere in the group: the host must not
+	// start it until a newer commit or `baton retry`; it is not worth waiting for.
+	Halted bool
+	Why    string
+}
+
+// Gate decides whether host, of group g (as the commit being applied defines it),
+// may start upgrading to commit. Checked in order: a pause (the fleet's or the
+// group's), the halt (the commit failed on another host of the group), `after`
+// (every host of each group named there runs the commit), the canaries (the first
+// `canary` hosts go, then the group waits for them to commit and for canaryPause or
+// `baton promote`).
+func (s *Snapshot) Gate(g *spec.Group, commit, host string, now time.Time) Verdict {
+	st := s.group(g.Name)
+	switch {
+	case s.Paused != nil:
+		return Verdict{Why: "the fleet is paused" + because(s.Paused)}
+	case st.Paused != nil:
+		return Verdict{Why: fmt.Sprintf("group %s is paused%s", g.Name, because(st.Paused))}
+	}
+	if f, ok := st.Failed[commit]; ok {
+		return Verdict{Halted: true, Why: fmt.Sprintf("commit %s failed on %s (%s); the group is halted until a newer commit or baton retry", short(commit), f.Host, f.Reason)}
+	}
+	for _, a := range g.After {
+		for _, h := range s.hostsOf(a) {
+			if h.Commit != commit {
+				return Verdict{Why: fmt.Sprintf("waiting for group %s to converge on %s (%s runs %s)", a, short(commit), h.Host, short(h.Commit))}
+			}
+		}
+	}
+	canary := g.Rollout.Canary
+	if canary <= 0 {
+		return Verdict{OK: true}
+	}
+	spots := st.Canaries[commit]
+	if slices.Contains(spots, host) {
+		return Verdict{OK: true, Canary: true}
+	}
+	if len(spots) < canary {
+		return Verdict{OK: true, Canary: true}
+	}
+	var last time.Time
+	for _, c := range spots {
+		rec, ok := s.Hosts[c]
+		if !ok || rec.Commit != commit {
+			return Verdict{Why: fmt.Sprintf("waiting for the canaries of %s to commit (%s)", short(commit), strings.Join(spots, ", "))}
+		}
+		if rec.Time.After(last) {
+			last = rec.Time
+		}
+	}
+	if _, ok := st.Promoted[commit]; ok {
+		return Verdict{OK: true}
+	}
+	pause := g.Rollout.CanaryPause
+	if pause.Manual {
+		return Verdict{Why: fmt.Sprintf("the canaries run %s; waiting for baton promote %s", short(commit), g.Name)}
+	}
+	if until := last.Add(pause.After); now.Before(until) {
+		return Verdict{Why: fmt.Sprintf("the canaries run %s; canary pause until %s", short(commit), until.UTC().Format(time.RFC3339))}
+	}
+	return Verdict{OK: true}
+}
+
+func because(m *Mark) string {
+	if m.Reason == "" {
+		return ""
+	}
+	return ": " + m.Reason
+}
+
+func short(rev string) string {
+	if len(rev) > 7 {
+		return rev[:7]
+	}
+	return rev
+}
