@@ -1,0 +1,87 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// RetryRequest is the body of POST /v1/retry.
+type RetryRequest struct {
+	Commit string `json:"commit"`
+}
+
+// Commit ids: a prefix of at least MinCommitPrefix hex digits, at most a SHA-256 id.
+const (
+	MinCommitPrefix = 7
+	maxCommitLen    = 64
+)
+
+// parseRetry decodes the body of POST /v1/retry: one JSON object with exactly a
+// "commit" field, a hex commit id or prefix. It returns the commit in lower case.
+// Errors wrap ErrInvalid.
+func parseRetry(data []byte) (string, error) {
+	var req struct {
+		Commit *string `json:"commit"`
+	}
+	if err := decodeStrict(data, &req); err != nil {
+		return "", err
+	}
+	if req.Commit == nil {
+		return "", fmt.Errorf("%w: commit is required", ErrInvalid)
+	}
+	commit := strings.ToLower(*req.Commit)
+	if err := checkCommit(commit); err != nil {
+		return "", err
+	}
+	return commit, nil
+}
+
+// checkCommit says why commit is not a commit id or prefix.
+func checkCommit(commit string) error {
+	if len(commit) < MinCommitPrefix || len(commit) > maxCommitLen {
+		return fmt.Errorf("%w: commit must be %d to %d hex digits, got %d characters", ErrInvalid, MinCommitPrefix, maxCommitLen, len(commit))
+	}
+	for i := 0; i < len(commit); i++ {
+		c := commit[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return fmt.Errorf("%w: commit must be hex digits, got %q at %d", ErrInvalid, c, i)
+		}
+	}
+	return nil
+}
+
+// parseEmpty accepts the body of a request that takes no argument: nothing, or {}.
+func parseEmpty(data []byte) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	return decodeStrict(data, &struct{}{})
+}
+
+// decodeStrict decodes data as exactly one JSON object into v, refusing unknown
+// fields and anything after the object. Errors wrap ErrInvalid.
+func decodeStrict(data []byte, v any) error {
+	if len(data) > maxBody {
+		return fmt.Errorf("%w: request body over %d bytes", ErrInvalid, maxBody)
+	}
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 {
+		return fmt.Errorf("%w: empty request body; want a JSON object", ErrInvalid)
+	}
+	if trimmed[0] != '{' {
+		return fmt.Errorf("%w: request body is not a JSON object", ErrInvalid)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: request body: %v", ErrInvalid, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: request body: data after the JSON object", ErrInvalid)
+	}
+	return nil
+}

@@ -1,0 +1,124 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func TestParseRetry(t *testing.T) {
+	tests := []struct {
+		body string
+		want string
+		err  string
+	}{
+		{`{"commit":"abcdef0"}`, "abcdef0", ""},
+		{`{"commit":"ABCDEF0123"}`, "abcdef0123", ""},
+		{" \n{\"commit\": \"1a2b3c4d5e6f708192a3b4c5d6e7f80910a1b2c3\"}\n", "1a2b3c4d5e6f708192a3b4c5d6e7f80910a1b2c3", ""},
+		{`{"commit":"` + strings.Repeat("f", 64) + `"}`, strings.Repeat("f", 64), ""},
+		{`{"commit":"` + strings.Repeat("f", 65) + `"}`, "", "7 to 64 hex digits"},
+		{`{"commit":"abcdef"}`, "", "7 to 64 hex digits"},
+		{`{"commit":""}`, "", "7 to 64 hex digits"},
+		{`{"commit":null}`, "", "commit is required"},
+		{`{}`, "", "commit is required"},
+		{``, "", "empty request body"},
+		{`   `, "", "empty request body"},
+		{`null`, "", "not a JSON object"},
+		{`"abcdef0"`, "", "not a JSON object"},
+		{`{"commit":"abcdef0"`, "", "unexpected EOF"},
+		{`{"commit":"abcdef0"}x`, "", "data after the JSON object"},
+		{`{"commit":"abcdef0"}{"commit":"abcdef0"}`, "", "data after the JSON object"},
+		{`{"commit":"abcdef0","x":1}`, "", `unknown field "x"`},
+		{`{"Commit":"abcdef0"}`, "abcdef0", ""}, // encoding/json matches field names without case
+		{`{"commit":"abcdef0","commit":"1234567"}`, "1234567", ""},
+		{`{"commit":"abc def0"}`, "", "hex digits"},
+		{`{"commit":"abcdef0\u0000"}`, "", "hex digits"},
+		{`{"commit":"../../etc"}`, "", "hex digits"},
+		{`{"commit":["abcdef0"]}`, "", "cannot unmarshal array"},
+		{"{\"commit\":\"\xff\xfe\xfd\xfc\xfb\xfa\xf9\"}", "", "hex digits"},
+		{`{"commit":"` + strings.Repeat("a", 5000) + `"}`, "", "over 4096 bytes"},
+	}
+	for _, tt := range tests {
+		got, err := parseRetry([]byte(tt.body))
+		switch {
+		case tt.err == "" && err != nil:
+			t.Errorf("parseRetry(%.50q): %v", tt.body, err)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("parseRetry(%.50q) = %q, %v; want an error with %q", tt.body, got, err, tt.err)
+		case err != nil && !errors.Is(err, ErrInvalid):
+			t.Errorf("parseRetry(%.50q): %v does not wrap ErrInvalid", tt.body, err)
+		case got != tt.want:
+			t.Errorf("parseRetry(%.50q) = %q, want %q", tt.body, got, tt.want)
+		}
+	}
+}
+
+func TestParseEmpty(t *testing.T) {
+	for body, ok := range map[string]bool{
+		"": true, " \r\n\t": true, "{}": true, " { } ": true,
+		"{\"a\":1}": false, "null": false, "[]": false, "{}{}": false, "{": false, "x": false,
+	} {
+		if err := parseEmpty([]byte(body)); (err == nil) != ok {
+			t.Errorf("parseEmpty(%q): %v", body, err)
+		}
+	}
+}
+
+var hexCommit = regexp.MustCompile(`^[0-9a-f]{7,64}$`)
+
+func FuzzParseRetry(f *testing.F) {
+	for _, s := range []string{`{"commit":"abcdef0"}`, `{"commit":"ABCDEF0"}`, `{}`, ``, `null`, `{"commit":"x"}`, `{"commit":"abcdef0"} {}`, `{"commit":1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		commit, err := parseRetry(data)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v does not wrap ErrInvalid", err)
+			}
+			if commit != "" {
+				t.Fatalf("error %v with commit %q", err, commit)
+			}
+			return
+		}
+		if !hexCommit.MatchString(commit) {
+			t.Fatalf("accepted commit %q", commit)
+		}
+		// What the client sends for it parses back to itself.
+		again, _ := json.Marshal(RetryRequest{Commit: commit})
+		if got, err := parseRetry(again); err != nil || got != commit {
+			t.Fatalf("round trip of %q: %q, %v", commit, got, err)
+		}
+	})
+}
+
+func FuzzParseEmpty(f *testing.F) {
+	for _, s := range []string{``, `{}`, ` {} `, `{"a":1}`, `null`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if err := parseEmpty(data); err != nil && !errors.Is(err, ErrInvalid) {
+			t.Fatalf("error %v does not wrap ErrInvalid", err)
+		}
+	})
+}
+
+func TestRedactText(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"no url here", "no url here"},
+		{"fetch https://git.example.com/ops/fleet.git: 404", "fetch https://git.example.com/ops/fleet.git: 404"},
+		{"ssh://git@git.example.com/ops/fleet.git", "ssh://git@git.example.com/ops/fleet.git"},
+		{"https://oauth2:tok@git.example.com/x.git failed", "https://REDACTED@git.example.com/x.git failed"},
+		{"https://ghp_abc@github.com/x", "https://REDACTED@github.com/x"},
+		{"git:pw via ssh://git:pw@h/x", "git:pw via ssh://REDACTED@h/x"},
+		{`"https://h/a?token=abc&x=1"`, `"https://h/a?token=REDACTED&x=REDACTED"`},
+		{"two: http://a:b@h1/ and http://h2/?k=v", "two: http://REDACTED@h1/ and http://h2/?k=REDACTED"},
+	}
+	for _, tt := range tests {
+		if got := redactText(tt.in); got != tt.want {
+			t.Errorf("redactText(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
