@@ -14,6 +14,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/checks"
 	"github.com/baton-fleet/baton/gitsync"
 	"github.com/baton-fleet/baton/lease"
@@ -63,22 +64,29 @@ type Agent struct {
 
 	notify     notifier
 	runtimeDir string // where the package manager leaves RestartMarker
+	version    string
+	obs        *observers
+	last       *api.Result // the outcome of the last transaction, for the API
 }
 
 // Status is what the agent is doing, for logs, sd_notify and the local API.
 type Status struct {
-	Phase      string    `json:"phase"`
-	Tracked    string    `json:"tracked"`  // the branch head last fetched
-	Applied    string    `json:"applied"`  // the last good revision
-	Rejected   string    `json:"rejected"` // the last commit refused as bad input
-	LastResult string    `json:"lastResult"`
-	FetchError string    `json:"fetchError,omitempty"`
-	FetchedAt  time.Time `json:"fetchedAt"`
+	Phase        string    `json:"phase"`
+	Group        string    `json:"group"`
+	Tracked      string    `json:"tracked"`  // the branch head last fetched
+	Applied      string    `json:"applied"`  // the last good revision
+	Rejected     string    `json:"rejected"` // the last commit refused as bad input
+	RejectReason string    `json:"rejectReason,omitempty"`
+	LastResult   string    `json:"lastResult"`
+	FetchError   string    `json:"fetchError,omitempty"`
+	FetchedAt    time.Time `json:"fetchedAt"` // the last poll
+	FetchedOK    time.Time `json:"fetchedOK"` // the last poll that worked
 }
 
-// New builds an agent from a validated configuration. It does no I/O beyond creating
-// the state directory; Run connects to systemd and the repository.
-func New(cfg *Config, logger *slog.Logger) (*Agent, error) {
+// New builds an agent from a validated configuration; version is baton's, for the
+// status and the metrics. It does no I/O beyond creating the state directory and
+// reading webhook secrets; Run connects to systemd and the repository.
+func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
 	state := cfg.Paths.State
 	if err := os.MkdirAll(state, 0o755); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
@@ -94,6 +102,10 @@ func New(cfg *Config, logger *slog.Logger) (*Agent, error) {
 		},
 		AllowRewind: cfg.Repo.AllowRewind,
 	}, logger)
+	if err != nil {
+		return nil, err
+	}
+	obs, err := newObservers(cfg, version, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +128,8 @@ func New(cfg *Config, logger *slog.Logger) (*Agent, error) {
 		failpoint:  rollback.State(os.Getenv(FailpointEnv)),
 		wake:       make(chan struct{}, 1),
 		runtimeDir: DefaultRuntimeDir,
+		version:    version,
+		obs:        obs,
 	}, nil
 }
 
@@ -166,16 +180,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer sd.Close()
 	a.systemd = sd
 	var wg sync.WaitGroup
-	wdCtx, stopWatchdog := context.WithCancel(context.Background())
-	wg.Go(func() { a.notify.watchdog(wdCtx) })
+	bgCtx, stopBackground := context.WithCancel(context.Background())
+	wg.Go(func() { a.notify.watchdog(bgCtx) })
+	waitServers := a.serve(bgCtx)
 	defer func() {
 		a.notify.send(daemon.SdNotifyStopping)
-		stopWatchdog()
+		stopBackground()
 		wg.Wait()
+		waitServers()
 	}()
 	a.notify.alive()
 	if lg, err := a.store.LastGood(); err == nil {
-		a.setStatus(func(s *Status) { s.Applied = lg.Revision })
+		a.setStatus(func(s *Status) { s.Applied, s.Group = lg.Revision, lg.Group })
+		a.obs.metrics.Info(lg.Revision, "")
 	}
 	if err := a.recover(ctx); err != nil {
 		a.log.Error("recover the open transaction", "err", err)
@@ -234,6 +251,7 @@ func (a *Agent) tick(ctx context.Context) error {
 	now := time.Now()
 	if err != nil {
 		a.setStatus(func(s *Status) { s.FetchError, s.FetchedAt = err.Error(), now })
+		a.obs.metrics.FetchError()
 		a.log.Warn("fetch the fleet repository", "err", err)
 		if errors.Is(err, gitsync.ErrRewound) {
 			a.setStatus(func(s *Status) { s.LastResult = "refused: " + err.Error() })
@@ -242,7 +260,8 @@ func (a *Agent) tick(ctx context.Context) error {
 			return err
 		}
 	} else {
-		a.setStatus(func(s *Status) { s.FetchError, s.FetchedAt, s.Tracked = "", now, u.Commit })
+		a.setStatus(func(s *Status) { s.FetchError, s.FetchedAt, s.FetchedOK, s.Tracked = "", now, now, u.Commit })
+		a.obs.metrics.FetchOK(now)
 		if u.Changed {
 			a.log.Info("new commit", "commit", short(u.Commit), "previous", short(u.Previous), "fetched", u.Fetched)
 		}
@@ -251,6 +270,8 @@ func (a *Agent) tick(ctx context.Context) error {
 		return nil
 	}
 	a.reconcile(ctx, a.git.Head())
+	st := a.Status()
+	a.obs.metrics.Info(st.Applied, st.Tracked)
 	return err
 }
 

@@ -117,11 +117,25 @@ func (r *releases) demo(t testing.TB, version, mode string) (string, string) {
 }
 
 type harness struct {
-	t     testing.TB
+	t       testing.TB
+	gateway string // the machine's address on the hosts' bridge
 	host  *testbed.Host
 	repo  *testgit.Repo
 	rel   *releases
 	baton string
+}
+
+// writeConfig writes the agent's configuration in the host: the test repository,
+// polled every second, and extra YAML appended.
+func (h *harness) writeConfig(extra string) {
+	h.t.Helper()
+	cfg := "host: h1\nrepo:\n  url: file:///srv/git/" + filepath.Base(h.repo.Bare) + "\n  branch: main\n  poll: 1s\n" + extra
+	if err := os.MkdirAll(h.host.Path("/etc/baton"), 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.WriteFile(h.host.Path("/etc/baton/agent.yaml"), []byte(cfg), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
 }
 
 const (
@@ -140,13 +154,8 @@ func newHarness(t testing.TB) *harness {
 	h.host = n.Boot(t, "h1",
 		testbed.Bind{Src: h.baton, Dst: "/usr/local/bin/baton"},
 		testbed.Bind{Src: filepath.Dir(h.repo.Bare), Dst: "/srv/git"})
-	cfg := "host: h1\nrepo:\n  url: file:///srv/git/" + filepath.Base(h.repo.Bare) + "\n  branch: main\n  poll: 1s\n"
-	if err := os.MkdirAll(h.host.Path("/etc/baton"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(h.host.Path("/etc/baton/agent.yaml"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	h.gateway = n.Gateway()
+	h.writeConfig("")
 	t.Cleanup(func() {
 		if t.Failed() {
 			out, _ := h.host.Exec(context.Background(), "journalctl", "--no-pager", "-n", "80", "-u", agentUnit, "-u", "demo.service")

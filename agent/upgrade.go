@@ -13,7 +13,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/checks"
+	"github.com/baton-fleet/baton/events"
+	"github.com/baton-fleet/baton/metrics"
 	"github.com/baton-fleet/baton/plan"
 	"github.com/baton-fleet/baton/release"
 	"github.com/baton-fleet/baton/rollback"
@@ -55,6 +58,7 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		return
 	}
 	log = log.With("group", hs.Group.Name)
+	a.setStatus(func(s *Status) { s.Group = hs.Group.Name })
 	p, err := plan.Compute(hs, lg, a.unitDir.Path)
 	if err != nil {
 		log.Error("plan", "err", err)
@@ -131,9 +135,12 @@ func (a *Agent) export(ctx context.Context, commit string) (string, error) {
 // reject records a commit refused as bad input. Nothing on the host is touched.
 func (a *Agent) reject(log *slog.Logger, commit string, err error) {
 	a.setStatus(func(s *Status) {
-		s.Rejected = commit
+		s.Rejected, s.RejectReason = commit, err.Error()
 		s.LastResult = fmt.Sprintf("rejected %s: %v", short(commit), err)
 	})
+	a.obs.metrics.Rejected()
+	a.result(api.Result{Outcome: api.OutcomeRejected, To: commit, Message: err.Error()})
+	a.emit(events.CommitRejected, commit, "", err.Error(), nil)
 	log.Error("commit rejected; keeping the last good revision", "err", err)
 }
 
@@ -194,6 +201,7 @@ func (a *Agent) save(txn *rollback.Txn, state rollback.State) error {
 	if err := a.store.Save(txn, state); err != nil {
 		return err
 	}
+	a.obs.metrics.TxnState(string(state))
 	a.hit(state)
 	return nil
 }
@@ -201,6 +209,7 @@ func (a *Agent) save(txn *rollback.Txn, state rollback.State) error {
 // upgrade runs the transaction from PREPARED to COMMITTED or FAILED.
 func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) {
 	txn.Attempts = 1
+	a.emit(events.UpgradeStarted, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("upgrading %s -> %s", short(txn.From), short(txn.To)), nil)
 	a.phase("upgrading %s -> %s: preparing", short(txn.From), short(txn.To))
 	if err := a.save(txn, rollback.Prepared); err != nil {
 		log.Error("persist the transaction", "err", err)
@@ -229,8 +238,11 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 	}
 	a.phase("upgrading %s -> %s: waiting for the %s lease", short(txn.From), short(txn.To), txn.Group)
 	a.notify.busy(24 * time.Hour) // other hosts' upgrades may hold the lease that long
+	waitStart := time.Now()
 	err := a.lease.Acquire(ctx, txn.Group)
 	a.notify.busy(0)
+	a.obs.metrics.LeaseWait(time.Since(waitStart))
+	a.obs.metrics.LeaseHeld(err == nil)
 	if err != nil {
 		a.abort(log, txn, "lease: "+err.Error())
 		return
@@ -286,6 +298,14 @@ func (a *Agent) verifyAndCommit(ctx context.Context, log *slog.Logger, txn *roll
 		out := ""
 		if rep.Failed != nil {
 			out = rep.Failed.Output
+			txn.Check = rep.Failed.Check
+			for _, r := range hs.Services {
+				for _, c := range r.Checks {
+					if c.Name == rep.Failed.Check && slices.Contains(txn.Services, r.Name) {
+						a.obs.metrics.CheckFailure(r.Name, c.Name)
+					}
+				}
+			}
 		}
 		a.rollback(ctx, log, txn, "verify", rep.Reason, out)
 		return
@@ -369,7 +389,13 @@ func (a *Agent) commit(ctx context.Context, log *slog.Logger, txn *rollback.Txn,
 		case <-a.clock.After(bake):
 		}
 	}
-	log.Info("upgrade committed", "took", time.Since(txn.Started).Round(time.Millisecond), "steps", strings.Join(txn.Durations(time.Now()), " "))
+	took := time.Since(txn.Started)
+	log.Info("upgrade committed", "took", took.Round(time.Millisecond), "steps", strings.Join(txn.Durations(time.Now()), " "))
+	for _, svc := range txn.Services {
+		a.obs.metrics.Upgrade(svc, metrics.Succeeded, took)
+	}
+	a.result(api.Result{Outcome: api.OutcomeUpgraded, From: txn.From, To: txn.To})
+	a.emit(events.UpgradeSucceeded, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("upgraded %s -> %s in %v", short(txn.From), short(txn.To), took.Round(time.Millisecond)), nil)
 	a.finish(ctx, log, txn)
 	a.setStatus(func(s *Status) {
 		s.Applied = txn.To
@@ -383,6 +409,7 @@ func (a *Agent) finish(ctx context.Context, log *slog.Logger, txn *rollback.Txn)
 	if err := a.lease.Release(ctx); err != nil {
 		log.Warn("release the lease", "err", err)
 	}
+	a.obs.metrics.LeaseHeld(false)
 	lg, err := a.store.LastGood()
 	if err == nil {
 		for name, rec := range lg.Services {
@@ -397,6 +424,10 @@ func (a *Agent) finish(ctx context.Context, log *slog.Logger, txn *rollback.Txn)
 	}
 	if err := a.store.End(); err != nil {
 		log.Error("close the transaction", "err", err)
+	}
+	a.obs.metrics.TxnState("")
+	if q, err := a.store.Quarantine(); err == nil {
+		a.obs.metrics.Quarantined(len(q))
 	}
 }
 
@@ -428,6 +459,15 @@ func (a *Agent) fail(ctx context.Context, log *slog.Logger, txn *rollback.Txn, s
 	})
 	a.phase("idle at %s", short(txn.From))
 	log.Error("upgrade failed; commit quarantined", "step", step, "reason", reason, "steps", strings.Join(txn.Durations(time.Now()), " "))
+	for _, svc := range txn.Services {
+		a.obs.metrics.Upgrade(svc, metrics.Failed, time.Since(txn.Started))
+	}
+	outcome := api.OutcomeReverted // the last good revision runs: it never stopped, or it is back
+	if strings.Contains(reason, "the revert failed too") {
+		outcome = api.OutcomeFailed
+	}
+	a.result(api.Result{Outcome: outcome, From: txn.From, To: txn.To, Step: step, Message: reason, Output: output, Check: txn.Check})
+	a.emit(events.UpgradeFailed, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s: %s", step, reason), map[string]string{"step": step})
 }
 
 // rollback reverts a transaction that touched the host, then fails it.
@@ -440,10 +480,17 @@ func (a *Agent) rollback(ctx context.Context, log *slog.Logger, txn *rollback.Tx
 		log.Error("persist the transaction", "err", err)
 		return
 	}
+	start := time.Now()
+	revertResult := metrics.Succeeded
 	if err := a.revert(ctx, txn); err != nil {
 		reason = fmt.Sprintf("%s; the revert failed too: %v", reason, err)
+		revertResult = metrics.Failed
 		log.Error("revert failed: the host needs an operator", "err", err)
 	}
+	for _, svc := range txn.Services {
+		a.obs.metrics.Revert(svc, revertResult, time.Since(start))
+	}
+	a.emit(events.RevertDone, txn.From, strings.Join(txn.Services, ","), fmt.Sprintf("reverted %s -> %s", short(txn.To), short(txn.From)), map[string]string{"result": revertResult})
 	a.fail(ctx, log, txn, step, reason, output)
 }
 

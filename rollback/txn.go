@@ -59,6 +59,7 @@ type Txn struct {
 	Reason   string    `json:"reason,omitempty"` // why it is rolling back, failed or aborted
 	Step     string    `json:"step,omitempty"`   // the step a failure happened in
 	Output   string    `json:"output,omitempty"` // the failing check's output, for the report
+	Check    string    `json:"check,omitempty"`  // the failing check's name
 
 	// The target: what lastgood.json becomes when it commits.
 	Target LastGood `json:"target"`

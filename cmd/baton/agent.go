@@ -31,7 +31,7 @@ any step is finished on the next start. It stops on SIGTERM or SIGINT.`,
 				printErrors(cmd.ErrOrStderr(), ".", err)
 				return failed(fmt.Errorf("%s is not valid", configFile))
 			}
-			a, err := agent.New(cfg, logger)
+			a, err := agent.New(cfg, version, logger)
 			if err != nil {
 				return failed(err)
 			}

@@ -1,21 +1,37 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
 	"github.com/baton-fleet/baton/agent"
+	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/rollback"
 )
 
 func newRetryCmd() *cobra.Command {
-	var state string
+	var state, socket string
 	cmd := &cobra.Command{
 		Use:   "retry COMMIT",
 		Short: "Lift the quarantine of a commit that failed on this host, so the agent tries it again",
-		Args:  cobra.ExactArgs(1),
+		Long: `Retry asks the running agent, over its API socket, to lift the quarantine of COMMIT
+(a full hash or a prefix of at least 7 digits); the agent tries it at once. When no
+agent answers, it edits the state directory (--state) directly.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), apiTimeout)
+			defer cancel()
+			err := api.NewClient(socket).Retry(ctx, args[0])
+			if err == nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "lifted the quarantine of %s; the agent tries it now\n", args[0])
+				return nil
+			}
+			if errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrInvalid) {
+				return failed(err)
+			}
 			store := &rollback.Store{Dir: state}
 			q, err := store.Quarantine()
 			if err != nil {
@@ -38,6 +54,7 @@ func newRetryCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&state, "state", agent.DefaultStateDir, "the agent's state directory")
+	cmd.Flags().StringVar(&state, "state", agent.DefaultStateDir, "the agent's state directory, when no agent answers")
+	cmd.Flags().StringVar(&socket, "socket", agent.DefaultAPISocket, "the agent's API socket")
 	return cmd
 }

@@ -1,0 +1,189 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"os/user"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/baton-fleet/baton/api"
+	"github.com/baton-fleet/baton/events"
+	"github.com/baton-fleet/baton/metrics"
+	"github.com/baton-fleet/baton/rollback"
+)
+
+// observers are what the agent tells the world through: metrics, the recent-events
+// ring, webhooks. Each method is cheap and never blocks a transaction.
+type observers struct {
+	metrics *metrics.Metrics
+	ring    *events.Ring
+	sender  *events.Sender
+}
+
+func newObservers(cfg *Config, version string, logger *slog.Logger) (*observers, error) {
+	o := &observers{metrics: metrics.New(version), ring: events.NewRing(50)}
+	var hooks []events.Webhook
+	for i, w := range cfg.Webhooks {
+		h := events.Webhook{URL: w.URL}
+		if w.SecretFile != "" {
+			secret, err := os.ReadFile(w.SecretFile)
+			if err != nil {
+				return nil, fmt.Errorf("webhook %d: read secretFile: %w", i+1, err)
+			}
+			h.Secret = []byte(strings.TrimSpace(string(secret)))
+		}
+		hooks = append(hooks, h)
+	}
+	o.sender = events.NewSender(hooks, logger, events.WithResult(o.metrics.Webhook))
+	o.metrics.Host(cfg.Host, "")
+	return o, nil
+}
+
+// emit records an event in the ring and sends it to the webhooks.
+func (a *Agent) emit(typ, commit, service, msg string, fields map[string]string) {
+	e := events.Event{Time: time.Now().UTC(), Type: typ, Host: a.cfg.Host, Group: a.Status().Group,
+		Commit: commit, Service: service, Message: msg, Fields: fields}
+	a.obs.ring.Add(e)
+	a.obs.sender.Publish(e)
+}
+
+// result records the outcome of the last transaction or commit.
+func (a *Agent) result(r api.Result) {
+	r.Time = time.Now().UTC()
+	a.mu.Lock()
+	a.last = &r
+	a.mu.Unlock()
+}
+
+// serve runs the local API, the metrics endpoint and the webhook sender until ctx
+// ends; it returns once all three have stopped.
+func (a *Agent) serve(ctx context.Context) func() {
+	done := make(chan struct{}, 3)
+	go func() {
+		if err := metrics.Serve(ctx, a.cfg.Listen.Metrics, a.obs.metrics.Handler(), a.log); err != nil {
+			a.log.Error("serve metrics", "addr", a.cfg.Listen.Metrics, "err", err)
+		}
+		done <- struct{}{}
+	}()
+	go func() {
+		_ = a.obs.sender.Run(ctx)
+		done <- struct{}{}
+	}()
+	go func() {
+		defer func() { done <- struct{}{} }()
+		if a.cfg.Listen.API == "" {
+			return
+		}
+		gid := -1
+		if g, err := user.LookupGroup("baton"); err == nil {
+			gid, _ = strconv.Atoi(g.Gid)
+		}
+		srv, err := api.NewServer(a.cfg.Listen.API, gid, apiBackend{a}, a.log)
+		if err != nil {
+			a.log.Error("start the local API", "socket", a.cfg.Listen.API, "err", err)
+			return
+		}
+		if err := srv.Serve(ctx); err != nil {
+			a.log.Error("serve the local API", "err", err)
+		}
+	}()
+	return func() {
+		for range 3 {
+			<-done
+		}
+	}
+}
+
+// apiBackend answers the local API from the agent.
+type apiBackend struct{ a *Agent }
+
+func (b apiBackend) Sync(context.Context) error {
+	b.a.SyncNow()
+	return nil
+}
+
+func (b apiBackend) Rollback(context.Context) error {
+	return fmt.Errorf("%w: baton rollback is not available yet; a failed upgrade reverts by itself", api.ErrNotReady)
+}
+
+func (b apiBackend) Retry(_ context.Context, commit string) error {
+	q, err := b.a.store.Quarantine()
+	if err != nil {
+		return err
+	}
+	for _, e := range q {
+		if strings.HasPrefix(e.Commit, commit) {
+			if _, err := b.a.store.ClearQuarantine(e.Commit); err != nil {
+				return err
+			}
+			b.a.log.Info("quarantine lifted by an operator", "commit", short(e.Commit))
+			b.a.SyncNow()
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: commit %s is not quarantined on this host", api.ErrNotFound, commit)
+}
+
+func (b apiBackend) State(ctx context.Context) (api.State, error) {
+	a := b.a
+	st := a.Status()
+	s := api.State{Host: a.cfg.Host, Group: st.Group, Tracked: st.Tracked, Applied: st.Applied, Phase: st.Phase,
+		Version: a.version, Events: a.obs.ring.Last(0), Lease: api.LeaseState{Backend: a.cfg.Lease.Backend}}
+	a.mu.Lock()
+	if a.last != nil {
+		r := *a.last
+		s.LastResult = &r
+	}
+	a.mu.Unlock()
+	if st.Rejected != "" && st.Rejected == st.Tracked {
+		s.Rejected = &api.Rejected{Commit: st.Rejected, Reason: st.RejectReason}
+	}
+	s.Fetch = api.FetchState{Time: st.FetchedAt, LastSuccess: st.FetchedOK, Error: st.FetchError}
+	lg, err := a.store.LastGood()
+	if err != nil {
+		return s, err
+	}
+	if s.Group == "" {
+		s.Group = lg.Group
+	}
+	txn, _ := a.store.Load()
+	for _, name := range slices.Sorted(maps.Keys(lg.Services)) {
+		rec := lg.Services[name]
+		ss := api.ServiceState{Name: name, Version: rec.Version}
+		if txn != nil {
+			if t, ok := txn.Target.Services[name]; ok && t.Version != rec.Version {
+				ss.Target = t.Version
+			}
+		}
+		for _, u := range rec.Units {
+			us := api.UnitState{Name: u}
+			if a.systemd != nil {
+				if sts, err := a.systemd.Status(ctx, u); err == nil {
+					us.Active, us.Sub = sts.ActiveState, sts.SubState
+				}
+			}
+			ss.Units = append(ss.Units, us)
+		}
+		s.Services = append(s.Services, ss)
+	}
+	if txn != nil {
+		s.Txn = &api.TxnState{ID: txn.ID, From: txn.From, To: txn.To, State: string(txn.State), Since: txn.Updated,
+			Started: txn.Started, Attempts: txn.Attempts, Services: txn.Services, Reason: txn.Reason}
+		s.Lease.Held = txn.State != rollback.Prepared && txn.State != rollback.Staged
+		s.Lease.Waiting = txn.State == rollback.Staged
+	}
+	q, err := a.store.Quarantine()
+	if err != nil {
+		return s, err
+	}
+	for _, e := range q {
+		s.Quarantined = append(s.Quarantined, api.Quarantined{Commit: e.Commit, Reason: e.Reason, Time: e.Time})
+	}
+	return s, nil
+}
