@@ -119,10 +119,10 @@ func (r *releases) demo(t testing.TB, version, mode string) (string, string) {
 type harness struct {
 	t       testing.TB
 	gateway string // the machine's address on the hosts' bridge
-	host  *testbed.Host
-	repo  *testgit.Repo
-	rel   *releases
-	baton string
+	host    *testbed.Host
+	repo    *testgit.Repo
+	rel     *releases
+	baton   string
 }
 
 // writeConfig writes the agent's configuration in the host: the test repository,

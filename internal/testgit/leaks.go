@@ -1,6 +1,7 @@
 package testgit
 
 import (
+	"flag"
 	"bytes"
 	"fmt"
 	"os"
@@ -18,8 +19,8 @@ import (
 func Main(m *testing.M) int {
 	base := runtime.NumGoroutine()
 	code := m.Run()
-	if code != 0 {
-		return code
+	if code != 0 || fuzzing() {
+		return code // the fuzz engine keeps goroutines of its own
 	}
 	if err := waitNoLeaks(base, 5*time.Second); err != nil {
 		fmt.Fprintln(os.Stderr, "testgit: leak after the tests:", err)
@@ -72,4 +73,10 @@ func children() []string {
 		kids = append(kids, strings.TrimSpace(string(b[:i+1])))
 	}
 	return kids
+}
+
+// fuzzing reports whether this run is a fuzzing run (go test -fuzz).
+func fuzzing() bool {
+	f := flag.Lookup("test.fuzz")
+	return f != nil && f.Value.String() != ""
 }
