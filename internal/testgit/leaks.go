@@ -1,8 +1,8 @@
 package testgit
 
 import (
-	"flag"
 	"bytes"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
