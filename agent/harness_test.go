@@ -171,6 +171,7 @@ type release struct {
 	sha256        string // "" for the right one
 	url           string // "" for the release server's
 	unit          string // "" for the default unit file
+	drain         string // a drain: block for service.yaml, "" for none
 }
 
 const demoUnit = `[Unit]
@@ -223,7 +224,7 @@ checks:
     timeout: 1s
     successes: 2
     failures: 3
-`, rel.version, url, sum, demoPort),
+`, rel.version, url, sum, demoPort) + rel.drain,
 		"services/demo/demo.service": unit,
 	}
 	return h.repo.CommitFiles(fmt.Sprintf("demo %s (%s)", rel.version, rel.mode), files)

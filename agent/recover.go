@@ -46,6 +46,11 @@ func (a *Agent) recover(ctx context.Context) error {
 	}
 	switch txn.State {
 	case rollback.Prepared, rollback.Staged, rollback.Leased, rollback.Draining, rollback.Aborted:
+		if txn.State == rollback.Draining {
+			if err := a.undrainTxn(ctx, txn); err != nil {
+				log.Error("undrain after a crash while draining", "err", err)
+			}
+		}
 		a.abort(log, txn, fmt.Sprintf("the agent stopped in %s, before touching the host", txn.State))
 	case rollback.Switching, rollback.RollingBack:
 		if err := a.lease.Acquire(ctx, txn.Group); err != nil {

@@ -271,6 +271,25 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 		}
 		txn.Created = append(txn.Created, name)
 	}
+	if ds := a.drainers(hs, txn); len(ds) > 0 {
+		a.phase("upgrading %s -> %s: draining", short(txn.From), short(txn.To))
+		if err := a.save(txn, rollback.Draining); err != nil {
+			log.Error("persist the transaction", "err", err)
+			return
+		}
+		if err := a.lease.Check(ctx); err != nil {
+			a.abort(log, txn, "lease lost before draining: "+err.Error())
+			return
+		}
+		if err := a.drainAll(ctx, ds); err != nil {
+			if ctx.Err() != nil {
+				a.abort(log, txn, "the agent is stopping")
+				return
+			}
+			a.fail(ctx, log, txn, "drain", err.Error(), "")
+			return
+		}
+	}
 	a.phase("upgrading %s -> %s: switching", short(txn.From), short(txn.To))
 	if err := a.save(txn, rollback.Switching); err != nil {
 		log.Error("persist the transaction", "err", err)
@@ -309,6 +328,9 @@ func (a *Agent) verifyAndCommit(ctx context.Context, log *slog.Logger, txn *roll
 		}
 		a.rollback(ctx, log, txn, "verify", rep.Reason, out)
 		return
+	}
+	if err := a.undrainAll(ctx, a.drainers(hs, txn)); err != nil {
+		log.Error("undrain after a healthy upgrade; the host stays out of its load balancer", "err", err)
 	}
 	a.commit(ctx, log, txn, hs.Group.Rollout.Bake.D())
 }
@@ -485,7 +507,9 @@ func (a *Agent) rollback(ctx context.Context, log *slog.Logger, txn *rollback.Tx
 	if err := a.revert(ctx, txn); err != nil {
 		reason = fmt.Sprintf("%s; the revert failed too: %v", reason, err)
 		revertResult = metrics.Failed
-		log.Error("revert failed: the host needs an operator", "err", err)
+		log.Error("revert failed: the host needs an operator; it stays out of its load balancer", "err", err)
+	} else if err := a.undrainTxn(ctx, txn); err != nil {
+		log.Error("undrain after the revert", "err", err)
 	}
 	for _, svc := range txn.Services {
 		a.obs.metrics.Revert(svc, revertResult, time.Since(start))

@@ -54,6 +54,9 @@ type Options struct {
 	// PollTimeout bounds one Poll made by Watch (the first one clones);
 	// DefaultPollTimeout when zero.
 	PollTimeout time.Duration
+	// Verify names the keys that Syncer.Verify checks commit signatures
+	// against (repo.verify in agent.yaml).
+	Verify VerifyOptions
 }
 
 // ErrRewound is wrapped in the error of a Poll whose remote head does not

@@ -16,7 +16,7 @@ import (
 )
 
 func newValidateCmd() *cobra.Command {
-	return &cobra.Command{
+	return withVerify(&cobra.Command{
 		Use:   "validate [DIR]",
 		Short: "Check a fleet repository; print every error as file:line: message",
 		Long: `Validate reads the fleet repository in DIR (default: the current directory) as an
@@ -41,7 +41,7 @@ Run it in the repository's CI and in a pre-receive hook.`,
 			fmt.Fprintln(cmd.OutOrStdout(), summary(r))
 			return nil
 		},
-	}
+	})
 }
 
 // printErrors prints each error of a repository, its file named as the user named
