@@ -101,9 +101,17 @@ func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
 			SSHKeyFile: cfg.Repo.Auth.SSHKeyFile, KnownHostsFile: cfg.Repo.Auth.KnownHostsFile,
 		},
 		AllowRewind: cfg.Repo.AllowRewind,
+		Verify: gitsync.VerifyOptions{
+			OpenPGPKeyring: cfg.Repo.Verify.OpenPGPKeyring, SSHAllowedSigners: cfg.Repo.Verify.SSHAllowedSigners,
+		},
 	}, logger)
 	if err != nil {
 		return nil, err
+	}
+	if v := (gitsync.VerifyOptions{OpenPGPKeyring: cfg.Repo.Verify.OpenPGPKeyring, SSHAllowedSigners: cfg.Repo.Verify.SSHAllowedSigners}); v.Enabled() {
+		if _, err := gitsync.NewVerifier(v); err != nil {
+			return nil, fmt.Errorf("repo.verify: %w", err)
+		}
 	}
 	obs, err := newObservers(cfg, version, logger)
 	if err != nil {

@@ -46,6 +46,14 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		}
 		return
 	}
+	if a.cfg.Repo.Verify.OpenPGPKeyring != "" || a.cfg.Repo.Verify.SSHAllowedSigners != "" {
+		signer, err := a.git.Verify(commit)
+		if err != nil {
+			a.reject(log, commit, fmt.Errorf("signature: %w", err))
+			return
+		}
+		log.Info("commit signature verified", "signer", signer.String())
+	}
 	if lg.Revision != "" && !a.cfg.Repo.AllowRewind {
 		if ok, err := a.git.Descends(lg.Revision, commit); err == nil && !ok {
 			a.reject(log, commit, fmt.Errorf("commit %s does not descend from the applied %s (rewound or force-pushed); set repo.allowRewind to accept it", short(commit), short(lg.Revision)))
