@@ -17,7 +17,6 @@ import (
 	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/checks"
 	"github.com/baton-fleet/baton/gitsync"
-	"github.com/baton-fleet/baton/lease"
 	"github.com/baton-fleet/baton/release"
 	"github.com/baton-fleet/baton/rollback"
 	"github.com/baton-fleet/baton/units"
@@ -55,6 +54,7 @@ type Agent struct {
 	lease   Lease
 	clock   checks.Clock
 
+	fleet     *fleetState    // nil without the etcd backend
 	systemd   *units.Systemd // set by Run
 	failpoint rollback.State
 
@@ -117,12 +117,9 @@ func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	var l Lease
-	switch cfg.Lease.Backend {
-	case LeaseLocal:
-		l = &lease.Local{Path: filepath.Join(state, "lease.lock")}
-	default:
-		return nil, fmt.Errorf("lease backend %q is not available yet; use local", cfg.Lease.Backend)
+	l, fs, err := newLease(cfg, logger)
+	if err != nil {
+		return nil, err
 	}
 	return &Agent{
 		cfg:        cfg,
@@ -132,6 +129,7 @@ func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
 		unitDir:    units.Dir{Path: cfg.Paths.Units},
 		stager:     &release.Stager{StateDir: state, Logger: logger},
 		lease:      l,
+		fleet:      fs,
 		clock:      checks.RealClock,
 		failpoint:  rollback.State(os.Getenv(FailpointEnv)),
 		wake:       make(chan struct{}, 1),
@@ -204,6 +202,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if err := a.recover(ctx); err != nil {
 		a.log.Error("recover the open transaction", "err", err)
+	}
+	if lg, err := a.store.LastGood(); err == nil && lg.Revision != "" {
+		a.recordIdle(ctx, lg.Group, lg.Revision, "")
 	}
 	a.notify.send(daemon.SdNotifyReady)
 	a.phase("idle at %s", short(a.Status().Applied))

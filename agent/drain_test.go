@@ -28,7 +28,8 @@ func startLoad(url string, clients int, max int64, limit time.Duration) *load {
 	deadline := time.Now().Add(limit)
 	for range clients {
 		l.done.Go(func() {
-			c := &http.Client{Timeout: 5 * time.Second}
+			c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}
+			defer c.CloseIdleConnections()
 			for l.sent.Load() < max && time.Now().Before(deadline) {
 				select {
 				case <-l.stop:

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/baton-fleet/baton/internal/testbed"
+	"github.com/baton-fleet/baton/internal/testetcd"
 	"github.com/baton-fleet/baton/internal/testgit"
 	"github.com/baton-fleet/baton/rollback"
 )
@@ -62,7 +63,7 @@ func build(t testing.TB, pkg, ldflags string) string {
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := testetcd.Main(m)
 	if buildTo != "" {
 		os.RemoveAll(buildTo)
 	}
@@ -116,20 +117,44 @@ func (r *releases) demo(t testing.TB, version, mode string) (string, string) {
 	return r.URL + path, hex.EncodeToString(sum[:])
 }
 
+// testClient makes the tests' own requests; it keeps no idle connections, so none
+// outlives a test.
+var testClient = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
 type harness struct {
 	t       testing.TB
+	net     *testbed.Network
 	gateway string // the machine's address on the hosts' bridge
+	extra   string // the configuration's extra YAML
 	host    *testbed.Host
 	repo    *testgit.Repo
 	rel     *releases
 	baton   string
 }
 
+// boot starts a host with baton and the fleet repository bound in.
+func (h *harness) boot(name string) *testbed.Host {
+	return h.net.Boot(h.t, name,
+		testbed.Bind{Src: h.baton, Dst: "/usr/local/bin/baton"},
+		testbed.Bind{Src: filepath.Dir(h.repo.Bare), Dst: "/srv/git"})
+}
+
+// sibling boots another host on the same network, following the same repository
+// with the same configuration, and returns a harness for it.
+func (h *harness) sibling(name string) *harness {
+	h.t.Helper()
+	s := *h
+	s.host = h.boot(name)
+	s.writeConfig(h.extra)
+	return &s
+}
+
 // writeConfig writes the agent's configuration in the host: the test repository,
 // polled every second, and extra YAML appended.
 func (h *harness) writeConfig(extra string) {
 	h.t.Helper()
-	cfg := "host: h1\nrepo:\n  url: file:///srv/git/" + filepath.Base(h.repo.Bare) + "\n  branch: main\n  poll: 1s\n" + extra
+	h.extra = extra
+	cfg := "host: " + h.host.Name + "\nrepo:\n  url: file:///srv/git/" + filepath.Base(h.repo.Bare) + "\n  branch: main\n  poll: 1s\n" + extra
 	if err := os.MkdirAll(h.host.Path("/etc/baton"), 0o755); err != nil {
 		h.t.Fatal(err)
 	}
@@ -149,11 +174,10 @@ func newHarness(t testing.TB) *harness {
 	testbed.Require(t)
 	h := &harness{t: t, baton: build(t, "../cmd/baton", "-X main.version=test")}
 	n := testbed.NewNetwork(t)
+	h.net = n
 	h.rel = serveReleases(t, n.Gateway())
 	h.repo = testgit.NewRepo(t)
-	h.host = n.Boot(t, "h1",
-		testbed.Bind{Src: h.baton, Dst: "/usr/local/bin/baton"},
-		testbed.Bind{Src: filepath.Dir(h.repo.Bare), Dst: "/srv/git"})
+	h.host = h.boot("h1")
 	h.gateway = n.Gateway()
 	h.writeConfig("")
 	t.Cleanup(func() {
@@ -301,8 +325,7 @@ func (h *harness) quarantineReason(commit string) string {
 
 // served is the version the demo service answers with on the host, "" if none.
 func (h *harness) served() string {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + h.host.IP + ":" + demoPort + "/version")
+	resp, err := testClient.Get("http://" + h.host.IP + ":" + demoPort + "/version")
 	if err != nil {
 		return ""
 	}

@@ -69,7 +69,7 @@ func (h *harness) status() api.State {
 
 func (h *harness) scrape() string {
 	h.t.Helper()
-	resp, err := http.Get("http://" + h.host.IP + ":9732/metrics")
+	resp, err := testClient.Get("http://" + h.host.IP + ":9732/metrics")
 	if err != nil {
 		h.t.Fatal(err)
 	}

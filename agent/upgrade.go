@@ -74,12 +74,13 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 	}
 	if !p.Changed() {
 		// Nothing of this host changes: the commit is good here as it is.
-		lg.Revision, lg.Time = commit, time.Now().UTC()
+		lg.Revision, lg.Time, lg.Host, lg.Group = commit, time.Now().UTC(), hs.Host, hs.Group.Name
 		if err := a.store.SetLastGood(lg); err != nil {
 			log.Error("record the last good revision", "err", err)
 			return
 		}
 		a.setStatus(func(s *Status) { s.Applied, s.LastResult = commit, "nothing to change at "+short(commit) })
+		a.recordIdle(ctx, hs.Group.Name, commit, "unchanged")
 		log.Info("commit changes nothing on this host")
 		return
 	}
@@ -88,6 +89,18 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 			a.phase("frozen")
 			log.Info("fleet.yaml sets freeze: not starting the upgrade")
 		}
+		return
+	}
+	v, err := a.gate(ctx, hs.Group, commit)
+	if err != nil {
+		log.Warn("read the fleet state", "err", err)
+		return
+	}
+	if !v.OK {
+		if st.Phase != v.Why {
+			a.phase("%s", v.Why)
+		}
+		a.obs.metrics.Halted(v.Halted)
 		return
 	}
 	txn := newTxn(hs, lg, p)
@@ -245,6 +258,12 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 		return
 	}
 	a.phase("upgrading %s -> %s: waiting for the %s lease", short(txn.From), short(txn.To), txn.Group)
+	if a.fleet != nil {
+		if err := a.fleet.lease.SetSlots(ctx, txn.Group, hs.Group.Rollout.MaxParallel); err != nil {
+			a.abort(log, txn, "set the group's slots: "+err.Error())
+			return
+		}
+	}
 	a.notify.busy(24 * time.Hour) // other hosts' upgrades may hold the lease that long
 	waitStart := time.Now()
 	err := a.lease.Acquire(ctx, txn.Group)
@@ -263,6 +282,23 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 		a.abort(log, txn, "lease lost before switching: "+err.Error())
 		return
 	}
+	// The fleet may have changed while this host waited: look again, under the lease.
+	if v, err := a.gate(ctx, hs.Group, txn.To); err != nil || !v.OK {
+		why := v.Why
+		if err != nil {
+			why = "read the fleet state: " + err.Error()
+		}
+		a.abort(log, txn, why)
+		return
+	} else if v.Canary && a.fleet != nil {
+		ok, err := a.fleet.store.ClaimCanary(ctx, a.fleet.fence(txn.Group, a.cfg.Host), txn.Group, txn.To, a.cfg.Host, hs.Group.Rollout.Canary)
+		if err != nil || !ok {
+			a.abort(log, txn, fmt.Sprintf("no canary spot left for %s (%v)", short(txn.To), err))
+			return
+		}
+		log.Info("upgrading as a canary of the group")
+	}
+	a.record(ctx, txn, rollback.Leased, txn.From, "")
 	lg, err := a.store.LastGood()
 	if err != nil {
 		a.abort(log, txn, err.Error())
@@ -425,6 +461,7 @@ func (a *Agent) commit(ctx context.Context, log *slog.Logger, txn *rollback.Txn,
 		a.obs.metrics.Upgrade(svc, metrics.Succeeded, took)
 	}
 	a.result(api.Result{Outcome: api.OutcomeUpgraded, From: txn.From, To: txn.To})
+	a.record(ctx, txn, rollback.Committed, txn.To, "upgraded")
 	a.emit(events.UpgradeSucceeded, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("upgraded %s -> %s in %v", short(txn.From), short(txn.To), took.Round(time.Millisecond)), nil)
 	a.finish(ctx, log, txn)
 	a.setStatus(func(s *Status) {
@@ -483,6 +520,8 @@ func (a *Agent) fail(ctx context.Context, log *slog.Logger, txn *rollback.Txn, s
 		log.Error("quarantine the commit", "err", err)
 	}
 	_ = a.save(txn, rollback.Failed)
+	a.halt(context.WithoutCancel(ctx), txn, fmt.Sprintf("%s: %s", step, reason))
+	a.record(context.WithoutCancel(ctx), txn, rollback.Failed, txn.From, "failed: "+reason)
 	a.finish(context.WithoutCancel(ctx), log, txn)
 	a.setStatus(func(s *Status) {
 		s.LastResult = fmt.Sprintf("failed %s -> %s in %s: %s", short(txn.From), short(txn.To), step, reason)

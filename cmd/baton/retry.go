@@ -9,11 +9,12 @@ import (
 
 	"github.com/baton-fleet/baton/agent"
 	"github.com/baton-fleet/baton/api"
+	"github.com/baton-fleet/baton/fleet"
 	"github.com/baton-fleet/baton/rollback"
 )
 
 func newRetryCmd() *cobra.Command {
-	var state, socket string
+	var state, socket, config string
 	cmd := &cobra.Command{
 		Use:   "retry COMMIT",
 		Short: "Lift the quarantine of a commit that failed on this host, so the agent tries it again",
@@ -24,10 +25,26 @@ agent answers, it edits the state directory (--state) directly.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), apiTimeout)
 			defer cancel()
+			// With the etcd lease, the commit also halted its group: lift that first.
+			lifted := 0
+			if cli, prefix, err := fleetClient(config); err == nil {
+				n, err := fleet.NewStore(cli, prefix).Retry(ctx, args[0])
+				cli.Close()
+				if err != nil {
+					return failed(err)
+				}
+				lifted = n
+				if n > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "lifted the halt on %s in %d group(s)\n", args[0], n)
+				}
+			}
 			err := api.NewClient(socket).Retry(ctx, args[0])
 			if err == nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "lifted the quarantine of %s; the agent tries it now\n", args[0])
 				return nil
+			}
+			if errors.Is(err, api.ErrNotFound) && lifted > 0 {
+				return nil // not quarantined here; the group's halt was what held it
 			}
 			if errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrInvalid) {
 				return failed(err)
@@ -56,5 +73,6 @@ agent answers, it edits the state directory (--state) directly.`,
 	}
 	cmd.Flags().StringVar(&state, "state", agent.DefaultStateDir, "the agent's state directory, when no agent answers")
 	cmd.Flags().StringVar(&socket, "socket", agent.DefaultAPISocket, "the agent's API socket")
+	cmd.Flags().StringVar(&config, "config", agent.DefaultConfigPath, "the agent configuration (with the etcd lease, the group's halt is lifted too)")
 	return cmd
 }

@@ -1,0 +1,174 @@
+package agent_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/baton-fleet/baton/fleet"
+	"github.com/baton-fleet/baton/internal/testetcd"
+)
+
+// forward relays connections from the machine's bridge address to etcd on loopback,
+// so that the test hosts reach it; everything closes with the test.
+func forward(t *testing.T, listen, target string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", listen+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, in, out)
+			mu.Unlock()
+			wg.Go(func() { io.Copy(out, in); out.Close() })
+			wg.Go(func() { io.Copy(in, out); in.Close() })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// TestFleetHaltsABadRelease runs two hosts of one group on the etcd lease: a release
+// that fails on the first host to try it is reverted there and never started on the
+// second; a good release then rolls through both, never both at once.
+func TestFleetHaltsABadRelease(t *testing.T) {
+	cluster := testetcd.Start(t)
+	h1 := newHarness(t)
+	endpoint := strings.TrimPrefix(cluster.Endpoints()[0], "http://")
+	relay := forward(t, h1.gateway, endpoint)
+	h1.writeConfig("lease:\n  backend: etcd\n  etcd: {endpoints: [\"http://" + relay + "\"], prefix: /baton, ttl: 5s}\n")
+	h2 := h1.sibling("h2")
+	hosts := []*harness{h1, h2}
+
+	c1 := h1.push(release{version: "1.0.0", mode: "ok"})
+	for _, h := range hosts {
+		h.startAgent()
+	}
+	for _, h := range hosts {
+		h.settled(c1)
+		h.consistent()
+	}
+
+	// a bad release: exactly one host tries it
+	c2 := h1.push(release{version: "2.0.0", mode: "fail-health"})
+	var tried, spared *harness
+	h1.waitFor("one host to fail the bad release", 2*time.Minute, func() bool {
+		for i, h := range hosts {
+			if h.quarantined(c2) && h.txnState() == "" {
+				tried, spared = h, hosts[1-i]
+				return true
+			}
+		}
+		return false
+	})
+	time.Sleep(5 * time.Second) // five polls of the other host
+	// The other host may have staged it while waiting for the lease; it must never
+	// have switched to it.
+	if strings.Contains(spared.journal(), "upgrading "+short(c1)+" -> "+short(c2)+": switching") {
+		t.Errorf("%s switched to the release that failed on %s", spared.host.Name, tried.host.Name)
+	}
+	if !strings.Contains(spared.journal(), "the group is halted") {
+		t.Errorf("%s does not say the group is halted", spared.host.Name)
+	}
+	for _, h := range hosts {
+		if h.lastGood().Revision != c1 {
+			t.Errorf("%s left %s", h.host.Name, short(c1))
+		}
+		h.consistent()
+	}
+	snap, err := fleet.NewStore(cluster.Client(t), "/baton").Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, ok := snap.Groups["web"].Failed[c2]; !ok || f.Host != tried.host.Name {
+		t.Errorf("the fleet state does not halt web on %s: %+v", short(c2), snap.Groups["web"])
+	}
+
+	fleetView := h1.host.MustExec(t, "/usr/local/bin/baton", "fleet")
+	t.Logf("baton fleet:\n%s", fleetView)
+	if !strings.Contains(fleetView, "HALTED on "+short(c2)) {
+		t.Errorf("baton fleet does not show the halt")
+	}
+
+	// a pause holds the next release back until resume
+	h1.host.MustExec(t, "/usr/local/bin/baton", "pause", "web", "--reason", "testing the pause")
+	cPaused := h1.push(release{version: "2.5.0", mode: "ok"})
+	h1.waitFor("the hosts to see the pause", time.Minute, func() bool {
+		return strings.Contains(h1.journal(), "group web is paused: testing the pause") && strings.Contains(h2.journal(), "group web is paused")
+	})
+	for _, h := range hosts {
+		if h.lastGood().Revision != c1 {
+			t.Errorf("%s upgraded while its group was paused", h.host.Name)
+		}
+	}
+	h1.host.MustExec(t, "/usr/local/bin/baton", "resume", "web")
+	for _, h := range hosts {
+		h.settled(cPaused)
+	}
+
+	// a newer good release rolls through both hosts, one at a time
+	var both atomic.Bool
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			n := 0
+			for _, h := range hosts {
+				if s := h.txnState(); s == "SWITCHING" || s == "VERIFYING" {
+					n++
+				}
+			}
+			if n > 1 {
+				both.Store(true)
+			}
+		}
+	}()
+	c3 := h1.push(release{version: "3.0.0", mode: "ok"})
+	for _, h := range hosts {
+		h.settled(c3)
+	}
+	close(stop)
+	<-sampled
+	for _, h := range hosts {
+		if h.lastGood().Revision != c3 {
+			t.Errorf("%s did not upgrade to the good release after the halt", h.host.Name)
+		}
+		h.consistent()
+	}
+	if both.Load() {
+		t.Error("both hosts were switching or verifying at once with maxParallel 1")
+	}
+}

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/user"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/baton-fleet/baton/agent"
+	"github.com/baton-fleet/baton/fleet"
+	"github.com/baton-fleet/baton/lease"
+)
+
+// fleetClient connects to the etcd of the agent configuration in file.
+func fleetClient(file string) (*clientv3.Client, string, error) {
+	cfg, err := agent.LoadConfig(file)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", file, err)
+	}
+	if cfg.Lease.Backend != agent.LeaseEtcd || cfg.Lease.Etcd == nil {
+		return nil, "", fmt.Errorf("%s: lease.backend is %s; the fleet state needs etcd", file, cfg.Lease.Backend)
+	}
+	e := cfg.Lease.Etcd
+	cli, err := lease.NewClient(lease.EtcdClientConfig{
+		Endpoints: e.Endpoints, Username: e.Username, PasswordFile: e.PasswordFile,
+		TLS: lease.EtcdTLS{CAFile: e.TLS.CAFile, CertFile: e.TLS.CertFile, KeyFile: e.TLS.KeyFile},
+	})
+	return cli, e.Prefix, err
+}
+
+// withFleet runs f with the fleet store of the configuration named by the --config flag.
+func withFleet(cmd *cobra.Command, f func(ctx context.Context, s *fleet.Store, cli *clientv3.Client, prefix string) error) error {
+	file, _ := cmd.Flags().GetString("config")
+	cli, prefix, err := fleetClient(file)
+	if err != nil {
+		return failed(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
+	defer cancel()
+	if err := f(ctx, fleet.NewStore(cli, prefix), cli, prefix); err != nil {
+		return failed(err)
+	}
+	return nil
+}
+
+func operator() string {
+	if u, err := user.Current(); err == nil {
+		host, _ := os.Hostname()
+		return u.Username + "@" + host
+	}
+	return "unknown"
+}
+
+func newFleetCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "fleet [--json]",
+		Short: "Show the fleet: groups, lease holders, hosts and their commits, halted commits, pauses",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withFleet(cmd, func(ctx context.Context, s *fleet.Store, _ *clientv3.Client, _ string) error {
+				snap, err := s.Snapshot(ctx)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					enc := json.NewEncoder(cmd.OutOrStdout())
+					enc.SetIndent("", "  ")
+					return enc.Encode(snap)
+				}
+				return writeFleet(cmd.OutOrStdout(), snap)
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the fleet state as JSON")
+	return cmd
+}
+
+// writeFleet prints the fleet state for a person.
+func writeFleet(w io.Writer, snap *fleet.Snapshot) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if snap.Paused != nil {
+		fmt.Fprintf(tw, "FLEET PAUSED by %s at %s: %s\n\n", snap.Paused.By, snap.Paused.Time.Format(time.RFC3339), snap.Paused.Reason)
+	}
+	fmt.Fprintln(tw, "GROUP\tSLOTS\tHOLDERS\tSTATE")
+	for _, name := range slices.Sorted(maps.Keys(snap.Groups)) {
+		g := snap.Groups[name]
+		state := "running"
+		if g.Paused != nil {
+			state = "paused by " + g.Paused.By
+		}
+		for c, f := range g.Failed {
+			state = fmt.Sprintf("HALTED on %s (failed on %s: %s)", short(c), f.Host, f.Reason)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", name, g.Slots, strings.Join(g.Holders, ","), state)
+	}
+	fmt.Fprintln(tw, "\nHOST\tGROUP\tCOMMIT\tSTATE\tTARGET\tSINCE\tRESULT")
+	for _, name := range slices.Sorted(maps.Keys(snap.Hosts)) {
+		h := snap.Hosts[name]
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, h.Group, short(h.Commit), h.State, short(h.Target),
+			h.Time.Format(time.RFC3339), h.Result)
+	}
+	return tw.Flush()
+}
+
+func short(rev string) string {
+	if len(rev) > 7 {
+		return rev[:7]
+	}
+	return rev
+}
+
+func newPauseCmd(pause bool) *cobra.Command {
+	var reason string
+	use, short := "resume [GROUP]", "Let a group (or the whole fleet) start upgrades again"
+	if pause {
+		use, short = "pause [GROUP]", "Stop a group (or the whole fleet) from starting upgrades; those in flight finish"
+	}
+	cmd := &cobra.Command{
+		Use: use, Short: short, Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			group := ""
+			if len(args) == 1 {
+				group = args[0]
+			}
+			return withFleet(cmd, func(ctx context.Context, s *fleet.Store, _ *clientv3.Client, _ string) error {
+				what := "the fleet"
+				if group != "" {
+					what = "group " + group
+				}
+				if pause {
+					if err := s.Pause(ctx, group, operator(), reason); err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "paused %s\n", what)
+					return nil
+				}
+				if err := s.Resume(ctx, group); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "resumed %s\n", what)
+				return nil
+			})
+		},
+	}
+	if pause {
+		cmd.Flags().StringVar(&reason, "reason", "", "why, shown in baton fleet and baton status")
+	}
+	return cmd
+}
+
+func newPromoteCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "promote GROUP COMMIT",
+		Short: "Let a group go on past its canaries with COMMIT",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withFleet(cmd, func(ctx context.Context, s *fleet.Store, _ *clientv3.Client, _ string) error {
+				commit, err := resolveCommit(ctx, s, args[0], args[1])
+				if err != nil {
+					return err
+				}
+				if err := s.Promote(ctx, args[0], commit, operator()); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "promoted %s in group %s\n", short(commit), args[0])
+				return nil
+			})
+		},
+	}
+}
+
+// resolveCommit expands a commit prefix with the commits the group's hosts know.
+func resolveCommit(ctx context.Context, s *fleet.Store, group, prefix string) (string, error) {
+	snap, err := s.Snapshot(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, h := range snap.Hosts {
+		for _, c := range []string{h.Commit, h.Target} {
+			if h.Group == group && c != "" && strings.HasPrefix(c, prefix) {
+				return c, nil
+			}
+		}
+	}
+	if len(prefix) == 40 {
+		return prefix, nil
+	}
+	return "", fmt.Errorf("no host of group %s knows a commit %s; give all 40 digits", group, prefix)
+}
+
+func newLeaseCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "lease", Short: "Operator's tools for the fleet lease"}
+	var host, group string
+	release := &cobra.Command{
+		Use:   "release --group GROUP --host HOST",
+		Short: "Free the lease slot of a dead host: the last resort when its agent cannot come back within the TTL",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if host == "" || group == "" {
+				return &exitError{code: 2, err: errors.New("--group and --host are required")}
+			}
+			return withFleet(cmd, func(ctx context.Context, _ *fleet.Store, cli *clientv3.Client, prefix string) error {
+				if err := lease.ReleaseHost(ctx, cli, prefix, group, host); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "released the %s slot of %s (by %s)\n", group, host, operator())
+				return nil
+			})
+		},
+	}
+	release.Flags().StringVar(&host, "host", "", "the host whose slot to free")
+	release.Flags().StringVar(&group, "group", "", "its group")
+	cmd.AddCommand(release)
+	return cmd
+}
+
+// fleetCommands are the commands that read or steer the fleet state in etcd; they
+// take the agent configuration for the etcd settings.
+func fleetCommands() []*cobra.Command {
+	cmds := []*cobra.Command{newFleetCmd(), newPauseCmd(true), newPauseCmd(false), newPromoteCmd(), newLeaseCmd()}
+	for _, c := range cmds {
+		c.PersistentFlags().String("config", agent.DefaultConfigPath, "the agent configuration (for its lease.etcd settings)")
+	}
+	return cmds
+}
