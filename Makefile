@@ -37,3 +37,41 @@ bench-upgrade: ## upgrades and reverts of a real systemd host (needs root): each
 
 clean: ## remove build output
 	rm -rf bin dist
+
+# Packages: a .deb and an .rpm per architecture, with nfpm (a Go tool of this module)
+# driven by packaging/nfpm.yaml. `make packages VERSION=v1.2.3 PKG_ARCHS=amd64 DIST=out`
+PKG_ARCHS      ?= amd64 arm64
+DIST           ?= dist
+PKG_MAINTAINER ?= baton maintainers <maintainers@baton-fleet.invalid>
+ifeq ($(origin PKG_VERSION),undefined)
+PKG_VERSION := $(shell sh packaging/pkgversion '$(VERSION)')
+endif
+PKG_STAGE := $(DIST)/stage
+rpmarch = $(if $(filter amd64,$(1)),x86_64,$(if $(filter arm64,$(1)),aarch64,$(1)))
+
+.PHONY: packages package-stage $(addprefix package-,$(PKG_ARCHS))
+
+packages: $(addprefix package-,$(PKG_ARCHS)) ## dist/baton_<version>_<arch>.deb and dist/baton-<version>.<rpm arch>.rpm for PKG_ARCHS
+	@ls -1 $(DIST)/*.deb $(DIST)/*.rpm
+
+# What every architecture ships the same: completions, man pages, copyright. Generated
+# by a baton built for this machine.
+package-stage:
+	rm -rf $(PKG_STAGE) && mkdir -p $(PKG_STAGE)/completions $(PKG_STAGE)/man
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(PKG_STAGE)/baton ./cmd/baton
+	$(PKG_STAGE)/baton completion bash > $(PKG_STAGE)/completions/baton.bash
+	$(PKG_STAGE)/baton completion zsh > $(PKG_STAGE)/completions/_baton
+	$(PKG_STAGE)/baton completion fish > $(PKG_STAGE)/completions/baton.fish
+	$(PKG_STAGE)/baton man $(PKG_STAGE)/man
+	gzip -9n $(PKG_STAGE)/man/*.1
+	cp packaging/copyright $(PKG_STAGE)/copyright
+	if [ -f LICENSE ]; then printf '\n' >> $(PKG_STAGE)/copyright && cat LICENSE >> $(PKG_STAGE)/copyright; fi
+
+$(addprefix package-,$(PKG_ARCHS)): package-%: package-stage
+	CGO_ENABLED=0 GOOS=linux GOARCH=$* $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(DIST)/linux_$*/baton ./cmd/baton
+	BATON_VERSION='$(PKG_VERSION)' BATON_ARCH=$* BATON_BIN=$(DIST)/linux_$*/baton BATON_STAGE=$(PKG_STAGE) \
+	BATON_MAINTAINER='$(PKG_MAINTAINER)' $(GO) tool nfpm package --config packaging/nfpm.yaml \
+		--packager deb --target '$(DIST)/baton_$(PKG_VERSION)_$*.deb'
+	BATON_VERSION='$(PKG_VERSION)' BATON_ARCH=$* BATON_BIN=$(DIST)/linux_$*/baton BATON_STAGE=$(PKG_STAGE) \
+	BATON_MAINTAINER='$(PKG_MAINTAINER)' $(GO) tool nfpm package --config packaging/nfpm.yaml \
+		--packager rpm --target '$(DIST)/baton-$(PKG_VERSION).$(call rpmarch,$*).rpm'

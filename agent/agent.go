@@ -200,13 +200,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.setStatus(func(s *Status) { s.Applied, s.Group = lg.Revision, lg.Group })
 		a.obs.metrics.Info(lg.Revision, "")
 	}
+	// The state is loaded: systemd may consider the agent started. Finishing an
+	// interrupted transaction can wait long for the lease, so it comes after.
+	a.notify.send(daemon.SdNotifyReady)
 	if err := a.recover(ctx); err != nil {
 		a.log.Error("recover the open transaction", "err", err)
 	}
 	if lg, err := a.store.LastGood(); err == nil && lg.Revision != "" {
 		a.recordIdle(ctx, lg.Group, lg.Revision, "")
 	}
-	a.notify.send(daemon.SdNotifyReady)
 	a.phase("idle at %s", short(a.Status().Applied))
 	backoff := time.Duration(0)
 	for {

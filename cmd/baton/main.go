@@ -66,7 +66,8 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newValidateCmd(), newPlanCmd(), newAgentCmd(), newValidateConfigCmd(), newRetryCmd(), newDemoCmd(), newVersionCmd())
+	root.AddCommand(newValidateCmd(), newPlanCmd(), newAgentCmd(), newValidateConfigCmd(), newRetryCmd(), newStatusCmd(), newSyncCmd(), newDemoCmd(), newVersionCmd(), newManCmd())
+	root.AddCommand(fleetCommands()...)
 	return root
 }
 
