@@ -1,0 +1,162 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/baton-fleet/baton/internal/testetcd"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// A holder whose process is killed stops keeping its lease alive and revokes nothing:
+// an agent restarted with the same host name within the TTL resumes its slot with the
+// same token; when none is, the slot frees after the TTL and the next waiter proceeds.
+func TestEtcdKilledHolderResumesOrFreesAfterTTL(t *testing.T) {
+	t.Parallel() // mostly waits for a TTL or a timeout
+	c := testetcd.Start(t)
+	cli := c.Client(t)
+	ctx := ctxT(t, 60*time.Second)
+
+	first := startContender(t, c, "web-01", "web")
+	first.kill()
+	restarted := startContender(t, c, "web-01", "web")
+	if restarted.token != first.token {
+		t.Fatalf("restarted contender's token = %d, want the killed one's %d", restarted.token, first.token)
+	}
+
+	w := newEtcd(t, cli, "web-02")
+	waiter := acquireAsync(ctx, w, "web")
+	time.Sleep(300 * time.Millisecond)
+	restarted.kill()
+	killed := time.Now()
+	select {
+	case err := <-waiter:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(testTTL + 5*time.Second):
+		t.Fatalf("the slot of a killed holder was not freed %v after its death", testTTL+5*time.Second)
+	}
+	// The lease was renewed at most TTL/3 (plus a keep-alive's time) before the kill.
+	waited := time.Since(killed)
+	if waited < testTTL/2 {
+		t.Fatalf("the waiter acquired %v after the holder's death, before its lease could expire", waited)
+	}
+	t.Logf("slot freed %v after the holder was killed (TTL %v)", waited.Round(time.Millisecond), testTTL)
+	if _, holding, _ := holders(t, cli, "web"); !slices.Equal(holding, []string{"web-02"}) {
+		t.Fatalf("holding %v, want [web-02]", holding)
+	}
+}
+
+// A holder cut off from etcd (a blackholed proxy between them) fails Check on its
+// local deadline, before its lease can expire and before anyone else gets the slot; once
+// reconnected it does not believe it holds it and has to acquire anew.
+func TestEtcdPartitionedHolderStopsBeforeItsLeaseExpires(t *testing.T) {
+	t.Parallel() // mostly waits for a TTL or a timeout
+	c := testetcd.Start(t)
+	p := testetcd.NewProxy(t, c.Members()[0].ClientURL)
+	hcfg := c.ClientConfig()
+	hcfg.Endpoints = []string{p.URL()}
+	hcfg.DialKeepAliveTime, hcfg.DialKeepAliveTimeout = time.Second, time.Second
+	h := newEtcd(t, c.ClientWith(t, hcfg), "h")
+	cli := c.Client(t)
+	w := newEtcd(t, cli, "w")
+	ctx := ctxT(t, 60*time.Second)
+
+	if err := h.Acquire(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	hTok := h.Token()
+	waiterDone := make(chan time.Time, 1)
+	waiter := make(chan error, 1)
+	go func() {
+		err := w.Acquire(ctx, "web")
+		waiterDone <- time.Now()
+		waiter <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+
+	p.Block()
+	blocked := time.Now()
+	var failed time.Time
+	var checkErr error
+	for failed.IsZero() {
+		if time.Since(blocked) > 2*testTTL {
+			t.Fatalf("Check still not failing %v after the partition", time.Since(blocked))
+		}
+		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		checkErr = h.Check(cctx)
+		cancel()
+		if errors.Is(checkErr, ErrNotHeld) {
+			failed = time.Now()
+		}
+		select {
+		case <-waiterDone:
+			t.Fatalf("the waiter acquired while the cut-off holder's Check still passed (%v)", checkErr)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if !strings.Contains(checkErr.Error(), "local deadline passed") {
+		t.Fatalf("Check of the cut-off holder = %v, want the local deadline", checkErr)
+	}
+	if d := failed.Sub(blocked); d >= testTTL {
+		t.Fatalf("Check failed %v after the partition; the lease may expire after %v", d, testTTL)
+	}
+	if h.Token() != 0 {
+		t.Fatalf("Token of the cut-off holder = %d, want 0", h.Token())
+	}
+	var acquired time.Time
+	select {
+	case acquired = <-waiterDone:
+		if err := <-waiter; err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(testTTL + 5*time.Second):
+		t.Fatal("the waiter did not get the slot of the cut-off holder")
+	}
+	t.Logf("partition at 0; holder's Check failed at %v; waiter acquired at %v (TTL %v)",
+		failed.Sub(blocked).Round(time.Millisecond), acquired.Sub(blocked).Round(time.Millisecond), testTTL)
+
+	p.Unblock()
+	// Reconnected, the holder learns its lease is gone; it still refuses.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, _, serr := h.current().sess.state()
+		if serr != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the reconnected holder never learned that its lease expired")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := h.Check(ctx); !errors.Is(err, ErrNotHeld) {
+		t.Fatalf("Check after reconnecting = %v, want ErrNotHeld", err)
+	}
+	if err := h.Guarded(ctx, clientv3.OpPut("/baton/x", "stale")); !errors.Is(err, ErrNotHeld) {
+		t.Fatalf("Guarded after reconnecting = %v, want ErrNotHeld", err)
+	}
+	if h.Token() != 0 {
+		t.Fatalf("Token after reconnecting = %d, want 0", h.Token())
+	}
+	// Acquire anew: it queues behind the waiter with a new token.
+	again := acquireAsync(ctx, h, "web")
+	select {
+	case err := <-again:
+		t.Fatalf("the old holder re-acquired while the waiter holds: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := w.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-again; err != nil {
+		t.Fatal(err)
+	}
+	if h.Token() <= w.token() && h.Token() <= hTok {
+		t.Fatalf("new token %d is not above the old ones (%d, %d)", h.Token(), hTok, w.token())
+	}
+}
