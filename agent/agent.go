@@ -191,6 +191,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	waitServers := a.serve(bgCtx)
 	defer func() {
 		a.notify.send(daemon.SdNotifyStopping)
+		if a.fleet != nil {
+			_ = a.fleet.lease.Close() // a held slot expires after the TTL, or is resumed by the next start
+		}
 		stopBackground()
 		wg.Wait()
 		waitServers()
