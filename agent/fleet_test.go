@@ -172,3 +172,108 @@ func TestFleetHaltsABadRelease(t *testing.T) {
 		t.Error("both hosts were switching or verifying at once with maxParallel 1")
 	}
 }
+
+// newEtcdFleet starts etcd and hosts h1..hn following one repository on the etcd lease.
+func newEtcdFleet(t *testing.T, n int) (*testetcd.Cluster, []*harness) {
+	t.Helper()
+	cluster := testetcd.Start(t)
+	h1 := newHarness(t)
+	relay := forward(t, h1.gateway, strings.TrimPrefix(cluster.Endpoints()[0], "http://"))
+	h1.writeConfig("lease:\n  backend: etcd\n  etcd: {endpoints: [\"http://" + relay + "\"], prefix: /baton, ttl: 5s}\n")
+	hosts := []*harness{h1}
+	for i := 2; i <= n; i++ {
+		hosts = append(hosts, h1.sibling("h"+string(rune('0'+i))))
+	}
+	return cluster, hosts
+}
+
+// TestFleetCanaryAndPromote: with canary 1 and a manual pause, one host takes the new
+// release and the other waits until `baton promote`.
+func TestFleetCanaryAndPromote(t *testing.T) {
+	_, hosts := newEtcdFleet(t, 2)
+	h1 := hosts[0]
+	canaryFleet := strings.Replace(fleetYAML, "rollout: {", "rollout: {canary: 1, canaryPause: manual, ", 1)
+	c1 := h1.push(release{version: "1.0.0", mode: "ok", fleet: canaryFleet})
+	for _, h := range hosts {
+		h.startAgent()
+	}
+	// The first commit has canaries too: promote it once the canary runs it.
+	h1.waitFor("a canary on the first commit", 2*time.Minute, func() bool {
+		return hosts[0].lastGood().Revision == c1 || hosts[1].lastGood().Revision == c1
+	})
+	h1.host.MustExec(t, "/usr/local/bin/baton", "promote", "web", c1)
+	for _, h := range hosts {
+		h.settled(c1)
+	}
+
+	c2 := h1.push(release{version: "2.0.0", mode: "ok", fleet: canaryFleet})
+	var canary, rest *harness
+	h1.waitFor("the canary to commit", 2*time.Minute, func() bool {
+		for i, h := range hosts {
+			if h.lastGood().Revision == c2 {
+				canary, rest = h, hosts[1-i]
+				return true
+			}
+		}
+		return false
+	})
+	h1.waitFor("the other host to wait for promote", time.Minute, func() bool {
+		return strings.Contains(rest.journal(), "waiting for baton promote web")
+	})
+	time.Sleep(3 * time.Second)
+	if rest.lastGood().Revision != c1 {
+		t.Fatalf("%s upgraded past the canary %s without a promote", rest.host.Name, canary.host.Name)
+	}
+	out := h1.host.MustExec(t, "/usr/local/bin/baton", "promote", "web", c2[:7])
+	if !strings.Contains(out, "promoted "+short(c2)) {
+		t.Errorf("baton promote said %q", out)
+	}
+	rest.settled(c2)
+	if rest.lastGood().Revision != c2 {
+		t.Fatalf("%s did not upgrade after the promote", rest.host.Name)
+	}
+	rest.consistent()
+}
+
+// TestFleetAfter: group web waits for group db to converge on a commit.
+func TestFleetAfter(t *testing.T) {
+	_, hosts := newEtcdFleet(t, 2)
+	db, web := hosts[0], hosts[1] // h1 in db, h2 in web
+	twoGroups := `apiVersion: baton/v1
+groups:
+  - name: db
+    hosts: ["h1"]
+    services: [demo]
+    rollout: {minHealthy: 5s, healthyDeadline: 30s}
+  - name: web
+    hosts: ["h2"]
+    services: [demo]
+    after: [db]
+    rollout: {minHealthy: 5s, healthyDeadline: 30s}
+`
+	c1 := db.push(release{version: "1.0.0", mode: "ok", fleet: twoGroups})
+	for _, h := range hosts {
+		h.startAgent()
+	}
+	for _, h := range hosts {
+		h.settled(c1)
+	}
+	// db cannot converge on the next commit (its release fails there): web must wait
+	// and never start it.
+	c2 := db.push(release{version: "2.0.0", mode: "fail-health", fleet: twoGroups})
+	db.settled(c2)
+	web.waitFor("web to wait for db", time.Minute, func() bool {
+		return strings.Contains(web.journal(), "waiting for group db to converge on "+short(c2))
+	})
+	if strings.Contains(web.journal(), "-> "+short(c2)+": switching") {
+		t.Errorf("web switched to a commit db never converged on")
+	}
+	c3 := db.push(release{version: "3.0.0", mode: "ok", fleet: twoGroups})
+	for _, h := range hosts {
+		h.settled(c3)
+	}
+	// web committed after db: its commit came later
+	if !db.lastGood().Time.Before(web.lastGood().Time) {
+		t.Errorf("web committed %s at %v, before db at %v", short(c3), web.lastGood().Time, db.lastGood().Time)
+	}
+}

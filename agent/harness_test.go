@@ -196,6 +196,7 @@ type release struct {
 	url           string // "" for the release server's
 	unit          string // "" for the default unit file
 	drain         string // a drain: block for service.yaml, "" for none
+	fleet         string // fleet.yaml, "" for fleetYAML
 }
 
 const demoUnit = `[Unit]
@@ -233,8 +234,12 @@ func (h *harness) push(rel release) string {
 	if rel.unit != "" {
 		unit = rel.unit
 	}
+	fleetFile := fleetYAML
+	if rel.fleet != "" {
+		fleetFile = rel.fleet
+	}
 	files := map[string]string{
-		"fleet.yaml": fleetYAML,
+		"fleet.yaml": fleetFile,
 		"services/demo/service.yaml": fmt.Sprintf(`version: %q
 units: [demo.service]
 artifacts:
