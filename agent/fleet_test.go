@@ -277,3 +277,45 @@ groups:
 		t.Errorf("web committed %s at %v, before db at %v", short(c3), web.lastGood().Time, db.lastGood().Time)
 	}
 }
+
+// TestFleetHolderKilled kills a host's agent (SIGKILL) while it holds the group's only
+// slot in VERIFYING: the other host gets the slot once the etcd lease expires and
+// upgrades; the killed host, started again, finishes its own transaction first.
+func TestFleetHolderKilled(t *testing.T) {
+	_, hosts := newEtcdFleet(t, 2)
+	h1, h2 := hosts[0], hosts[1]
+	c1 := h1.push(release{version: "1.0.0", mode: "ok"})
+	for _, h := range hosts {
+		h.startAgent()
+	}
+	for _, h := range hosts {
+		h.settled(c1)
+	}
+	h2.stopAgent()
+	h1.stopAgent()
+
+	c2 := h1.push(release{version: "2.0.0", mode: "ok"})
+	h1.startAgent("BATON_FAILPOINT=VERIFYING")
+	h1.waitFor("h1 to die holding the slot", 2*time.Minute, func() bool { return !h1.agentActive() })
+	if got := h1.txnState(); got != "VERIFYING" {
+		t.Fatalf("h1 died in %q, want VERIFYING", got)
+	}
+	killed := time.Now()
+	h2.startAgent()
+	h2.settled(c2)
+	if h2.lastGood().Revision != c2 {
+		t.Fatalf("h2 did not upgrade after h1's slot expired")
+	}
+	t.Logf("h2 committed %v after h1 died holding the slot (etcd lease TTL 5s)", time.Since(killed).Round(100*time.Millisecond))
+	h2.consistent()
+
+	h1.startAgent()
+	h1.settled(c2)
+	if h1.lastGood().Revision != c2 {
+		t.Fatalf("h1 did not finish its own transaction: %s", h1.quarantineReason(c2))
+	}
+	if !strings.Contains(h1.journal(), "resuming an interrupted transaction") {
+		t.Errorf("h1 did not resume its transaction first")
+	}
+	h1.consistent()
+}
