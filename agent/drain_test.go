@@ -122,3 +122,103 @@ func TestDrainedUpgradeUnderLoad(t *testing.T) {
 	}
 	h.consistent()
 }
+
+// TestRollingUpgradeUnderLoad is the mission in one test: three hosts behind a real
+// HAProxy on the etcd lease, clients sending requests throughout. A good release rolls
+// through every host with never more than maxParallel out of rotation and no failed
+// request; a bad release is reverted on the first host, reaches no other, and no
+// request fails either.
+func TestRollingUpgradeUnderLoad(t *testing.T) {
+	_, hosts := newEtcdFleet(t, 3)
+	var servers []testhaproxy.Server
+	for _, h := range hosts {
+		servers = append(servers, testhaproxy.Server{Name: h.host.Name, Addr: h.host.IP + ":" + demoPort, Check: true})
+	}
+	lb := testhaproxy.Start(t, testhaproxy.Config{Backend: "web", Servers: servers, AdminTCP: hosts[0].gateway + ":0"})
+	drainBlock := fmt.Sprintf("drain:\n  haproxy: {socket: %q, backend: web, server: \"{{ .Host }}\", timeout: 10s}\n", lb.AdminTCP)
+	h1 := hosts[0]
+
+	c1 := h1.push(release{version: "1.0.0", mode: "ok", drain: drainBlock})
+	for _, h := range hosts {
+		h.startAgent()
+	}
+	for _, h := range hosts {
+		h.settled(c1)
+	}
+	states := func() (out int) {
+		for _, h := range hosts {
+			st, err := (&drain.HAProxy{Addr: lb.AdminTCP, Backend: "web", Server: h.host.Name}).State(context.Background())
+			if err != nil || st.Admin.String() != "ready" || !strings.HasPrefix(st.Status, "UP") {
+				out++
+			}
+		}
+		return out
+	}
+	h1.waitFor("every host in rotation", time.Minute, func() bool { return states() == 0 })
+
+	rollout := func(name string, rel release, want func(h *harness, c string) bool) {
+		l := startLoad(lb.URL+"/", 4, 500000, 4*time.Minute)
+		var maxOut atomic.Int64
+		stop := make(chan struct{})
+		sampled := make(chan struct{})
+		go func() {
+			defer close(sampled)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+				if n := int64(states()); n > maxOut.Load() {
+					maxOut.Store(n)
+				}
+			}
+		}()
+		start := time.Now()
+		c := h1.push(rel)
+		for _, h := range hosts {
+			h.waitFor(h.host.Name+" to settle on "+short(c), 3*time.Minute, func() bool { return want(h, c) })
+		}
+		took := time.Since(start)
+		h1.waitFor("every host back in rotation", time.Minute, func() bool { return states() == 0 })
+		close(stop)
+		<-sampled
+		sent, failed := l.finish()
+		t.Logf("%s: %d requests through HAProxy, %d failed; at most %d host(s) out of rotation; %v", name, sent, failed, maxOut.Load(), took.Round(100*time.Millisecond))
+		if failed != 0 {
+			t.Errorf("%s: %d of %d requests failed", name, failed, sent)
+		}
+		if maxOut.Load() > 1 {
+			t.Errorf("%s: %d hosts out of rotation at once with maxParallel 1", name, maxOut.Load())
+		}
+	}
+
+	rollout("good release", release{version: "2.0.0", mode: "ok", drain: drainBlock}, func(h *harness, c string) bool {
+		return h.txnState() == "" && h.lastGood().Revision == c
+	})
+	for _, h := range hosts {
+		h.consistent()
+	}
+
+	var tried []string
+	rollout("bad release", release{version: "3.0.0", mode: "fail-health", drain: drainBlock}, func(h *harness, c string) bool {
+		if h.txnState() != "" {
+			return false
+		}
+		if h.quarantined(c) {
+			return true
+		}
+		return strings.Contains(h.journal(), "the group is halted")
+	})
+	for _, h := range hosts {
+		if strings.Contains(h.journal(), ": switching") && strings.Contains(h.journal(), "3.0.0") && h.quarantined(h1.repo.Head()) {
+			tried = append(tried, h.host.Name)
+		}
+		if h.served() != "2.0.0" {
+			t.Errorf("%s serves %q after the bad release", h.host.Name, h.served())
+		}
+	}
+	if len(tried) != 1 {
+		t.Errorf("the bad release was tried on %v, want exactly one host", tried)
+	}
+}
