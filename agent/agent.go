@@ -67,6 +67,7 @@ type Agent struct {
 	version    string
 	obs        *observers
 	last       *api.Result // the outcome of the last transaction, for the API
+	drift      []Drift     // managed units changed outside baton, as last seen
 }
 
 // Status is what the agent is doing, for logs, sd_notify and the local API.
@@ -189,6 +190,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	bgCtx, stopBackground := context.WithCancel(context.Background())
 	wg.Go(func() { a.notify.watchdog(bgCtx) })
 	waitServers := a.serve(bgCtx)
+	driftCh := make(chan struct{}, 1)
+	wg.Go(func() { a.watchUnits(bgCtx, driftCh) })
 	defer func() {
 		a.notify.send(daemon.SdNotifyStopping)
 		if a.fleet != nil {
@@ -222,6 +225,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		a.hang()
 		err := a.tick(ctx)
+		a.checkDrift(ctx)
 		wait := a.cfg.Repo.Poll.D()
 		if err != nil {
 			backoff = nextBackoff(backoff, wait)
@@ -232,11 +236,23 @@ func (a *Agent) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-a.wake:
-		case <-time.After(min(wait, a.watchdogSlice())):
+		timer := time.NewTimer(min(wait, a.watchdogSlice()))
+	waiting:
+		for {
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return nil
+			case <-driftCh:
+				time.Sleep(100 * time.Millisecond) // let an editor finish writing
+				a.checkDrift(ctx)
+				a.notify.alive()
+			case <-a.wake:
+				timer.Stop()
+				break waiting
+			case <-timer.C:
+				break waiting
+			}
 		}
 	}
 }

@@ -60,6 +60,9 @@ type Config struct {
 	Listen   ListenConfig    `yaml:"listen"`
 	Paths    PathsConfig     `yaml:"paths"`
 	Webhooks []WebhookConfig `yaml:"webhooks"`
+	// DriftPolicy says what to do when a managed unit is edited, or given a drop-in,
+	// outside baton: report (default) or restore.
+	DriftPolicy string `yaml:"driftPolicy"`
 
 	doc            *yamldoc.Doc // the file, for the line of each value; nil when built in code
 	hostFromSystem bool         // Host was taken from the system host name
@@ -194,6 +197,9 @@ func ParseConfig(file string, data []byte, hostname string) (*Config, error) {
 // metrics off.
 func (c *Config) setDefaults(hostname string) {
 	has := c.doc.Has
+	if !has("driftPolicy") {
+		c.DriftPolicy = DriftReport
+	}
 	if !has("host") {
 		c.Host, c.hostFromSystem = hostname, true
 	}
@@ -249,6 +255,9 @@ func (c *Config) validate(skip func(path []any) bool) error {
 	c.Listen.check(k)
 	k.dir(c.Paths.State, DefaultStateDir, "paths", "state")
 	k.dir(c.Paths.Units, DefaultUnitDir, "paths", "units")
+	if c.DriftPolicy != DriftReport && c.DriftPolicy != DriftRestore {
+		k.fail(fmt.Sprintf("%q is not one of report, restore", c.DriftPolicy), "driftPolicy")
+	}
 	for i, w := range c.Webhooks {
 		if w.URL == "" {
 			k.fail("required", "webhooks", i, "url")

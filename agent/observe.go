@@ -136,6 +136,7 @@ func (b apiBackend) State(ctx context.Context) (api.State, error) {
 	s := api.State{Host: a.cfg.Host, Group: st.Group, Tracked: st.Tracked, Applied: st.Applied, Phase: st.Phase,
 		Version: a.version, Events: a.obs.ring.Last(0), Lease: api.LeaseState{Backend: a.cfg.Lease.Backend}}
 	a.mu.Lock()
+	drift := a.drift
 	if a.last != nil {
 		r := *a.last
 		s.LastResult = &r
@@ -162,7 +163,7 @@ func (b apiBackend) State(ctx context.Context) (api.State, error) {
 			}
 		}
 		for _, u := range rec.Units {
-			us := api.UnitState{Name: u}
+			us := api.UnitState{Name: u, Drift: slices.ContainsFunc(drift, func(d Drift) bool { return d.Unit == u })}
 			if a.systemd != nil {
 				if sts, err := a.systemd.Status(ctx, u); err == nil {
 					us.Active, us.Sub = sts.ActiveState, sts.SubState
