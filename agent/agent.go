@@ -68,6 +68,7 @@ type Agent struct {
 	obs        *observers
 	last       *api.Result // the outcome of the last transaction, for the API
 	drift      []Drift     // managed units changed outside baton, as last seen
+	configFile string      // reloaded on change and on SIGHUP; "" to never reload
 }
 
 // Status is what the agent is doing, for logs, sd_notify and the local API.
@@ -192,6 +193,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	waitServers := a.serve(bgCtx)
 	driftCh := make(chan struct{}, 1)
 	wg.Go(func() { a.watchUnits(bgCtx, driftCh) })
+	reloadCh := make(chan string, 1)
+	if a.configFile != "" {
+		wg.Go(func() { a.watchConfig(bgCtx, reloadCh) })
+	}
 	defer func() {
 		a.notify.send(daemon.SdNotifyStopping)
 		if a.fleet != nil {
@@ -247,6 +252,11 @@ func (a *Agent) Run(ctx context.Context) error {
 				time.Sleep(100 * time.Millisecond) // let an editor finish writing
 				a.checkDrift(ctx)
 				a.notify.alive()
+			case why := <-reloadCh:
+				time.Sleep(100 * time.Millisecond) // let an editor finish writing
+				a.reload(why)
+				timer.Stop()
+				break waiting
 			case <-a.wake:
 				timer.Stop()
 				break waiting

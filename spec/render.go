@@ -247,6 +247,9 @@ func checkUnit(file, name string, data []byte) *yamldoc.Error {
 		}
 		for _, e := range sec.Entries {
 			has[sec.Section+"."+e.Name] = true
+			if sec.Section == "Install" && e.Name == "Alias" && strings.TrimSpace(e.Value) != "" {
+				return &yamldoc.Error{File: file, Line: settingLine(data, "Install", "Alias"), Msg: aliasRefused(e.Value)}
+			}
 		}
 	}
 	var missing string
@@ -270,6 +273,34 @@ func checkUnit(file, name string, data []byte) *yamldoc.Error {
 		return &yamldoc.Error{File: file, Line: sectionLine(data, own), Msg: fmt.Sprintf("%s needs %s", name, missing)}
 	}
 	return nil
+}
+
+// aliasRefused is the error for an [Install] Alias= setting. Enabling the unit would
+// make a symlink under each alias name in the unit directory, which comes before the
+// vendor directories: the unit would take over the unit of that name (ssh.service,
+// dbus-org.freedesktop.login1.service, ...) without ever being listed under it, out of
+// reach of the reserved names and of baton's unit ownership.
+func aliasRefused(value string) string {
+	names := strings.Fields(value)
+	return fmt.Sprintf("[Install] Alias=%s is refused: an alias is a symlink under another unit's name, so enabling this unit would take over %s; ship the unit under that name in units instead",
+		strings.Join(names, " "), strings.Join(names, ", "))
+}
+
+// settingLine is the line of the first non-empty setting key in section, or 0.
+func settingLine(data []byte, section, key string) int {
+	in := false
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "[") {
+			in = line == "["+section+"]"
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if in && ok && strings.TrimSpace(k) == key && strings.TrimSpace(v) != "" {
+			return i + 1
+		}
+	}
+	return 0
 }
 
 // badUnitLine finds the first line that systemd's syntax does not allow, or would

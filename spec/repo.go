@@ -37,8 +37,14 @@ type Repo struct {
 
 // Load reads and validates the fleet repository at the root of fsys. It checks every
 // file, renders every template once with sample values, and returns all problems as a
-// yamldoc.Errors, each naming its file (relative to the repository) and line.
+// yamldoc.Errors, each naming its file (relative to the repository) and line. It is
+// LoadWith with no options: every reserved unit name (ReservedUnit) is refused.
 func Load(fsys fs.FS) (*Repo, error) {
+	return LoadWith(fsys, LoadOptions{})
+}
+
+// LoadWith is Load with the allowances of opts.
+func LoadWith(fsys fs.FS, opts LoadOptions) (*Repo, error) {
 	var errs yamldoc.Errors
 	r := &Repo{Services: map[string]*Service{}}
 
@@ -75,7 +81,7 @@ func Load(fsys fs.FS) (*Repo, error) {
 			b, err := readFile(fsys, path.Join(dir, u), MaxUnitFileSize)
 			return string(b), err
 		}
-		s, serrs := parseService(name, file, data, unitFile)
+		s, serrs := parseService(name, file, data, unitFile, opts)
 		errs = append(errs, serrs...)
 		if s == nil {
 			continue

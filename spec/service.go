@@ -104,8 +104,9 @@ type ExecCheck struct {
 }
 
 // parseService decodes services/<name>/service.yaml, applies defaults and checks all
-// that needs no template rendering. unitFile reads a unit file beside it.
-func parseService(name, file string, data []byte, unitFile func(string) (string, error)) (*Service, yamldoc.Errors) {
+// that needs no template rendering. unitFile reads a unit file beside it; a reserved
+// unit name is refused unless opts allows it.
+func parseService(name, file string, data []byte, unitFile func(string) (string, error), opts LoadOptions) (*Service, yamldoc.Errors) {
 	var s Service
 	var errs yamldoc.Errors
 	doc, err := yamldoc.Decode(file, data, &s)
@@ -128,6 +129,10 @@ func parseService(name, file string, data []byte, unitFile func(string) (string,
 		at := doc.At("units", i)
 		if err := CheckUnitName(u); err != nil {
 			errs.Add(at.Errorf("units: %v", err))
+			continue
+		}
+		if reason, reserved := opts.reserved(u); reserved {
+			errs.Add(at.Errorf("units: %s is reserved: %s; an agent accepts it only when its config allows it by name", u, reason))
 			continue
 		}
 		if _, dup := s.UnitFiles[u]; dup {

@@ -193,6 +193,70 @@ func TestCheckUnitName(t *testing.T) {
 	}
 }
 
+func TestReservedUnit(t *testing.T) {
+	for name, want := range map[string]bool{
+		"baton.service": true, "baton.socket": true, "baton@.service": true, "baton@x.service": true,
+		"systemd-x.service": true, "systemd-journald.socket": true, "multi-user.target": true,
+		"default.target": true, "network-online.target": true, "-.mount": true, "-.slice": true,
+		"init.scope": true, "dbus.service": true, "ssh.service": true, "sshd.service": true,
+		"getty@.service": true, "getty@tty1.service": true, "user@1000.service": true,
+		"api.service": false, "baton-exporter.service": false, "my-baton.service": false,
+		"api.target": false, "systemd.service": false, "web@.service": false, "web@1.service": false,
+		"Baton.service": false, "multi-user.target.wants": false,
+	} {
+		reason, got := ReservedUnit(name)
+		if got != want || (reason != "") != want {
+			t.Errorf("ReservedUnit(%q) = %q, %v; want reserved=%v with a reason", name, reason, got, want)
+		}
+	}
+}
+
+// TestLoadWithAllowUnits loads a repository that ships reserved units: Load refuses
+// every one, LoadWith only those its AllowUnits do not name.
+func TestLoadWithAllowUnits(t *testing.T) {
+	unit := func(s string) *fstest.MapFile { return &fstest.MapFile{Data: []byte(s)} }
+	fsys := fstest.MapFS{
+		"fleet.yaml":                     unit("apiVersion: baton/v1\ngroups: [{name: web, hosts: [\"web-*\"], services: [api]}]\n"),
+		"services/api/service.yaml":      unit("version: \"1\"\nunits: [api.service, multi-user.target, getty@.service]\nrestart: [api.service]\n"),
+		"services/api/api.service":       unit("[Service]\nExecStart=/bin/true\n"),
+		"services/api/multi-user.target": unit("[Unit]\nDescription=x\n"),
+		"services/api/getty@.service":    unit("[Service]\nExecStart=/bin/true\n"),
+	}
+	for _, tt := range []struct {
+		allow []string
+		want  string // the units refused, as the sorted errors name them
+	}{
+		{nil, "getty@.service multi-user.target"},
+		{[]string{"multi-user.target"}, "getty@.service"},
+		{[]string{"getty@tty1.service", "api.service"}, "getty@.service multi-user.target"},
+		{[]string{"getty@.service", "multi-user.target"}, ""},
+	} {
+		r, err := LoadWith(fsys, LoadOptions{AllowUnits: tt.allow})
+		var refused []string
+		var list yamldoc.Errors
+		if errors.As(err, &list) {
+			for _, e := range list {
+				name, _, _ := strings.Cut(strings.TrimPrefix(e.Msg, "units: "), " ")
+				if !strings.Contains(e.Msg, " is reserved: ") {
+					t.Errorf("allow %v: unexpected error %v", tt.allow, e)
+				}
+				refused = append(refused, name)
+			}
+		} else if err != nil {
+			t.Fatalf("allow %v: %v", tt.allow, err)
+		}
+		if got := strings.Join(refused, " "); got != tt.want {
+			t.Errorf("LoadWith(allow %v) refused %q, want %q", tt.allow, got, tt.want)
+		}
+		if tt.want == "" && (r == nil || len(r.Services["api"].UnitFiles) != 3) {
+			t.Errorf("LoadWith(allow %v) = %+v, want the three units", tt.allow, r)
+		}
+	}
+	if _, err := Load(fsys); err == nil {
+		t.Errorf("Load: no error for reserved units")
+	}
+}
+
 // FuzzLoad feeds arbitrary fleet.yaml, service.yaml and unit file contents to Load: it
 // must never panic, and every error it returns must name a file of the repository.
 func FuzzLoad(f *testing.F) {

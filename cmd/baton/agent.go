@@ -35,6 +35,7 @@ any step is finished on the next start. It stops on SIGTERM or SIGINT.`,
 			if err != nil {
 				return failed(err)
 			}
+			a.WatchConfig(configFile)
 			logger.Info("baton agent starting", "version", version, "repo", redactURL(cfg.Repo.URL), "branch", cfg.Repo.Branch)
 			err = a.Run(cmd.Context())
 			if errors.Is(err, agent.ErrRestartRequested) {
