@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/baton-fleet/baton/internal/yamldoc"
+	"github.com/baton-fleet/baton/spec"
 )
 
 // DefaultConfigPath is where the packages install the agent configuration.
@@ -63,6 +64,9 @@ type Config struct {
 	// DriftPolicy says what to do when a managed unit is edited, or given a drop-in,
 	// outside baton: report (default) or restore.
 	DriftPolicy string `yaml:"driftPolicy"`
+	// AllowUnits names reserved units (baton.service, systemd-*, systemd's targets,
+	// ssh, ...) that the fleet repository may nevertheless install on this host.
+	AllowUnits []string `yaml:"allowUnits"`
 
 	doc            *yamldoc.Doc // the file, for the line of each value; nil when built in code
 	hostFromSystem bool         // Host was taken from the system host name
@@ -257,6 +261,11 @@ func (c *Config) validate(skip func(path []any) bool) error {
 	k.dir(c.Paths.Units, DefaultUnitDir, "paths", "units")
 	if c.DriftPolicy != DriftReport && c.DriftPolicy != DriftRestore {
 		k.fail(fmt.Sprintf("%q is not one of report, restore", c.DriftPolicy), "driftPolicy")
+	}
+	for i, u := range c.AllowUnits {
+		if err := spec.CheckUnitName(u); err != nil {
+			k.fail(err.Error(), "allowUnits", i)
+		}
 	}
 	for i, w := range c.Webhooks {
 		if w.URL == "" {

@@ -113,7 +113,7 @@ func (a *Agent) load(ctx context.Context, commit string) (*spec.HostSpec, *spec.
 	if err != nil {
 		return nil, nil, err
 	}
-	repo, err := spec.Load(os.DirFS(dir))
+	repo, err := spec.LoadWith(os.DirFS(dir), spec.LoadOptions{AllowUnits: a.cfg.AllowUnits})
 	if err != nil {
 		return nil, nil, err
 	}
