@@ -89,6 +89,9 @@ type Status struct {
 // status and the metrics. It does no I/O beyond creating the state directory and
 // reading webhook secrets; Run connects to systemd and the repository.
 func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
+	if err := checkSecrets(cfg); err != nil {
+		return nil, err
+	}
 	state := cfg.Paths.State
 	if err := os.MkdirAll(state, 0o755); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
@@ -129,7 +132,7 @@ func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
 		store:      &rollback.Store{Dir: state},
 		git:        git,
 		unitDir:    units.Dir{Path: cfg.Paths.Units},
-		stager:     &release.Stager{StateDir: state, Logger: logger},
+		stager:     &release.Stager{StateDir: state, Logger: logger, AllowInsecure: cfg.Artifacts.AllowInsecure},
 		lease:      l,
 		fleet:      fs,
 		clock:      checks.RealClock,

@@ -67,6 +67,8 @@ type Config struct {
 	// AllowUnits names reserved units (baton.service, systemd-*, systemd's targets,
 	// ssh, ...) that the fleet repository may nevertheless install on this host.
 	AllowUnits []string `yaml:"allowUnits"`
+	// Artifacts is the policy for downloading artifacts.
+	Artifacts ArtifactsConfig `yaml:"artifacts"`
 
 	doc            *yamldoc.Doc // the file, for the line of each value; nil when built in code
 	hostFromSystem bool         // Host was taken from the system host name
@@ -126,6 +128,13 @@ type TLSConfig struct {
 type FleetlockConfig struct {
 	URL   string `yaml:"url"`
 	Group string `yaml:"group"`
+}
+
+// ArtifactsConfig is the artifact download policy.
+type ArtifactsConfig struct {
+	// AllowInsecure names the hosts from which artifacts may come over plain
+	// http://; from any other host they must come over https://.
+	AllowInsecure []string `yaml:"allowInsecure"`
 }
 
 // ListenConfig is where the agent serves: Metrics a host:port ("" turns metrics off),
@@ -261,6 +270,11 @@ func (c *Config) validate(skip func(path []any) bool) error {
 	k.dir(c.Paths.Units, DefaultUnitDir, "paths", "units")
 	if c.DriftPolicy != DriftReport && c.DriftPolicy != DriftRestore {
 		k.fail(fmt.Sprintf("%q is not one of report, restore", c.DriftPolicy), "driftPolicy")
+	}
+	for i, h := range c.Artifacts.AllowInsecure {
+		if h == "" || strings.ContainsAny(h, "/:@ ") && net.ParseIP(h) == nil {
+			k.fail(fmt.Sprintf("%q is not a host name or address", h), "artifacts", "allowInsecure", i)
+		}
 	}
 	for i, u := range c.AllowUnits {
 		if err := spec.CheckUnitName(u); err != nil {

@@ -249,7 +249,7 @@ var badConfigs = []struct {
 		`agent.yaml:6: webhooks[2].url: no scheme; write it as https://host[:port]/...`,
 	}},
 	{"strict-decode.yaml", []string{
-		`agent.yaml:3: unknown field "hots"; known fields: allowUnits, driftPolicy, host, lease, listen, paths, repo, webhooks`,
+		`agent.yaml:3: unknown field "hots"; known fields: allowUnits, artifacts, driftPolicy, host, lease, listen, paths, repo, webhooks`,
 		`agent.yaml:5: repo.url: scheme "ftp" not supported; use https://, ssh:// or file://`,
 		`agent.yaml:6: unknown field "branh" (did you mean "branch"?)`,
 		`agent.yaml:7: invalid duration "30": expected a number with a unit, such as 500ms, 10s or 5m`,

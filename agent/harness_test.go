@@ -154,7 +154,8 @@ func (h *harness) sibling(name string) *harness {
 func (h *harness) writeConfig(extra string) {
 	h.t.Helper()
 	h.extra = extra
-	cfg := "host: " + h.host.Name + "\nrepo:\n  url: file:///srv/git/" + filepath.Base(h.repo.Bare) + "\n  branch: main\n  poll: 1s\n" + extra
+	cfg := "host: " + h.host.Name + "\nartifacts: {allowInsecure: [\"" + h.gateway + "\"]}\n" +
+		"repo:\n  url: file:///srv/git/" + filepath.Base(h.repo.Bare) + "\n  branch: main\n  poll: 1s\n" + extra
 	if err := os.MkdirAll(h.host.Path("/etc/baton"), 0o755); err != nil {
 		h.t.Fatal(err)
 	}

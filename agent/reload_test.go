@@ -40,7 +40,7 @@ func TestConfigReload(t *testing.T) {
 	h.waitFor("the bad configuration to be refused", 30*time.Second, func() bool {
 		return strings.Contains(h.journal(), "configuration not reloaded; keeping the current one")
 	})
-	if j := h.journal(); !strings.Contains(j, `agent.yaml:4: unknown field \"brnch\" (did you mean \"branch\"?)`) {
+	if j := h.journal(); !strings.Contains(j, `agent.yaml:5: unknown field \"brnch\" (did you mean \"branch\"?)`) {
 		t.Errorf("the refusal does not give the file and line:\n%s", j)
 	}
 	if !h.agentActive() {

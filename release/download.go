@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -65,6 +66,9 @@ func (s *Stager) download(ctx context.Context, a spec.Artifact, i int, f *os.Fil
 	where := redactURL(u)
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return where, 0, fmt.Errorf("artifact %s: the scheme must be http or https", where)
+	}
+	if u.Scheme == "http" && !slices.Contains(s.AllowInsecure, u.Hostname()) {
+		return where, 0, fmt.Errorf("artifact %s: plain http:// is refused; use https://, or name the host %s in the agent's artifacts.allowInsecure", where, u.Hostname())
 	}
 	if u.Host == "" {
 		return where, 0, fmt.Errorf("artifact %s: the URL has no host", where)

@@ -71,7 +71,10 @@ type Stager struct {
 	StateDir string
 	Client   *retryablehttp.Client // nil: a default one (see newClient)
 	Limits   Limits                // zero fields take the defaults
-	Logger   *slog.Logger          // nil: no logs
+	Logger   *slog.Logger
+	// AllowInsecure names the hosts whose artifacts may come over plain http://;
+	// every other artifact must come over https://.
+	AllowInsecure []string // nil: no logs
 
 	once       sync.Once
 	defaultCli *retryablehttp.Client

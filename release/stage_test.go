@@ -112,7 +112,7 @@ func TestStage(t *testing.T) {
 	plain := tarball(t, false, ent{name: "static/index.html", body: "<h1>hi</h1>", mode: 0o640})
 	srv := newServer(t, map[string][]byte{"/api": bin, "/api.tar.gz": tgz, "/static.tar": plain})
 	state := t.TempDir()
-	s := &Stager{StateDir: state, Client: fastClient()}
+	s := &Stager{StateDir: state, Client: fastClient(), AllowInsecure: loopback}
 	r := rendered(state,
 		spec.Artifact{URL: srv.URL + "/api", SHA256: sum(bin), Unpack: "none", Name: "api-tool"},
 		spec.Artifact{URL: srv.URL + "/api.tar.gz", SHA256: sum(tgz), Unpack: "tar.gz"},
@@ -177,7 +177,7 @@ func TestStageReplacesIncompleteDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(r.Vars.Release, "half"), []byte("x"), 0o644)
-	dir, err := (&Stager{StateDir: state, Client: fastClient()}).Stage(context.Background(), r)
+	dir, err := (&Stager{StateDir: state, Client: fastClient(), AllowInsecure: loopback}).Stage(context.Background(), r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestStageConcurrent(t *testing.T) {
 	tgz := tarball(t, true, file("a", "1"), file("b/c", "2"))
 	srv := newServer(t, map[string][]byte{"/a.tar.gz": tgz})
 	state := t.TempDir()
-	s := &Stager{StateDir: state, Client: fastClient()}
+	s := &Stager{StateDir: state, Client: fastClient(), AllowInsecure: loopback}
 	r := rendered(state, spec.Artifact{URL: srv.URL + "/a.tar.gz", SHA256: sum(tgz), Unpack: "tar.gz"})
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
@@ -306,7 +306,7 @@ func TestStageFails(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			state := t.TempDir()
-			s := &Stager{StateDir: state, Client: fastClient(), Limits: Limits{MaxArtifactBytes: 3000}}
+			s := &Stager{StateDir: state, Client: fastClient(), AllowInsecure: loopback, Limits: Limits{MaxArtifactBytes: 3000}}
 			r := rendered(state, tt.artifacts...)
 			before := map[string]int{}
 			for p := range tt.requests {
@@ -351,7 +351,7 @@ func TestStageFails(t *testing.T) {
 func TestStageRefusesOtherStateDir(t *testing.T) {
 	r := rendered("/elsewhere", spec.Artifact{URL: "http://127.0.0.1:1/x", SHA256: strings.Repeat("0", 64), Name: "x"})
 	state := t.TempDir()
-	_, err := (&Stager{StateDir: state}).Stage(context.Background(), r)
+	_, err := (&Stager{StateDir: state, AllowInsecure: loopback}).Stage(context.Background(), r)
 	if err == nil || !strings.Contains(err.Error(), "rendered for release directory /elsewhere/") {
 		t.Fatalf("err = %v, want a state directory mismatch", err)
 	}
@@ -366,7 +366,7 @@ func TestStageCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	r := rendered(state, spec.Artifact{URL: srv.URL + "/good", SHA256: sum([]byte("good")), Name: "good"})
-	_, err := (&Stager{StateDir: state, Client: fastClient()}).Stage(ctx, r)
+	_, err := (&Stager{StateDir: state, Client: fastClient(), AllowInsecure: loopback}).Stage(ctx, r)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
@@ -376,12 +376,27 @@ func TestStageCanceled(t *testing.T) {
 }
 
 func TestDefaultClient(t *testing.T) {
-	s := &Stager{StateDir: t.TempDir()}
+	s := &Stager{StateDir: t.TempDir(), AllowInsecure: loopback}
 	c := s.client()
 	if c.RetryMax != DefaultRetryMax || c.Logger != nil || c.HTTPClient.Transport.(*http.Transport).ResponseHeaderTimeout == 0 {
 		t.Errorf("default client: RetryMax %d, Logger %v, transport %+v", c.RetryMax, c.Logger, c.HTTPClient.Transport)
 	}
 	if s.client() != c {
 		t.Error("the default client is made more than once")
+	}
+}
+
+// loopback lets the tests' plain-http servers on 127.0.0.1 through.
+var loopback = []string{"127.0.0.1"}
+
+func TestStageRefusesPlainHTTP(t *testing.T) {
+	r := &spec.Rendered{Service: spec.Service{Name: "api", Version: "1.0.0", Artifacts: []spec.Artifact{
+		{URL: "http://releases.example.com/api", SHA256: strings.Repeat("a", 64), Unpack: spec.UnpackNone, Name: "api"},
+	}}}
+	for _, allow := range [][]string{nil, {"other.example.com"}} {
+		_, err := (&Stager{StateDir: t.TempDir(), AllowInsecure: allow}).Stage(context.Background(), r)
+		if err == nil || !strings.Contains(err.Error(), "plain http:// is refused") || !strings.Contains(err.Error(), "artifacts.allowInsecure") {
+			t.Errorf("allowInsecure %v: Stage = %v, want plain http refused", allow, err)
+		}
 	}
 }
