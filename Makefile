@@ -23,8 +23,8 @@ lint: ## gofmt, go vet, staticcheck, go mod tidy check
 unit: ## only the tests, with -race (no package installs, no lint)
 	$(GO) test -race ./...
 
-demo: ## validate and plan the embedded example fleet
-	$(GO) run ./cmd/baton demo
+demo: ## (root) the demo fleet, live: 3 real systemd hosts behind HAProxy, a rolling upgrade, a bad release halted
+	./scripts/demo
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
 	./scripts/fuzz $(FUZZTIME)
@@ -78,3 +78,11 @@ $(addprefix package-,$(PKG_ARCHS)): package-%: package-stage
 	BATON_VERSION='$(PKG_VERSION)' BATON_ARCH=$* BATON_BIN=$(DIST)/linux_$*/baton BATON_STAGE=$(PKG_STAGE) \
 	BATON_MAINTAINER='$(PKG_MAINTAINER)' $(GO) tool nfpm package --config packaging/nfpm.yaml \
 		--packager rpm --target '$(DIST)/baton-$(PKG_VERSION).$(call rpmarch,$*).rpm'
+
+# The fleet test bed (internal/testfleet): real systemd-nspawn hosts, etcd, HAProxy.
+.PHONY: demo-live bench-rollout
+
+demo-live: demo
+
+bench-rollout: ## (root) rollout time vs its floor, failed requests, revert time, on 3 and 5 hosts and without drain
+	$(GO) test -run '^$$' -bench BenchmarkRollout -benchtime 1x -timeout 30m ./internal/testfleet/

@@ -269,6 +269,15 @@ func (h *harness) startAgent(env ...string) {
 // startAgentWith runs the agent with extra unit properties (Type=notify, ...).
 func (h *harness) startAgentWith(props []string, env ...string) {
 	h.t.Helper()
+	// The previous run's transient unit must be gone: a unit that failed (a crash
+	// test) or is still stopping is collected only once systemd gets to it.
+	h.waitFor("the previous agent unit to be collected", 30*time.Second, func() bool {
+		if h.unitProp(agentUnit, "LoadState") == "not-found" {
+			return true
+		}
+		_, _ = h.host.Exec(context.Background(), "systemctl", "reset-failed", agentUnit)
+		return false
+	})
 	args := []string{"systemd-run", "--unit=" + agentUnit, "--collect", "--property=KillMode=mixed"}
 	for _, p := range props {
 		args = append(args, "--property="+p)

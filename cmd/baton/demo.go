@@ -17,7 +17,7 @@ func newDemoCmd() *cobra.Command {
 		Short: "Validate and plan the embedded example fleet",
 		Long: `Demo runs baton on the example fleet built into the binary: it validates the
 repository and shows the plan for a fresh web and db host. The live demo, a rolling
-upgrade of real hosts behind a load balancer, lands with the fleet test bed.`,
+upgrade of real hosts behind a load balancer, is ./scripts/demo (as root).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			w := cmd.OutOrStdout()
@@ -40,7 +40,7 @@ upgrade of real hosts behind a load balancer, lands with the fleet test bed.`,
 					return err
 				}
 			}
-			fmt.Fprintln(w, "\nnot yet: the live rolling upgrade of real hosts comes with the fleet test bed (make demo will run it).")
+			fmt.Fprintln(w, "\nthe live demo, a rolling upgrade of three real systemd hosts behind HAProxy: ./scripts/demo (as root)")
 			return nil
 		},
 	}

@@ -1,0 +1,128 @@
+package testfleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestProgramTBTurnsFatalIntoAnError(t *testing.T) {
+	p := newProgramTB(nil)
+	var order []int
+	err := catch(func() {
+		p.Cleanup(func() { order = append(order, 1) })
+		p.Cleanup(func() { order = append(order, 2) })
+		p.Fatalf("boot host %s: %v", "h1", errors.New("no bridge"))
+		t.Error("Fatalf returned")
+	})
+	if err == nil || err.Error() != "boot host h1: no bridge" {
+		t.Errorf("catch: got %v", err)
+	}
+	if !p.Failed() {
+		t.Error("not failed after Fatalf")
+	}
+	p.Close()
+	if fmt.Sprint(order) != "[2 1]" {
+		t.Errorf("cleanups ran in order %v, want [2 1]", order)
+	}
+	if err := catch(func() {}); err != nil {
+		t.Errorf("catch of nothing: %v", err)
+	}
+}
+
+// TestFleet starts two hosts and upgrades them under load through HAProxy: no request
+// fails; then a bad release is reverted on one host and halts the group.
+func TestFleet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots real hosts")
+	}
+	f := StartTB(t, Options{Hosts: 2, MinHealthy: 2 * time.Second})
+	ctx := context.Background()
+	l := StartLoad(f.LB.URL+"/", 4, 200000, 3*time.Minute)
+	good, err := f.Upgrade(ctx, Release{Version: "2.0.0"})
+	sent, failed := l.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("good release: %d requests, %d failed, %v (floor %v), at most %d out of rotation", sent, failed, good.Took.Round(time.Millisecond), good.Floor, good.MaxOut)
+	if failed != 0 || len(good.Committed) != 2 || good.MaxOut > 1 {
+		t.Errorf("good release: %d of %d failed, committed on %v, %d out at once", failed, sent, good.Committed, good.MaxOut)
+	}
+	for _, h := range f.Hosts {
+		if v := h.Served(); v != "2.0.0" {
+			t.Errorf("%s serves %q", h.Name, v)
+		}
+	}
+	holders, waiting, err := f.Lease(ctx)
+	if err != nil || len(holders)+len(waiting) != 0 {
+		t.Errorf("lease after the rollout: holders %v, waiting %v, %v", holders, waiting, err)
+	}
+
+	bad, err := f.Upgrade(ctx, Release{Version: "3.0.0", Mode: "fail-health"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("bad release: ran on %v, halted %v, old version serving %v after the revert began", bad.Switched, bad.Halted, bad.RevertToServing)
+	if len(bad.Switched) != 1 || !bad.Halted || len(bad.Committed) != 0 || bad.RevertToServing <= 0 {
+		t.Errorf("bad release: %+v", bad)
+	}
+	for _, h := range f.Hosts {
+		if v := h.Served(); v != "2.0.0" {
+			t.Errorf("%s serves %q after the bad release", h.Name, v)
+		}
+	}
+}
+
+// BenchmarkRollout measures rolling upgrades of 3 and 5 hosts behind HAProxy under
+// steady load, a bad release on each, and a rollout of 3 hosts with drain disabled.
+// Run with -benchtime 1x: each iteration is a good and a bad release.
+func BenchmarkRollout(b *testing.B) {
+	for _, n := range []int{3, 5} {
+		b.Run(fmt.Sprintf("hosts=%d", n), func(b *testing.B) { benchRollout(b, Options{Hosts: n}) })
+	}
+	b.Run("hosts=3/no-drain", func(b *testing.B) { benchRollout(b, Options{Hosts: 3, NoDrain: true}) })
+	// The demo service finishes requests in flight at SIGTERM and HAProxy retries a
+	// refused connection, so a restart without drain may fail nothing. Slow requests
+	// cut at SIGTERM show what drain avoids for a service that is less polite.
+	const rude = "--request-delay 50ms --shutdown-timeout 1ms"
+	b.Run("hosts=3/rude", func(b *testing.B) { benchRollout(b, Options{Hosts: 3, ServiceFlags: rude}) })
+	b.Run("hosts=3/rude/no-drain", func(b *testing.B) { benchRollout(b, Options{Hosts: 3, ServiceFlags: rude, NoDrain: true}) })
+}
+
+func benchRollout(b *testing.B, o Options) {
+	f := StartTB(b, o)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := range b.N {
+		l := StartLoad(f.LB.URL+"/", 4, 1000000, 5*time.Minute)
+		good, err := f.Upgrade(ctx, Release{Version: fmt.Sprintf("2.%d.0", i)})
+		sent, failed := l.Finish()
+		if err != nil {
+			b.Fatal(err)
+		}
+		ratio := good.Took.Seconds() / good.Floor.Seconds()
+		b.ReportMetric(float64(sent), "sent")
+		b.ReportMetric(float64(failed), "failed")
+		b.ReportMetric(good.Took.Seconds(), "rollout-s")
+		b.ReportMetric(good.Floor.Seconds(), "floor-s")
+		b.ReportMetric(ratio, "rollout/floor")
+		b.Logf("%d hosts, drain %v: %d requests during the upgrade, %d failed; rollout %v, floor %v (sum of SWITCHING+VERIFYING), ratio %.2f; at most %d out of rotation",
+			o.Hosts, !o.NoDrain, sent, failed, good.Took.Round(time.Millisecond), good.Floor.Round(time.Millisecond), ratio, good.MaxOut)
+		if o.NoDrain || o.ServiceFlags != "" {
+			continue // the bad release adds nothing to what drain avoids
+		}
+		l = StartLoad(f.LB.URL+"/", 4, 1000000, 5*time.Minute)
+		bad, err := f.Upgrade(ctx, Release{Version: fmt.Sprintf("3.%d.0", i), Mode: "fail-health"})
+		sent, failed = l.Finish()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(bad.RevertToServing.Seconds(), "revert-s")
+		b.ReportMetric(float64(len(bad.Switched)), "bad-hosts")
+		b.ReportMetric(float64(failed), "bad-failed")
+		b.Logf("%d hosts, bad release: ran on %d host(s) %v, group halted %v; failing check to old version serving %v; %d requests, %d failed",
+			o.Hosts, len(bad.Switched), bad.Switched, bad.Halted, bad.RevertToServing.Round(time.Millisecond), sent, failed)
+	}
+}

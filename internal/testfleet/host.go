@@ -1,0 +1,114 @@
+package testfleet
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/baton-fleet/baton/internal/testbed"
+	"github.com/baton-fleet/baton/internal/testgit"
+	"github.com/baton-fleet/baton/rollback"
+)
+
+// Host is one host of the fleet; its state is read from its state directory, its
+// journal and its demo service.
+type Host struct {
+	*testbed.Host
+	fleet *Fleet
+}
+
+// client makes the fleet's own requests to the hosts; it keeps no idle connections.
+var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+// writeConfig writes the agent's configuration: the repository bound in at /srv/git,
+// polled every second, the etcd lease, and plain http:// artifacts allowed from the
+// release server on the gateway.
+func (h *Host) writeConfig(tb testing.TB, repo *testgit.Repo, etcd, gateway string) {
+	tb.Helper()
+	cfg := "host: " + h.Name + "\nrepo:\n  url: file:///srv/git/" + baseName(repo.Bare) +
+		"\n  branch: main\n  poll: " + DefaultPoll.String() + "\n" +
+		"lease:\n  backend: etcd\n  etcd: {endpoints: [\"" + etcd + "\"], prefix: " + etcdPrefix + ", ttl: 5s}\n" +
+		"artifacts:\n  allowInsecure: [\"" + gateway + "\"]\n"
+	if err := os.MkdirAll(h.Path("/etc/baton"), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(h.Path("/etc/baton/agent.yaml"), []byte(cfg), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// startAgent runs the agent as a transient systemd service in the host.
+func (h *Host) startAgent(tb testing.TB) {
+	tb.Helper()
+	h.MustExec(tb, "systemd-run", "--unit="+AgentUnit, "--collect", "--property=KillMode=mixed",
+		"/usr/local/bin/baton", "agent", "--config", "/etc/baton/agent.yaml")
+}
+
+// LastGood is the host's last good record, empty when it has none.
+func (h *Host) LastGood() rollback.LastGood {
+	var lg rollback.LastGood
+	if b, err := os.ReadFile(h.Path(stateDir + "/" + rollback.LastGoodFile)); err == nil {
+		_ = json.Unmarshal(b, &lg)
+	}
+	return lg
+}
+
+// TxnState is the open transaction's state, "" when the agent is idle.
+func (h *Host) TxnState() string {
+	var txn rollback.Txn
+	b, err := os.ReadFile(h.Path(stateDir + "/" + rollback.TxnFile))
+	if err != nil || json.Unmarshal(b, &txn) != nil {
+		return ""
+	}
+	return string(txn.State)
+}
+
+// Quarantined reports whether the host quarantined commit.
+func (h *Host) Quarantined(commit string) bool {
+	s := &rollback.Store{Dir: h.Path(stateDir)}
+	q, err := s.IsQuarantined(commit)
+	return err == nil && q != nil
+}
+
+// Settled reports whether the agent is idle on commit: committed or quarantined.
+func (h *Host) Settled(commit string) bool {
+	return h.TxnState() == "" && (h.LastGood().Revision == commit || h.Quarantined(commit))
+}
+
+// Served is the version the host's demo service answers with, "" if none.
+func (h *Host) Served() string {
+	resp, err := client.Get("http://" + h.IP + ":" + DemoPort + "/version")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// InRotation reports whether HAProxy sends requests to the host: ready and UP.
+func (h *Host) InRotation() bool {
+	st, err := h.fleet.haproxyState(h.Name)
+	return err == nil && st.Admin.String() == "ready" && strings.HasPrefix(st.Status, "UP")
+}
+
+// Journal is the agent's journal, message lines only.
+func (h *Host) Journal() string {
+	out, _ := h.Exec(context.Background(), "journalctl", "--no-pager", "-o", "cat", "-u", AgentUnit)
+	return string(out)
+}
+
+// Switched reports whether the host ever switched to commit (its journal says so).
+func (h *Host) Switched(commit string) bool {
+	return strings.Contains(h.Journal(), short(commit)+": switching")
+}
+
+func baseName(p string) string { return p[strings.LastIndex(p, "/")+1:] }

@@ -1,0 +1,74 @@
+package testfleet
+
+import (
+	"regexp"
+	"strings"
+	"time"
+)
+
+// The agent logs with slog's text handler: time=... level=... msg="..." key=value ...
+var (
+	timeAttr  = regexp.MustCompile(`(?:^|\s)time=(\S+)`)
+	stepsAttr = regexp.MustCompile(`(?:^|\s)steps="([^"]*)"`)
+)
+
+// findLine returns the last journal line with message msg about commit.
+func findLine(journal, msg, commit string) (string, bool) {
+	lines := strings.Split(journal, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := lines[i]
+		if strings.Contains(l, `msg="`+msg+`"`) && strings.Contains(l, "commit="+short(commit)) {
+			return l, true
+		}
+	}
+	return "", false
+}
+
+// parseTime is the time= attribute of a log line.
+func parseTime(line string) (time.Time, bool) {
+	m := timeAttr.FindStringSubmatch(line)
+	if m == nil {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, m[1])
+	return t, err == nil
+}
+
+// parseSteps is the steps= attribute of a log line: each state's duration.
+func parseSteps(line string) map[string]time.Duration {
+	m := stepsAttr.FindStringSubmatch(line)
+	if m == nil {
+		return nil
+	}
+	out := map[string]time.Duration{}
+	for _, f := range strings.Fields(m[1]) {
+		state, d, ok := strings.Cut(f, "=")
+		if !ok {
+			continue
+		}
+		if v, err := time.ParseDuration(d); err == nil {
+			out[state] += v
+		}
+	}
+	return out
+}
+
+// CommitSteps is how long the host spent in each transaction state for commit, from
+// its agent's "upgrade committed" line; false when the host has not committed it.
+func (h *Host) CommitSteps(commit string) (map[string]time.Duration, bool) {
+	l, ok := findLine(h.Journal(), "upgrade committed", commit)
+	if !ok {
+		return nil, false
+	}
+	return parseSteps(l), true
+}
+
+// RevertStarted is when the host's agent gave up on commit and began reverting
+// ("upgrade failed; reverting"); false when it did not.
+func (h *Host) RevertStarted(commit string) (time.Time, bool) {
+	l, ok := findLine(h.Journal(), "upgrade failed; reverting", commit)
+	if !ok {
+		return time.Time{}, false
+	}
+	return parseTime(l)
+}
