@@ -222,3 +222,64 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 		t.Errorf("the bad release was tried on %v, want exactly one host", tried)
 	}
 }
+
+// TestHostKilledHoldingTheLease powers off a host (SIGKILL to its container) while it
+// holds the group's only slot mid-upgrade, out of rotation: the rollout goes on with
+// the other hosts once its etcd lease expires, and HAProxy keeps serving throughout.
+func TestHostKilledHoldingTheLease(t *testing.T) {
+	_, hosts := newEtcdFleet(t, 3)
+	var servers []testhaproxy.Server
+	for _, h := range hosts {
+		servers = append(servers, testhaproxy.Server{Name: h.host.Name, Addr: h.host.IP + ":" + demoPort, Check: true})
+	}
+	lb := testhaproxy.Start(t, testhaproxy.Config{Backend: "web", Servers: servers, AdminTCP: hosts[0].gateway + ":0"})
+	drainBlock := fmt.Sprintf("drain:\n  haproxy: {socket: %q, backend: web, server: \"{{ .Host }}\", timeout: 10s}\n", lb.AdminTCP)
+	h1 := hosts[0]
+	c1 := h1.push(release{version: "1.0.0", mode: "ok", drain: drainBlock})
+	for _, h := range hosts {
+		h.startAgent()
+	}
+	for _, h := range hosts {
+		h.settled(c1)
+	}
+	h1.waitFor("every host in rotation", time.Minute, func() bool {
+		for _, h := range hosts {
+			st, err := (&drain.HAProxy{Addr: lb.AdminTCP, Backend: "web", Server: h.host.Name}).State(context.Background())
+			if err != nil || st.Admin.String() != "ready" || !strings.HasPrefix(st.Status, "UP") {
+				return false
+			}
+		}
+		return true
+	})
+
+	l := startLoad(lb.URL+"/", 4, 500000, 4*time.Minute)
+	c2 := h1.push(release{version: "2.0.0", mode: "ok", drain: drainBlock})
+	var victim *harness
+	h1.waitFor("a host to be verifying the upgrade", 2*time.Minute, func() bool {
+		for _, h := range hosts {
+			if h.txnState() == "VERIFYING" {
+				victim = h
+				return true
+			}
+		}
+		return false
+	})
+	victim.host.Kill()
+	killed := time.Now()
+	for _, h := range hosts {
+		if h != victim {
+			h.settled(c2)
+		}
+	}
+	t.Logf("the rest committed %v after %s was powered off holding the slot", time.Since(killed).Round(100*time.Millisecond), victim.host.Name)
+	sent, failed := l.finish()
+	t.Logf("%d requests through HAProxy, %d failed", sent, failed)
+	if failed != 0 {
+		t.Errorf("%d of %d requests failed while a host died mid-upgrade", failed, sent)
+	}
+	for _, h := range hosts {
+		if h != victim && h.lastGood().Revision != c2 {
+			t.Errorf("%s did not upgrade after %s died", h.host.Name, victim.host.Name)
+		}
+	}
+}
