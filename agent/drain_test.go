@@ -6,57 +6,14 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/baton-fleet/baton/drain"
+	"github.com/baton-fleet/baton/internal/testfleet"
 	"github.com/baton-fleet/baton/internal/testhaproxy"
 )
-
-// load sends GET requests through url from a few clients until stopped or until a
-// bound on count and time, and counts every failure.
-type load struct {
-	sent, failed atomic.Int64
-	stop         chan struct{}
-	done         sync.WaitGroup
-}
-
-func startLoad(url string, clients int, max int64, limit time.Duration) *load {
-	l := &load{stop: make(chan struct{})}
-	deadline := time.Now().Add(limit)
-	for range clients {
-		l.done.Go(func() {
-			c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{}}
-			defer c.CloseIdleConnections()
-			for l.sent.Load() < max && time.Now().Before(deadline) {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				l.sent.Add(1)
-				resp, err := c.Get(url)
-				if err != nil {
-					l.failed.Add(1)
-					continue
-				}
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					l.failed.Add(1)
-				}
-			}
-		})
-	}
-	return l
-}
-
-func (l *load) finish() (sent, failed int64) {
-	close(l.stop)
-	l.done.Wait()
-	return l.sent.Load(), l.failed.Load()
-}
 
 // TestDrainedUpgradeUnderLoad upgrades a host behind a real HAProxy while clients
 // send requests through it: the agent drains the host (to maint, sessions at 0),
@@ -87,7 +44,7 @@ func TestDrainedUpgradeUnderLoad(t *testing.T) {
 		return err == nil && st.Admin.String() == "ready" && strings.HasPrefix(st.Status, "UP")
 	})
 
-	l := startLoad(lb.URL+"/", 4, 200000, 2*time.Minute)
+	l := testfleet.StartLoad(lb.URL+"/", 4, 200000, 2*time.Minute)
 	time.Sleep(time.Second)
 	// sample h1's admin state while it upgrades: it must pass through maint
 	var sawMaint atomic.Bool
@@ -105,7 +62,7 @@ func TestDrainedUpgradeUnderLoad(t *testing.T) {
 	h.settled(c2)
 	<-sampling
 	time.Sleep(time.Second)
-	sent, failed := l.finish()
+	sent, failed := l.Finish()
 	t.Logf("%d requests through HAProxy during the upgrade, %d failed", sent, failed)
 	if h.lastGood().Revision != c2 {
 		t.Fatalf("the upgrade did not commit: %s", h.quarantineReason(c2))
@@ -145,19 +102,11 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 	for _, h := range hosts {
 		h.settled(c1)
 	}
-	states := func() (out int) {
-		for _, h := range hosts {
-			st, err := (&drain.HAProxy{Addr: lb.AdminTCP, Backend: "web", Server: h.host.Name}).State(context.Background())
-			if err != nil || st.Admin.String() != "ready" || !strings.HasPrefix(st.Status, "UP") {
-				out++
-			}
-		}
-		return out
-	}
+	states := func() int { return outOfRotation(lb, hosts) }
 	h1.waitFor("every host in rotation", time.Minute, func() bool { return states() == 0 })
 
 	rollout := func(name string, rel release, want func(h *harness, c string) bool) {
-		l := startLoad(lb.URL+"/", 4, 500000, 4*time.Minute)
+		l := testfleet.StartLoad(lb.URL+"/", 4, 500000, 4*time.Minute)
 		var maxOut atomic.Int64
 		stop := make(chan struct{})
 		sampled := make(chan struct{})
@@ -183,7 +132,7 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 		h1.waitFor("every host back in rotation", time.Minute, func() bool { return states() == 0 })
 		close(stop)
 		<-sampled
-		sent, failed := l.finish()
+		sent, failed := l.Finish()
 		t.Logf("%s: %d requests through HAProxy, %d failed; at most %d host(s) out of rotation; %v", name, sent, failed, maxOut.Load(), took.Round(100*time.Millisecond))
 		if failed != 0 {
 			t.Errorf("%s: %d of %d requests failed", name, failed, sent)
@@ -242,17 +191,9 @@ func TestHostKilledHoldingTheLease(t *testing.T) {
 	for _, h := range hosts {
 		h.settled(c1)
 	}
-	h1.waitFor("every host in rotation", time.Minute, func() bool {
-		for _, h := range hosts {
-			st, err := (&drain.HAProxy{Addr: lb.AdminTCP, Backend: "web", Server: h.host.Name}).State(context.Background())
-			if err != nil || st.Admin.String() != "ready" || !strings.HasPrefix(st.Status, "UP") {
-				return false
-			}
-		}
-		return true
-	})
+	h1.waitFor("every host in rotation", time.Minute, func() bool { return outOfRotation(lb, hosts) == 0 })
 
-	l := startLoad(lb.URL+"/", 4, 500000, 4*time.Minute)
+	l := testfleet.StartLoad(lb.URL+"/", 4, 500000, 4*time.Minute)
 	c2 := h1.push(release{version: "2.0.0", mode: "ok", drain: drainBlock})
 	var victim *harness
 	h1.waitFor("a host to be verifying the upgrade", 2*time.Minute, func() bool {
@@ -272,7 +213,7 @@ func TestHostKilledHoldingTheLease(t *testing.T) {
 		}
 	}
 	t.Logf("the rest committed %v after %s was powered off holding the slot", time.Since(killed).Round(100*time.Millisecond), victim.host.Name)
-	sent, failed := l.finish()
+	sent, failed := l.Finish()
 	t.Logf("%d requests through HAProxy, %d failed", sent, failed)
 	if failed != 0 {
 		t.Errorf("%d of %d requests failed while a host died mid-upgrade", failed, sent)
@@ -282,4 +223,16 @@ func TestHostKilledHoldingTheLease(t *testing.T) {
 			t.Errorf("%s did not upgrade after %s died", h.host.Name, victim.host.Name)
 		}
 	}
+}
+
+// outOfRotation counts the hosts that HAProxy does not send requests to now: not
+// ready (drained or in maint) or not up by its health checks.
+func outOfRotation(lb *testhaproxy.HAProxy, hosts []*harness) (out int) {
+	for _, h := range hosts {
+		st, err := (&drain.HAProxy{Addr: lb.AdminTCP, Backend: "web", Server: h.host.Name}).State(context.Background())
+		if err != nil || st.Admin.String() != "ready" || !strings.HasPrefix(st.Status, "UP") {
+			out++
+		}
+	}
+	return out
 }
