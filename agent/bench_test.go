@@ -17,7 +17,7 @@ var (
 
 // journal returns the agent's log lines since the start of the test.
 func (h *harness) journal() string {
-	out, err := h.host.Exec(context.Background(), "journalctl", "--no-pager", "-o", "cat", "-u", agentUnit)
+	out, err := h.host.Exec(context.Background(), "journalctl", "--no-pager", "-o", "cat", "-t", agentTag)
 	if err != nil {
 		h.t.Fatal(err)
 	}

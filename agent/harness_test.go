@@ -126,6 +126,8 @@ type harness struct {
 	net     *testbed.Network
 	gateway string // the machine's address on the hosts' bridge
 	extra   string // the configuration's extra YAML
+	unit    string // the agent's current transient unit
+	runs    int    // how many times the agent was started
 	host    *testbed.Host
 	repo    *testgit.Repo
 	rel     *releases
@@ -165,7 +167,7 @@ func (h *harness) writeConfig(extra string) {
 }
 
 const (
-	agentUnit = "baton-agent"
+	agentTag  = "baton" // the agent's syslog identifier: its lines in the journal, whatever its unit
 	stateDir  = "/var/lib/baton"
 	demoPort  = "8080"
 )
@@ -183,7 +185,7 @@ func newHarness(t testing.TB) *harness {
 	h.writeConfig("")
 	t.Cleanup(func() {
 		if t.Failed() {
-			out, _ := h.host.Exec(context.Background(), "journalctl", "--no-pager", "-n", "80", "-u", agentUnit, "-u", "demo.service")
+			out, _ := h.host.Exec(context.Background(), "journalctl", "--no-pager", "-n", "80", "-t", agentTag, "-u", "demo.service")
 			t.Logf("journal of h1:\n%s", out)
 		}
 	})
@@ -269,16 +271,11 @@ func (h *harness) startAgent(env ...string) {
 // startAgentWith runs the agent with extra unit properties (Type=notify, ...).
 func (h *harness) startAgentWith(props []string, env ...string) {
 	h.t.Helper()
-	// The previous run's transient unit must be gone: a unit that failed (a crash
-	// test) or is still stopping is collected only once systemd gets to it.
-	h.waitFor("the previous agent unit to be collected", 30*time.Second, func() bool {
-		if h.unitProp(agentUnit, "LoadState") == "not-found" {
-			return true
-		}
-		_, _ = h.host.Exec(context.Background(), "systemctl", "reset-failed", agentUnit)
-		return false
-	})
-	args := []string{"systemd-run", "--unit=" + agentUnit, "--collect", "--property=KillMode=mixed"}
+	// Each run gets a unit of its own: systemd cannot always collect a finished
+	// transient unit at once inside a container (its cgroup may linger).
+	h.runs++
+	h.unit = fmt.Sprintf("baton-agent-%d", h.runs)
+	args := []string{"systemd-run", "--unit=" + h.unit, "--collect", "--property=KillMode=mixed"}
 	for _, p := range props {
 		args = append(args, "--property="+p)
 	}
@@ -290,13 +287,13 @@ func (h *harness) startAgentWith(props []string, env ...string) {
 }
 
 func (h *harness) agentActive() bool {
-	out, _ := h.host.Exec(context.Background(), "systemctl", "is-active", agentUnit)
+	out, _ := h.host.Exec(context.Background(), "systemctl", "is-active", h.unit)
 	return strings.TrimSpace(string(out)) == "active"
 }
 
 func (h *harness) stopAgent() {
 	h.t.Helper()
-	_, _ = h.host.Exec(context.Background(), "systemctl", "stop", agentUnit)
+	_, _ = h.host.Exec(context.Background(), "systemctl", "stop", h.unit)
 	h.waitFor("the agent to stop", 30*time.Second, func() bool { return !h.agentActive() })
 }
 

@@ -53,7 +53,7 @@ func TestConfigReload(t *testing.T) {
 	h.waitFor("the good configuration again", 30*time.Second, func() bool {
 		return strings.Count(h.journal(), `msg="configuration reloaded"`) >= 2
 	})
-	h.host.MustExec(t, "systemctl", "kill", "--kill-whom=main", "-s", "HUP", agentUnit)
+	h.host.MustExec(t, "systemctl", "kill", "--kill-whom=main", "-s", "HUP", h.unit)
 	h.waitFor("a reload on SIGHUP", 30*time.Second, func() bool {
 		return strings.Contains(h.journal(), `why=SIGHUP`)
 	})
