@@ -167,9 +167,9 @@ func (h *harness) writeConfig(extra string) {
 }
 
 const (
-	agentTag  = "baton" // the agent's syslog identifier: its lines in the journal, whatever its unit
-	stateDir  = "/var/lib/baton"
-	demoPort  = "8080"
+	agentTag = "baton" // the agent's syslog identifier: its lines in the journal, whatever its unit
+	stateDir = "/var/lib/baton"
+	demoPort = "8080"
 )
 
 func newHarness(t testing.TB) *harness {
