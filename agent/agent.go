@@ -69,6 +69,7 @@ type Agent struct {
 	last       *api.Result // the outcome of the last transaction, for the API
 	drift      []Drift     // managed units changed outside baton, as last seen
 	configFile string      // reloaded on change and on SIGHUP; "" to never reload
+	signedOnly bool        // apply only commits signed by trusted keys
 }
 
 // Status is what the agent is doing, for logs, sd_notify and the local API.
@@ -97,6 +98,7 @@ func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
 	logger = logger.With("host", cfg.Host)
+	verify := gitsync.VerifyOptions{OpenPGPKeyring: cfg.Repo.Verify.OpenPGPKeyring, SSHAllowedSigners: cfg.Repo.Verify.SSHAllowedSigners}
 	git, err := gitsync.New(gitsync.Options{
 		URL:    cfg.Repo.URL,
 		Branch: cfg.Repo.Branch,
@@ -106,15 +108,14 @@ func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
 			SSHKeyFile: cfg.Repo.Auth.SSHKeyFile, KnownHostsFile: cfg.Repo.Auth.KnownHostsFile,
 		},
 		AllowRewind: cfg.Repo.AllowRewind,
-		Verify: gitsync.VerifyOptions{
-			OpenPGPKeyring: cfg.Repo.Verify.OpenPGPKeyring, SSHAllowedSigners: cfg.Repo.Verify.SSHAllowedSigners,
-		},
+		Verify:      verify,
 	}, logger)
 	if err != nil {
 		return nil, err
 	}
-	if v := (gitsync.VerifyOptions{OpenPGPKeyring: cfg.Repo.Verify.OpenPGPKeyring, SSHAllowedSigners: cfg.Repo.Verify.SSHAllowedSigners}); v.Enabled() {
-		if _, err := gitsync.NewVerifier(v); err != nil {
+	if verify.Enabled() {
+		// Load the keys once now, so a bad keyring stops the start with its reason.
+		if _, err := gitsync.NewVerifier(verify); err != nil {
 			return nil, fmt.Errorf("repo.verify: %w", err)
 		}
 	}
@@ -140,6 +141,7 @@ func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
 		wake:       make(chan struct{}, 1),
 		runtimeDir: DefaultRuntimeDir,
 		version:    version,
+		signedOnly: verify.Enabled(),
 		obs:        obs,
 	}, nil
 }

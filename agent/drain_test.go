@@ -86,24 +86,9 @@ func TestDrainedUpgradeUnderLoad(t *testing.T) {
 // request; a bad release is reverted on the first host, reaches no other, and no
 // request fails either.
 func TestRollingUpgradeUnderLoad(t *testing.T) {
-	_, hosts := newEtcdFleet(t, 3)
-	var servers []testhaproxy.Server
-	for _, h := range hosts {
-		servers = append(servers, testhaproxy.Server{Name: h.host.Name, Addr: h.host.IP + ":" + demoPort, Check: true})
-	}
-	lb := testhaproxy.Start(t, testhaproxy.Config{Backend: "web", Servers: servers, AdminTCP: hosts[0].gateway + ":0"})
-	drainBlock := fmt.Sprintf("drain:\n  haproxy: {socket: %q, backend: web, server: \"{{ .Host }}\", timeout: 10s}\n", lb.AdminTCP)
+	hosts, lb, drainBlock := balancedFleet(t, 3)
 	h1 := hosts[0]
-
-	c1 := h1.push(release{version: "1.0.0", mode: "ok", drain: drainBlock})
-	for _, h := range hosts {
-		h.startAgent()
-	}
-	for _, h := range hosts {
-		h.settled(c1)
-	}
 	states := func() int { return outOfRotation(lb, hosts) }
-	h1.waitFor("every host in rotation", time.Minute, func() bool { return states() == 0 })
 
 	rollout := func(name string, rel release, want func(h *harness, c string) bool) {
 		l := testfleet.StartLoad(lb.URL+"/", 4, 500000, 4*time.Minute)
@@ -176,22 +161,8 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 // holds the group's only slot mid-upgrade, out of rotation: the rollout goes on with
 // the other hosts once its etcd lease expires, and HAProxy keeps serving throughout.
 func TestHostKilledHoldingTheLease(t *testing.T) {
-	_, hosts := newEtcdFleet(t, 3)
-	var servers []testhaproxy.Server
-	for _, h := range hosts {
-		servers = append(servers, testhaproxy.Server{Name: h.host.Name, Addr: h.host.IP + ":" + demoPort, Check: true})
-	}
-	lb := testhaproxy.Start(t, testhaproxy.Config{Backend: "web", Servers: servers, AdminTCP: hosts[0].gateway + ":0"})
-	drainBlock := fmt.Sprintf("drain:\n  haproxy: {socket: %q, backend: web, server: \"{{ .Host }}\", timeout: 10s}\n", lb.AdminTCP)
+	hosts, lb, drainBlock := balancedFleet(t, 3)
 	h1 := hosts[0]
-	c1 := h1.push(release{version: "1.0.0", mode: "ok", drain: drainBlock})
-	for _, h := range hosts {
-		h.startAgent()
-	}
-	for _, h := range hosts {
-		h.settled(c1)
-	}
-	h1.waitFor("every host in rotation", time.Minute, func() bool { return outOfRotation(lb, hosts) == 0 })
 
 	l := testfleet.StartLoad(lb.URL+"/", 4, 500000, 4*time.Minute)
 	c2 := h1.push(release{version: "2.0.0", mode: "ok", drain: drainBlock})
@@ -223,6 +194,30 @@ func TestHostKilledHoldingTheLease(t *testing.T) {
 			t.Errorf("%s did not upgrade after %s died", h.host.Name, victim.host.Name)
 		}
 	}
+}
+
+// balancedFleet starts n hosts on the etcd lease behind HAProxy, each draining itself
+// through HAProxy's runtime API, and returns once all run 1.0.0 and are in rotation.
+// drainBlock is the service.yaml drain: block for the releases the test pushes.
+func balancedFleet(t *testing.T, n int) (hosts []*harness, lb *testhaproxy.HAProxy, drainBlock string) {
+	t.Helper()
+	_, hosts = newEtcdFleet(t, n)
+	var servers []testhaproxy.Server
+	for _, h := range hosts {
+		servers = append(servers, testhaproxy.Server{Name: h.host.Name, Addr: h.host.IP + ":" + demoPort, Check: true})
+	}
+	lb = testhaproxy.Start(t, testhaproxy.Config{Backend: "web", Servers: servers, AdminTCP: hosts[0].gateway + ":0"})
+	drainBlock = fmt.Sprintf("drain:\n  haproxy: {socket: %q, backend: web, server: \"{{ .Host }}\", timeout: 10s}\n", lb.AdminTCP)
+	h1 := hosts[0]
+	c1 := h1.push(release{version: "1.0.0", mode: "ok", drain: drainBlock})
+	for _, h := range hosts {
+		h.startAgent()
+	}
+	for _, h := range hosts {
+		h.settled(c1)
+	}
+	h1.waitFor("every host in rotation", time.Minute, func() bool { return outOfRotation(lb, hosts) == 0 })
+	return hosts, lb, drainBlock
 }
 
 // outOfRotation counts the hosts that HAProxy does not send requests to now: not

@@ -46,7 +46,7 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		}
 		return
 	}
-	if a.cfg.Repo.Verify.OpenPGPKeyring != "" || a.cfg.Repo.Verify.SSHAllowedSigners != "" {
+	if a.signedOnly {
 		signer, err := a.git.Verify(commit)
 		if err != nil {
 			a.reject(log, commit, fmt.Errorf("signature: %w", err))

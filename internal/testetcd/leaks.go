@@ -1,15 +1,14 @@
 package testetcd
 
 import (
-	"bytes"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/baton-fleet/baton/internal/leakcheck"
 )
 
 // Main is the TestMain of every package that starts a Cluster:
@@ -31,7 +30,7 @@ func Main(m *testing.M) int {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		gs := goroutines()
-		kids := children()
+		kids := leakcheck.Children()
 		if len(gs) <= base && len(kids) == 0 {
 			return 0
 		}
@@ -66,29 +65,4 @@ func goroutines() []string {
 		}
 	}
 	return gs
-}
-
-// children lists the live child processes of this one as "pid (command)", from /proc.
-// Zombies are not counted.
-func children() []string {
-	self := strconv.Itoa(os.Getpid())
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	var kids []string
-	for _, p := range stats {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 2 || f[1] != self || f[0] == "Z" {
-			continue
-		}
-		kids = append(kids, strings.TrimSpace(string(b[:i+1])))
-	}
-	return kids
 }

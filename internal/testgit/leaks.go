@@ -1,16 +1,15 @@
 package testgit
 
 import (
-	"bytes"
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/baton-fleet/baton/internal/leakcheck"
 )
 
 // Main runs a package's tests and then fails the run when goroutines or
@@ -33,7 +32,7 @@ func waitNoLeaks(base int, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	for {
 		n := runtime.NumGoroutine()
-		kids := children()
+		kids := leakcheck.Children()
 		if n <= base && len(kids) == 0 {
 			return nil
 		}
@@ -47,32 +46,6 @@ func waitNoLeaks(base int, wait time.Duration) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// children lists the live child processes of this one as "pid command",
-// from /proc; none where /proc is missing. Zombies are not counted: they
-// are reaped by whoever waits for them, or by the end of this process.
-func children() []string {
-	self := strconv.Itoa(os.Getpid())
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	var kids []string
-	for _, p := range stats {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 2 || f[1] != self || f[0] == "Z" {
-			continue
-		}
-		kids = append(kids, strings.TrimSpace(string(b[:i+1])))
-	}
-	return kids
 }
 
 // fuzzing reports whether this run is a fuzzing run (go test -fuzz).
