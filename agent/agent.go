@@ -66,10 +66,12 @@ type Agent struct {
 	runtimeDir string // where the package manager leaves RestartMarker
 	version    string
 	obs        *observers
-	last       *api.Result // the outcome of the last transaction, for the API
-	drift      []Drift     // managed units changed outside baton, as last seen
-	configFile string      // reloaded on change and on SIGHUP; "" to never reload
-	signedOnly bool        // apply only commits signed by trusted keys
+	last       *api.Result      // the outcome of the last transaction, for the API
+	drift      []Drift          // managed units changed outside baton, as last seen
+	configFile string           // reloaded on change and on SIGHUP; "" to never reload
+	signedOnly bool             // apply only commits signed by trusted keys
+	tlog       *txnLog          // the open transaction, on every log line
+	rollbackTo *rollbackRequest // an operator's baton rollback, for the loop to run
 }
 
 // Status is what the agent is doing, for logs, sd_notify and the local API.
@@ -97,7 +99,8 @@ func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
 	if err := os.MkdirAll(state, 0o755); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
-	logger = logger.With("host", cfg.Host)
+	tlog := &txnLog{}
+	logger = slog.New(tlog.handler(logger.Handler())).With("host", cfg.Host)
 	verify := gitsync.VerifyOptions{OpenPGPKeyring: cfg.Repo.Verify.OpenPGPKeyring, SSHAllowedSigners: cfg.Repo.Verify.SSHAllowedSigners}
 	git, err := gitsync.New(gitsync.Options{
 		URL:    cfg.Repo.URL,
@@ -143,6 +146,7 @@ func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
 		version:    version,
 		signedOnly: verify.Enabled(),
 		obs:        obs,
+		tlog:       tlog,
 	}, nil
 }
 
@@ -292,6 +296,9 @@ func nextBackoff(prev, limit time.Duration) time.Duration {
 // tick polls the repository once and moves the host toward its head. Its error is a
 // fetch error; everything else is reported in the status and the log.
 func (a *Agent) tick(ctx context.Context) error {
+	if req := a.takeRollback(); req != nil {
+		a.operatorRollback(ctx, req)
+	}
 	u, err := a.git.Poll(ctx)
 	now := time.Now()
 	if err != nil {
@@ -337,7 +344,11 @@ func (a *Agent) hit(state rollback.State) {
 	}
 }
 
+// short is a revision as people read it: its first 7 digits, "none" for no revision.
 func short(rev string) string {
+	if rev == "" {
+		return "none"
+	}
 	if len(rev) > 7 {
 		return rev[:7]
 	}

@@ -102,12 +102,17 @@ func (a *Agent) recordHost(ctx context.Context, h fleet.Host) {
 // halt records in the fleet state that commit failed here: no other host of the
 // group starts it until a newer commit or `baton retry`.
 func (a *Agent) halt(ctx context.Context, txn *rollback.Txn, reason string) {
-	if a.fleet == nil {
+	a.haltCommit(ctx, txn.Group, txn.To, reason)
+}
+
+// haltCommit records in the fleet state that commit is bad in group.
+func (a *Agent) haltCommit(ctx context.Context, group, commit, reason string) {
+	if a.fleet == nil || group == "" {
 		return
 	}
-	if err := a.fleet.store.Fail(ctx, a.fleet.fence(txn.Group, a.cfg.Host), txn.Group, txn.To, a.cfg.Host, reason); err != nil {
+	if err := a.fleet.store.Fail(ctx, a.fleet.fence(group, a.cfg.Host), group, commit, a.cfg.Host, reason); err != nil {
 		// Fenced out: the slot was lost. Record the halt anyway; a halt is never unsafe.
-		if err := a.fleet.store.Fail(ctx, nil, txn.Group, txn.To, a.cfg.Host, reason); err != nil {
+		if err := a.fleet.store.Fail(ctx, nil, group, commit, a.cfg.Host, reason); err != nil {
 			a.log.Error("halt the group in the fleet state", "err", err)
 			return
 		}

@@ -185,8 +185,10 @@ func newHarness(t testing.TB) *harness {
 	h.writeConfig("")
 	t.Cleanup(func() {
 		if t.Failed() {
-			out, _ := h.host.Exec(context.Background(), "journalctl", "--no-pager", "-n", "80", "-t", agentTag, "-u", "demo.service")
-			t.Logf("journal of h1:\n%s", out)
+			// -t and -u would match only lines with both: ask for each.
+			agent, _ := h.host.Exec(context.Background(), "journalctl", "--no-pager", "-n", "60", "-t", agentTag)
+			demo, _ := h.host.Exec(context.Background(), "journalctl", "--no-pager", "-n", "20", "-u", "demo.service")
+			t.Logf("journal of the agent on h1:\n%s\njournal of demo.service on h1:\n%s", agent, demo)
 		}
 	})
 	return h

@@ -108,8 +108,8 @@ func (b apiBackend) Sync(context.Context) error {
 	return nil
 }
 
-func (b apiBackend) Rollback(context.Context) error {
-	return fmt.Errorf("%w: baton rollback is not available yet; a failed upgrade reverts by itself", api.ErrNotReady)
+func (b apiBackend) Rollback(_ context.Context, to string) (api.RollbackAnswer, error) {
+	return b.a.requestRollback(to)
 }
 
 func (b apiBackend) Retry(_ context.Context, commit string) error {

@@ -171,7 +171,7 @@ func newTxn(hs *spec.HostSpec, lg *rollback.LastGood, p *plan.Plan) *rollback.Tx
 	t := &rollback.Txn{
 		ID: hex.EncodeToString(id), Host: hs.Host, Group: hs.Group.Name, From: lg.Revision, To: hs.Revision,
 		Target: rollback.LastGood{Revision: hs.Revision, Host: hs.Host, Group: hs.Group.Name,
-			Services: map[string]rollback.ServiceRecord{}, Files: map[string]string{}},
+			Services: map[string]rollback.ServiceRecord{}, Files: map[string]string{}, History: lg.NextHistory()},
 	}
 	changed := map[string]bool{}
 	for _, s := range p.Services {
@@ -207,6 +207,31 @@ func newTxn(hs *spec.HostSpec, lg *rollback.LastGood, p *plan.Plan) *rollback.Tx
 	return t
 }
 
+// txnPhase records the step of txn that the agent is in, as "upgrading a -> b: step".
+func (a *Agent) txnPhase(txn *rollback.Txn, step string) {
+	a.phase("%s %s -> %s: %s", doing(txn), short(txn.From), short(txn.To), step)
+}
+
+// doing is what a transaction does, in the phase: "upgrading", or "rolling back"
+// for an operator's rollback.
+func doing(txn *rollback.Txn) string {
+	if txn.Rollback {
+		return "rolling back"
+	}
+	return "upgrading"
+}
+
+// txnFields adds to an event's fields that the transaction is an operator's
+// rollback, when it is.
+func txnFields(txn *rollback.Txn, fields map[string]string) map[string]string {
+	if !txn.Rollback {
+		return fields
+	}
+	out := map[string]string{"rollback": "operator"}
+	maps.Copy(out, fields)
+	return out
+}
+
 // startable reports whether a new unit of this type is started when installed:
 // sockets, timers and paths are; a template or a target is not.
 func startable(unit string) bool {
@@ -222,6 +247,7 @@ func (a *Agent) save(txn *rollback.Txn, state rollback.State) error {
 	if err := a.store.Save(txn, state); err != nil {
 		return err
 	}
+	a.tlog.track(txn)
 	a.obs.metrics.TxnState(string(state))
 	a.hit(state)
 	return nil
@@ -230,17 +256,18 @@ func (a *Agent) save(txn *rollback.Txn, state rollback.State) error {
 // upgrade runs the transaction from PREPARED to COMMITTED or FAILED.
 func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) {
 	txn.Attempts = 1
-	a.emit(events.UpgradeStarted, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("upgrading %s -> %s", short(txn.From), short(txn.To)), nil)
-	a.phase("upgrading %s -> %s: preparing", short(txn.From), short(txn.To))
+	a.tlog.track(txn)
+	a.emit(events.UpgradeStarted, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s %s -> %s", doing(txn), short(txn.From), short(txn.To)), txnFields(txn, nil))
 	if err := a.save(txn, rollback.Prepared); err != nil {
 		log.Error("persist the transaction", "err", err)
 		return
 	}
+	a.txnPhase(txn, "preparing")
 	for _, r := range hs.Services {
 		if !slices.Contains(txn.Services, r.Name) {
 			continue
 		}
-		a.phase("upgrading %s %s: staging artifacts", r.Name, r.Version)
+		a.phase("%s %s %s: staging artifacts", doing(txn), r.Name, r.Version)
 		a.notify.busy(time.Hour)
 		_, err := a.stager.Stage(ctx, r)
 		a.notify.busy(0)
@@ -257,7 +284,7 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 		log.Error("persist the transaction", "err", err)
 		return
 	}
-	a.phase("upgrading %s -> %s: waiting for the %s lease", short(txn.From), short(txn.To), txn.Group)
+	a.txnPhase(txn, "waiting for the "+txn.Group+" lease")
 	if a.fleet != nil {
 		if err := a.fleet.lease.SetSlots(ctx, txn.Group, hs.Group.Rollout.MaxParallel); err != nil {
 			a.abort(log, txn, "set the group's slots: "+err.Error())
@@ -283,7 +310,10 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 		return
 	}
 	// The fleet may have changed while this host waited: look again, under the lease.
-	if v, err := a.gate(ctx, hs.Group, txn.To); err != nil || !v.OK {
+	// An operator's rollback goes back to a revision the host ran: no gate holds it.
+	if txn.Rollback {
+		log.Info("rolling back on an operator's request")
+	} else if v, err := a.gate(ctx, hs.Group, txn.To); err != nil || !v.OK {
 		why := v.Why
 		if err != nil {
 			why = "read the fleet state: " + err.Error()
@@ -316,7 +346,7 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 		txn.Created = append(txn.Created, name)
 	}
 	if ds := a.drainers(hs, txn); len(ds) > 0 {
-		a.phase("upgrading %s -> %s: draining", short(txn.From), short(txn.To))
+		a.txnPhase(txn, "draining")
 		if err := a.save(txn, rollback.Draining); err != nil {
 			log.Error("persist the transaction", "err", err)
 			return
@@ -334,7 +364,7 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 			return
 		}
 	}
-	a.phase("upgrading %s -> %s: switching", short(txn.From), short(txn.To))
+	a.txnPhase(txn, "switching")
 	if err := a.save(txn, rollback.Switching); err != nil {
 		log.Error("persist the transaction", "err", err)
 		return
@@ -397,12 +427,12 @@ func (a *Agent) verify(ctx context.Context, txn *rollback.Txn, hs *spec.HostSpec
 	a.notify.busy(v.Deadline + time.Minute)
 	defer a.notify.busy(0)
 	v.Progress = func(p checks.Progress) {
-		phase := fmt.Sprintf("upgrading %s -> %s: verifying %d/%d s, %d/%d checks passing",
-			short(txn.From), short(txn.To), int(p.Healthy.Seconds()), int(p.MinHealthy.Seconds()), p.Passing, p.Total)
+		phase := fmt.Sprintf("%s %s -> %s: verifying %d/%d s, %d/%d checks passing",
+			doing(txn), short(txn.From), short(txn.To), int(p.Healthy.Seconds()), int(p.MinHealthy.Seconds()), p.Passing, p.Total)
 		a.setStatus(func(s *Status) { s.Phase = phase })
 		a.notify.send("STATUS=" + phase)
 	}
-	a.phase("upgrading %s -> %s: verifying", short(txn.From), short(txn.To))
+	a.txnPhase(txn, "verifying")
 	return checks.Verify(ctx, v)
 }
 
@@ -460,13 +490,17 @@ func (a *Agent) commit(ctx context.Context, log *slog.Logger, txn *rollback.Txn,
 	for _, svc := range txn.Services {
 		a.obs.metrics.Upgrade(svc, metrics.Succeeded, took)
 	}
-	a.result(api.Result{Outcome: api.OutcomeUpgraded, From: txn.From, To: txn.To})
-	a.record(ctx, txn, rollback.Committed, txn.To, "upgraded")
-	a.emit(events.UpgradeSucceeded, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("upgraded %s -> %s in %v", short(txn.From), short(txn.To), took.Round(time.Millisecond)), nil)
+	outcome, done := api.OutcomeUpgraded, "upgraded"
+	if txn.Rollback {
+		outcome, done = api.OutcomeRolledBack, "rolled back"
+	}
+	a.result(api.Result{Outcome: outcome, From: txn.From, To: txn.To})
+	a.record(ctx, txn, rollback.Committed, txn.To, done)
+	a.emit(events.UpgradeSucceeded, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s %s -> %s in %v", done, short(txn.From), short(txn.To), took.Round(time.Millisecond)), txnFields(txn, nil))
 	a.finish(ctx, log, txn)
 	a.setStatus(func(s *Status) {
 		s.Applied = txn.To
-		s.LastResult = fmt.Sprintf("upgraded %s -> %s", short(txn.From), short(txn.To))
+		s.LastResult = fmt.Sprintf("%s %s -> %s", done, short(txn.From), short(txn.To))
 	})
 	a.phase("idle at %s", short(txn.To))
 }
@@ -492,6 +526,7 @@ func (a *Agent) finish(ctx context.Context, log *slog.Logger, txn *rollback.Txn)
 	if err := a.store.End(); err != nil {
 		log.Error("close the transaction", "err", err)
 	}
+	a.tlog.done()
 	a.obs.metrics.TxnState("")
 	if q, err := a.store.Quarantine(); err == nil {
 		a.obs.metrics.Quarantined(len(q))
@@ -503,13 +538,16 @@ func (a *Agent) finish(ctx context.Context, log *slog.Logger, txn *rollback.Txn)
 func (a *Agent) abort(log *slog.Logger, txn *rollback.Txn, reason string) {
 	txn.Reason = reason
 	_ = a.store.Save(txn, rollback.Aborted)
+	a.tlog.track(txn)
+	log.Warn("upgrade aborted before touching the host", "reason", reason)
 	_ = a.lease.Release(context.WithoutCancel(context.Background()))
 	if err := a.store.End(); err != nil {
 		log.Error("close the transaction", "err", err)
 	}
+	a.tlog.done()
+	a.result(api.Result{Outcome: api.OutcomeAborted, From: txn.From, To: txn.To, Message: reason})
 	a.setStatus(func(s *Status) { s.LastResult = fmt.Sprintf("aborted upgrade to %s: %s", short(txn.To), reason) })
 	a.phase("idle at %s", short(txn.From))
-	log.Warn("upgrade aborted before touching the host", "reason", reason)
 }
 
 // fail ends a transaction that failed before it touched the host: the commit is
@@ -536,7 +574,8 @@ func (a *Agent) fail(ctx context.Context, log *slog.Logger, txn *rollback.Txn, s
 		outcome = api.OutcomeFailed
 	}
 	a.result(api.Result{Outcome: outcome, From: txn.From, To: txn.To, Step: step, Message: reason, Output: output, Check: txn.Check})
-	a.emit(events.UpgradeFailed, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s: %s", step, reason), map[string]string{"step": step})
+	a.emit(events.UpgradeFailed, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s: %s", step, reason), txnFields(txn, map[string]string{"step": step}))
+	a.emit(events.RolloutHalted, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s quarantined: %s: %s", short(txn.To), step, reason), txnFields(txn, map[string]string{"step": step}))
 }
 
 // rollback reverts a transaction that touched the host, then fails it.
@@ -561,7 +600,7 @@ func (a *Agent) rollback(ctx context.Context, log *slog.Logger, txn *rollback.Tx
 	for _, svc := range txn.Services {
 		a.obs.metrics.Revert(svc, revertResult, time.Since(start))
 	}
-	a.emit(events.RevertDone, txn.From, strings.Join(txn.Services, ","), fmt.Sprintf("reverted %s -> %s", short(txn.To), short(txn.From)), map[string]string{"result": revertResult})
+	a.emit(events.RevertDone, txn.From, strings.Join(txn.Services, ","), fmt.Sprintf("reverted %s -> %s", short(txn.To), short(txn.From)), txnFields(txn, map[string]string{"result": revertResult}))
 	a.fail(ctx, log, txn, step, reason, output)
 }
 

@@ -76,9 +76,13 @@ func (c *Client) Sync(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, PathSync, nil, nil)
 }
 
-// Rollback makes the agent revert the host to its last good revision, under the lease.
-func (c *Client) Rollback(ctx context.Context) error {
-	return c.do(ctx, http.MethodPost, PathRollback, nil, nil)
+// Rollback makes the agent revert the host to an earlier revision it ran, under the
+// lease: to, or the newest earlier one not quarantined when to is "". It returns
+// once the agent has taken the request; State tells how it ends.
+func (c *Client) Rollback(ctx context.Context, to string) (RollbackAnswer, error) {
+	var ans RollbackAnswer
+	err := c.do(ctx, http.MethodPost, PathRollback, RollbackRequest{To: to}, &ans)
+	return ans, err
 }
 
 // Retry lifts the quarantine of commit (a full id or a prefix of at least

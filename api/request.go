@@ -14,6 +14,19 @@ type RetryRequest struct {
 	Commit string `json:"commit"`
 }
 
+// RollbackRequest is the body of POST /v1/rollback: empty, {}, or the revision to
+// go back to; without one the agent picks the newest earlier revision it ran that
+// is not quarantined.
+type RollbackRequest struct {
+	To string `json:"to,omitempty"`
+}
+
+// RollbackAnswer is what the agent will do: revert the host from From to To.
+type RollbackAnswer struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
 // Commit ids: a prefix of at least MinCommitPrefix hex digits, at most a SHA-256 id.
 const (
 	MinCommitPrefix = 7
@@ -34,14 +47,32 @@ func parseRetry(data []byte) (string, error) {
 		return "", fmt.Errorf("%w: commit is required", ErrInvalid)
 	}
 	commit := strings.ToLower(*req.Commit)
-	if err := checkCommit(commit); err != nil {
+	if err := CheckCommit(commit); err != nil {
 		return "", err
 	}
 	return commit, nil
 }
 
-// checkCommit says why commit is not a commit id or prefix.
-func checkCommit(commit string) error {
+// parseRollback decodes the body of POST /v1/rollback: nothing, {}, or {"to":
+// commit}. It returns the commit in lower case, "" when none was given. Errors wrap
+// ErrInvalid.
+func parseRollback(data []byte) (string, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return "", nil
+	}
+	var req RollbackRequest
+	if err := decodeStrict(data, &req); err != nil {
+		return "", err
+	}
+	if req.To == "" {
+		return "", nil
+	}
+	to := strings.ToLower(req.To)
+	return to, CheckCommit(to)
+}
+
+// CheckCommit says why commit (lower case) is not a commit id or a prefix of one.
+func CheckCommit(commit string) error {
 	if len(commit) < MinCommitPrefix || len(commit) > maxCommitLen {
 		return fmt.Errorf("%w: commit must be %d to %d hex digits, got %d characters", ErrInvalid, MinCommitPrefix, maxCommitLen, len(commit))
 	}

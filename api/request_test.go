@@ -55,6 +55,63 @@ func TestParseRetry(t *testing.T) {
 	}
 }
 
+func TestParseRollback(t *testing.T) {
+	tests := []struct {
+		body string
+		want string
+		err  string
+	}{
+		{``, "", ""},
+		{" \n", "", ""},
+		{`{}`, "", ""},
+		{`{"to":""}`, "", ""},
+		{`{"to":"ABCDEF0"}`, "abcdef0", ""},
+		{`{"to":"` + strings.Repeat("0", 40) + `"}`, strings.Repeat("0", 40), ""},
+		{`{"to":"abc"}`, "", "7 to 64 hex digits"},
+		{`{"to":"../../etc/x"}`, "", "hex digits"},
+		{`{"to":7}`, "", "cannot unmarshal number"},
+		{`{"to":"abcdef0","force":true}`, "", `unknown field "force"`},
+		{`{"to":"abcdef0"} {}`, "", "data after the JSON object"},
+		{`null`, "", "not a JSON object"},
+		{`{`, "", "unexpected EOF"},
+	}
+	for _, tt := range tests {
+		got, err := parseRollback([]byte(tt.body))
+		switch {
+		case tt.err == "" && err != nil:
+			t.Errorf("parseRollback(%.50q): %v", tt.body, err)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("parseRollback(%.50q) = %q, %v; want an error with %q", tt.body, got, err, tt.err)
+		case err != nil && !errors.Is(err, ErrInvalid):
+			t.Errorf("parseRollback(%.50q): %v does not wrap ErrInvalid", tt.body, err)
+		case err == nil && got != tt.want:
+			t.Errorf("parseRollback(%.50q) = %q, want %q", tt.body, got, tt.want)
+		}
+	}
+}
+
+func FuzzParseRollback(f *testing.F) {
+	for _, s := range []string{``, `{}`, `{"to":"abcdef0"}`, `{"to":""}`, `{"to":"x"}`, `null`, `{"to":1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		to, err := parseRollback(data)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v does not wrap ErrInvalid", err)
+			}
+			return
+		}
+		if to != "" && !hexCommit.MatchString(to) {
+			t.Fatalf("accepted commit %q", to)
+		}
+		again, _ := json.Marshal(RollbackRequest{To: to})
+		if got, err := parseRollback(again); err != nil || got != to {
+			t.Fatalf("round trip of %q: %q, %v", to, got, err)
+		}
+	})
+}
+
 func TestParseEmpty(t *testing.T) {
 	for body, ok := range map[string]bool{
 		"": true, " \r\n\t": true, "{}": true, " { } ": true,

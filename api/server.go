@@ -27,7 +27,7 @@ const SocketMode fs.FileMode = 0o660
 const (
 	PathStatus   = "/v1/status"   // GET: State
 	PathSync     = "/v1/sync"     // POST, empty body or {}: poll now
-	PathRollback = "/v1/rollback" // POST, empty body or {}: revert to the last good revision
+	PathRollback = "/v1/rollback" // POST, empty body, {} or {"to": commit}: revert to an earlier revision
 	PathRetry    = "/v1/retry"    // POST {"commit": "<id or prefix>"}: lift a quarantine
 )
 
@@ -241,7 +241,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case PathSync:
 		s.command(w, log, parseEmpty(body), func() error { return s.backend.Sync(ctx) }, http.StatusAccepted)
 	case PathRollback:
-		s.command(w, log, parseEmpty(body), func() error { return s.backend.Rollback(ctx) }, http.StatusOK)
+		to, err := parseRollback(body)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		ans, err := s.backend.Rollback(ctx, to)
+		if err != nil {
+			s.fail(w, log, err)
+			return
+		}
+		log.Info("api command done", "from", ans.From, "to", ans.To)
+		writeJSON(w, http.StatusAccepted, ans)
 	case PathRetry:
 		commit, err := parseRetry(body)
 		s.command(w, log.With("commit", commit), err, func() error { return s.backend.Retry(ctx, commit) }, http.StatusOK)

@@ -46,15 +46,18 @@ func (f *fakeBackend) State(context.Context) (State, error) {
 
 func (f *fakeBackend) Sync(context.Context) error { return f.record("sync") }
 
-func (f *fakeBackend) Rollback(ctx context.Context) error {
+func (f *fakeBackend) Rollback(ctx context.Context, to string) (RollbackAnswer, error) {
 	if f.blockCh != nil {
 		select {
 		case <-f.blockCh:
 		case <-ctx.Done():
-			return ctx.Err()
+			return RollbackAnswer{}, ctx.Err()
 		}
 	}
-	return f.record("rollback")
+	if to == "" {
+		to = "1111111"
+	}
+	return RollbackAnswer{From: "2222222", To: to}, f.record("rollback " + to)
 }
 
 func (f *fakeBackend) Retry(_ context.Context, commit string) error {
@@ -157,13 +160,16 @@ func TestCommandsReachTheBackend(t *testing.T) {
 	if err := c.Sync(ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Rollback(ctx(t)); err != nil {
-		t.Fatal(err)
+	if ans, err := c.Rollback(ctx(t), ""); err != nil || ans != (RollbackAnswer{From: "2222222", To: "1111111"}) {
+		t.Fatalf("Rollback: %+v, %v", ans, err)
+	}
+	if ans, err := c.Rollback(ctx(t), "ABCDEF0"); err != nil || ans.To != "abcdef0" {
+		t.Fatalf("Rollback to abcdef0: %+v, %v", ans, err)
 	}
 	if err := c.Retry(ctx(t), "ABCDEF0123"); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"sync", "rollback", "retry abcdef0123"}
+	want := []string{"sync", "rollback 1111111", "rollback abcdef0", "retry abcdef0123"}
 	if got := b.got(); !reflect.DeepEqual(got, want) {
 		t.Errorf("backend got %q, want %q", got, want)
 	}
@@ -187,7 +193,7 @@ func TestErrorsCarryMessages(t *testing.T) {
 			calls := map[string]func() error{
 				"state":    func() error { _, err := c.State(ctx(t)); return err },
 				"sync":     func() error { return c.Sync(ctx(t)) },
-				"rollback": func() error { return c.Rollback(ctx(t)) },
+				"rollback": func() error { _, err := c.Rollback(ctx(t), ""); return err },
 				"retry":    func() error { return c.Retry(ctx(t), "1234567") },
 			}
 			for name, call := range calls {
@@ -232,6 +238,8 @@ func TestBadRequests(t *testing.T) {
 		{"POST", PathSync, `{"now":true}`, 400, `unknown field "now"`},
 		{"POST", PathSync, `null`, 400, "not a JSON object"},
 		{"POST", PathRollback, `{`, 400, "unexpected EOF"},
+		{"POST", PathRollback, `{"to":"main"}`, 400, "commit must be 7 to 64 hex digits"},
+		{"POST", PathRollback, `{"to":"abcdefg"}`, 400, "commit must be hex digits"},
 	}
 	for _, tt := range tests {
 		req, _ := http.NewRequest(tt.method, "http://baton"+tt.path, strings.NewReader(tt.body))
@@ -335,7 +343,7 @@ func TestServeCancelsRequestsInFlight(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(c) }()
 	errc := make(chan error, 1)
-	go func() { errc <- NewClient(path).Rollback(ctx(t)) }()
+	go func() { _, err := NewClient(path).Rollback(ctx(t), ""); errc <- err }()
 	time.Sleep(50 * time.Millisecond) // let the request start; the test holds either way
 	cancel()
 	select {
@@ -461,7 +469,7 @@ func (s *syncBuffer) String() string {
 func TestCommandsAreLoggedWithTheCaller(t *testing.T) {
 	var buf syncBuffer
 	_, c := serveLog(t, &fakeBackend{}, slog.New(slog.NewTextHandler(&buf, nil)))
-	if err := c.Rollback(ctx(t)); err != nil {
+	if _, err := c.Rollback(ctx(t), ""); err != nil {
 		t.Fatal(err)
 	}
 	want := fmt.Sprintf("uid=%d pid=%d", os.Getuid(), os.Getpid())

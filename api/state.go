@@ -72,7 +72,7 @@ const (
 	OutcomeAborted    = "aborted"    // it stopped before touching the host
 	OutcomeRejected   = "rejected"   // the commit is bad input
 	OutcomeUnchanged  = "unchanged"  // the commit changes nothing on this host
-	OutcomeRolledBack = "rolledBack" // `baton rollback` put the last good revision back
+	OutcomeRolledBack = "rolledBack" // `baton rollback` put an earlier revision back
 )
 
 // Result is how the last transaction, or the last decision about a commit, ended.
@@ -127,9 +127,11 @@ type Backend interface {
 	State(ctx context.Context) (State, error)
 	// Sync makes the agent poll the repository now; it returns before the poll.
 	Sync(ctx context.Context) error
-	// Rollback reverts the host to its last good revision, under the lease. It may
-	// return once the revert has started, or when it has ended.
-	Rollback(ctx context.Context) error
+	// Rollback reverts the host to an earlier revision it ran, under the lease: to
+	// (a full id or a prefix), or when to is "" the newest earlier one that is not
+	// quarantined. It returns once the agent has taken the request, with the
+	// revisions it goes from and to; the State tells how it ends.
+	Rollback(ctx context.Context, to string) (RollbackAnswer, error)
 	// Retry lifts the quarantine of commit (a full id, or a prefix of at least 7
 	// hex digits) on this host and its group, so that the agent tries it again.
 	Retry(ctx context.Context, commit string) error

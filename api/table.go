@@ -208,6 +208,10 @@ func (t *table) result(r *Result) {
 	}
 	line := t.paint(style, clean(orDash(r.Outcome)))
 	switch {
+	case r.From != "" && r.To != "" && (r.Outcome == OutcomeReverted || r.Outcome == OutcomeFailed):
+		line += " (the upgrade " + short(r.From) + " -> " + short(r.To) + " failed)"
+	case r.To != "" && (r.Outcome == OutcomeReverted || r.Outcome == OutcomeFailed):
+		line += " (the upgrade to " + short(r.To) + " failed)"
 	case r.From != "" && r.To != "":
 		line += " " + short(r.From) + " -> " + short(r.To)
 	case r.To != "":

@@ -33,30 +33,38 @@ const drainAfterExit = time.Second
 //   - with only PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 //     and LANG=C.UTF-8 in its environment, stdin /dev/null and working directory
 //     /; a program named without a slash is looked up in that PATH;
-//   - as p.User when set;
+//   - as p.User when set (a user name, looked up when the command starts);
 //   - in a process group of its own, which is killed whole (SIGKILL) when timeout
 //     (which must be positive) passes or ctx ends, and also once the command has exited, so that nothing it
 //     started outlives it.
 //
 // The error says how the command failed: exit status, killed at the timeout, or
-// could not start; with the last line of output when there is one.
+// could not start; with the last line of output when there is one. When the
+// command could not start (its user unknown, its program missing...), the output
+// is the error's message, so that a failed check shows why.
 func (p *Prober) Exec(ctx context.Context, argv []string, timeout time.Duration) (string, error) {
 	if len(argv) == 0 {
 		return "", errors.New("exec: no command")
 	}
+	notStarted := func(format string, a ...any) (string, error) {
+		err := fmt.Errorf("%s: %s", argv[0], fmt.Sprintf(format, a...))
+		return err.Error(), err
+	}
 	prog, err := lookPath(argv[0])
 	if err != nil {
-		return "", fmt.Errorf("%s: %v", argv[0], err)
+		return notStarted("%v", err)
 	}
 	attr := &syscall.SysProcAttr{Setpgid: true}
+	start := "start"
 	if p.User != "" {
 		if attr.Credential, err = credential(p.User); err != nil {
-			return "", fmt.Errorf("%s: %v", argv[0], err)
+			return notStarted("%v", err)
 		}
+		start = "start as " + p.User
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
-		return "", fmt.Errorf("%s: %v", argv[0], err)
+		return notStarted("%v", err)
 	}
 	defer r.Close()
 
@@ -71,7 +79,7 @@ func (p *Prober) Exec(ctx context.Context, argv []string, timeout time.Duration)
 	err = cmd.Start()
 	w.Close()
 	if err != nil {
-		return "", fmt.Errorf("%s: start: %v", argv[0], err)
+		return notStarted("%s: %v", start, err)
 	}
 	pid := cmd.Process.Pid
 

@@ -17,8 +17,9 @@ import (
 
 // Prober runs checks once each. The zero value is ready to use.
 type Prober struct {
-	// User, when set, runs exec checks as this user, with its primary and
-	// supplementary groups, looked up with os/user. It needs root.
+	// User, when set, runs exec checks (and Exec's commands) as this user, with its
+	// primary and supplementary groups, looked up with os/user. It needs root. A
+	// check's own exec.user takes precedence.
 	User string
 	// HTTPClient makes the requests of HTTP checks. Nil: a client that keeps no
 	// connection between probes, ignores proxy variables and follows at most 3
@@ -38,7 +39,9 @@ func Probe(ctx context.Context, c spec.Check) Result {
 //   - http: GET c.HTTP.URL; passes when the status is c.HTTP.Status and the first
 //     64 KiB of the body contain c.HTTP.Contains;
 //   - tcp: passes when c.TCP.Address accepts a connection;
-//   - exec: runs c.Exec.Command as Exec does; passes when it exits 0.
+//   - exec: runs c.Exec.Command as Exec does, as c.Exec.User when set (else as
+//     p.User); passes when it exits 0. A user that cannot be looked up fails the
+//     check, naming the user in Err and Output.
 //
 // Knobs left at zero take spec's defaults.
 func (p *Prober) Probe(ctx context.Context, c spec.Check) Result {
@@ -52,7 +55,13 @@ func (p *Prober) Probe(ctx context.Context, c spec.Check) Result {
 	case c.TCP != nil:
 		r.Output, err = probeTCP(ctx, c.TCP.Address, timeout)
 	case c.Exec != nil:
-		r.Output, err = p.Exec(ctx, c.Exec.Command, timeout)
+		q := p
+		if c.Exec.User != "" {
+			cp := *p
+			cp.User = c.Exec.User
+			q = &cp
+		}
+		r.Output, err = q.Exec(ctx, c.Exec.Command, timeout)
 	default:
 		err = errors.New("the check has none of http, tcp, exec")
 	}

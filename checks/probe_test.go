@@ -262,6 +262,83 @@ func TestExecAsUser(t *testing.T) {
 	}
 }
 
+// TestExecCheckUser runs checks that name their own user: the check's exec.user
+// wins over the Prober's User, and an unknown user fails the check naming it.
+func TestExecCheckUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("running as another user needs root")
+	}
+	for _, name := range []string{"nobody", "daemon"} {
+		if _, err := user.Lookup(name); err != nil {
+			t.Skipf("no user %s", name)
+		}
+	}
+	asUser := func(u string, argv ...string) spec.Check {
+		c := execCheck(5*time.Second, argv...)
+		c.Exec.User = u
+		return c
+	}
+	for _, tt := range []struct {
+		name   string
+		prober *Prober
+		check  spec.Check
+		output string // Output exactly, when OK
+		err    string // Err exactly, when not OK
+	}{
+		{name: "check user", prober: &Prober{},
+			check: asUser("nobody", "/bin/sh", "-c", "id -un"), output: "nobody\n"},
+		{name: "check user over the prober's", prober: &Prober{User: "daemon"},
+			check: asUser("nobody", "/bin/sh", "-c", "id -un"), output: "nobody\n"},
+		{name: "prober's user without a check user", prober: &Prober{User: "daemon"},
+			check: asUser("", "/bin/sh", "-c", "id -un"), output: "daemon\n"},
+		{name: "test in the command", prober: &Prober{},
+			check: asUser("nobody", "/bin/sh", "-c", `test "$(id -un)" = nobody && test "$(id -u)" != 0`), output: ""},
+		{name: "unknown user", prober: &Prober{},
+			check: asUser("no-such-user-baton", "/bin/true"),
+			err:   "/bin/true: run as no-such-user-baton: user: unknown user no-such-user-baton"},
+		{name: "unknown check user over a known prober user", prober: &Prober{User: "nobody"},
+			check: asUser("no-such-user-baton", "/bin/true"),
+			err:   "/bin/true: run as no-such-user-baton: user: unknown user no-such-user-baton"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := tt.prober.User
+			r := tt.prober.Probe(context.Background(), tt.check)
+			if tt.prober.User != before {
+				t.Errorf("Probe changed the Prober's User from %q to %q", before, tt.prober.User)
+			}
+			if tt.err == "" {
+				if !r.OK || r.Output != tt.output {
+					t.Errorf("got OK %v, Err %q, Output %q; want OK with output %q", r.OK, r.Err, r.Output, tt.output)
+				}
+				return
+			}
+			if r.OK || r.Err != tt.err {
+				t.Errorf("got OK %v, Err %q; want Err %q", r.OK, r.Err, tt.err)
+			}
+			if r.Output != tt.err {
+				t.Errorf("Output = %q, want the error %q: the command never ran", r.Output, tt.err)
+			}
+		})
+	}
+}
+
+// An exec.user is refused at start when the agent is not root, and the error
+// says as whom it was to run.
+func TestExecCheckUserNotRoot(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root may run as any user")
+	}
+	c := execCheck(5*time.Second, "/bin/true")
+	c.Exec.User = "nobody"
+	if _, err := user.Lookup("nobody"); err != nil {
+		t.Skip("no user nobody")
+	}
+	r := Probe(context.Background(), c)
+	if r.OK || !strings.Contains(r.Err, "/bin/true: start as nobody: ") {
+		t.Errorf("got OK %v, Err %q; want a start error naming nobody", r.OK, r.Err)
+	}
+}
+
 func readPidMaybe(file string) (int, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {

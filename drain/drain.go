@@ -26,7 +26,8 @@ type Drainer interface {
 }
 
 // New returns the Drainer that a rendered spec.Drain describes: an *HAProxy, an
-// *Exec, or Nop when d is nil or empty. A nil logger discards.
+// *Exec (whose commands run as d.Exec.User when set), or Nop when d is nil or
+// empty. A nil logger discards.
 func New(d *spec.Drain, logger *slog.Logger) Drainer {
 	if logger == nil {
 		logger = discard
@@ -47,7 +48,7 @@ func New(d *spec.Drain, logger *slog.Logger) Drainer {
 		return &Exec{
 			DrainCmd:   d.Exec.Drain,
 			UndrainCmd: d.Exec.Undrain,
-			Prober:     &checks.Prober{},
+			Prober:     &checks.Prober{User: d.Exec.User},
 			Logger:     logger.With("drain", "exec"),
 		}
 	}

@@ -20,7 +20,9 @@ const DefaultExecTimeout = 60 * time.Second
 // script that edits a DNS record, a call to a cloud API.
 //
 // Each command runs as checks.Prober.Exec runs it: a clean environment, its own
-// process group killed whole at Timeout. Exit status 0 is success. UndrainCmd must
+// process group killed whole at Timeout, as the Prober's User when set (a user
+// that cannot be looked up fails the command, naming the user). Exit status 0 is
+// success. UndrainCmd must
 // be idempotent and must work without a prior DrainCmd, as Drainer promises; baton
 // cannot check that. An empty command does nothing.
 type Exec struct {

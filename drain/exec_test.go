@@ -3,6 +3,7 @@ package drain
 import (
 	"context"
 	"os"
+	"os/user"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -129,7 +130,7 @@ func TestNew(t *testing.T) {
 	if !ok {
 		t.Fatalf("New(exec) = %T", d)
 	}
-	if !reflect.DeepEqual(e.DrainCmd, []string{"/bin/true", "a"}) || !reflect.DeepEqual(e.UndrainCmd, []string{"/bin/false"}) || e.Prober == nil {
+	if !reflect.DeepEqual(e.DrainCmd, []string{"/bin/true", "a"}) || !reflect.DeepEqual(e.UndrainCmd, []string{"/bin/false"}) || e.Prober == nil || e.Prober.User != "" {
 		t.Errorf("New(exec) = %+v", e)
 	}
 	if err := e.Drain(context.Background()); err != nil {
@@ -137,6 +138,45 @@ func TestNew(t *testing.T) {
 	}
 	if err := e.Undrain(context.Background()); err == nil {
 		t.Error("undrain with /bin/false succeeded")
+	}
+}
+
+// TestNewExecAsUser builds an exec drainer from a spec whose hooks name a user:
+// both commands run as that user, and an unknown user fails them, naming it.
+func TestNewExecAsUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("running as another user needs root")
+	}
+	if _, err := user.Lookup("nobody"); err != nil {
+		t.Skip("no user nobody")
+	}
+	// Each command fails, saying who it ran as, unless it runs as nobody.
+	asNobody := func(what string) []string {
+		return []string{"/bin/sh", "-c", `u=$(id -un); [ "$u" = nobody ] && [ "$(id -u)" != 0 ] || { echo "$0 ran as $u"; exit 1; }; echo "$0 as $u"`, what}
+	}
+	d := New(&spec.Drain{Exec: &spec.ExecDrain{Drain: asNobody("drain"), Undrain: asNobody("undrain"), User: "nobody"}}, nil)
+	e, ok := d.(*Exec)
+	if !ok {
+		t.Fatalf("New(exec) = %T", d)
+	}
+	if e.Prober == nil || e.Prober.User != "nobody" {
+		t.Fatalf("New(exec as nobody).Prober = %+v, want User nobody", e.Prober)
+	}
+	if err := d.Drain(context.Background()); err != nil {
+		t.Errorf("Drain: %v", err)
+	}
+	if err := d.Undrain(context.Background()); err != nil {
+		t.Errorf("Undrain: %v", err)
+	}
+
+	d = New(&spec.Drain{Exec: &spec.ExecDrain{Drain: []string{"/bin/true"}, Undrain: []string{"/bin/true"}, User: "no-such-user-baton"}}, nil)
+	want := "drain command /bin/true: /bin/true: run as no-such-user-baton: user: unknown user no-such-user-baton" +
+		"; and put back: undrain command /bin/true: /bin/true: run as no-such-user-baton: user: unknown user no-such-user-baton"
+	if err := d.Drain(context.Background()); err == nil || err.Error() != want {
+		t.Errorf("Drain as an unknown user: %v\nwant %s", err, want)
+	}
+	if err := d.Undrain(context.Background()); err == nil || !strings.Contains(err.Error(), "run as no-such-user-baton") {
+		t.Errorf("Undrain as an unknown user: %v", err)
 	}
 }
 

@@ -32,6 +32,24 @@ type LastGood struct {
 	// Files holds the content of every unit file baton installed, by unit name: a
 	// revert writes these back exactly, with no need for the old revision's tree.
 	Files map[string]string `json:"files,omitempty"`
+	// History lists the revisions the host committed before this one, newest
+	// first, at most HistoryLen: where `baton rollback` may go back to.
+	History []string `json:"history,omitempty"`
+}
+
+// HistoryLen bounds LastGood.History.
+const HistoryLen = 10
+
+// NextHistory returns the history of the record that follows lg: lg's revision
+// first, then lg's history, without repeats, at most HistoryLen.
+func (lg *LastGood) NextHistory() []string {
+	var h []string
+	for _, rev := range append([]string{lg.Revision}, lg.History...) {
+		if rev != "" && !slices.Contains(h, rev) && len(h) < HistoryLen {
+			h = append(h, rev)
+		}
+	}
+	return h
 }
 
 // ServiceRecord is one service as installed.
@@ -92,7 +110,26 @@ func (lg *LastGood) validate() error {
 			return fmt.Errorf("files: %w", err)
 		}
 	}
+	for _, rev := range lg.History {
+		if !isCommitID(rev) {
+			return fmt.Errorf("history: %q is not a commit id", rev)
+		}
+	}
 	return nil
+}
+
+// isCommitID reports whether s is a full git commit id: 40 (SHA-1) or 64 (SHA-256)
+// lower-case hex digits.
+func isCommitID(s string) bool {
+	if len(s) != 40 && len(s) != 64 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Service returns the service that owns unit, "" when baton does not own it.

@@ -60,6 +60,9 @@ type Txn struct {
 	Step     string    `json:"step,omitempty"`   // the step a failure happened in
 	Output   string    `json:"output,omitempty"` // the failing check's output, for the report
 	Check    string    `json:"check,omitempty"`  // the failing check's name
+	// Rollback marks an operator's `baton rollback`: To is a revision the host ran
+	// before; no fleet gate holds it, and it ends rolledBack.
+	Rollback bool `json:"rollback,omitempty"`
 
 	// The target: what lastgood.json becomes when it commits.
 	Target LastGood `json:"target"`

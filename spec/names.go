@@ -14,6 +14,8 @@ var (
 	fileRE    = regexp.MustCompile(`^[A-Za-z0-9_+-][A-Za-z0-9._+-]*$`)
 	sha256RE  = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	checkRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	userRE    = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+	digitsRE  = regexp.MustCompile(`^[0-9]+$`)
 )
 
 // UnitSuffixes are the unit types a repository may ship as files.
@@ -28,6 +30,26 @@ func checkName(s string) error {
 		return fmt.Errorf("%q is longer than 63 characters", s)
 	case !nameRE.MatchString(s):
 		return fmt.Errorf("%q: use lower-case letters, digits and '-', starting with a letter or digit", s)
+	}
+	return nil
+}
+
+// checkUser checks the user an exec check or hook runs as: a POSIX user name as
+// useradd accepts it by default, [a-z_][a-z0-9_-]*, at most 32 bytes. A numeric uid
+// is refused: the user's primary and supplementary groups come from the user
+// database, so the user must be in it by name. It is not a template.
+func checkUser(s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("empty; leave user out to run as the agent does (root)")
+	case strings.Contains(s, "{{"):
+		return fmt.Errorf("%q: user is not a template; name the user", s)
+	case digitsRE.MatchString(s):
+		return fmt.Errorf("%q: a numeric uid is not accepted; name the user, as the host's user database knows it", s)
+	case len(s) > 32:
+		return fmt.Errorf("%q is longer than 32 characters", s)
+	case !userRE.MatchString(s):
+		return fmt.Errorf("%q is not a user name: use lower-case letters, digits, _ and -, starting with a letter or _", s)
 	}
 	return nil
 }

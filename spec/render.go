@@ -97,6 +97,7 @@ func (s *Service) Render(v Vars) (*Rendered, error) {
 			r.Drain.Exec = &ExecDrain{
 				Drain:   ren.argv(e.Drain, "drain", "exec", "drain"),
 				Undrain: ren.argv(e.Undrain, "drain", "exec", "undrain"),
+				User:    e.User,
 			}
 		}
 	}
@@ -120,7 +121,7 @@ func (s *Service) Render(v Vars) (*Rendered, error) {
 			c.TCP = &t
 		}
 		if c.Exec != nil {
-			c.Exec = &ExecCheck{Command: ren.argv(c.Exec.Command, "checks", i, "exec", "command")}
+			c.Exec = &ExecCheck{Command: ren.argv(c.Exec.Command, "checks", i, "exec", "command"), User: c.Exec.User}
 		}
 	}
 	for _, name := range s.Units {

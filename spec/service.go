@@ -68,10 +68,11 @@ type HAProxyDrain struct {
 	Timeout yamldoc.Duration `yaml:"timeout" json:"timeout"`
 }
 
-// ExecDrain runs a command to drain and another to undrain.
+// ExecDrain runs a command to drain and another to undrain, as User when set.
 type ExecDrain struct {
 	Drain   []string `yaml:"drain" json:"drain"`     // templates
 	Undrain []string `yaml:"undrain" json:"undrain"` // templates
+	User    string   `yaml:"user" json:"user,omitempty"`
 }
 
 // Check is a smoke check: exactly one of HTTP, TCP and Exec.
@@ -98,9 +99,10 @@ type TCPCheck struct {
 	Address string `yaml:"address" json:"address"` // template
 }
 
-// ExecCheck passes when Command exits 0.
+// ExecCheck passes when Command, run as User when set, exits 0.
 type ExecCheck struct {
 	Command []string `yaml:"command" json:"command"` // templates
+	User    string   `yaml:"user" json:"user,omitempty"`
 }
 
 // parseService decodes services/<name>/service.yaml, applies defaults and checks all
@@ -258,6 +260,11 @@ func (s *Service) checkDrain(doc *yamldoc.Doc) yamldoc.Errors {
 				errs.Add(doc.At("drain", "exec", k).Errorf("drain.exec.%s: %v", k, err))
 			}
 		}
+		if d.Exec.User != "" || doc.Has("drain", "exec", "user") { // set, perhaps by a merge key
+			if err := checkUser(d.Exec.User); err != nil {
+				errs.Add(doc.At("drain", "exec", "user").Errorf("drain.exec.user: %v", err))
+			}
+		}
 	}
 	return errs
 }
@@ -299,6 +306,11 @@ func (s *Service) checkChecks(doc *yamldoc.Doc) yamldoc.Errors {
 			kinds = append(kinds, "exec")
 			if err := checkCommand(c.Exec.Command); err != nil {
 				errs.Add(at("exec", "command").Errorf("check %q: exec.command: %v", c.Name, err))
+			}
+			if c.Exec.User != "" || doc.Has("checks", i, "exec", "user") {
+				if err := checkUser(c.Exec.User); err != nil {
+					errs.Add(at("exec", "user").Errorf("check %q: exec.user: %v", c.Name, err))
+				}
 			}
 		}
 		switch len(kinds) {

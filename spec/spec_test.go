@@ -257,6 +257,86 @@ func TestLoadWithAllowUnits(t *testing.T) {
 	}
 }
 
+func TestCheckUser(t *testing.T) {
+	for _, tt := range []struct {
+		user string
+		err  string // substring of the error; "" when the name is accepted
+	}{
+		{"nobody", ""}, {"haproxy", ""}, {"_apt", ""}, {"www-data", ""}, {"svc_01", ""},
+		{"a", ""}, {"root", ""}, {strings.Repeat("a", 32), ""},
+		{"", "empty"},
+		{"0", "numeric uid"}, {"1000", "numeric uid"},
+		{"{{ .Service }}", "not a template"},
+		{strings.Repeat("a", 33), "longer than 32"},
+		{"Nobody", "not a user name"}, {"-nobody", "not a user name"}, {"1abc", "not a user name"},
+		{"www data", "not a user name"}, {"host$", "not a user name"}, {"a.b", "not a user name"},
+		{"a/b", "not a user name"}, {"nobody\n", "not a user name"}, {"ñu", "not a user name"},
+	} {
+		err := checkUser(tt.user)
+		switch {
+		case tt.err == "" && err != nil:
+			t.Errorf("checkUser(%q) = %v, want nil", tt.user, err)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("checkUser(%q) = %v, want an error containing %q", tt.user, err, tt.err)
+		}
+	}
+}
+
+// TestExecUser loads a service whose exec check and exec drain name a user, and
+// renders it: the users are kept as written (they are not templates) and survive
+// rendering beside the rendered commands.
+func TestExecUser(t *testing.T) {
+	file := func(s string) *fstest.MapFile { return &fstest.MapFile{Data: []byte(s)} }
+	fsys := fstest.MapFS{
+		"fleet.yaml": file("apiVersion: baton/v1\ngroups: [{name: web, hosts: [\"web-*\"], services: [api]}]\n"),
+		"services/api/service.yaml": file(`version: "1.0"
+units: [api.service]
+drain:
+  exec: {drain: [/usr/local/bin/lb, drain, "{{ .Host }}"], undrain: [/usr/local/bin/lb, undrain, "{{ .Host }}"], user: haproxy}
+checks:
+  - name: smoke
+    exec: {command: ["{{ .Release }}/smoke"], user: nobody}
+  - name: as-agent
+    exec: {command: [/bin/true]}
+  - name: null-user
+    exec: {command: [/bin/true], user: ~}
+`),
+		"services/api/api.service": file("[Service]\nExecStart={{ .Release }}/api\n"),
+	}
+	r, err := Load(fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := r.Services["api"]
+	if got := []string{api.Drain.Exec.User, api.Checks[0].Exec.User, api.Checks[1].Exec.User, api.Checks[2].Exec.User}; strings.Join(got, ",") != "haproxy,nobody,," {
+		t.Errorf("parsed users = %q, want haproxy, nobody and none", got)
+	}
+	hs, err := r.ForHost("web-01", "3f2a1c0000000000000000000000000000000000", "/var/lib/baton")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := hs.Services[0]
+	if d := rs.Drain.Exec; d.User != "haproxy" || d.Drain[2] != "web-01" || d.Undrain[2] != "web-01" {
+		t.Errorf("rendered drain = %+v, want user haproxy and the host rendered", d)
+	}
+	c := rs.Checks[0].Exec
+	if c.User != "nobody" || !strings.HasPrefix(c.Command[0], "/var/lib/baton/releases/api/1.0-") {
+		t.Errorf("rendered check = %+v, want user nobody and the release rendered", c)
+	}
+	if rs.Checks[1].Exec.User != "" {
+		t.Errorf("rendered check without a user = %+v", rs.Checks[1].Exec)
+	}
+	j, _ := json.Marshal(rs.Service)
+	for _, want := range []string{`"user":"haproxy"`, `"user":"nobody"`} {
+		if !strings.Contains(string(j), want) {
+			t.Errorf("JSON of the rendered service lacks %s: %s", want, j)
+		}
+	}
+	if strings.Count(string(j), `"user"`) != 2 {
+		t.Errorf("JSON of the rendered service shows an empty user: %s", j)
+	}
+}
+
 // FuzzLoad feeds arbitrary fleet.yaml, service.yaml and unit file contents to Load: it
 // must never panic, and every error it returns must name a file of the repository.
 func FuzzLoad(f *testing.F) {

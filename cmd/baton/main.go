@@ -66,7 +66,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newValidateCmd(), newPlanCmd(), newAgentCmd(), newValidateConfigCmd(), newRetryCmd(), newStatusCmd(), newSyncCmd(), newDemoCmd(), newVersionCmd(), newManCmd())
+	root.AddCommand(newValidateCmd(), newPlanCmd(), newAgentCmd(), newValidateConfigCmd(), newRetryCmd(), newRollbackCmd(), newStatusCmd(), newSyncCmd(), newDemoCmd(), newVersionCmd(), newManCmd())
 	root.AddCommand(fleetCommands()...)
 	return root
 }

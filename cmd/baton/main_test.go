@@ -60,6 +60,8 @@ func TestCLI(t *testing.T) {
 		{"plan-broken-repo", []string{"plan", "--repo", "testdata/broken", "--host", "web-01"}},
 		{"plan-no-host", []string{"plan", "--repo", "../../examples/fleet"}},
 		{"version", []string{"version"}},
+		{"rollback-no-agent", []string{"rollback", "--socket", testdata + "/no-agent.sock"}},
+		{"rollback-bad-commit", []string{"rollback", "--socket", testdata + "/no-agent.sock", "--to", "main"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

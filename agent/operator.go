@@ -1,0 +1,168 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/baton-fleet/baton/api"
+	"github.com/baton-fleet/baton/events"
+	"github.com/baton-fleet/baton/plan"
+	"github.com/baton-fleet/baton/rollback"
+)
+
+// rollbackRequest is an operator's `baton rollback`, taken by the API and run by
+// the main loop: from the revision the host ran when it was asked, to an earlier one.
+type rollbackRequest struct {
+	from, to string
+}
+
+// requestRollback checks that the host can go back, picks the revision, and hands
+// the request to the main loop; it does not wait for the rollback. to is a commit
+// id or prefix from the host's history, or "" for the newest earlier revision that
+// is not quarantined.
+func (a *Agent) requestRollback(to string) (api.RollbackAnswer, error) {
+	txn, err := a.store.Load()
+	if err != nil {
+		return api.RollbackAnswer{}, err
+	}
+	if txn != nil {
+		return api.RollbackAnswer{}, fmt.Errorf("%w: an upgrade to %s is in progress (%s); ask again once it ends", api.ErrConflict, short(txn.To), txn.State)
+	}
+	lg, err := a.store.LastGood()
+	if err != nil {
+		return api.RollbackAnswer{}, err
+	}
+	if lg.Revision == "" {
+		return api.RollbackAnswer{}, fmt.Errorf("%w: this host has not applied any revision yet", api.ErrInvalid)
+	}
+	target, err := a.rollbackTarget(lg, to)
+	if err != nil {
+		return api.RollbackAnswer{}, err
+	}
+	a.mu.Lock()
+	pending := a.rollbackTo
+	if pending == nil {
+		a.rollbackTo = &rollbackRequest{from: lg.Revision, to: target}
+	}
+	a.mu.Unlock()
+	if pending != nil {
+		return api.RollbackAnswer{}, fmt.Errorf("%w: a rollback to %s is already on its way", api.ErrConflict, short(pending.to))
+	}
+	a.log.Info("rollback requested by an operator", "from", short(lg.Revision), "to", short(target))
+	a.SyncNow()
+	return api.RollbackAnswer{From: lg.Revision, To: target}, nil
+}
+
+// rollbackTarget picks the revision to go back to from lg's history.
+func (a *Agent) rollbackTarget(lg *rollback.LastGood, to string) (string, error) {
+	ran := make([]string, len(lg.History))
+	for i, rev := range lg.History {
+		ran[i] = short(rev)
+	}
+	if to != "" {
+		for _, rev := range lg.History {
+			if strings.HasPrefix(rev, to) && rev != lg.Revision {
+				return rev, nil
+			}
+		}
+		return "", fmt.Errorf("%w: %s is not a revision this host ran before %s (it ran, newest first: %s)",
+			api.ErrNotFound, to, short(lg.Revision), orNone(ran))
+	}
+	for _, rev := range lg.History {
+		if rev == lg.Revision {
+			continue
+		}
+		q, err := a.store.IsQuarantined(rev)
+		if err != nil {
+			return "", err
+		}
+		if q == nil {
+			return rev, nil
+		}
+	}
+	return "", fmt.Errorf("%w: no earlier revision to go back to from %s that is not quarantined (it ran, newest first: %s); name one with --to",
+		api.ErrNotFound, short(lg.Revision), orNone(ran))
+}
+
+func orNone(list []string) string {
+	if len(list) == 0 {
+		return "none"
+	}
+	return strings.Join(list, " ")
+}
+
+// takeRollback returns the pending rollback request, if any, and clears it.
+func (a *Agent) takeRollback() *rollbackRequest {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	req := a.rollbackTo
+	a.rollbackTo = nil
+	return req
+}
+
+// operatorRollback runs an operator's rollback as a transaction like any upgrade
+// (stage, lease, drain, switch, verify, commit or revert), to a revision the host
+// ran before. The revision it leaves is quarantined first (and, with the etcd
+// lease, its group halted), so that neither a crash nor the next poll brings it
+// back; `baton retry` lifts both.
+func (a *Agent) operatorRollback(ctx context.Context, req *rollbackRequest) {
+	log := a.log.With("commit", short(req.to), "from", short(req.from))
+	refuse := func(outcome, why string) {
+		a.result(api.Result{Outcome: outcome, From: req.from, To: req.to, Message: "rollback: " + why})
+		a.setStatus(func(s *Status) { s.LastResult = fmt.Sprintf("rollback to %s refused: %s", short(req.to), why) })
+		log.Error("rollback refused", "reason", why)
+	}
+	lg, err := a.store.LastGood()
+	if err != nil {
+		refuse(api.OutcomeAborted, err.Error())
+		return
+	}
+	if lg.Revision != req.from {
+		refuse(api.OutcomeAborted, fmt.Sprintf("the host moved to %s before the rollback began; ask again", short(lg.Revision)))
+		return
+	}
+	if a.signedOnly {
+		if _, err := a.git.Verify(req.to); err != nil {
+			refuse(api.OutcomeRejected, "signature: "+err.Error())
+			return
+		}
+	}
+	hs, _, err := a.load(ctx, req.to)
+	if err != nil {
+		refuse(api.OutcomeRejected, err.Error())
+		return
+	}
+	p, err := plan.Compute(hs, lg, a.unitDir.Path)
+	if err != nil {
+		refuse(api.OutcomeAborted, "plan: "+err.Error())
+		return
+	}
+	reason := fmt.Sprintf("rolled back by an operator on %s", a.cfg.Host)
+	if err := a.store.AddQuarantine(req.from, reason); err != nil {
+		refuse(api.OutcomeAborted, "quarantine "+short(req.from)+": "+err.Error())
+		return
+	}
+	a.haltCommit(context.WithoutCancel(ctx), lg.Group, req.from, reason)
+	a.emit(events.RolloutHalted, req.from, "", fmt.Sprintf("%s quarantined: %s", short(req.from), reason), map[string]string{"rollback": "operator"})
+	if !p.Changed() {
+		// The earlier revision runs the same services: only the record moves.
+		next := *lg
+		next.Revision, next.Time, next.History = req.to, time.Now().UTC(), lg.NextHistory()
+		if err := a.store.SetLastGood(&next); err != nil {
+			refuse(api.OutcomeAborted, err.Error())
+			return
+		}
+		a.result(api.Result{Outcome: api.OutcomeRolledBack, From: req.from, To: req.to, Message: "nothing to change on this host"})
+		a.setStatus(func(s *Status) {
+			s.Applied, s.LastResult = req.to, fmt.Sprintf("rolled back %s -> %s (nothing to change)", short(req.from), short(req.to))
+		})
+		a.recordIdle(ctx, hs.Group.Name, req.to, "rolled back")
+		log.Info("rolled back; the services were the same")
+		return
+	}
+	txn := newTxn(hs, lg, p)
+	txn.Rollback = true
+	a.upgrade(ctx, log, txn, hs)
+}

@@ -1,0 +1,150 @@
+package agent_test
+
+import (
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/baton-fleet/baton/api"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// TestOperatorRollback drives `baton rollback` on a real host: refused while the host
+// has nothing to go back to; after v1 -> v2, it puts v1 back under the lease,
+// quarantines v2 so that the next polls leave it alone, and says so in the status
+// (a golden table). Every journal line of the rollback carries its transaction,
+// group, commit, service and step.
+func TestOperatorRollback(t *testing.T) {
+	h := newHarness(t)
+	c1 := h.push(release{version: "1.0.0", mode: "ok"})
+	h.startAgent()
+	h.settled(c1)
+
+	out, err := h.host.Exec(context.Background(), "/usr/local/bin/baton", "rollback")
+	if err == nil || !strings.Contains(string(out), "no earlier revision to go back to from "+short(c1)) {
+		t.Errorf("rollback with no earlier revision: %v\n%s", err, out)
+	}
+
+	c2 := h.push(release{version: "2.0.0", mode: "ok"})
+	h.settled(c2)
+	if h.served() != "2.0.0" {
+		t.Fatalf("serving %q after the upgrade to 2.0.0", h.served())
+	}
+	out, err = h.host.Exec(context.Background(), "/usr/local/bin/baton", "rollback", "--to", "deadbeef")
+	if err == nil || !strings.Contains(string(out), "deadbeef is not a revision this host ran before "+short(c2)+" (it ran, newest first: "+short(c1)+")") {
+		t.Errorf("rollback to a revision the host never ran: %v\n%s", err, out)
+	}
+
+	journalBefore := len(h.journal())
+	out, err = h.host.Exec(context.Background(), "/usr/local/bin/baton", "rollback")
+	if err != nil {
+		t.Fatalf("baton rollback: %v\n%s", err, out)
+	}
+	t.Logf("baton rollback:\n%s", out)
+	for _, want := range []string{
+		"rolling back " + short(c2) + " -> " + short(c1) + " under the group's lease",
+		"rolling back " + short(c2) + " -> " + short(c1) + ": verifying",
+		"rolled back " + short(c2) + " -> " + short(c1),
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("baton rollback does not say %q", want)
+		}
+	}
+	if lg := h.lastGood(); lg.Revision != c1 || h.served() != "1.0.0" {
+		t.Errorf("after the rollback: last good %s, serving %q; want %s, 1.0.0", short(lg.Revision), h.served(), short(c1))
+	}
+	if got, want := h.quarantineReason(c2), "rolled back by an operator on h1"; got != want {
+		t.Errorf("quarantine of %s: %q, want %q", short(c2), got, want)
+	}
+	st := h.status()
+	if st.LastResult == nil || st.LastResult.Outcome != api.OutcomeRolledBack || st.LastResult.From != c2 || st.LastResult.To != c1 {
+		t.Errorf("last result after the rollback: %+v", st.LastResult)
+	}
+	// The head is still c2: the agent polls it and leaves it alone.
+	time.Sleep(3 * time.Second)
+	if lg := h.lastGood(); lg.Revision != c1 || h.txnState() != "" {
+		t.Errorf("the agent went back to %s (txn %q) after the rollback", short(lg.Revision), h.txnState())
+	}
+
+	checkTxnLines(t, h.journal()[journalBefore:])
+	golden(t, "status-rolled-back", maskStatus(h.host.MustExec(t, "/usr/local/bin/baton", "status"), map[string]string{c1: "C1", c2: "C2"}))
+
+	// A newer commit moves the host forward again, as usual.
+	c3 := h.push(release{version: "3.0.0", mode: "ok"})
+	h.settled(c3)
+	if h.lastGood().Revision != c3 {
+		t.Errorf("a commit after the rollback was not applied")
+	}
+	h.consistent()
+}
+
+// checkTxnLines checks that every line of the journal logged inside a transaction
+// carries its id, group, commit, service and step.
+func checkTxnLines(t *testing.T, journal string) {
+	t.Helper()
+	inside, seen := false, 0
+	for line := range strings.SplitSeq(journal, "\n") {
+		if strings.Contains(line, ": preparing") {
+			inside = true
+		}
+		if !inside {
+			continue
+		}
+		seen++
+		for _, key := range []string{"host=", "txn=", "group=", "commit=", "service=", "step="} {
+			if !strings.Contains(line, " "+key) {
+				t.Errorf("a line of the transaction lacks %s: %s", key, line)
+			}
+		}
+		if strings.Contains(line, "upgrade committed") {
+			inside = false
+		}
+	}
+	if seen < 5 {
+		t.Errorf("found %d lines of the transaction in the journal:\n%s", seen, journal)
+	}
+}
+
+// maskStatus replaces what changes from run to run in `baton status`: commits by
+// their names, ages and times by placeholders.
+func maskStatus(out string, commits map[string]string) string {
+	for full, name := range commits {
+		out = strings.ReplaceAll(out, full, name)
+		out = strings.ReplaceAll(out, short(full), name)
+	}
+	out = regexp.MustCompile(`\b\d+(\.\d+)?(ms|s|m|h)\b`).ReplaceAllString(out, "<age>")
+	out = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z`).ReplaceAllString(out, "<time>")
+	out = regexp.MustCompile(`\b\d\d:\d\d:\d\d\b`).ReplaceAllString(out, "<time>")
+	out = regexp.MustCompile(`\b\d{4}-\d\d-\d\d\b`).ReplaceAllString(out, "<date>")
+	out = regexp.MustCompile(`verifying \d+/\d+ s, \d+/\d+ checks passing`).ReplaceAllString(out, "verifying <progress>")
+	out = regexp.MustCompile(`\b[0-9a-f]{8}\b`).ReplaceAllString(out, "<txn>")
+	return out
+}
+
+// golden compares got with testdata/golden/name.txt; -update rewrites it.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	file := filepath.Join("testdata", "golden", name+".txt")
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v (run go test -update)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from %s:\n%s\nwant:\n%s", name, file, got, want)
+	}
+}
