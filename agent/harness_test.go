@@ -132,6 +132,24 @@ type harness struct {
 	repo    *testgit.Repo
 	rel     *releases
 	baton   string
+	secrets *[]string // put in the agent's configuration: never to appear in its journal
+}
+
+// scanSecrets is the log scan of every test: no secret of the agent's configuration
+// in the host's journal, with every field of every line.
+func (h *harness) scanSecrets() {
+	out, _ := h.host.Exec(context.Background(), "journalctl", "--no-pager", "-o", "verbose", "-t", agentTag)
+	for _, s := range *h.secrets {
+		if strings.Contains(string(out), s) {
+			h.t.Errorf("a secret of the agent's configuration appears in the journal of %s", h.host.Name)
+		}
+	}
+}
+
+// secret records a value the test puts in the agent's configuration (a token, a
+// webhook secret): when the test ends, the agent's journal must not hold it.
+func (h *harness) secret(s string) {
+	*h.secrets = append(*h.secrets, s)
 }
 
 // boot starts a host with baton and the fleet repository bound in.
@@ -148,6 +166,7 @@ func (h *harness) sibling(name string) *harness {
 	s := *h
 	s.host = h.boot(name)
 	s.writeConfig(h.extra)
+	h.t.Cleanup(s.scanSecrets)
 	return &s
 }
 
@@ -175,7 +194,7 @@ const (
 func newHarness(t testing.TB) *harness {
 	t.Helper()
 	testbed.Require(t)
-	h := &harness{t: t, baton: build(t, "../cmd/baton", "-X main.version=test")}
+	h := &harness{t: t, baton: build(t, "../cmd/baton", "-X main.version=test"), secrets: new([]string)}
 	n := testbed.NewNetwork(t)
 	h.net = n
 	h.rel = serveReleases(t, n.Gateway())
@@ -184,6 +203,7 @@ func newHarness(t testing.TB) *harness {
 	h.gateway = n.Gateway()
 	h.writeConfig("")
 	t.Cleanup(func() {
+		h.scanSecrets()
 		if t.Failed() {
 			// -t and -u would match only lines with both: ask for each.
 			agent, _ := h.host.Exec(context.Background(), "journalctl", "--no-pager", "-n", "60", "-t", agentTag)

@@ -84,6 +84,7 @@ func (h *harness) scrape() string {
 func TestStatusMetricsWebhooks(t *testing.T) {
 	h := newHarness(t)
 	secret := []byte("webhook-s3cret-value")
+	h.secret(string(secret))
 	hk, url := receiveHooks(t, h.gateway, secret)
 	if err := os.WriteFile(h.host.Path("/etc/baton/webhook.secret"), append(secret, '\n'), 0o600); err != nil {
 		t.Fatal(err)

@@ -83,7 +83,7 @@ func (s *Syncer) poll(ctx context.Context) (Update, error) {
 	remote := git.NewRemote(repo.Storer, &config.RemoteConfig{Name: remoteName, URLs: []string{s.opts.URL}})
 	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth, PeelingOption: git.IgnorePeeled})
 	if errors.Is(err, transport.ErrAuthenticationRequired) || errors.Is(err, transport.ErrAuthorizationFailed) {
-		return u, fmt.Errorf("list refs of %s: %w (check repo.auth)", shown, err)
+		return u, fmt.Errorf("list refs of %s: %w (check repo.auth)", shown, oneLine{err})
 	}
 	if err != nil {
 		return u, fmt.Errorf("list refs of %s: %w", shown, err)
@@ -363,3 +363,10 @@ func listDir(dir string) (map[string]struct{}, error) {
 	}
 	return m, nil
 }
+
+// oneLine shows an error on one line: a server's answer quoted in it may end with a
+// newline, or hold several.
+type oneLine struct{ err error }
+
+func (e oneLine) Error() string { return strings.Join(strings.Fields(e.err.Error()), " ") }
+func (e oneLine) Unwrap() error { return e.err }

@@ -114,6 +114,9 @@ func TestPollHTTPAuth(t *testing.T) {
 			if strings.Contains(err.Error(), "wrong-token-value") {
 				t.Fatalf("error repeats the token: %v", err)
 			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q spans lines", err)
+			}
 			if last, at := s.LastError(); last == nil || at.IsZero() {
 				t.Fatalf("LastError = %v, %v; want the poll error and its time", last, at)
 			}
