@@ -104,6 +104,7 @@ func checkTxnLines(t *testing.T, journal string) {
 		}
 		if strings.Contains(line, "upgrade committed") {
 			inside = false
+			t.Logf("the journal's last line of the transaction: %s", line)
 		}
 	}
 	if seen < 5 {

@@ -84,6 +84,16 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		log.Info("commit changes nothing on this host")
 		return
 	}
+	if why := a.foreignUnits(hs, lg); why != "" {
+		// The host, not the release, is in the way: nothing is quarantined or halted,
+		// and the next poll looks again.
+		if st.Phase != why {
+			a.phase("%s", why)
+			a.result(api.Result{Outcome: api.OutcomeAborted, From: lg.Revision, To: commit, Message: why})
+			log.Error("not upgrading: a unit file of the release belongs to someone else", "reason", why)
+		}
+		return
+	}
 	if repo.Fleet.Freeze {
 		if st.Phase != "frozen" {
 			a.phase("frozen")
@@ -105,6 +115,26 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 	}
 	txn := newTxn(hs, lg, p)
 	a.upgrade(ctx, log.With("txn", txn.ID), txn, hs)
+}
+
+// foreignUnits says which unit files of hs exist on the host without baton owning
+// them, "" when none: baton never overwrites them, so the upgrade cannot start. It
+// is checked again under the lease, before switching.
+func (a *Agent) foreignUnits(hs *spec.HostSpec, lg *rollback.LastGood) string {
+	var foreign []string
+	for _, r := range hs.Services {
+		for name := range r.Units {
+			if _, ours := lg.Files[name]; !ours && exists(a.unitDir, name) {
+				foreign = append(foreign, name)
+			}
+		}
+	}
+	if len(foreign) == 0 {
+		return ""
+	}
+	slices.Sort(foreign)
+	return fmt.Sprintf("blocked: unit file %s exists in %s and baton does not own it; remove it, or rename the unit in the repository",
+		strings.Join(foreign, ", "), a.unitDir.Path)
 }
 
 // load exports commit, parses and validates it, and renders it for this host.

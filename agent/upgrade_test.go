@@ -195,12 +195,19 @@ func TestOwnershipAndRemoval(t *testing.T) {
 	h.repo.WriteFile("services/other/foreign.service", "[Service]\nExecStart=/bin/true\n")
 	h.repo.WriteFile("fleet.yaml", strings.Replace(fleetYAML, "services: [demo]", "services: [demo, other]", 1))
 	c2 := h.repo.Commit("claim a foreign unit")
-	h.settled(c2)
+	// The host is in the way, not the release: the agent says so and waits, with
+	// nothing quarantined, and goes on once the file is gone (below, with a commit
+	// that no longer claims it).
+	blocked := "blocked: unit file foreign.service exists in /etc/systemd/system and baton does not own it; remove it, or rename the unit in the repository"
+	h.waitFor("the agent to refuse the foreign unit", time.Minute, func() bool { return h.status().Phase == blocked })
+	if st := h.status(); st.LastResult == nil || st.LastResult.To != c2 || st.LastResult.Message != blocked {
+		t.Errorf("last result = %+v, want the reason", st.LastResult)
+	}
 	if got, _ := os.ReadFile(h.host.Path("/etc/systemd/system/foreign.service")); string(got) != foreign {
 		t.Errorf("the foreign unit file was changed:\n%s", got)
 	}
-	if reason := h.quarantineReason(c2); !strings.Contains(reason, "not own") {
-		t.Errorf("quarantined for %q, want a refusal to touch a unit baton does not own", reason)
+	if h.quarantined(c2) || h.txnState() != "" {
+		t.Errorf("a host-local conflict quarantined the commit (%q) or opened a transaction (%q)", h.quarantineReason(c2), h.txnState())
 	}
 	h.consistent()
 

@@ -28,11 +28,14 @@ type Fleet struct {
 	APIVersion string  `yaml:"apiVersion" json:"apiVersion"`
 	Freeze     bool    `yaml:"freeze" json:"freeze"`
 	Groups     []Group `yaml:"groups" json:"groups"`
+	// GroupsLine is the line of groups: in fleet.yaml, for errors about them all.
+	GroupsLine int `yaml:"-" json:"-"`
 }
 
 // Group is a set of hosts, found by name globs, that run the same services.
 type Group struct {
 	Name     string   `yaml:"name" json:"name"`
+	Line     int      `yaml:"-" json:"-"` // of the group in fleet.yaml, for errors
 	Hosts    []string `yaml:"hosts" json:"hosts"`
 	Services []string `yaml:"services" json:"services"`
 	After    []string `yaml:"after" json:"after,omitempty"`
@@ -107,11 +110,13 @@ func parseFleet(file string, data []byte, services map[string]bool) (*Fleet, yam
 	if len(f.Groups) == 0 {
 		errs.Add(doc.At("groups").Errorf("groups: at least one group is required"))
 	}
+	f.GroupsLine = doc.At("groups").Line
 	groups := map[string]int{}      // name -> index
 	patterns := map[string]string{} // host glob -> group
 	for i := range f.Groups {
 		g := &f.Groups[i]
 		at := func(p ...any) yamldoc.Pos { return doc.At(append([]any{"groups", i}, p...)...) }
+		g.Line = at().Line
 		if err := checkName(g.Name); err != nil {
 			errs.Add(at("name").Errorf("group name: %v", err))
 		} else if j, dup := groups[g.Name]; dup {

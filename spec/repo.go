@@ -189,11 +189,12 @@ func (r *Repo) GroupFor(host string) (*Group, error) {
 	}
 	switch len(found) {
 	case 0:
-		return nil, fmt.Errorf("host %q: %w", host, ErrNoGroup)
+		return nil, fmt.Errorf("%s:%d: host %q: %w", FleetFile, r.Fleet.GroupsLine, host, ErrNoGroup)
 	case 1:
 		return found[0], nil
 	}
-	return nil, fmt.Errorf("host %q matches groups %q and %q; a host belongs to one group", host, found[0].Name, found[1].Name)
+	return nil, fmt.Errorf("%s:%d: host %q matches groups %q (line %d) and %q; a host belongs to one group",
+		FleetFile, found[1].Line, host, found[0].Name, found[0].Line, found[1].Name)
 }
 
 // HostSpec is what one host should run at one revision.

@@ -112,7 +112,7 @@ func TestGroupFor(t *testing.T) {
 	for _, tt := range []struct{ host, group, err string }{
 		{"web-01", "web", ""},
 		{"db-1", "db", ""},
-		{"mail-1", "", `host "mail-1": no group's hosts match this host`},
+		{"mail-1", "", `fleet.yaml:4: host "mail-1": no group's hosts match this host`},
 	} {
 		g, err := r.GroupFor(tt.host)
 		switch {
@@ -126,8 +126,8 @@ func TestGroupFor(t *testing.T) {
 			t.Errorf("GroupFor(%s) = %s, want %s", tt.host, g.Name, tt.group)
 		}
 	}
-	r.Fleet.Groups = append(r.Fleet.Groups, Group{Name: "all", Hosts: []string{"*"}})
-	if _, err := r.GroupFor("web-01"); err == nil || !strings.Contains(err.Error(), `matches groups "web" and "all"`) {
+	r.Fleet.Groups = append(r.Fleet.Groups, Group{Name: "all", Hosts: []string{"*"}, Line: 40})
+	if _, err := r.GroupFor("web-01"); err == nil || err.Error() != `fleet.yaml:40: host "web-01" matches groups "web" (line 8) and "all"; a host belongs to one group` {
 		t.Errorf("GroupFor with two matching groups: %v", err)
 	}
 }

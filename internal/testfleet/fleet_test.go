@@ -46,7 +46,11 @@ func TestFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("good release: %d requests, %d failed, %v (floor %v), at most %d out of rotation", sent, failed, good.Took.Round(time.Millisecond), good.Floor, good.MaxOut)
+	t.Logf("good release: %d requests, %d failed, rollout %v (floor %v), at most %d out of rotation", sent, failed, good.Rollout.Round(time.Millisecond), good.Floor, good.MaxOut)
+	if good.Rollout <= good.Floor/2 || good.Rollout > good.Took || good.PushToStart <= 0 {
+		t.Errorf("rollout %v, push to start %v, against a floor of %v and %v from the push to settled: the journal's times are off",
+			good.Rollout, good.PushToStart, good.Floor, good.Took)
+	}
 	if failed != 0 || len(good.Committed) != 2 || good.MaxOut > 1 {
 		t.Errorf("good release: %d of %d failed, committed on %v, %d out at once", failed, sent, good.Committed, good.MaxOut)
 	}
@@ -102,14 +106,22 @@ func benchRollout(b *testing.B, o Options) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		ratio := good.Took.Seconds() / good.Floor.Seconds()
+		ratio := good.Rollout.Seconds() / good.Floor.Seconds()
 		b.ReportMetric(float64(sent), "sent")
 		b.ReportMetric(float64(failed), "failed")
-		b.ReportMetric(good.Took.Seconds(), "rollout-s")
+		b.ReportMetric(good.Rollout.Seconds(), "rollout-s")
 		b.ReportMetric(good.Floor.Seconds(), "floor-s")
 		b.ReportMetric(ratio, "rollout/floor")
-		b.Logf("%d hosts, drain %v: %d requests during the upgrade, %d failed; rollout %v, floor %v (sum of SWITCHING+VERIFYING), ratio %.2f; at most %d out of rotation",
-			o.Hosts, !o.NoDrain, sent, failed, good.Took.Round(time.Millisecond), good.Floor.Round(time.Millisecond), ratio, good.MaxOut)
+		b.ReportMetric(good.PushToStart.Seconds(), "push-to-start-s")
+		b.ReportMetric(good.PushToFetch.Seconds(), "push-to-fetch-s")
+		b.Logf("%d hosts, drain %v: %d requests during the upgrade, %d failed; rollout %v (first start to last commit), floor %v (sum of SWITCHING+VERIFYING), ratio %.3f; push to first start %v, push to settled %v; at most %d out of rotation",
+			o.Hosts, !o.NoDrain, sent, failed, good.Rollout.Round(time.Millisecond), good.Floor.Round(time.Millisecond), ratio,
+			good.PushToStart.Round(time.Millisecond), good.Took.Round(time.Millisecond), good.MaxOut)
+		for _, h := range f.Hosts {
+			if steps, ok := h.CommitSteps(good.Commit); ok {
+				b.Logf("  %s: %v", h.Name, steps)
+			}
+		}
 		if o.NoDrain || o.ServiceFlags != "" {
 			continue // the bad release adds nothing to what drain avoids
 		}

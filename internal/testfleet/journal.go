@@ -72,3 +72,41 @@ func (h *Host) RevertStarted(commit string) (time.Time, bool) {
 	}
 	return parseTime(l)
 }
+
+// TxnStarted is when the host's agent began its transaction to commit (the phase
+// "...: preparing"); false when it did not.
+func (h *Host) TxnStarted(commit string) (time.Time, bool) {
+	l, ok := findPhase(h.Journal(), ": preparing", commit)
+	if !ok {
+		return time.Time{}, false
+	}
+	return parseTime(l)
+}
+
+// Committed is when the host's agent committed commit; false when it did not.
+func (h *Host) Committed(commit string) (time.Time, bool) {
+	l, ok := findLine(h.Journal(), "upgrade committed", commit)
+	if !ok {
+		return time.Time{}, false
+	}
+	return parseTime(l)
+}
+
+// findPhase returns the first journal line whose message ends with suffix, about commit.
+func findPhase(journal, suffix, commit string) (string, bool) {
+	for l := range strings.SplitSeq(journal, "\n") {
+		if strings.Contains(l, suffix+`"`) && strings.Contains(l, "commit="+short(commit)) {
+			return l, true
+		}
+	}
+	return "", false
+}
+
+// Noticed is when the host's agent fetched commit ("new commit"); false when it did not.
+func (h *Host) Noticed(commit string) (time.Time, bool) {
+	l, ok := findLine(h.Journal(), "new commit", commit)
+	if !ok {
+		return time.Time{}, false
+	}
+	return parseTime(l)
+}

@@ -14,6 +14,14 @@ type Outcome struct {
 	Release Release
 	Commit  string
 	Took    time.Duration // from the push until every host settled
+	// Rollout is from the first host starting its transaction to the last host
+	// committing, by the agents' journals: Took less the wait for the first poll
+	// (PushToStart) and the test's own polling.
+	Rollout     time.Duration
+	PushToStart time.Duration
+	// PushToFetch is from the push to the first host fetching the commit: the wait
+	// for the next poll, and the fetch.
+	PushToFetch time.Duration
 	// Floor is the sum over the hosts that committed of their SWITCHING and VERIFYING
 	// times (restart-to-healthy plus minHealthy): what a one-at-a-time rollout cannot
 	// go below.
@@ -107,6 +115,23 @@ func (f *Fleet) Upgrade(ctx context.Context, rel Release) (*Outcome, error) {
 		return nil, err
 	}
 	o.Halted = halted()
+	var first, last time.Time
+	for _, h := range f.Hosts {
+		if t, ok := h.TxnStarted(c); ok && (first.IsZero() || t.Before(first)) {
+			first = t
+		}
+		if t, ok := h.Committed(c); ok && t.After(last) {
+			last = t
+		}
+	}
+	if !first.IsZero() && !last.IsZero() {
+		o.Rollout, o.PushToStart = last.Sub(first), first.Sub(start)
+	}
+	for _, h := range f.Hosts {
+		if t, ok := h.Noticed(c); ok && (o.PushToFetch == 0 || t.Sub(start) < o.PushToFetch) {
+			o.PushToFetch = t.Sub(start)
+		}
+	}
 	for _, h := range f.Hosts {
 		if h.Switched(c) {
 			o.Switched = append(o.Switched, h.Name)
