@@ -73,7 +73,9 @@ func TestOperatorRollback(t *testing.T) {
 	}
 
 	checkTxnLines(t, h.journal()[journalBefore:])
-	golden(t, "status-rolled-back", maskStatus(h.host.MustExec(t, "/usr/local/bin/baton", "status"), map[string]string{c1: "C1", c2: "C2"}))
+	table := h.host.MustExec(t, "/usr/local/bin/baton", "status")
+	t.Logf("baton status after the rollback:\n%s", table)
+	golden(t, "status-rolled-back", maskStatus(table, map[string]string{c1: "C1", c2: "C2"}))
 
 	// A newer commit moves the host forward again, as usual.
 	c3 := h.push(release{version: "3.0.0", mode: "ok"})
