@@ -29,8 +29,9 @@ demo: ## (root) the demo fleet, live: 3 real systemd hosts behind HAProxy, a rol
 fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
 	./scripts/fuzz $(FUZZTIME)
 
-bench-gitsync: ## poll and fetch on a repository of 10,000 commits and 5,000 files
+bench-gitsync: ## poll and fetch on a repository of 10,000 commits and 5,000 files; peak memory of fetching a 100 MB file
 	$(GO) test -run '^$$' -bench BenchmarkPoll -benchtime 20x ./gitsync/
+	$(GO) test -run '^$$' -bench BenchmarkFetchBig -benchtime 1x ./gitsync/
 
 bench-lease: ## etcd lease handoff latency and 1,000 contenders against one etcd
 	$(GO) test -run '^$$' -bench 'BenchmarkEtcd' -benchtime 2000x ./lease/

@@ -112,6 +112,7 @@ func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
 		},
 		AllowRewind: cfg.Repo.AllowRewind,
 		Verify:      verify,
+		MaxFetch:    int64(cfg.Repo.MaxFetch),
 	}, logger)
 	if err != nil {
 		return nil, err
@@ -218,6 +219,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.notify.alive()
 	if lg, err := a.store.LastGood(); err == nil {
 		a.setStatus(func(s *Status) { s.Applied, s.Group = lg.Revision, lg.Group })
+		a.obs.metrics.Host(a.cfg.Host, lg.Group)
 		a.obs.metrics.Info(lg.Revision, "")
 	}
 	// The state is loaded: systemd may consider the agent started. Finishing an
@@ -323,6 +325,7 @@ func (a *Agent) tick(ctx context.Context) error {
 	}
 	a.reconcile(ctx, a.git.Head())
 	st := a.Status()
+	a.obs.metrics.Host(a.cfg.Host, st.Group)
 	a.obs.metrics.Info(st.Applied, st.Tracked)
 	return err
 }

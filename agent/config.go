@@ -26,6 +26,7 @@ const DefaultConfigPath = "/etc/baton/agent.yaml"
 const (
 	DefaultBranch         = "main"
 	DefaultPoll           = 30 * time.Second
+	DefaultMaxFetch       = 128 * yamldoc.MiB
 	DefaultLeaseBackend   = LeaseLocal
 	DefaultEtcdPrefix     = "/baton"
 	DefaultEtcdTTL        = 15 * time.Second
@@ -38,8 +39,10 @@ const (
 
 // Limits on configured values.
 const (
-	MinPoll    = time.Second
-	MinEtcdTTL = 5 * time.Second
+	MinPoll     = time.Second
+	MinMaxFetch = 1 * yamldoc.MiB
+	MaxMaxFetch = 16 * yamldoc.GiB
+	MinEtcdTTL  = 5 * time.Second
 	// maxSocketPath is the longest path a unix socket can be bound to (sun_path less its NUL).
 	maxSocketPath = 107
 	maxHostName   = 253
@@ -80,8 +83,11 @@ type RepoConfig struct {
 	Branch      string           `yaml:"branch"`
 	Poll        yamldoc.Duration `yaml:"poll"`
 	AllowRewind bool             `yaml:"allowRewind"` // accept a force-pushed or rewound branch
-	Auth        AuthConfig       `yaml:"auth"`
-	Verify      VerifyConfig     `yaml:"verify"`
+	// MaxFetch bounds one poll: a fetch that downloads more (or unpacks to more than
+	// 32 times as much) is refused, and nothing of it is kept.
+	MaxFetch yamldoc.ByteSize `yaml:"maxFetch"`
+	Auth     AuthConfig       `yaml:"auth"`
+	Verify   VerifyConfig     `yaml:"verify"`
 }
 
 // AuthConfig names the files that hold the credentials for the repository: an SSH key
@@ -221,6 +227,9 @@ func (c *Config) setDefaults(hostname string) {
 	}
 	if !has("repo", "poll") {
 		c.Repo.Poll = yamldoc.Duration(DefaultPoll)
+	}
+	if !has("repo", "maxFetch") {
+		c.Repo.MaxFetch = DefaultMaxFetch
 	}
 	if !has("lease", "backend") {
 		c.Lease.Backend = DefaultLeaseBackend
@@ -362,6 +371,12 @@ func (r *RepoConfig) check(k *configCheck) {
 	}
 	if r.Poll.D() < MinPoll {
 		k.fail(fmt.Sprintf("%v is below the minimum of %v", r.Poll, MinPoll), "repo", "poll")
+	}
+	switch {
+	case r.MaxFetch < MinMaxFetch:
+		k.fail(fmt.Sprintf("%v is below the minimum of %v", r.MaxFetch, MinMaxFetch), "repo", "maxFetch")
+	case r.MaxFetch > MaxMaxFetch:
+		k.fail(fmt.Sprintf("%v is above the maximum of %v", r.MaxFetch, MaxMaxFetch), "repo", "maxFetch")
 	}
 
 	a := r.Auth

@@ -30,7 +30,7 @@ func dur(s string) yamldoc.Duration {
 func defaults(url string) Config {
 	return Config{
 		Host:   "web-01",
-		Repo:   RepoConfig{URL: url, Branch: DefaultBranch, Poll: yamldoc.Duration(DefaultPoll)},
+		Repo:   RepoConfig{URL: url, Branch: DefaultBranch, Poll: yamldoc.Duration(DefaultPoll), MaxFetch: DefaultMaxFetch},
 		Lease:  LeaseConfig{Backend: LeaseLocal},
 		Listen: ListenConfig{Metrics: DefaultMetricsAddr, API: DefaultAPISocket},
 		Paths:  PathsConfig{State: DefaultStateDir, Units: DefaultUnitDir},
@@ -49,11 +49,12 @@ var goodConfigs = map[string]func() Config{
 		return Config{
 			Host: "web-01",
 			Repo: RepoConfig{
-				URL:    "ssh://git@git.example.com/ops/fleet.git",
-				Branch: "release/2024",
-				Poll:   dur("1m"),
-				Auth:   AuthConfig{SSHKeyFile: "/etc/baton/id_ed25519", KnownHostsFile: "/etc/baton/known_hosts"},
-				Verify: VerifyConfig{OpenPGPKeyring: "/etc/baton/trusted.asc", SSHAllowedSigners: "/etc/baton/allowed_signers"},
+				URL:      "ssh://git@git.example.com/ops/fleet.git",
+				Branch:   "release/2024",
+				Poll:     dur("1m"),
+				MaxFetch: 256 * yamldoc.MiB,
+				Auth:     AuthConfig{SSHKeyFile: "/etc/baton/id_ed25519", KnownHostsFile: "/etc/baton/known_hosts"},
+				Verify:   VerifyConfig{OpenPGPKeyring: "/etc/baton/trusted.asc", SSHAllowedSigners: "/etc/baton/allowed_signers"},
 			},
 			Lease: LeaseConfig{Backend: LeaseEtcd, Etcd: &EtcdConfig{
 				Endpoints:    []string{"https://10.0.0.5:2379", "https://10.0.0.6:2379"},
@@ -197,6 +198,12 @@ var badConfigs = []struct {
 	}},
 	{"poll-too-short.yaml", []string{
 		`agent.yaml:3: repo.poll: 500ms is below the minimum of 1s`,
+	}},
+	{"max-fetch-too-small.yaml", []string{
+		`agent.yaml:3: repo.maxFetch: 512KiB is below the minimum of 1MiB`,
+	}},
+	{"max-fetch-no-unit.yaml", []string{
+		`agent.yaml:4: invalid size "128": expected a whole number and a unit (B, KiB, MiB or GiB), such as 128MiB`,
 	}},
 	{"explicit-empty.yaml", []string{
 		`agent.yaml:2: host: empty; leave it out to use the system host name`,
@@ -348,6 +355,47 @@ func TestRepoURLs(t *testing.T) {
 		}
 		if strings.Contains(got, "s3cr3t") {
 			t.Errorf("repo.url %q: the error repeats the secret", url)
+		}
+	}
+}
+
+func TestMaxFetch(t *testing.T) {
+	const unit = `: expected a whole number and a unit (B, KiB, MiB or GiB), such as 128MiB`
+	for value, want := range map[string]string{
+		"128MiB":                "",
+		"1MiB":                  "",
+		"1048576B":              "",
+		"1536KiB":               "",
+		"16GiB":                 "",
+		"512KiB":                "repo.maxFetch: 512KiB is below the minimum of 1MiB",
+		"0B":                    "repo.maxFetch: 0B is below the minimum of 1MiB",
+		"17GiB":                 "repo.maxFetch: 17GiB is above the maximum of 16GiB",
+		"128":                   `invalid size "128"` + unit,
+		"0":                     `invalid size "0"` + unit,
+		"128MB":                 `invalid size "128MB"` + unit,
+		"128mib":                `invalid size "128mib"` + unit,
+		"128 MiB":               `invalid size "128 MiB"` + unit,
+		"1.5GiB":                `invalid size "1.5GiB"` + unit,
+		"-1MiB":                 `invalid size "-1MiB"` + unit,
+		"1TiB":                  `invalid size "1TiB"` + unit,
+		"9999999999GiB":         `invalid size "9999999999GiB": too large`,
+		"99999999999999999999B": `invalid size "99999999999999999999B": too large`,
+		"{a: 1}":                "expected a size such as 128MiB, got a mapping",
+		"[128MiB]":              "expected a size such as 128MiB, got a list",
+	} {
+		data := "repo:\n  url: https://git.example.com/ops/fleet.git\n  maxFetch: " + value + "\n"
+		c, err := ParseConfig(testFile, []byte(data), "web-01")
+		got := ""
+		if err != nil {
+			got = strings.TrimPrefix(err.Error(), "agent.yaml:3: ")
+		}
+		if got != want {
+			t.Errorf("repo.maxFetch %q:\n got: %s\nwant: %s", value, got, want)
+		}
+		if err == nil {
+			if s, _ := c.Repo.MaxFetch.MarshalText(); string(s) != value && value != "1048576B" {
+				t.Errorf("repo.maxFetch %q is written back as %q", value, s)
+			}
 		}
 	}
 }
@@ -509,7 +557,7 @@ func FuzzParseConfig(f *testing.F) {
 		if err := c.Validate(); err != nil {
 			t.Fatalf("ParseConfig accepted what Validate refuses: %v", err)
 		}
-		if c.Host == "" || c.Repo.Poll.D() < MinPoll || c.Paths.State == "" || c.Listen.API == "" {
+		if c.Host == "" || c.Repo.Poll.D() < MinPoll || c.Repo.MaxFetch < MinMaxFetch || c.Paths.State == "" || c.Listen.API == "" {
 			t.Fatalf("ParseConfig accepted a config without its defaults: %+v", c)
 		}
 	})

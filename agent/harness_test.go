@@ -236,6 +236,16 @@ RestartSec=300ms
 WantedBy=multi-user.target
 `
 
+// demoChecks is the demo service's health check, in service.yaml.
+const demoChecks = `checks:
+  - name: health
+    http: {url: "http://127.0.0.1:` + demoPort + `/healthz", contains: ok}
+    interval: 200ms
+    timeout: 1s
+    successes: 2
+    failures: 3
+`
+
 // fleetYAML puts h1 in group web, running the demo service.
 const fleetYAML = `apiVersion: baton/v1
 groups:
@@ -271,14 +281,7 @@ artifacts:
   - url: %q
     sha256: %q
     name: demo
-checks:
-  - name: health
-    http: {url: "http://127.0.0.1:%s/healthz", contains: ok}
-    interval: 200ms
-    timeout: 1s
-    successes: 2
-    failures: 3
-`, rel.version, url, sum, demoPort) + rel.drain,
+`, rel.version, url, sum) + demoChecks + rel.drain,
 		"services/demo/demo.service": unit,
 	}
 	return h.repo.CommitFiles(fmt.Sprintf("demo %s (%s)", rel.version, rel.mode), files)

@@ -154,8 +154,17 @@ func (b apiBackend) State(ctx context.Context) (api.State, error) {
 		s.Group = lg.Group
 	}
 	txn, _ := a.store.Load()
-	for _, name := range slices.Sorted(maps.Keys(lg.Services)) {
-		rec := lg.Services[name]
+	services := maps.Clone(lg.Services)
+	if txn != nil {
+		// A service the transaction adds shows with its target version only.
+		for name, t := range txn.Target.Services {
+			if _, ok := services[name]; !ok {
+				services[name] = rollback.ServiceRecord{Units: t.Units}
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(services)) {
+		rec := services[name]
 		ss := api.ServiceState{Name: name, Version: rec.Version}
 		if txn != nil {
 			if t, ok := txn.Target.Services[name]; ok && t.Version != rec.Version {

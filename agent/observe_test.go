@@ -121,11 +121,16 @@ func TestStatusMetricsWebhooks(t *testing.T) {
 	golden(t, "status-reverted", maskStatus(table, map[string]string{c1: "C1", c2: "C2"}))
 
 	m := h.scrape()
+	for line := range strings.SplitSeq(m, "\n") {
+		if strings.HasPrefix(line, "baton_") && !strings.HasSuffix(line, " 0") && !strings.Contains(line, "_bucket") {
+			t.Logf("metric after a revert: %s", line)
+		}
+	}
 	for _, want := range []string{
 		`baton_upgrades_total{result="succeeded",service="demo"} 1`,
 		`baton_upgrades_total{result="failed",service="demo"} 1`,
 		`baton_check_failures_total{check="health",service="demo"} 1`,
-		`applied="` + c1 + `"`,
+		`applied="` + c1 + `",group="web",host="h1"`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)

@@ -125,7 +125,7 @@ func maskStatus(out string, commits map[string]string) string {
 	out = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z`).ReplaceAllString(out, "<time>")
 	out = regexp.MustCompile(`\b\d\d:\d\d:\d\d\b`).ReplaceAllString(out, "<time>")
 	out = regexp.MustCompile(`\b\d{4}-\d\d-\d\d\b`).ReplaceAllString(out, "<date>")
-	out = regexp.MustCompile(`verifying \d+/\d+ s, \d+/\d+ checks passing`).ReplaceAllString(out, "verifying <progress>")
+	out = regexp.MustCompile(`verifying( \d+/\d+ s, \d+/\d+ checks passing)?\n`).ReplaceAllString(out, "verifying <progress>\n")
 	out = regexp.MustCompile(`\b[0-9a-f]{8}\b`).ReplaceAllString(out, "<txn>")
 	return out
 }

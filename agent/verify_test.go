@@ -13,34 +13,8 @@ import (
 // unsigned commit and one signed by an unknown key are rejected with the reason and
 // change nothing; a commit signed by the trusted key is applied.
 func TestSignedCommitsOnly(t *testing.T) {
-	if _, err := exec.LookPath("ssh-keygen"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs ssh-keygen (openssh-client)")
-		}
-		t.Skip("needs ssh-keygen (openssh-client)")
-	}
 	h := newHarness(t)
-	dir := t.TempDir()
-	for _, name := range []string{"trusted", "stranger"} {
-		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", filepath.Join(dir, name)).CombinedOutput(); err != nil {
-			t.Fatalf("ssh-keygen: %v %s", err, out)
-		}
-	}
-	pub, err := os.ReadFile(filepath.Join(dir, "trusted.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	signers := "committer@example.com namespaces=\"git\" " + strings.TrimSpace(string(pub)) + "\n"
-	if err := os.WriteFile(h.host.Path("/etc/baton/allowed_signers"), []byte(signers), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	h.writeConfig("  verify: {sshAllowedSigners: /etc/baton/allowed_signers}\n")
-	sign := func(key string) {
-		h.repo.Git("config", "gpg.format", "ssh")
-		h.repo.Git("config", "user.signingkey", filepath.Join(dir, key))
-		h.repo.Git("config", "commit.gpgsign", "true")
-	}
-
+	sign, _ := h.sshSigning(t, "trusted", "stranger")
 	sign("trusted")
 	c1 := h.push(release{version: "1.0.0", mode: "ok"})
 	h.startAgent()
@@ -55,11 +29,7 @@ func TestSignedCommitsOnly(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			h.t = t
-			if tt.key == "" {
-				h.repo.Git("config", "commit.gpgsign", "false")
-			} else {
-				sign(tt.key)
-			}
+			sign(tt.key)
 			c := h.push(release{version: "6.6.6", mode: "ok"})
 			h.waitFor("the agent to reject "+short(c), time.Minute, func() bool {
 				j := h.journal()
@@ -81,4 +51,53 @@ func TestSignedCommitsOnly(t *testing.T) {
 		t.Fatalf("a signed commit after rejected ones was not applied")
 	}
 	h.consistent()
+}
+
+// sshSigning makes an ed25519 key for each name (git's gpg.format=ssh), trusts the
+// first one in the agent's configuration (repo.verify.sshAllowedSigners), and returns
+// a function that signs the repository's next commits with a key ("" for unsigned),
+// and the keys' fingerprints. Commits are signed with the trusted key until told
+// otherwise.
+func (h *harness) sshSigning(t *testing.T, names ...string) (sign func(name string), fingerprint map[string]string) {
+	t.Helper()
+	if _, err := exec.LookPath("ssh-keygen"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs ssh-keygen (openssh-client)")
+		}
+		t.Skip("needs ssh-keygen (openssh-client)")
+	}
+	keys := t.TempDir()
+	fingerprint = map[string]string{}
+	for _, name := range names {
+		key := filepath.Join(keys, name)
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", key).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v %s", err, out)
+		}
+		out, err := exec.Command("ssh-keygen", "-l", "-f", key+".pub").Output()
+		f := strings.Fields(string(out))
+		if err != nil || len(f) < 2 {
+			t.Fatalf("ssh-keygen -l: %v %q", err, out)
+		}
+		fingerprint[name] = f[1]
+	}
+	pub, err := os.ReadFile(filepath.Join(keys, names[0]+".pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signers := "committer@example.com namespaces=\"git\" " + strings.TrimSpace(string(pub)) + "\n"
+	if err := os.WriteFile(h.host.Path("/etc/baton/allowed_signers"), []byte(signers), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.writeConfig("  verify: {sshAllowedSigners: /etc/baton/allowed_signers}\n")
+	sign = func(name string) {
+		if name == "" {
+			h.repo.Git("config", "commit.gpgsign", "false")
+			return
+		}
+		h.repo.Git("config", "gpg.format", "ssh")
+		h.repo.Git("config", "user.signingkey", filepath.Join(keys, name))
+		h.repo.Git("config", "commit.gpgsign", "true")
+	}
+	sign(names[0])
+	return sign, fingerprint
 }

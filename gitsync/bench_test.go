@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"testing"
 	"time"
@@ -116,6 +118,64 @@ func BenchmarkPoll(b *testing.B) {
 		}
 		b.ReportMetric(float64(bytes)/float64(b.N), "bytes/poll")
 	})
+}
+
+// BenchmarkFetchBig measures the first poll (a clone over smart HTTP) of a
+// repository whose one commit holds a 100 MB fleet.yaml, compressible or
+// not, with the default fetch limit; and, as the baseline, of one with a
+// 4 KB fleet.yaml. It reports in MiB how much the heap grew at most during
+// the poll (sampled every millisecond), the heap before it, the process's
+// peak RSS (VmHWM, reset just before the poll), what the server sent, and
+// what the poll left in the repository directory.
+func BenchmarkFetchBig(b *testing.B) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		name       string
+		size       int64
+		compresses bool
+	}{
+		{"Small", 4 << 10, true},
+		{"Compressible", 100 << 20, true},
+		{"Incompressible", 100 << 20, false},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			repo := testgit.NewRepo(b)
+			writeBigFile(b, filepath.Join(repo.Work, "fleet.yaml"), tc.size, tc.compresses)
+			repo.Commit("fleet.yaml of " + strconv.FormatInt(tc.size, 10) + " bytes")
+			url, served := testgit.ServeHTTP(b, repo)
+			var heap, before, rss, sent, disk float64
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				dir := filepath.Join(b.TempDir(), "repo.git")
+				s := quietSyncer(b, dir, url)
+				runtime.GC()
+				debug.FreeOSMemory()
+				rssErr := resetPeakRSS()
+				sentBefore := served.Load()
+				h := startHeapSampler()
+				b.StartTimer()
+				u, err := s.Poll(context.Background())
+				b.StopTimer()
+				grown := h.Stop()
+				if err != nil || !u.Changed {
+					b.Fatalf("poll = %+v, %v", u, err)
+				}
+				heap, before = max(heap, float64(grown)/mib), float64(h.start)/mib
+				if hwm, err := peakRSS(); rssErr == nil && err == nil {
+					rss = max(rss, float64(hwm)/mib)
+				}
+				sent = float64(served.Load()-sentBefore) / mib
+				disk = float64(dirSize(b, dir)) / mib
+				b.StartTimer()
+			}
+			b.ReportMetric(heap, "peak-heap-MiB")
+			b.ReportMetric(before, "heap-before-MiB")
+			b.ReportMetric(rss, "peak-RSS-MiB")
+			b.ReportMetric(sent, "served-MiB")
+			b.ReportMetric(disk, "repo-MiB")
+		})
+	}
 }
 
 // quietSyncer is a Syncer that logs nothing, so that benchmark output

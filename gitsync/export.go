@@ -39,11 +39,11 @@ func (s *Syncer) Export(ctx context.Context, commit, dst string) (err error) {
 	if err != nil {
 		return err
 	}
-	c, err := object.GetCommit(repo.Storer, h)
+	c, err := loadCommit(repo.Storer, h)
 	if err != nil {
 		return fmt.Errorf("export %s: %w", short(commit), err)
 	}
-	tree, err := c.Tree()
+	tree, err := loadTree(repo.Storer, c.TreeHash)
 	if err != nil {
 		return fmt.Errorf("export %s: %w", short(commit), err)
 	}
@@ -63,7 +63,7 @@ func (s *Syncer) Export(ctx context.Context, commit, dst string) (err error) {
 	defer root.Close()
 	x := exporter{ctx: ctx, st: repo.Storer, root: root}
 	if err := x.tree(tree, ""); err != nil {
-		return fmt.Errorf("export %s to %s: %w", short(commit), dst, err)
+		return fmt.Errorf("export %s: %w", short(commit), err)
 	}
 	return nil
 }
@@ -122,7 +122,7 @@ func (x *exporter) tree(t *object.Tree, dir string) error {
 			if x.dirs++; x.dirs > maxExportFiles {
 				return fmt.Errorf("more than %d directories", maxExportFiles)
 			}
-			sub, err := object.GetTree(x.st, e.Hash)
+			sub, err := loadTree(x.st, e.Hash)
 			if err != nil {
 				return fmt.Errorf("%s: %w", p, err)
 			}
@@ -163,7 +163,7 @@ func (x *exporter) file(p string, e object.TreeEntry, mode os.FileMode) error {
 		return fmt.Errorf("%s: %w", p, err)
 	}
 	if x.bytes += blob.Size; x.bytes > maxExportBytes {
-		return fmt.Errorf("more than %d bytes of files (at %s)", maxExportBytes, p)
+		return fmt.Errorf("more than %s of files (at %s)", formatSize(maxExportBytes), p)
 	}
 	r, err := blob.Reader()
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
 // Defaults for Options.
@@ -24,6 +26,8 @@ const (
 	DefaultMaxBackoff  = 5 * time.Minute
 	DefaultPollTimeout = 10 * time.Minute
 	DefaultTokenUser   = "baton"
+	// DefaultMaxFetch is the default Options.MaxFetch, 128 MiB.
+	DefaultMaxFetch int64 = 128 << 20
 )
 
 // Auth holds the credentials for the remote, by file so that a secret never
@@ -57,6 +61,13 @@ type Options struct {
 	// Verify names the keys that Syncer.Verify checks commit signatures
 	// against (repo.verify in agent.yaml).
 	Verify VerifyOptions
+	// MaxFetch bounds one poll (repo.maxFetch in agent.yaml): over http(s)
+	// the bytes of every response body, the ref advertisement included;
+	// over ssh and file the bytes of the pack. A fetch over it is refused
+	// and nothing of it is kept. It also bounds what the pack may unpack
+	// to, its objects and its scratch files (unpackFactor, objectBytes,
+	// scratchFactor). From 1 MiB to 16 GiB; DefaultMaxFetch when zero.
+	MaxFetch int64
 }
 
 // ErrRewound is wrapped in the error of a Poll whose remote head does not
@@ -77,9 +88,13 @@ type Syncer struct {
 	opts   Options
 	scheme string
 	log    *slog.Logger
+	// http carries the requests of every poll over http(s), so that
+	// connections are reused; each poll wraps it to count its bytes.
+	http *http.Transport
 
-	mu   sync.Mutex // guards repo and the repository on disk
-	repo *git.Repository
+	mu    sync.Mutex // guards repo, store and the repository on disk
+	repo  *git.Repository
+	store *filesystem.Storage // repo's storage
 
 	state   sync.Mutex // guards the fields below, never held during I/O
 	head    string
@@ -108,6 +123,9 @@ func New(opts Options, logger *slog.Logger) (*Syncer, error) {
 	if opts.PollTimeout == 0 {
 		opts.PollTimeout = DefaultPollTimeout
 	}
+	if opts.MaxFetch == 0 {
+		opts.MaxFetch = DefaultMaxFetch
+	}
 	scheme, err := validate(&opts)
 	if err != nil {
 		return nil, err
@@ -116,6 +134,7 @@ func New(opts Options, logger *slog.Logger) (*Syncer, error) {
 		opts:   opts,
 		scheme: scheme,
 		log:    logger.With("repo", RedactURL(opts.URL), "branch", opts.Branch),
+		http:   http.DefaultTransport.(*http.Transport).Clone(),
 	}, nil
 }
 
@@ -137,6 +156,9 @@ func validate(o *Options) (string, error) {
 	}
 	if o.PollTimeout < 0 {
 		return "", fmt.Errorf("repo poll timeout %v is negative", o.PollTimeout)
+	}
+	if o.MaxFetch < minMaxFetch || o.MaxFetch > maxMaxFetch {
+		return "", fmt.Errorf("repo max fetch %s is not between %s and %s", formatSize(o.MaxFetch), formatSize(minMaxFetch), formatSize(maxMaxFetch))
 	}
 	a := o.Auth
 	switch scheme {
@@ -262,6 +284,22 @@ func RedactURL(raw string) string {
 	u.User = nil
 	u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = "", false, "", ""
 	return u.String()
+}
+
+// formatSize writes n bytes for a message: "128 MiB", "1536 KiB", "100 bytes".
+func formatSize(n int64) string {
+	for _, u := range []struct {
+		size int64
+		name string
+	}{{1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
+		if n >= u.size && n%u.size == 0 {
+			return fmt.Sprintf("%d %s", n/u.size, u.name)
+		}
+	}
+	if n == 1 {
+		return "1 byte"
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // Head returns the last accepted commit, "" before the first Poll that

@@ -1,12 +1,20 @@
 package gitsync
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/metrics"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/baton-fleet/baton/internal/testgit"
 )
@@ -99,4 +107,120 @@ func (r *recorder) snapshot() []slog.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]slog.Record(nil), r.records...)
+}
+
+// writeBigFile writes size bytes to name: YAML comment lines when
+// compressible (zlib makes a few hundred KB of 100 MB), random bytes when
+// not. Either way it runs at disk speed.
+func writeBigFile(t testing.TB, name string, size int64, compressible bool) {
+	t.Helper()
+	f, err := os.Create(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	if compressible {
+		w.WriteString("apiVersion: baton/v1\n")
+		line := "# " + strings.Repeat("padding ", 12) + "\n"
+		for n := int64(len("apiVersion: baton/v1\n")); n < size; n += int64(len(line)) {
+			w.WriteString(line[:min(int64(len(line)), size-n)])
+		}
+	} else {
+		src := rand.NewChaCha8([32]byte{1})
+		buf := make([]byte, 1<<20)
+		for n := int64(0); n < size; n += int64(len(buf)) {
+			src.Read(buf)
+			w.Write(buf[:min(int64(len(buf)), size-n)])
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dirSize is the total size of the regular files under dir.
+func dirSize(t testing.TB, dir string) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n += info.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// heapSampler records the largest heap (bytes in heap objects, live or not
+// yet swept) seen while it runs, sampling every millisecond.
+type heapSampler struct {
+	stop        chan struct{}
+	wg          sync.WaitGroup
+	start, peak uint64
+}
+
+const heapMetric = "/memory/classes/heap/objects:bytes"
+
+func heapNow() uint64 {
+	s := []metrics.Sample{{Name: heapMetric}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+func startHeapSampler() *heapSampler {
+	h := &heapSampler{stop: make(chan struct{}), start: heapNow()}
+	h.peak = h.start
+	h.wg.Go(func() {
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-h.stop:
+				return
+			case <-t.C:
+				h.peak = max(h.peak, heapNow())
+			}
+		}
+	})
+	return h
+}
+
+// Stop ends the sampling and returns how much the heap grew at most.
+func (h *heapSampler) Stop() uint64 {
+	close(h.stop)
+	h.wg.Wait()
+	return max(h.peak, heapNow()) - h.start
+}
+
+// resetPeakRSS resets the process's VmHWM to its current RSS (Linux 4.0+).
+func resetPeakRSS() error {
+	return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+}
+
+// peakRSS returns VmHWM of /proc/self/status, in bytes.
+func peakRSS() (int64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc/self/status")
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5"
-	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/object"
@@ -51,8 +50,10 @@ func (s *Syncer) trackingRef() plumbing.ReferenceName {
 // call first lists the remote refs; only when the branch head differs from
 // the accepted one and is not already here are objects fetched. A head that
 // does not descend from the accepted one is refused with ErrRewound (unless
-// AllowRewind) and the accepted head stays where it was. On error the
-// returned Update describes the accepted head, unchanged.
+// AllowRewind) and the accepted head stays where it was. A fetch over
+// Options.MaxFetch, or whose pack would unpack to too much, is refused
+// likewise, and nothing of it stays in Dir. On error the returned Update
+// describes the accepted head, unchanged.
 func (s *Syncer) Poll(ctx context.Context) (u Update, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -80,47 +81,45 @@ func (s *Syncer) poll(ctx context.Context) (Update, error) {
 	if err != nil {
 		return u, err
 	}
-	remote := git.NewRemote(repo.Storer, &config.RemoteConfig{Name: remoteName, URLs: []string{s.opts.URL}})
-	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth, PeelingOption: git.IgnorePeeled})
-	if errors.Is(err, transport.ErrAuthenticationRequired) || errors.Is(err, transport.ErrAuthorizationFailed) {
-		return u, fmt.Errorf("list refs of %s: %w (check repo.auth)", shown, oneLine{err})
-	}
+	lim := &fetchLimit{max: s.opts.MaxFetch}
+	sess, err := s.session(auth, lim)
 	if err != nil {
 		return u, fmt.Errorf("list refs of %s: %w", shown, err)
 	}
-	var remoteHead plumbing.Hash
-	for _, r := range refs {
-		if r.Name() == s.acceptedRef() && r.Type() == plumbing.HashReference {
-			remoteHead = r.Hash()
-		}
+	defer func() { _ = sess.Close() }()
+	ar, err := sess.AdvertisedReferencesContext(ctx)
+	switch {
+	case lim.exceeded():
+		return u, fmt.Errorf("list refs of %s: %w", shown, lim.refusal("the ref listing"))
+	case errors.Is(err, transport.ErrAuthenticationRequired) || errors.Is(err, transport.ErrAuthorizationFailed):
+		return u, fmt.Errorf("list refs of %s: %w (check repo.auth)", shown, oneLine{err})
+	case err != nil:
+		return u, fmt.Errorf("list refs of %s: %w", shown, err)
 	}
-	if remoteHead.IsZero() {
+	remoteHead, ok := ar.References[s.acceptedRef().String()]
+	if !ok || remoteHead.IsZero() {
 		return u, fmt.Errorf("list refs of %s: branch %q not found", shown, s.opts.Branch)
 	}
 	if remoteHead.String() == prev {
 		return u, nil
 	}
 
-	newHead := remoteHead
 	if !hasObject(repo.Storer, remoteHead) {
-		packs, err := s.fetch(ctx, remote, auth)
+		err := s.fetch(ctx, sess, ar.Capabilities, remoteHead, lim)
+		if lim.exceeded() {
+			err = lim.refusal("the fetch")
+		}
 		if err != nil {
 			return u, fmt.Errorf("fetch %s from %s: %w", s.opts.Branch, shown, err)
 		}
-		u.Fetched = packs > 0
-		ref, err := repo.Storer.Reference(s.trackingRef())
-		if err != nil {
-			return u, fmt.Errorf("fetch %s from %s: read %s: %w", s.opts.Branch, shown, s.trackingRef(), err)
-		}
-		newHead = ref.Hash() // the branch may have moved again since the listing
-	} else if err := repo.Storer.SetReference(plumbing.NewHashReference(s.trackingRef(), remoteHead)); err != nil {
+		u.Fetched = true
+	}
+	if err := repo.Storer.SetReference(plumbing.NewHashReference(s.trackingRef(), remoteHead)); err != nil {
 		return u, fmt.Errorf("update %s: %w", s.trackingRef(), err)
 	}
-	if _, err := object.GetCommit(repo.Storer, newHead); err != nil {
+	newHead := remoteHead
+	if _, err := loadCommit(repo.Storer, newHead); err != nil {
 		return u, fmt.Errorf("read head %s of %s: %w", newHead, s.opts.Branch, err)
-	}
-	if newHead.String() == prev {
-		return u, nil
 	}
 
 	if prev != "" {
@@ -146,47 +145,6 @@ func (s *Syncer) poll(ctx context.Context) (Update, error) {
 	return u, nil
 }
 
-// fetch downloads the branch into the tracking ref and makes the new pack
-// files durable; it returns how many pack files arrived.
-func (s *Syncer) fetch(ctx context.Context, remote *git.Remote, auth transport.AuthMethod) (int, error) {
-	packDir := filepath.Join(s.opts.Dir, "objects", "pack")
-	before, err := listDir(packDir)
-	if err != nil {
-		return 0, err
-	}
-	spec := config.RefSpec("+" + s.acceptedRef().String() + ":" + s.trackingRef().String())
-	err = remote.FetchContext(ctx, &git.FetchOptions{
-		RemoteName: remoteName,
-		RefSpecs:   []config.RefSpec{spec},
-		Auth:       auth,
-		Tags:       git.NoTags,
-		Force:      true,
-	})
-	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return 0, err
-	}
-	after, err := listDir(packDir)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for name := range after {
-		if _, ok := before[name]; ok {
-			continue
-		}
-		if strings.HasSuffix(name, ".pack") {
-			n++
-		}
-		if err := syncFile(filepath.Join(packDir, name)); err != nil {
-			return n, err
-		}
-	}
-	if n > 0 {
-		return n, syncFile(packDir)
-	}
-	return n, nil
-}
-
 // openRepo opens the local bare repository, creating it when Dir holds
 // none, and loads the accepted head. s.mu is held.
 func (s *Syncer) openRepo() (*git.Repository, error) {
@@ -194,7 +152,9 @@ func (s *Syncer) openRepo() (*git.Repository, error) {
 		return s.repo, nil
 	}
 	dir := s.opts.Dir
-	st := filesystem.NewStorageWithOptions(osfs.New(dir), cache.NewObjectLRU(objectCacheSize), filesystem.Options{})
+	st := filesystem.NewStorageWithOptions(osfs.New(dir), cache.NewObjectLRU(objectCacheSize), filesystem.Options{
+		LargeObjectThreshold: largeObject, // a larger blob is read as a stream, not whole
+	})
 	repo, err := git.Open(st, nil)
 	if errors.Is(err, git.ErrRepositoryNotExists) {
 		if entries, _ := os.ReadDir(dir); len(entries) > 0 {
@@ -215,7 +175,7 @@ func (s *Syncer) openRepo() (*git.Repository, error) {
 	case err != nil:
 		return nil, fmt.Errorf("open local repository %s: read %s: %w", dir, s.acceptedRef(), err)
 	default:
-		if _, err := object.GetCommit(repo.Storer, ref.Hash()); err != nil {
+		if _, err := loadCommit(repo.Storer, ref.Hash()); err != nil {
 			return nil, fmt.Errorf("open local repository %s: accepted head %s: %w (remove the directory to clone again)", dir, ref.Hash(), err)
 		}
 		head = ref.Hash().String()
@@ -225,7 +185,7 @@ func (s *Syncer) openRepo() (*git.Repository, error) {
 	if err := repo.Storer.RemoveReference(s.trackingRef()); err != nil && !errors.Is(err, plumbing.ErrReferenceNotFound) {
 		return nil, fmt.Errorf("open local repository %s: reset %s: %w", dir, s.trackingRef(), err)
 	}
-	s.repo = repo
+	s.repo, s.store = repo, st
 	s.setHead(head)
 	return repo, nil
 }
@@ -260,7 +220,7 @@ func descends(st storer.EncodedObjectStorer, ancestor, commit plumbing.Hash) (bo
 	if ancestor == commit {
 		return true, nil
 	}
-	if _, err := object.GetCommit(st, ancestor); err != nil {
+	if _, err := loadCommit(st, ancestor); err != nil {
 		return false, fmt.Errorf("read commit %s: %w", ancestor, err)
 	}
 	seen := map[plumbing.Hash]bool{commit: true}
@@ -268,7 +228,7 @@ func descends(st storer.EncodedObjectStorer, ancestor, commit plumbing.Hash) (bo
 	for len(queue) > 0 {
 		h := queue[0]
 		queue = queue[1:]
-		c, err := object.GetCommit(st, h)
+		c, err := loadCommit(st, h)
 		if err != nil {
 			return false, fmt.Errorf("read commit %s: %w", h, err)
 		}
@@ -283,6 +243,40 @@ func descends(st storer.EncodedObjectStorer, ancestor, commit plumbing.Hash) (bo
 		}
 	}
 	return false, nil
+}
+
+// maxParsed bounds the commits and trees read: go-git decodes one whole
+// into memory. A tree this large would list some 50,000 files, five times
+// as many as Export writes.
+const maxParsed = 4 << 20
+
+// loadCommit reads commit h, refusing one over maxParsed.
+func loadCommit(st storer.EncodedObjectStorer, h plumbing.Hash) (*object.Commit, error) {
+	o, err := loadParsed(st, plumbing.CommitObject, h)
+	if err != nil {
+		return nil, err
+	}
+	return object.DecodeCommit(st, o)
+}
+
+// loadTree reads tree h, refusing one over maxParsed.
+func loadTree(st storer.EncodedObjectStorer, h plumbing.Hash) (*object.Tree, error) {
+	o, err := loadParsed(st, plumbing.TreeObject, h)
+	if err != nil {
+		return nil, err
+	}
+	return object.DecodeTree(st, o)
+}
+
+func loadParsed(st storer.EncodedObjectStorer, t plumbing.ObjectType, h plumbing.Hash) (plumbing.EncodedObject, error) {
+	o, err := st.EncodedObject(t, h)
+	if err != nil {
+		return nil, err
+	}
+	if o.Size() > maxParsed {
+		return nil, fmt.Errorf("%s %s is %s, more than the %s baton reads", t, short(h.String()), formatSize(o.Size()), formatSize(maxParsed))
+	}
+	return o, nil
 }
 
 func hasObject(st storer.EncodedObjectStorer, h plumbing.Hash) bool {
@@ -347,21 +341,6 @@ func syncFile(path string) error {
 		err = cerr
 	}
 	return err
-}
-
-func listDir(dir string) (map[string]struct{}, error) {
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return map[string]struct{}{}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	m := make(map[string]struct{}, len(entries))
-	for _, e := range entries {
-		m[e.Name()] = struct{}{}
-	}
-	return m, nil
 }
 
 // oneLine shows an error on one line: a server's answer quoted in it may end with a

@@ -222,7 +222,7 @@ func (s *Syncer) Verify(commit string) (Signer, error) {
 	if err != nil {
 		return Signer{}, err
 	}
-	c, err := object.GetCommit(repo.Storer, h)
+	c, err := loadCommit(repo.Storer, h)
 	if err != nil {
 		return Signer{}, fmt.Errorf("verify %s: %w", short(commit), err)
 	}
