@@ -291,6 +291,9 @@ func TestBadInput(t *testing.T) {
 			case tt.kind == rejected && (st.Rejected == nil || st.Rejected.Commit != c):
 				t.Errorf("%s was not rejected: quarantined %q, last good %s", short(c), gotQ, short(h.lastGood().Revision))
 			case tt.kind == rejected:
+				if want := "idle at " + short(cGood); st.Phase != want {
+					t.Errorf("phase %q after a rejection, want %q", st.Phase, want)
+				}
 				if st.Rejected.Reason != want {
 					t.Errorf("rejected for\n%s\nwant\n%s", st.Rejected.Reason, want)
 				}

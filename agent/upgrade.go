@@ -80,6 +80,7 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 			return
 		}
 		a.setStatus(func(s *Status) { s.Applied, s.LastResult = commit, "nothing to change at "+short(commit) })
+		a.idle()
 		a.recordIdle(ctx, hs.Group.Name, commit, "unchanged")
 		log.Info("commit changes nothing on this host")
 		return
@@ -183,6 +184,14 @@ func (a *Agent) export(ctx context.Context, commit string) (string, error) {
 	return dir, nil
 }
 
+// idle sets the phase to "idle at <applied>", in place of one that said why a
+// commit waited (frozen, blocked, the fleet's gate), when the agent has moved on.
+func (a *Agent) idle() {
+	if p := fmt.Sprintf("idle at %s", short(a.Status().Applied)); a.Status().Phase != p {
+		a.phase("%s", p)
+	}
+}
+
 // reject records a commit refused as bad input. Nothing on the host is touched.
 func (a *Agent) reject(log *slog.Logger, commit string, err error) {
 	a.setStatus(func(s *Status) {
@@ -190,6 +199,7 @@ func (a *Agent) reject(log *slog.Logger, commit string, err error) {
 		s.LastResult = fmt.Sprintf("rejected %s: %v", short(commit), err)
 	})
 	a.obs.metrics.Rejected()
+	a.idle()
 	a.result(api.Result{Outcome: api.OutcomeRejected, To: commit, Message: err.Error()})
 	a.emit(events.CommitRejected, commit, "", err.Error(), nil)
 	log.Error("commit rejected; keeping the last good revision", "err", err)
