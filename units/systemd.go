@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"path"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/dbus"
@@ -114,12 +117,29 @@ func (s *Systemd) get(ctx context.Context) (*dbus.Conn, error) {
 	return c, nil
 }
 
+// lost forgets c when err says its socket is gone (systemd re-executed or was
+// restarted): the next call dials again, rather than failing on the dead socket
+// until go-dbus notices. It returns err.
+func (s *Systemd) lost(c *dbus.Conn, err error) error {
+	if err == nil || !(errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)) {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == c {
+		c.Close()
+		s.conn = nil
+	}
+	return err
+}
+
 // Reload makes systemd re-read every unit file (daemon-reload). It returns when the
 // reload is complete.
 func (s *Systemd) Reload(ctx context.Context) error {
 	c, err := s.get(ctx)
 	if err == nil {
-		err = c.ReloadContext(ctx)
+		err = s.lost(c, c.ReloadContext(ctx))
 	}
 	if err != nil {
 		return fmt.Errorf("reload systemd: %w", err)
@@ -184,6 +204,7 @@ func (s *Systemd) job(ctx context.Context, op, unit string, queue jobFunc) error
 	// nobody may be reading any more when ctx ends: the channel must not block it.
 	results := make(chan string, 1)
 	if _, err := queue(c, ctx, unit, jobMode, results); err != nil {
+		s.lost(c, err)
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
@@ -234,7 +255,7 @@ func (s *Systemd) Enable(ctx context.Context, units ...string) error {
 	}
 	for _, u := range units {
 		if _, _, err := c.EnableUnitFilesContext(ctx, []string{u}, false, false); err != nil {
-			return fmt.Errorf("enable %s: %w", u, err)
+			return fmt.Errorf("enable %s: %w", u, s.lost(c, err))
 		}
 	}
 	return nil
@@ -249,7 +270,7 @@ func (s *Systemd) Disable(ctx context.Context, units ...string) error {
 	}
 	for _, u := range units {
 		if _, err := c.DisableUnitFilesContext(ctx, []string{u}, false); err != nil {
-			return fmt.Errorf("disable %s: %w", u, err)
+			return fmt.Errorf("disable %s: %w", u, s.lost(c, err))
 		}
 	}
 	return nil
@@ -260,7 +281,7 @@ func (s *Systemd) Disable(ctx context.Context, units ...string) error {
 func (s *Systemd) ResetFailed(ctx context.Context, unit string) error {
 	c, err := s.get(ctx)
 	if err == nil {
-		err = c.ResetFailedUnitContext(ctx, unit)
+		err = s.lost(c, c.ResetFailedUnitContext(ctx, unit))
 	}
 	if err != nil && !isNoSuchUnit(err) {
 		return fmt.Errorf("reset failed %s: %w", unit, err)
@@ -343,7 +364,7 @@ func (s *Systemd) Status(ctx context.Context, unit string) (Status, error) {
 			err = prop.Value.Store(p.dst)
 		}
 		if err != nil {
-			return st, fmt.Errorf("status %s: read %s: %w", unit, p.name, err)
+			return st, fmt.Errorf("status %s: read %s: %w", unit, p.name, s.lost(c, err))
 		}
 	}
 	if enter != 0 {

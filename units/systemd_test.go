@@ -436,12 +436,15 @@ func TestReconnectAfterReexec(t *testing.T) {
 	if out, err := exec.Command("systemctl", "daemon-reexec").CombinedOutput(); err != nil {
 		t.Fatalf("daemon-reexec: %v: %s", err, out)
 	}
+	// The first call may fail on the dead socket; the next dials again (systemd may
+	// take a moment to listen anew).
 	var err error
-	for range 3 {
+	for range 10 {
 		if _, err = s.Status(context.Background(), "basic.target"); err == nil {
 			break
 		}
 		t.Logf("status after daemon-reexec: %v", err)
+		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
 		t.Fatalf("no connection after daemon-reexec: %v", err)
