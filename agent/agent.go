@@ -62,16 +62,18 @@ type Agent struct {
 	status Status
 	wake   chan struct{}
 
-	notify     notifier
-	runtimeDir string // where the package manager leaves RestartMarker
-	version    string
-	obs        *observers
-	last       *api.Result      // the outcome of the last transaction, for the API
-	drift      []Drift          // managed units changed outside baton, as last seen
-	configFile string           // reloaded on change and on SIGHUP; "" to never reload
-	signedOnly bool             // apply only commits signed by trusted keys
-	tlog       *txnLog          // the open transaction, on every log line
-	rollbackTo *rollbackRequest // an operator's baton rollback, for the loop to run
+	notify       notifier
+	runtimeDir   string // where the package manager leaves RestartMarker
+	version      string
+	obs          *observers
+	last         *api.Result      // the outcome of the last transaction, for the API
+	drift        []Drift          // managed units changed outside baton, as last seen
+	configFile   string           // reloaded on change and on SIGHUP; "" to never reload
+	signedOnly   bool             // apply only commits signed by trusted keys
+	tlog         *txnLog          // the open transaction, on every log line
+	rollbackTo   *rollbackRequest // an operator's baton rollback, for the loop to run
+	rollingBack  bool             // the loop has taken a rollback and not finished it
+	lastRollback *api.Result      // how the last rollback ended
 }
 
 // Status is what the agent is doing, for logs, sd_notify and the local API.

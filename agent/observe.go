@@ -58,6 +58,9 @@ func (a *Agent) result(r api.Result) {
 	r.Time = time.Now().UTC()
 	a.mu.Lock()
 	a.last = &r
+	if r.Request != "" {
+		a.lastRollback = &r
+	}
 	a.mu.Unlock()
 }
 
@@ -140,6 +143,10 @@ func (b apiBackend) State(ctx context.Context) (api.State, error) {
 	if a.last != nil {
 		r := *a.last
 		s.LastResult = &r
+	}
+	if a.lastRollback != nil {
+		r := *a.lastRollback
+		s.LastRollback = &r
 	}
 	a.mu.Unlock()
 	if st.Rejected != "" && st.Rejected == st.Tracked {

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -15,7 +17,7 @@ import (
 // rollbackRequest is an operator's `baton rollback`, taken by the API and run by
 // the main loop: from the revision the host ran when it was asked, to an earlier one.
 type rollbackRequest struct {
-	from, to string
+	id, from, to string
 }
 
 // requestRollback checks that the host can go back, picks the revision, and hands
@@ -28,7 +30,7 @@ func (a *Agent) requestRollback(to string) (api.RollbackAnswer, error) {
 		return api.RollbackAnswer{}, err
 	}
 	if txn != nil {
-		return api.RollbackAnswer{}, fmt.Errorf("%w: an upgrade to %s is in progress (%s); ask again once it ends", api.ErrConflict, short(txn.To), txn.State)
+		return api.RollbackAnswer{}, fmt.Errorf("%w: %s to %s is in progress (%s); ask again once it ends", api.ErrConflict, doing(txn), short(txn.To), txn.State)
 	}
 	lg, err := a.store.LastGood()
 	if err != nil {
@@ -41,18 +43,21 @@ func (a *Agent) requestRollback(to string) (api.RollbackAnswer, error) {
 	if err != nil {
 		return api.RollbackAnswer{}, err
 	}
+	id := make([]byte, 4)
+	_, _ = rand.Read(id)
+	req := &rollbackRequest{id: hex.EncodeToString(id), from: lg.Revision, to: target}
 	a.mu.Lock()
-	pending := a.rollbackTo
-	if pending == nil {
-		a.rollbackTo = &rollbackRequest{from: lg.Revision, to: target}
+	busy := a.rollbackTo != nil || a.rollingBack
+	if !busy {
+		a.rollbackTo = req
 	}
 	a.mu.Unlock()
-	if pending != nil {
-		return api.RollbackAnswer{}, fmt.Errorf("%w: a rollback to %s is already on its way", api.ErrConflict, short(pending.to))
+	if busy {
+		return api.RollbackAnswer{}, fmt.Errorf("%w: a rollback is already under way; see baton status", api.ErrConflict)
 	}
-	a.log.Info("rollback requested by an operator", "from", short(lg.Revision), "to", short(target))
+	a.log.Info("rollback requested by an operator", "from", short(lg.Revision), "to", short(target), "request", req.id)
 	a.SyncNow()
-	return api.RollbackAnswer{From: lg.Revision, To: target}, nil
+	return api.RollbackAnswer{Request: req.id, From: lg.Revision, To: target}, nil
 }
 
 // rollbackTarget picks the revision to go back to from lg's history.
@@ -62,13 +67,19 @@ func (a *Agent) rollbackTarget(lg *rollback.LastGood, to string) (string, error)
 		ran[i] = short(rev)
 	}
 	if to != "" {
+		if strings.HasPrefix(lg.Revision, to) {
+			return "", fmt.Errorf("%w: %s is the revision this host runs", api.ErrInvalid, short(lg.Revision))
+		}
 		for _, rev := range lg.History {
-			if strings.HasPrefix(rev, to) && rev != lg.Revision {
-				return rev, nil
+			if strings.HasPrefix(rev, to) {
+				return rev, nil // quarantined or halted or not: the operator named it
 			}
 		}
 		return "", fmt.Errorf("%w: %s is not a revision this host ran before %s (it ran, newest first: %s)",
 			api.ErrNotFound, to, short(lg.Revision), orNone(ran))
+	}
+	if len(lg.History) == 0 {
+		return "", fmt.Errorf("%w: this host has run only %s (since it began to keep a history)", api.ErrNotFound, short(lg.Revision))
 	}
 	for _, rev := range lg.History {
 		if rev == lg.Revision {
@@ -78,12 +89,32 @@ func (a *Agent) rollbackTarget(lg *rollback.LastGood, to string) (string, error)
 		if err != nil {
 			return "", err
 		}
-		if q == nil {
+		if q == nil && !a.haltedInGroup(lg.Group, rev) {
 			return rev, nil
 		}
 	}
-	return "", fmt.Errorf("%w: no earlier revision to go back to from %s that is not quarantined (it ran, newest first: %s); name one with --to",
-		api.ErrNotFound, short(lg.Revision), orNone(ran))
+	return "", fmt.Errorf("%w: every earlier revision this host ran is quarantined here or halted in its group (newest first: %s); name one with --to",
+		api.ErrNotFound, orNone(ran))
+}
+
+// haltedInGroup reports whether rev failed in group, by the fleet state; false
+// without one, or when it cannot be read.
+func (a *Agent) haltedInGroup(group, rev string) bool {
+	if a.fleet == nil || group == "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	snap, err := a.fleet.store.Snapshot(ctx)
+	if err != nil {
+		return false
+	}
+	g := snap.Groups[group]
+	if g == nil {
+		return false
+	}
+	_, failed := g.Failed[rev]
+	return failed
 }
 
 func orNone(list []string) string {
@@ -93,12 +124,14 @@ func orNone(list []string) string {
 	return strings.Join(list, " ")
 }
 
-// takeRollback returns the pending rollback request, if any, and clears it.
+// takeRollback returns the pending rollback request, if any, and marks it under
+// way: no other is taken until operatorRollback ends.
 func (a *Agent) takeRollback() *rollbackRequest {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	req := a.rollbackTo
 	a.rollbackTo = nil
+	a.rollingBack = req != nil
 	return req
 }
 
@@ -108,15 +141,24 @@ func (a *Agent) takeRollback() *rollbackRequest {
 // lease, its group halted), so that neither a crash nor the next poll brings it
 // back; `baton retry` lifts both.
 func (a *Agent) operatorRollback(ctx context.Context, req *rollbackRequest) {
-	log := a.log.With("commit", short(req.to), "from", short(req.from))
+	defer func() {
+		a.mu.Lock()
+		a.rollingBack = false
+		a.mu.Unlock()
+	}()
+	log := a.log.With("commit", short(req.to), "from", short(req.from), "request", req.id)
 	refuse := func(outcome, why string) {
-		a.result(api.Result{Outcome: outcome, From: req.from, To: req.to, Message: "rollback: " + why})
+		a.result(api.Result{Outcome: outcome, From: req.from, To: req.to, Message: "rollback: " + why, Request: req.id})
 		a.setStatus(func(s *Status) { s.LastResult = fmt.Sprintf("rollback to %s refused: %s", short(req.to), why) })
 		log.Error("rollback refused", "reason", why)
 	}
 	lg, err := a.store.LastGood()
 	if err != nil {
 		refuse(api.OutcomeAborted, err.Error())
+		return
+	}
+	if lg.Revision == req.to {
+		a.result(api.Result{Outcome: api.OutcomeRolledBack, From: req.from, To: req.to, Message: "the host already runs it", Request: req.id})
 		return
 	}
 	if lg.Revision != req.from {
@@ -139,30 +181,39 @@ func (a *Agent) operatorRollback(ctx context.Context, req *rollbackRequest) {
 		refuse(api.OutcomeAborted, "plan: "+err.Error())
 		return
 	}
+	if why := a.foreignUnits(hs, lg); why != "" {
+		refuse(api.OutcomeAborted, why)
+		return
+	}
+	// From here on the revision being left stays out: the operator judged it bad,
+	// whether or not this host gets back.
 	reason := fmt.Sprintf("rolled back by an operator on %s", a.cfg.Host)
 	if err := a.store.AddQuarantine(req.from, reason); err != nil {
 		refuse(api.OutcomeAborted, "quarantine "+short(req.from)+": "+err.Error())
 		return
 	}
-	a.haltCommit(context.WithoutCancel(ctx), lg.Group, req.from, reason)
+	haltCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	a.haltCommit(haltCtx, lg.Group, req.from, reason)
+	cancel()
 	a.emit(events.RolloutHalted, req.from, "", fmt.Sprintf("%s quarantined: %s", short(req.from), reason), map[string]string{"rollback": "operator"})
 	if !p.Changed() {
 		// The earlier revision runs the same services: only the record moves.
 		next := *lg
-		next.Revision, next.Time, next.History = req.to, time.Now().UTC(), lg.NextHistory()
+		next.Revision, next.Time, next.History, next.Group = req.to, time.Now().UTC(), lg.NextHistory(), hs.Group.Name
 		if err := a.store.SetLastGood(&next); err != nil {
 			refuse(api.OutcomeAborted, err.Error())
 			return
 		}
-		a.result(api.Result{Outcome: api.OutcomeRolledBack, From: req.from, To: req.to, Message: "nothing to change on this host"})
+		a.result(api.Result{Outcome: api.OutcomeRolledBack, From: req.from, To: req.to, Message: "nothing to change on this host", Request: req.id})
 		a.setStatus(func(s *Status) {
 			s.Applied, s.LastResult = req.to, fmt.Sprintf("rolled back %s -> %s (nothing to change)", short(req.from), short(req.to))
 		})
+		a.idle()
 		a.recordIdle(ctx, hs.Group.Name, req.to, "rolled back")
 		log.Info("rolled back; the services were the same")
 		return
 	}
 	txn := newTxn(hs, lg, p)
-	txn.Rollback = true
+	txn.Rollback, txn.Request = true, req.id
 	a.upgrade(ctx, log, txn, hs)
 }

@@ -27,7 +27,7 @@ func TestOperatorRollback(t *testing.T) {
 	h.settled(c1)
 
 	out, err := h.host.Exec(context.Background(), "/usr/local/bin/baton", "rollback")
-	if err == nil || !strings.Contains(string(out), "no earlier revision to go back to from "+short(c1)) {
+	if err == nil || !strings.Contains(string(out), "this host has run only "+short(c1)) {
 		t.Errorf("rollback with no earlier revision: %v\n%s", err, out)
 	}
 
@@ -41,8 +41,29 @@ func TestOperatorRollback(t *testing.T) {
 		t.Errorf("rollback to a revision the host never ran: %v\n%s", err, out)
 	}
 
+	out, err = h.host.Exec(context.Background(), "/usr/local/bin/baton", "rollback", "--to", short(c2))
+	if err == nil || !strings.Contains(string(out), short(c2)+" is the revision this host runs") {
+		t.Errorf("rollback to the running revision: %v\n%s", err, out)
+	}
+
 	journalBefore := len(h.journal())
-	out, err = h.host.Exec(context.Background(), "/usr/local/bin/baton", "rollback")
+	type result struct {
+		out []byte
+		err error
+	}
+	first := make(chan result, 1)
+	go func() {
+		out, err := h.host.Exec(context.Background(), "/usr/local/bin/baton", "rollback")
+		first <- result{out, err}
+	}()
+	// A second request while the first runs is refused; it would go back one more.
+	h.waitFor("the rollback to start", 30*time.Second, func() bool { return h.txnState() != "" })
+	out, err = h.host.Exec(context.Background(), "/usr/local/bin/baton", "rollback", "--wait=false")
+	if err == nil || !strings.Contains(string(out), "rolling back to "+short(c1)+" is in progress") {
+		t.Errorf("a second rollback while the first runs: %v\n%s", err, out)
+	}
+	r := <-first
+	out, err = r.out, r.err
 	if err != nil {
 		t.Fatalf("baton rollback: %v\n%s", err, out)
 	}

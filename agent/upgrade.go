@@ -74,6 +74,7 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 	}
 	if !p.Changed() {
 		// Nothing of this host changes: the commit is good here as it is.
+		lg.History = lg.NextHistory()
 		lg.Revision, lg.Time, lg.Host, lg.Group = commit, time.Now().UTC(), hs.Host, hs.Group.Name
 		if err := a.store.SetLastGood(lg); err != nil {
 			log.Error("record the last good revision", "err", err)
@@ -325,7 +326,7 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 		return
 	}
 	a.txnPhase(txn, "waiting for the "+txn.Group+" lease")
-	if a.fleet != nil {
+	if a.fleet != nil && !txn.Rollback { // a rollback's old revision does not set the group's slots
 		if err := a.fleet.lease.SetSlots(ctx, txn.Group, hs.Group.Rollout.MaxParallel); err != nil {
 			a.abort(log, txn, "set the group's slots: "+err.Error())
 			return
@@ -534,7 +535,7 @@ func (a *Agent) commit(ctx context.Context, log *slog.Logger, txn *rollback.Txn,
 	if txn.Rollback {
 		outcome, done = api.OutcomeRolledBack, "rolled back"
 	}
-	a.result(api.Result{Outcome: outcome, From: txn.From, To: txn.To})
+	a.result(api.Result{Outcome: outcome, From: txn.From, To: txn.To, Request: txn.Request})
 	a.record(ctx, txn, rollback.Committed, txn.To, done)
 	a.emit(events.UpgradeSucceeded, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s %s -> %s in %v", done, short(txn.From), short(txn.To), took.Round(time.Millisecond)), txnFields(txn, nil))
 	a.finish(ctx, log, txn)
@@ -576,6 +577,9 @@ func (a *Agent) finish(ctx context.Context, log *slog.Logger, txn *rollback.Txn)
 // abort ends a transaction that has not touched the host. The commit is not
 // quarantined: the next poll tries it again.
 func (a *Agent) abort(log *slog.Logger, txn *rollback.Txn, reason string) {
+	if txn.Rollback {
+		reason = fmt.Sprintf("the rollback was interrupted (%s); %s stays quarantined: run baton rollback again, or baton retry %s", reason, short(txn.From), short(txn.From))
+	}
 	txn.Reason = reason
 	_ = a.store.Save(txn, rollback.Aborted)
 	a.tlog.track(txn)
@@ -585,8 +589,8 @@ func (a *Agent) abort(log *slog.Logger, txn *rollback.Txn, reason string) {
 		log.Error("close the transaction", "err", err)
 	}
 	a.tlog.done()
-	a.result(api.Result{Outcome: api.OutcomeAborted, From: txn.From, To: txn.To, Message: reason})
-	a.setStatus(func(s *Status) { s.LastResult = fmt.Sprintf("aborted upgrade to %s: %s", short(txn.To), reason) })
+	a.result(api.Result{Outcome: api.OutcomeAborted, From: txn.From, To: txn.To, Message: reason, Request: txn.Request})
+	a.setStatus(func(s *Status) { s.LastResult = fmt.Sprintf("aborted %s to %s: %s", doing(txn), short(txn.To), reason) })
 	a.phase("idle at %s", short(txn.From))
 }
 
@@ -600,12 +604,12 @@ func (a *Agent) fail(ctx context.Context, log *slog.Logger, txn *rollback.Txn, s
 	_ = a.save(txn, rollback.Failed)
 	a.halt(context.WithoutCancel(ctx), txn, fmt.Sprintf("%s: %s", step, reason))
 	a.record(context.WithoutCancel(ctx), txn, rollback.Failed, txn.From, "failed: "+reason)
+	log.Error("upgrade failed; commit quarantined", "step", step, "reason", reason, "steps", strings.Join(txn.Durations(time.Now()), " "))
 	a.finish(context.WithoutCancel(ctx), log, txn)
 	a.setStatus(func(s *Status) {
 		s.LastResult = fmt.Sprintf("failed %s -> %s in %s: %s", short(txn.From), short(txn.To), step, reason)
 	})
 	a.phase("idle at %s", short(txn.From))
-	log.Error("upgrade failed; commit quarantined", "step", step, "reason", reason, "steps", strings.Join(txn.Durations(time.Now()), " "))
 	for _, svc := range txn.Services {
 		a.obs.metrics.Upgrade(svc, metrics.Failed, time.Since(txn.Started))
 	}
@@ -613,7 +617,7 @@ func (a *Agent) fail(ctx context.Context, log *slog.Logger, txn *rollback.Txn, s
 	if strings.Contains(reason, "the revert failed too") {
 		outcome = api.OutcomeFailed
 	}
-	a.result(api.Result{Outcome: outcome, From: txn.From, To: txn.To, Step: step, Message: reason, Output: output, Check: txn.Check})
+	a.result(api.Result{Outcome: outcome, From: txn.From, To: txn.To, Step: step, Message: reason, Output: output, Check: txn.Check, Request: txn.Request})
 	a.emit(events.UpgradeFailed, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s: %s", step, reason), txnFields(txn, map[string]string{"step": step}))
 	a.emit(events.RolloutHalted, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s quarantined: %s: %s", short(txn.To), step, reason), txnFields(txn, map[string]string{"step": step}))
 }

@@ -21,10 +21,12 @@ type RollbackRequest struct {
 	To string `json:"to,omitempty"`
 }
 
-// RollbackAnswer is what the agent will do: revert the host from From to To.
+// RollbackAnswer is what the agent will do: revert the host from From to To. Its
+// Request id comes back in State.LastRollback once the rollback has ended.
 type RollbackAnswer struct {
-	From string `json:"from"`
-	To   string `json:"to"`
+	Request string `json:"request"`
+	From    string `json:"from"`
+	To      string `json:"to"`
 }
 
 // Commit ids: a prefix of at least MinCommitPrefix hex digits, at most a SHA-256 id.

@@ -19,16 +19,19 @@ type State struct {
 	Applied string `json:"applied,omitempty"` // the last good revision
 	// Phase is what the agent is doing, in words ("idle at 1a2b3c4", "upgrading ...:
 	// verifying 5/10 s, 2/3 checks passing"), as in `systemctl status baton`.
-	Phase       string         `json:"phase"`
-	Services    []ServiceState `json:"services"`
-	Txn         *TxnState      `json:"txn,omitempty"`        // nil when idle
-	LastResult  *Result        `json:"lastResult,omitempty"` // nil before the first
-	Rejected    *Rejected      `json:"rejected,omitempty"`   // the last commit refused as bad input, while it is the tracked one
-	Quarantined []Quarantined  `json:"quarantined"`
-	Lease       LeaseState     `json:"lease"`
-	Fetch       FetchState     `json:"fetch"`
-	Events      []events.Event `json:"events"` // the most recent, oldest first
-	Version     string         `json:"version"`
+	Phase      string         `json:"phase"`
+	Services   []ServiceState `json:"services"`
+	Txn        *TxnState      `json:"txn,omitempty"`        // nil when idle
+	LastResult *Result        `json:"lastResult,omitempty"` // nil before the first
+	// LastRollback is how the last `baton rollback` ended (its Request is the id the
+	// API answered with); nil before the first ends.
+	LastRollback *Result        `json:"lastRollback,omitempty"`
+	Rejected     *Rejected      `json:"rejected,omitempty"` // the last commit refused as bad input, while it is the tracked one
+	Quarantined  []Quarantined  `json:"quarantined"`
+	Lease        LeaseState     `json:"lease"`
+	Fetch        FetchState     `json:"fetch"`
+	Events       []events.Event `json:"events"` // the most recent, oldest first
+	Version      string         `json:"version"`
 	// Time is when the state was taken; the server sets it when the Backend leaves it
 	// zero. WriteTable shows ages relative to it.
 	Time time.Time `json:"time,omitzero"`
@@ -82,9 +85,10 @@ type Result struct {
 	To      string    `json:"to,omitempty"`
 	Time    time.Time `json:"time,omitzero"`
 	Message string    `json:"message,omitempty"`
-	Step    string    `json:"step,omitempty"`   // where it failed: stage, switch, verify...
-	Check   string    `json:"check,omitempty"`  // the failing check
-	Output  string    `json:"output,omitempty"` // the failing check's output
+	Step    string    `json:"step,omitempty"`    // where it failed: stage, switch, verify...
+	Check   string    `json:"check,omitempty"`   // the failing check
+	Output  string    `json:"output,omitempty"`  // the failing check's output
+	Request string    `json:"request,omitempty"` // the rollback request it ends, for `baton rollback`
 }
 
 // Rejected is a commit refused as bad input, with the reason (file:line: message).

@@ -59,6 +59,8 @@ func (s *Store) IsQuarantined(commit string) (*Quarantined, error) {
 
 // AddQuarantine quarantines commit; quarantining it again updates the reason.
 func (s *Store) AddQuarantine(commit, reason string) error {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
 	q, err := s.Quarantine()
 	if err != nil {
 		return err
@@ -75,6 +77,8 @@ func (s *Store) AddQuarantine(commit, reason string) error {
 // ClearQuarantine lifts the quarantine of commit (`baton retry`), or of every commit
 // when commit is "". It reports whether anything was lifted.
 func (s *Store) ClearQuarantine(commit string) (bool, error) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
 	q, err := s.Quarantine()
 	if err != nil {
 		return false, err

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/baton-fleet/baton/internal/atomicfile"
@@ -61,8 +62,10 @@ type Txn struct {
 	Output   string    `json:"output,omitempty"` // the failing check's output, for the report
 	Check    string    `json:"check,omitempty"`  // the failing check's name
 	// Rollback marks an operator's `baton rollback`: To is a revision the host ran
-	// before; no fleet gate holds it, and it ends rolledBack.
-	Rollback bool `json:"rollback,omitempty"`
+	// before; no fleet gate holds it, and it ends rolledBack. Request is the id the
+	// API gave the operator's request, echoed in its result.
+	Rollback bool   `json:"rollback,omitempty"`
+	Request  string `json:"request,omitempty"`
 
 	// The target: what lastgood.json becomes when it commits.
 	Target LastGood `json:"target"`
@@ -106,6 +109,8 @@ func (t *Txn) Durations(now time.Time) []string {
 type Store struct {
 	Dir string
 	Now func() time.Time // nil: time.Now
+
+	qmu sync.Mutex // the quarantine's read-modify-write: the loop and the API both change it
 }
 
 func (s *Store) now() time.Time {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -41,7 +40,6 @@ soon as the agent has taken the request.`,
 				}
 			}
 			c := api.NewClient(socket)
-			asked := time.Now().Add(-time.Second) // the agent stamps results on the same clock
 			ctx, cancel := context.WithTimeout(cmd.Context(), apiTimeout)
 			ans, err := c.Rollback(ctx, to)
 			cancel()
@@ -55,7 +53,7 @@ soon as the agent has taken the request.`,
 			}
 			ctx, cancel = context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			res, err := waitRollback(ctx, c, ans, asked, w)
+			res, err := waitRollback(ctx, c, ans, w)
 			if err != nil {
 				return failed(err)
 			}
@@ -75,13 +73,16 @@ soon as the agent has taken the request.`,
 
 // waitRollback follows the agent's state until the rollback ans ends, printing each
 // phase once, and returns how it ended.
-func waitRollback(ctx context.Context, c *api.Client, ans api.RollbackAnswer, asked time.Time, w io.Writer) (*api.Result, error) {
+func waitRollback(ctx context.Context, c *api.Client, ans api.RollbackAnswer, w io.Writer) (*api.Result, error) {
+	gaveUp := func(err error) error {
+		return fmt.Errorf("stopped waiting (%w); the agent goes on: see baton status", err)
+	}
 	last := ""
 	for {
 		st, err := c.State(ctx)
 		if err != nil {
-			if errors.Is(err, context.DeadlineExceeded) {
-				return nil, fmt.Errorf("gave up waiting; the agent goes on (see baton status): %w", err)
+			if ctx.Err() != nil {
+				return nil, gaveUp(ctx.Err())
 			}
 			return nil, err
 		}
@@ -89,12 +90,12 @@ func waitRollback(ctx context.Context, c *api.Client, ans api.RollbackAnswer, as
 			fmt.Fprintf(w, "  %s\n", st.Phase)
 			last = st.Phase
 		}
-		if r := st.LastResult; st.Txn == nil && r != nil && r.To == ans.To && !r.Time.Before(asked) {
+		if r := st.LastRollback; r != nil && r.Request == ans.Request {
 			return r, nil
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("gave up waiting; the agent goes on (see baton status): %w", ctx.Err())
+			return nil, gaveUp(ctx.Err())
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
