@@ -177,7 +177,7 @@ func (e *Etcd) acquire(ctx context.Context, k groupKeys) error {
 	retry := func(what string, err error) error {
 		backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
 		wait := backoff/2 + rand.N(backoff/2+1)
-		e.log.Warn("etcd lease: retry", "group", k.group, "step", what, "err", err, "in", wait)
+		e.log.Warn("etcd lease: retry", "group", k.group, "op", what, "err", err, "in", wait)
 		select {
 		case <-ctx.Done():
 			return e.withdraw(ctx.Err())
