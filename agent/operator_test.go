@@ -2,8 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"flag"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -11,9 +9,8 @@ import (
 	"time"
 
 	"github.com/baton-fleet/baton/api"
+	goldenfile "github.com/baton-fleet/baton/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
 
 // TestOperatorRollback drives `baton rollback` on a real host: refused while the host
 // has nothing to go back to; after v1 -> v2, it puts v1 back under the lease,
@@ -154,21 +151,5 @@ func maskStatus(out string, commits map[string]string) string {
 // golden compares got with testdata/golden/name.txt; -update rewrites it.
 func golden(t *testing.T, name, got string) {
 	t.Helper()
-	file := filepath.Join("testdata", "golden", name+".txt")
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatalf("%v (run go test -update)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from %s:\n%s\nwant:\n%s", name, file, got, want)
-	}
+	goldenfile.Check(t, filepath.Join("testdata", "golden", name+".txt"), []byte(got))
 }

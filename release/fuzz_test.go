@@ -3,7 +3,6 @@ package release
 import (
 	"archive/tar"
 	"bytes"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,9 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the seed corpus under testdata/fuzz/FuzzUnpack")
+	"github.com/baton-fleet/baton/internal/golden"
+)
 
 // fuzzLimits are small, so that a run explores limits rather than writing megabytes.
 var fuzzLimits = Limits{MaxArtifactBytes: 1 << 20, MaxUnpackedBytes: 64 << 10, MaxFiles: 64}
@@ -79,7 +78,7 @@ func seeds(t *testing.T) map[string][]byte {
 // says; with -update it first writes the seeds afresh.
 func TestFuzzCorpus(t *testing.T) {
 	dir := filepath.Join("testdata", "fuzz", "FuzzUnpack")
-	if *update {
+	if golden.Update() {
 		if err := os.RemoveAll(dir); err != nil {
 			t.Fatal(err)
 		}

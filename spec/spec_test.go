@@ -3,7 +3,6 @@ package spec
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,10 +12,9 @@ import (
 
 	"golang.org/x/tools/txtar"
 
+	goldenfile "github.com/baton-fleet/baton/internal/golden"
 	"github.com/baton-fleet/baton/internal/yamldoc"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files and the expected errors of testdata/bad")
 
 // txtarFS turns an archive into a file system.
 func txtarFS(a *txtar.Archive) fstest.MapFS {
@@ -54,7 +52,7 @@ func TestLoadBad(t *testing.T) {
 				}
 			}
 			got := err.Error() + "\n"
-			if *update {
+			if goldenfile.Update() {
 				a.Comment = []byte(got)
 				if err := os.WriteFile(file, txtar.Format(a), 0o644); err != nil {
 					t.Fatal(err)
@@ -156,19 +154,7 @@ func TestForHostGolden(t *testing.T) {
 
 func golden(t *testing.T, file, got string) {
 	t.Helper()
-	if *update {
-		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs:\n got:\n%s\nwant:\n%s", file, got, want)
-	}
+	goldenfile.Check(t, file, []byte(got))
 }
 
 func TestReleaseIDChangesWithArtifacts(t *testing.T) {

@@ -10,9 +10,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files")
+	"github.com/baton-fleet/baton/internal/golden"
+)
 
 // binary is the baton command built for these tests: they run it as a user would.
 var binary string
@@ -79,20 +79,7 @@ func TestCLI(t *testing.T) {
 			got := fmt.Sprintf("exit %d\n--- stdout\n%s--- stderr\n%s", code, stdout.String(), stderr.String())
 			got = strings.ReplaceAll(got, testdata, "$TESTDATA")
 			got = strings.ReplaceAll(got, goVersion(), "$GOVERSION")
-			file := filepath.Join("testdata", "golden", tt.name+".txt")
-			if *update {
-				if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(file)
-			if err != nil {
-				t.Fatalf("%v (run go test -update)", err)
-			}
-			if got != string(want) {
-				t.Errorf("baton %s:\n%s\nwant:\n%s", strings.Join(tt.args, " "), got, want)
-			}
+			golden.Check(t, filepath.Join("testdata", "golden", tt.name+".txt"), []byte(got))
 		})
 	}
 }
