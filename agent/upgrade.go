@@ -563,6 +563,12 @@ func (a *Agent) finish(ctx context.Context, log *slog.Logger, txn *rollback.Txn)
 				log.Warn("prune old releases", "service", name, "err", err)
 			}
 		}
+		// Services the host no longer runs, or never committed, keep nothing.
+		if removed, err := release.PruneServices(a.cfg.Paths.State, slices.Collect(maps.Keys(lg.Services))); err != nil {
+			log.Warn("prune the releases of services this host does not run", "err", err)
+		} else if len(removed) > 0 {
+			log.Info("pruned the releases of services this host does not run", "removed", len(removed))
+		}
 	}
 	if err := a.store.End(); err != nil {
 		log.Error("close the transaction", "err", err)

@@ -232,6 +232,9 @@ func TestOwnershipAndRemoval(t *testing.T) {
 	if got, _ := os.ReadFile(h.host.Path("/etc/systemd/system/foreign.service")); string(got) != foreign {
 		t.Error("the foreign unit file was touched by the removal")
 	}
+	if _, err := os.Stat(h.host.Path(stateDir + "/releases/demo")); !os.IsNotExist(err) {
+		t.Errorf("the dropped service's releases are still on disk: %v", err)
+	}
 }
 
 // TestFetchErrorsAreNotFatal takes the repository away from a running agent: it must

@@ -82,3 +82,36 @@ func Prune(stateDir, service string, keep []string, newest int) ([]string, error
 	}
 	return removed, nil
 }
+
+// PruneServices removes the release directories of every service under stateDir
+// that is not in keep: services the host no longer runs (dropped from its group) and
+// services whose first upgrade failed. A name that is not a plain service name, and
+// anything that is not a directory, is left alone. It returns the paths it removed.
+func PruneServices(stateDir string, keep []string) ([]string, error) {
+	root := filepath.Join(stateDir, "releases")
+	entries, err := os.ReadDir(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("prune services' releases: %w", err)
+	}
+	var removed []string
+	var errs []error
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() || slices.Contains(keep, name) || checkDirName("service name", name) != nil {
+			continue
+		}
+		p := filepath.Join(root, name)
+		if err := removeAside(p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, p)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return removed, fmt.Errorf("prune services' releases: %w", err)
+	}
+	return removed, nil
+}

@@ -77,3 +77,33 @@ func TestPruneEdges(t *testing.T) {
 		}
 	}
 }
+
+func TestPruneServices(t *testing.T) {
+	state := t.TempDir()
+	root := filepath.Join(state, "releases")
+	for _, d := range []string{"api/1.0-a", "worker/2.0-b", "dropped/0.9-c", "failed-first/1.0-d", ".staging-x"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(root, "notes"), []byte("not a service"), 0o644)
+
+	removed, err := PruneServices(state, []string{"api", "worker"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range removed {
+		got = append(got, filepath.Base(p))
+	}
+	slices.Sort(got)
+	if want := []string{"dropped", "failed-first"}; !slices.Equal(got, want) {
+		t.Errorf("removed %q, want %q", got, want)
+	}
+	if got, want := names(t, root), []string{".staging-x", "api", "notes", "worker"}; !slices.Equal(got, want) {
+		t.Errorf("left %q, want %q", got, want)
+	}
+	if removed, err := PruneServices(filepath.Join(state, "nothing-here"), nil); err != nil || len(removed) != 0 {
+		t.Errorf("PruneServices of a host with no releases = %q, %v", removed, err)
+	}
+}
