@@ -327,7 +327,6 @@ func (a *Agent) tick(ctx context.Context) error {
 	}
 	a.reconcile(ctx, a.git.Head())
 	st := a.Status()
-	a.obs.metrics.Host(a.cfg.Host, st.Group)
 	a.obs.metrics.Info(st.Applied, st.Tracked)
 	return err
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/baton-fleet/baton/api"
+	"github.com/baton-fleet/baton/internal/testfleet"
 )
 
 // TestBadInput runs every kind of bad input of issue 7 through the real agent on one
@@ -377,7 +378,7 @@ func badServiceYAML(version string, artifacts ...badArtifact) string {
 			fmt.Fprintf(&b, "    name: %s\n", a.name)
 		}
 	}
-	b.WriteString(demoChecks)
+	b.WriteString(testfleet.DemoChecks)
 	return b.String()
 }
 

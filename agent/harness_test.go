@@ -21,6 +21,7 @@ import (
 
 	"github.com/baton-fleet/baton/internal/testbed"
 	"github.com/baton-fleet/baton/internal/testetcd"
+	"github.com/baton-fleet/baton/internal/testfleet"
 	"github.com/baton-fleet/baton/internal/testgit"
 	"github.com/baton-fleet/baton/rollback"
 )
@@ -188,7 +189,7 @@ func (h *harness) writeConfig(extra string) {
 const (
 	agentTag = "baton" // the agent's syslog identifier: its lines in the journal, whatever its unit
 	stateDir = "/var/lib/baton"
-	demoPort = "8080"
+	demoPort = testfleet.DemoPort
 )
 
 func newHarness(t testing.TB) *harness {
@@ -236,16 +237,6 @@ RestartSec=300ms
 WantedBy=multi-user.target
 `
 
-// demoChecks is the demo service's health check, in service.yaml.
-const demoChecks = `checks:
-  - name: health
-    http: {url: "http://127.0.0.1:` + demoPort + `/healthz", contains: ok}
-    interval: 200ms
-    timeout: 1s
-    successes: 2
-    failures: 3
-`
-
 // fleetYAML puts h1 in group web, running the demo service.
 const fleetYAML = `apiVersion: baton/v1
 groups:
@@ -281,7 +272,7 @@ artifacts:
   - url: %q
     sha256: %q
     name: demo
-`, rel.version, url, sum) + demoChecks + rel.drain,
+`, rel.version, url, sum) + testfleet.DemoChecks + rel.drain,
 		"services/demo/demo.service": unit,
 	}
 	return h.repo.CommitFiles(fmt.Sprintf("demo %s (%s)", rel.version, rel.mode), files)

@@ -81,15 +81,16 @@ func (a *Agent) rollbackTarget(lg *rollback.LastGood, to string) (string, error)
 	if len(lg.History) == 0 {
 		return "", fmt.Errorf("%w: this host has run only %s (since it began to keep a history)", api.ErrNotFound, short(lg.Revision))
 	}
+	q, err := a.store.Quarantine()
+	if err != nil {
+		return "", err
+	}
+	out := a.groupFailures(lg.Group)
+	for _, e := range q {
+		out[e.Commit] = true
+	}
 	for _, rev := range lg.History {
-		if rev == lg.Revision {
-			continue
-		}
-		q, err := a.store.IsQuarantined(rev)
-		if err != nil {
-			return "", err
-		}
-		if q == nil && !a.haltedInGroup(lg.Group, rev) {
+		if rev != lg.Revision && !out[rev] {
 			return rev, nil
 		}
 	}
@@ -97,23 +98,22 @@ func (a *Agent) rollbackTarget(lg *rollback.LastGood, to string) (string, error)
 		api.ErrNotFound, orNone(ran))
 }
 
-// haltedInGroup reports whether rev failed in group, by the fleet state; false
-// without one, or when it cannot be read.
-func (a *Agent) haltedInGroup(group, rev string) bool {
+// groupFailures returns the commits that failed in group (halting it), by the fleet
+// state: an empty set without one, or when it cannot be read.
+func (a *Agent) groupFailures(group string) map[string]bool {
+	failed := map[string]bool{}
 	if a.fleet == nil || group == "" {
-		return false
+		return failed
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	snap, err := a.fleet.store.Snapshot(ctx)
-	if err != nil {
-		return false
+	if err != nil || snap.Groups[group] == nil {
+		return failed
 	}
-	g := snap.Groups[group]
-	if g == nil {
-		return false
+	for commit := range snap.Groups[group].Failed {
+		failed[commit] = true
 	}
-	_, failed := g.Failed[rev]
 	return failed
 }
 

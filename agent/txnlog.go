@@ -50,17 +50,21 @@ func (t *txnHandler) Handle(ctx context.Context, r slog.Record) error {
 	if a == nil {
 		return t.h.Handle(ctx, r)
 	}
-	have := map[string]bool{}
+	fields := [...][2]string{
+		{"txn", a.id}, {"group", a.group}, {"commit", a.commit}, {"from", a.from},
+		{"service", a.service}, {"step", a.step},
+	}
 	r.Attrs(func(at slog.Attr) bool {
-		have[at.Key] = true
+		for i := range fields {
+			if fields[i][0] == at.Key {
+				fields[i][1] = "" // the record's own value stands
+			}
+		}
 		return true
 	})
 	r = r.Clone()
-	for _, kv := range [...][2]string{
-		{"txn", a.id}, {"group", a.group}, {"commit", a.commit}, {"from", a.from},
-		{"service", a.service}, {"step", a.step},
-	} {
-		if kv[1] != "" && !have[kv[0]] && !t.have[kv[0]] {
+	for _, kv := range fields {
+		if kv[1] != "" && !t.have[kv[0]] {
 			r.AddAttrs(slog.String(kv[0], kv[1]))
 		}
 	}

@@ -67,6 +67,7 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 	}
 	log = log.With("group", hs.Group.Name)
 	a.setStatus(func(s *Status) { s.Group = hs.Group.Name })
+	a.obs.metrics.Host(a.cfg.Host, hs.Group.Name)
 	p, err := plan.Compute(hs, lg, a.unitDir.Path)
 	if err != nil {
 		log.Error("plan", "err", err)
@@ -188,7 +189,8 @@ func (a *Agent) export(ctx context.Context, commit string) (string, error) {
 // idle sets the phase to "idle at <applied>", in place of one that said why a
 // commit waited (frozen, blocked, the fleet's gate), when the agent has moved on.
 func (a *Agent) idle() {
-	if p := fmt.Sprintf("idle at %s", short(a.Status().Applied)); a.Status().Phase != p {
+	st := a.Status()
+	if p := "idle at " + short(st.Applied); st.Phase != p {
 		a.phase("%s", p)
 	}
 }

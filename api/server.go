@@ -239,38 +239,35 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, redactState(st))
 	case PathSync:
-		s.command(w, log, parseEmpty(body), func() error { return s.backend.Sync(ctx) }, http.StatusAccepted)
+		s.command(w, log, parseEmpty(body), func() (any, error) { return nil, s.backend.Sync(ctx) }, http.StatusAccepted)
 	case PathRollback:
 		to, err := parseRollback(body)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		ans, err := s.backend.Rollback(ctx, to)
-		if err != nil {
-			s.fail(w, log, err)
-			return
-		}
-		log.Info("api command done", "from", ans.From, "to", ans.To)
-		writeJSON(w, http.StatusAccepted, ans)
+		s.command(w, log, err, func() (any, error) { return s.backend.Rollback(ctx, to) }, http.StatusAccepted)
 	case PathRetry:
 		commit, err := parseRetry(body)
-		s.command(w, log.With("commit", commit), err, func() error { return s.backend.Retry(ctx, commit) }, http.StatusOK)
+		s.command(w, log.With("commit", commit), err, func() (any, error) { return nil, s.backend.Retry(ctx, commit) }, http.StatusOK)
 	}
 }
 
-// command runs do unless the request was bad, and answers {"ok": true} with status.
-func (s *Server) command(w http.ResponseWriter, log *slog.Logger, bad error, do func() error, status int) {
+// command runs do unless the request was bad, and answers with status and what do
+// returned, or {"ok": true} when it returned nothing.
+func (s *Server) command(w http.ResponseWriter, log *slog.Logger, bad error, do func() (any, error), status int) {
 	if bad != nil {
 		writeError(w, http.StatusBadRequest, bad.Error())
 		return
 	}
-	if err := do(); err != nil {
+	answer, err := do()
+	if err != nil {
 		s.fail(w, log, err)
 		return
 	}
-	log.Info("api command done")
-	writeJSON(w, status, map[string]bool{"ok": true})
+	if answer == nil {
+		log.Info("api command done")
+		answer = map[string]bool{"ok": true}
+	} else {
+		log.Info("api command done", "answer", answer)
+	}
+	writeJSON(w, status, answer)
 }
 
 func (s *Server) fail(w http.ResponseWriter, log *slog.Logger, err error) {

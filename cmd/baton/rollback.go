@@ -58,7 +58,11 @@ soon as the agent has taken the request.`,
 				return failed(err)
 			}
 			if res.Outcome != api.OutcomeRolledBack {
-				return failed(fmt.Errorf("the rollback to %s did not happen: %s%s", short(ans.To), res.Outcome, suffix(": ", res.Message)))
+				why := res.Outcome
+				if res.Message != "" {
+					why += ": " + res.Message
+				}
+				return failed(fmt.Errorf("the rollback to %s did not happen: %s", short(ans.To), why))
 			}
 			fmt.Fprintf(w, "rolled back %s -> %s\n", short(ans.From), short(ans.To))
 			return nil
@@ -99,11 +103,4 @@ func waitRollback(ctx context.Context, c *api.Client, ans api.RollbackAnswer, w 
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-}
-
-func suffix(sep, s string) string {
-	if s == "" {
-		return ""
-	}
-	return sep + s
 }

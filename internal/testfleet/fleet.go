@@ -38,6 +38,15 @@ const (
 	Group = "web"
 	// DemoPort is where the demo service listens on every host.
 	DemoPort = "8080"
+	// DemoChecks is the demo service's health check, as its service.yaml says it.
+	DemoChecks = `checks:
+  - name: health
+    http: {url: "http://127.0.0.1:` + DemoPort + `/healthz", contains: ok}
+    interval: 200ms
+    timeout: 1s
+    successes: 2
+    failures: 3
+`
 	// AgentUnit is the transient unit the agent runs as in every host.
 	AgentUnit = "baton-agent"
 
@@ -241,14 +250,7 @@ artifacts:
   - url: %q
     sha256: %q
     name: demo
-checks:
-  - name: health
-    http: {url: "http://127.0.0.1:%s/healthz", contains: ok}
-    interval: 200ms
-    timeout: 1s
-    successes: 2
-    failures: 3
-`, rel.Version, u, sum, DemoPort) + drainBlock,
+`, rel.Version, u, sum) + DemoChecks + drainBlock,
 		"services/demo/demo.service": `[Unit]
 Description=baton demo {{ .Version }}
 

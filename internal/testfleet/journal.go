@@ -66,11 +66,7 @@ func (h *Host) CommitSteps(commit string) (map[string]time.Duration, bool) {
 // RevertStarted is when the host's agent gave up on commit and began reverting
 // ("upgrade failed; reverting"); false when it did not.
 func (h *Host) RevertStarted(commit string) (time.Time, bool) {
-	l, ok := findLine(h.Journal(), "upgrade failed; reverting", commit)
-	if !ok {
-		return time.Time{}, false
-	}
-	return parseTime(l)
+	return h.lineTime("upgrade failed; reverting", commit)
 }
 
 // TxnStarted is when the host's agent began its transaction to commit (the phase
@@ -85,11 +81,7 @@ func (h *Host) TxnStarted(commit string) (time.Time, bool) {
 
 // Committed is when the host's agent committed commit; false when it did not.
 func (h *Host) Committed(commit string) (time.Time, bool) {
-	l, ok := findLine(h.Journal(), "upgrade committed", commit)
-	if !ok {
-		return time.Time{}, false
-	}
-	return parseTime(l)
+	return h.lineTime("upgrade committed", commit)
 }
 
 // findPhase returns the first journal line whose message ends with suffix, about commit.
@@ -104,7 +96,13 @@ func findPhase(journal, suffix, commit string) (string, bool) {
 
 // Noticed is when the host's agent fetched commit ("new commit"); false when it did not.
 func (h *Host) Noticed(commit string) (time.Time, bool) {
-	l, ok := findLine(h.Journal(), "new commit", commit)
+	return h.lineTime("new commit", commit)
+}
+
+// lineTime is when the host's agent logged its last line with message msg about
+// commit; false when it did not.
+func (h *Host) lineTime(msg, commit string) (time.Time, bool) {
+	l, ok := findLine(h.Journal(), msg, commit)
 	if !ok {
 		return time.Time{}, false
 	}
