@@ -676,6 +676,37 @@ func (e *Etcd) Token() int64 {
 	return s.token
 }
 
+// Fence returns the slot key and fencing token of the slot this host acquired, whether
+// or not its hold has lapsed since: ok is false only when no slot was acquired (or it
+// was released). A write fenced with them is decided by etcd at the write's revision,
+// so a lapsed hold fences too: etcd refuses the write once the key is gone or another
+// host's. Unlike Token, it never turns a fenced write into an unfenced one.
+func (e *Etcd) Fence() (key string, token int64, ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s := e.slot; s != nil && s.held {
+		return s.keys.slot, s.token, true
+	}
+	return "", 0, false
+}
+
+// HeldUntil is the local deadline of the slot held: until then the hold is certain,
+// after it Check fails. It is the zero time when no slot is held. Calls made under the
+// lease take it as their deadline, so that none outlasts the hold.
+func (e *Etcd) HeldUntil() time.Time {
+	e.mu.Lock()
+	s := e.slot
+	e.mu.Unlock()
+	if s == nil || !s.held || e.lost(s) != nil {
+		return time.Time{}
+	}
+	deadline, _, err := s.sess.state()
+	if err != nil {
+		return time.Time{}
+	}
+	return deadline
+}
+
 // Guarded runs ops in one etcd transaction that succeeds only while the slot key is
 // still this host's: same creation revision (the token) and same lease. Every
 // fleet-state write by a holder goes through it. It fails with an error wrapping
@@ -715,12 +746,33 @@ func (e *Etcd) Release(ctx context.Context) error {
 		return nil
 	}
 	if err := e.deleteSlot(ctx, s); err != nil {
-		return fmt.Errorf("release etcd lease: %w", err)
+		e.abandon(s)
+		return fmt.Errorf("release etcd lease: %w; the slot frees itself within the TTL (%v)", err, e.o.TTL)
 	}
 	if s.held {
 		e.log.Info("lease slot released", "group", s.keys.group, "token", s.token, "held", e.o.Clock().Sub(s.since).Round(time.Millisecond))
 	}
 	return nil
+}
+
+// abandon forgets s, whose key could not be deleted, and stops keeping its session
+// alive: the key then expires with the session within the TTL, whatever etcd answers
+// now, instead of being held for as long as this process lives. The next Acquire
+// grants a new session.
+func (e *Etcd) abandon(s *slot) {
+	e.mu.Lock()
+	if e.slot == s {
+		e.slot = nil
+	}
+	stop := e.sess == s.sess
+	if stop {
+		e.sess = nil
+	}
+	e.mu.Unlock()
+	if stop {
+		s.sess.stop()
+	}
+	e.log.Warn("lease slot key not deleted: left to expire with its session", "group", s.keys.group, "token", s.token, "ttl", e.o.TTL)
 }
 
 // Close stops the keep-alives. A slot still held is left to expire with its session
@@ -802,6 +854,11 @@ func Holders(ctx context.Context, cli *clientv3.Client, prefix, group string) ([
 		})
 	}
 	return hs, n, nil
+}
+
+// Line reads the slot keys of group in line order and its N, as Holders does.
+func (e *Etcd) Line(ctx context.Context, group string) ([]Holder, int, error) {
+	return Holders(ctx, e.cli, e.o.Prefix, group)
 }
 
 // ReleaseHost deletes host's slot key in group: the operator's last resort (`baton

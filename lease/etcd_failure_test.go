@@ -160,3 +160,107 @@ func TestEtcdPartitionedHolderStopsBeforeItsLeaseExpires(t *testing.T) {
 		t.Fatalf("new token %d is not above the old ones (%d, %d)", h.Token(), hTok, w.token())
 	}
 }
+
+// A release that cannot reach etcd does not leave the slot held for as long as the
+// agent lives (it keeps its session alive while idle): the session is abandoned, so the
+// key expires within the TTL even after etcd is reachable again, and the next waiter
+// proceeds. Before, the healed agent kept the key alive forever.
+func TestEtcdFailedReleaseFreesTheSlotWithinTheTTL(t *testing.T) {
+	t.Parallel() // mostly waits for a TTL
+	c := testetcd.Start(t)
+	p := testetcd.NewProxy(t, c.Members()[0].ClientURL)
+	hcfg := c.ClientConfig()
+	hcfg.Endpoints = []string{p.URL()}
+	hcfg.DialKeepAliveTime, hcfg.DialKeepAliveTimeout = time.Second, time.Second
+	h := newEtcd(t, c.ClientWith(t, hcfg), "h")
+	w := newEtcd(t, c.Client(t), "w")
+	ctx := ctxT(t, 60*time.Second)
+
+	if err := h.Acquire(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	waiter := acquireAsync(ctx, w, "web")
+	p.Block()
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	err := h.Release(rctx)
+	cancel()
+	if err == nil {
+		t.Fatal("Release through a blocked proxy succeeded")
+	}
+	if _, _, ok := h.Fence(); ok {
+		t.Fatal("Fence after a failed release still names a slot")
+	}
+	p.Unblock()
+	healed := time.Now()
+	select {
+	case err := <-waiter:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(testTTL + 5*time.Second):
+		t.Fatalf("the slot of a holder whose release failed is still held %v after etcd came back", time.Since(healed).Round(time.Millisecond))
+	}
+	t.Logf("the slot freed %v after etcd came back (TTL %v)", time.Since(healed).Round(time.Millisecond), testTTL)
+	// The abandoned holder can acquire again, behind the waiter.
+	again := acquireAsync(ctx, h, "web")
+	if err := w.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-again; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A holder whose hold lapsed keeps its fence: Token says 0, but Fence still names the
+// slot it acquired, and a write guarded by it is refused by etcd once another host has
+// the slot. (The agent used to fence with Token, and a zero token wrote unfenced.)
+func TestEtcdFenceOutlivesTheLocalHold(t *testing.T) {
+	t.Parallel() // waits for a TTL
+	c := testetcd.Start(t)
+	p := testetcd.NewProxy(t, c.Members()[0].ClientURL)
+	hcfg := c.ClientConfig()
+	hcfg.Endpoints = []string{p.URL()}
+	hcfg.DialKeepAliveTime, hcfg.DialKeepAliveTimeout = time.Second, time.Second
+	h := newEtcd(t, c.ClientWith(t, hcfg), "h")
+	cli := c.Client(t)
+	w := newEtcd(t, cli, "w")
+	ctx := ctxT(t, 60*time.Second)
+
+	if err := h.Acquire(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	key, tok, ok := h.Fence()
+	if !ok || tok != h.Token() || key != "/baton/groups/web/slots/h" {
+		t.Fatalf("Fence = %q %d %v, want the slot key and token %d", key, tok, ok, h.Token())
+	}
+	if until := h.HeldUntil(); time.Until(until) <= 0 || time.Until(until) > testTTL {
+		t.Fatalf("HeldUntil is %v from now, want within the TTL %v", time.Until(until), testTTL)
+	}
+	waiter := acquireAsync(ctx, w, "web")
+	p.Block()
+	select {
+	case err := <-waiter:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(testTTL + 5*time.Second):
+		t.Fatal("the waiter did not get the slot of the cut-off holder")
+	}
+	if h.Token() != 0 || !h.HeldUntil().IsZero() && time.Until(h.HeldUntil()) > 0 {
+		t.Fatalf("the cut-off holder still believes it holds: Token %d, HeldUntil in %v", h.Token(), time.Until(h.HeldUntil()))
+	}
+	p.Unblock()
+	key2, tok2, ok := h.Fence()
+	if !ok || key2 != key || tok2 != tok {
+		t.Fatalf("Fence after the hold lapsed = %q %d %v, want %q %d", key2, tok2, ok, key, tok)
+	}
+	resp, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key2), "=", tok2)).
+		Then(clientv3.OpPut("/baton/fenced", "stale")).Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Succeeded {
+		t.Fatal("a write fenced by the lapsed holder's token went through")
+	}
+}
