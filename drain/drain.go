@@ -17,7 +17,8 @@ import (
 // host back as it found it, as far as it could; calling Undrain after it is
 // still safe.
 //
-// Undrain puts the host back into rotation. It is idempotent and safe to call
+// Undrain puts the host back as the last Drain found it: into rotation, unless
+// an operator had taken it out (see HAProxy). It is idempotent and safe to call
 // without a prior Drain, in this process or any other: after a commit, after a
 // revert once the old version is healthy, and when recovering from a crash.
 type Drainer interface {
@@ -27,8 +28,15 @@ type Drainer interface {
 
 // New returns the Drainer that a rendered spec.Drain describes: an *HAProxy, an
 // *Exec (whose commands run as d.Exec.User when set), or Nop when d is nil or
-// empty. A nil logger discards.
-func New(d *spec.Drain, logger *slog.Logger) Drainer {
+// empty. A nil logger discards. Its HAProxy records nothing, so its Undrain sets
+// ready whatever the state found: an agent uses NewWithState.
+func New(d *spec.Drain, logger *slog.Logger) Drainer { return NewWithState(d, "", logger) }
+
+// NewWithState is New with an HAProxy drainer that records the state it finds
+// under stateDir (see HAProxy.StateDir), so that Undrain, in this process or the
+// next, restores it. stateDir is the drainers' own directory; one serves every
+// service of a host.
+func NewWithState(d *spec.Drain, stateDir string, logger *slog.Logger) Drainer {
 	if logger == nil {
 		logger = discard
 	}
@@ -38,11 +46,12 @@ func New(d *spec.Drain, logger *slog.Logger) Drainer {
 	case d.HAProxy != nil:
 		h := d.HAProxy
 		return &HAProxy{
-			Addr:    h.Socket,
-			Backend: h.Backend,
-			Server:  h.Server,
-			Timeout: h.Timeout.D(),
-			Logger:  logger.With("drain", "haproxy", "server", h.Backend+"/"+h.Server),
+			Addr:     h.Socket,
+			Backend:  h.Backend,
+			Server:   h.Server,
+			Timeout:  h.Timeout.D(),
+			StateDir: stateDir,
+			Logger:   logger.With("drain", "haproxy", "server", h.Backend+"/"+h.Server),
 		}
 	case d.Exec != nil:
 		return &Exec{

@@ -40,12 +40,23 @@ const restoreTimeout = 5 * time.Second
 // upgrade. A server already in maint is not set to drain first (that would let
 // sticky sessions back in); it is only waited for.
 //
+// Before it changes anything, Drain records the state it found the server in
+// ("ready", "drain" or "maint": what `set server ... state` sets) in a file under
+// StateDir, and Undrain puts the server back in that state, not simply ready: a
+// server that an operator had put in maint stays in maint after the upgrade, one
+// found in drain goes back to drain. The record outlives the process, so the
+// Undrain of the next run, after a crash, restores the same state; and a later
+// Drain that finds the server still in drain or maint with a record not yet
+// restored keeps the state that record found, not baton's own maint. Undrain
+// restores a record once: called again, or with no record, it does nothing. With
+// no StateDir nothing is recorded and Undrain is `set server ... state ready`, as
+// for a server found ready.
+//
 // A Drain that fails (HAProxy unreachable, an answer that is not success, ctx
-// ended) puts the server back in the admin state it found, with its own short
-// bound, and returns the error. Undrain is `set server <backend>/<server> state
-// ready`, which clears both drain and maint; with health checks, HAProxy then
-// takes the server as up at once and checks it immediately, so call Undrain only
-// once the service answers.
+// ended) puts the server back in the state it found, with its own short bound,
+// and returns the error. With health checks, HAProxy takes a server that leaves
+// maint as up at once and checks it immediately, so call Undrain only once the
+// service answers.
 //
 // Errors name the backend/server and quote HAProxy's answer, such as "No such
 // server.". The fields are read, never written: an HAProxy may be used from
@@ -55,6 +66,7 @@ type HAProxy struct {
 	Backend, Server string        // HAProxy's names: letters, digits and -_.:
 	Timeout         time.Duration // longest wait for sessions to end; 0: DefaultTimeout
 	Poll            time.Duration // how often to read the session count; 0: DefaultPoll
+	StateDir        string        // where Drain records the state it found; "": nowhere (Undrain sets ready)
 	Logger          *slog.Logger  // nil: discard
 }
 
@@ -68,9 +80,13 @@ func (h *HAProxy) Drain(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("drain %s: %w", h.name(), err)
 	}
+	was, err := h.recordFound(before.Admin)
+	if err != nil {
+		return fmt.Errorf("drain %s: %w", h.name(), err)
+	}
 	if err := h.drain(ctx, before); err != nil {
-		if rerr := h.restore(ctx, before.Admin); rerr != nil {
-			err = fmt.Errorf("%w; and put back to %s: %v", err, before.Admin, rerr)
+		if rerr := h.restore(ctx, was); rerr != nil {
+			err = fmt.Errorf("%w; and put back to %s: %v", err, was, rerr)
 		}
 		return fmt.Errorf("drain %s: %w", h.name(), err)
 	}
@@ -110,30 +126,75 @@ func (h *HAProxy) drain(ctx context.Context, before ServerState) error {
 	return nil
 }
 
-// restore puts the server back into admin state was after a failed drain.
-func (h *HAProxy) restore(ctx context.Context, was AdminState) error {
+// restore puts the server back into the settable state was after a failed drain,
+// and records that it did.
+func (h *HAProxy) restore(ctx context.Context, was string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), restoreTimeout)
 	defer cancel()
 	now, err := h.State(ctx)
 	if err != nil {
 		return err
 	}
-	if now.Admin.String() == was.String() {
-		return nil
+	if settable(now.Admin) != was {
+		if err := h.set(ctx, was); err != nil {
+			return err
+		}
 	}
-	return h.set(ctx, was.String())
+	return h.restored()
 }
 
-// Undrain puts the server back into rotation: `set server <backend>/<server> state
-// ready`. It is idempotent and needs no prior Drain.
+// restored marks the server's record, if any, as restored.
+func (h *HAProxy) restored() error {
+	if h.StateDir == "" {
+		return nil
+	}
+	f, ok, err := h.readFound()
+	if err != nil || !ok {
+		return err
+	}
+	return h.markRestored(f)
+}
+
+// Undrain puts the server back in the state the last Drain found it in, once;
+// see HAProxy. It is idempotent and needs no prior Drain.
 func (h *HAProxy) Undrain(ctx context.Context) error {
 	if err := h.validate(); err != nil {
 		return fmt.Errorf("undrain: %w", err)
 	}
-	if err := h.set(ctx, "ready"); err != nil {
+	if err := h.undrain(ctx); err != nil {
 		return fmt.Errorf("undrain %s: %w", h.name(), err)
 	}
-	h.logger().Info("undrained")
+	return nil
+}
+
+func (h *HAProxy) undrain(ctx context.Context) error {
+	log := h.logger()
+	if h.StateDir == "" {
+		if err := h.set(ctx, "ready"); err != nil {
+			return err
+		}
+		log.Info("undrained")
+		return nil
+	}
+	f, ok, err := h.readFound()
+	if err != nil {
+		return err
+	}
+	if !ok || f.Restored {
+		log.Debug("no drain to undo")
+		return nil
+	}
+	if err := h.set(ctx, f.State); err != nil {
+		return err
+	}
+	if err := h.markRestored(f); err != nil {
+		return err
+	}
+	if f.State == "ready" {
+		log.Info("undrained")
+	} else {
+		log.Info("put back in "+f.State+", as the drain found it", "found", f.Time)
+	}
 	return nil
 }
 
