@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/baton-fleet/baton/fleet"
@@ -19,6 +22,8 @@ type fleetState struct {
 	store  *fleet.Store
 	lease  *lease.Etcd
 	prefix string
+
+	silentSince map[string]time.Time // see silence; only the agent's loop uses it
 }
 
 // newLease builds the configured lease backend and, for etcd, the fleet state.
@@ -39,10 +44,18 @@ func newLease(cfg *Config, logger *slog.Logger) (Lease, *fleetState, error) {
 		return l, &fleetState{store: fleet.NewStore(cli, e.Prefix), lease: l, prefix: e.Prefix}, nil
 	case LeaseFleetlock:
 		f := lease.NewFleetlock(cfg.Lease.Fleetlock.URL, cfg.Host, nil)
+		f.Logger = logger
+		// A FleetLock slot never expires: the record lets the next start give back one
+		// that a crash, or a release the server did not answer, left behind.
+		f.MarkPath = filepath.Join(cfg.Paths.State, FleetlockMarkFile)
 		return fleetlockGroup{f, cfg.Lease.Fleetlock.Group}, nil, nil
 	}
 	return nil, nil, fmt.Errorf("lease backend %q is unknown", cfg.Lease.Backend)
 }
+
+// FleetlockMarkFile, in the state directory, records the FleetLock slot this host
+// may hold (lease.Fleetlock.MarkPath).
+const FleetlockMarkFile = "fleetlock-slot.json"
 
 // fleetlockGroup uses the FleetLock group of the configuration, whatever the fleet
 // group: FleetLock servers know their own groups.
@@ -55,12 +68,29 @@ func (f fleetlockGroup) Acquire(ctx context.Context, _ string) error {
 	return f.Fleetlock.Acquire(ctx, f.group)
 }
 
-// fence guards the agent's fleet-state writes while it holds its slot.
-func (f *fleetState) fence(group, host string) *fleet.Fence {
-	if t := f.lease.Token(); t != 0 {
-		return &fleet.Fence{Key: fleet.SlotKey(f.prefix, group, host), Token: t}
+// fence guards the fleet-state writes of a transaction under the lease: the slot this
+// host acquired, whether or not its hold lapsed since (etcd then refuses the write). It
+// is nil when no slot was acquired: a write that must be fenced then fails, never
+// goes out unfenced.
+func (f *fleetState) fence() *fleet.Fence {
+	if key, token, ok := f.lease.Fence(); ok {
+		return &fleet.Fence{Key: key, Token: token}
 	}
 	return nil
+}
+
+// etcdCallTimeout bounds one fleet-state call, so that an etcd that does not answer
+// cannot stop the agent's loop.
+const etcdCallTimeout = 5 * time.Second
+
+// fleetCall bounds one fleet-state call: by etcdCallTimeout and, while the host holds
+// its slot, by what is left of the hold, so that no call under the lease outlives it.
+func (a *Agent) fleetCall(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := etcdCallTimeout
+	if until := a.fleet.lease.HeldUntil(); !until.IsZero() {
+		d = min(d, time.Until(until))
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // gate asks the fleet state whether this host may start commit now. With no fleet
@@ -69,53 +99,157 @@ func (a *Agent) gate(ctx context.Context, g *spec.Group, commit string) (fleet.V
 	if a.fleet == nil {
 		return fleet.Verdict{OK: true}, nil
 	}
+	ctx, cancel := a.fleetCall(ctx)
+	defer cancel()
 	snap, err := a.fleet.store.Snapshot(ctx)
 	if err != nil {
 		return fleet.Verdict{}, err
 	}
-	return snap.Gate(g, commit, a.cfg.Host, time.Now()), nil
+	v := snap.Gate(g, commit, a.cfg.Host, time.Now())
+	if !v.OK {
+		return v, nil
+	}
+	line, _, err := a.fleet.lease.Line(ctx, g.Name)
+	if err != nil {
+		return fleet.Verdict{}, err
+	}
+	if w := a.fleet.silence(stranded(snap, line, g.Name, commit, a.cfg.Host), g, commit, time.Now()); !w.OK {
+		return w, nil
+	}
+	return v, nil
 }
 
-// record writes this host's record in the fleet state, fenced while it holds its slot.
-func (a *Agent) record(ctx context.Context, txn *rollback.Txn, state rollback.State, commit, result string) {
+// stranded names the other hosts of group that switched to commit and neither
+// finished nor hold a slot any more: cut off or stopped between their switch and their
+// verdict. Whether commit failed its checks there is not known, and a halt may be on
+// its way.
+func stranded(snap *fleet.Snapshot, line []lease.Holder, group, commit, self string) []string {
+	holding := map[string]bool{}
+	for _, h := range line {
+		holding[h.Host] = h.Holding
+	}
+	var hosts []string
+	for _, h := range snap.Hosts {
+		if h.Host != self && h.Group == group && h.Target == commit && h.State == string(rollback.Switching) && !holding[h.Host] {
+			hosts = append(hosts, h.Host)
+		}
+	}
+	slices.Sort(hosts)
+	return hosts
+}
+
+// silence decides what hosts stranded on commit mean for this host: the group waits
+// for them (the safe side: their halt may be on its way) for as long as a live host
+// needs to reach its verdict and revert, the group's healthyDeadline and a revert's,
+// counted on this host's clock from when it first saw them silent. A host that stays
+// silent longer is dead or cut off for good, and the rollout goes on without it
+// rather than wait for an operator.
+func (f *fleetState) silence(hosts []string, g *spec.Group, commit string, now time.Time) fleet.Verdict {
+	if len(hosts) == 0 {
+		return fleet.Verdict{OK: true}
+	}
+	key := commit + " " + strings.Join(hosts, ",")
+	if f.silentSince == nil {
+		f.silentSince = map[string]time.Time{}
+	}
+	since, ok := f.silentSince[key]
+	if !ok {
+		since = now
+		f.silentSince = map[string]time.Time{key: now} // one wait at a time
+	}
+	until := since.Add(g.Rollout.HealthyDeadline.D() + revertDeadline)
+	if now.Before(until) {
+		return fleet.Verdict{Why: fmt.Sprintf("waiting until %s for %s: switched to %s and silent since (its verdict is unknown; a halt may be on its way)",
+			until.UTC().Format(time.TimeOnly), strings.Join(hosts, ", "), short(commit))}
+	}
+	return fleet.Verdict{OK: true}
+}
+
+// record writes this host's record in the fleet state for txn. Under the lease the
+// write is fenced: it fails, and the caller learns it, once the slot is not this
+// host's any more. The record of a transaction that ended (IDLE) is the host's own
+// word about itself: when the fence no longer holds it is written unfenced.
+func (a *Agent) record(ctx context.Context, txn *rollback.Txn, state rollback.State, commit, result string) error {
 	target := txn.To
 	if state == rollback.Committed || state == rollback.Failed {
 		target, state = "", "IDLE"
 	}
-	a.recordHost(ctx, fleet.Host{Host: a.cfg.Host, Group: txn.Group, Commit: commit, Target: target, State: string(state), Result: result})
+	if a.fleet == nil || txn.Group == "" {
+		return nil
+	}
+	h := fleet.Host{Host: a.cfg.Host, Group: txn.Group, Commit: commit, Target: target, State: string(state), Result: result}
+	f := a.fleet.fence()
+	if f == nil && state != "IDLE" {
+		return fmt.Errorf("record this host in the fleet state: %w", fleet.ErrFenced)
+	}
+	cctx, cancel := a.fleetCall(ctx)
+	err := a.fleet.store.PutHost(cctx, f, h)
+	cancel()
+	if err != nil && state == "IDLE" && f != nil {
+		err = a.putHost(ctx, h)
+	}
+	if err != nil {
+		a.log.Warn("record this host in the fleet state", "state", state, "err", err)
+	}
+	return err
 }
 
 // recordIdle writes the record of an idle host that runs commit.
 func (a *Agent) recordIdle(ctx context.Context, group, commit, result string) {
-	a.recordHost(ctx, fleet.Host{Host: a.cfg.Host, Group: group, Commit: commit, State: "IDLE", Result: result})
-}
-
-func (a *Agent) recordHost(ctx context.Context, h fleet.Host) {
-	if a.fleet == nil || h.Group == "" {
+	if a.fleet == nil || group == "" {
 		return
 	}
-	if err := a.fleet.store.PutHost(ctx, a.fleet.fence(h.Group, h.Host), h); err != nil {
+	if err := a.putHost(ctx, fleet.Host{Host: a.cfg.Host, Group: group, Commit: commit, State: "IDLE", Result: result}); err != nil {
 		a.log.Warn("record this host in the fleet state", "err", err)
 	}
 }
 
-// halt records in the fleet state that commit failed here: no other host of the
-// group starts it until a newer commit or `baton retry`.
-func (a *Agent) halt(ctx context.Context, txn *rollback.Txn, reason string) {
-	a.haltCommit(ctx, txn.Group, txn.To, reason)
+// putHost writes h unfenced, bounded by etcdCallTimeout.
+func (a *Agent) putHost(ctx context.Context, h fleet.Host) error {
+	ctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+	defer cancel()
+	return a.fleet.store.PutHost(ctx, nil, h)
 }
 
-// haltCommit records in the fleet state that commit is bad in group.
-func (a *Agent) haltCommit(ctx context.Context, group, commit, reason string) {
+// halt records in the fleet state that txn's commit failed here: no other host of the
+// group starts it until a newer commit or `baton retry`. It returns only once the halt
+// is written, or ctx ended first (false).
+func (a *Agent) halt(ctx context.Context, txn *rollback.Txn, reason string) bool {
+	return a.haltCommit(ctx, txn.Group, txn.To, reason)
+}
+
+// haltCommit records in the fleet state that commit is bad in group. The halt must be
+// durable before the slot is released, or the next host would start commit: so it is
+// retried, with the watchdog fed and the phase saying why the group waits, until it is
+// written or ctx ends (false). A halt is never unsafe, so it is written unfenced: a
+// holder that lost its slot still halts the group.
+func (a *Agent) haltCommit(ctx context.Context, group, commit, reason string) bool {
 	if a.fleet == nil || group == "" {
-		return
+		return true
 	}
-	if err := a.fleet.store.Fail(ctx, a.fleet.fence(group, a.cfg.Host), group, commit, a.cfg.Host, reason); err != nil {
-		// Fenced out: the slot was lost. Record the halt anyway; a halt is never unsafe.
-		if err := a.fleet.store.Fail(ctx, nil, group, commit, a.cfg.Host, reason); err != nil {
-			a.log.Error("halt the group in the fleet state", "err", err)
-			return
+	var backoff time.Duration
+	for attempt := 1; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+		err := a.fleet.store.Fail(cctx, nil, group, commit, a.cfg.Host, reason)
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				a.log.Info("group halted in the fleet state", "attempts", attempt)
+			}
+			a.obs.metrics.Halted(true)
+			return true
 		}
+		if attempt == 1 {
+			a.phase("halting group %s on %s: the fleet state cannot be written (%v); keeping the lease slot so that no other host starts it", group, short(commit), err)
+		}
+		a.log.Error("halt the group in the fleet state; retrying, and keeping the lease slot meanwhile", "attempt", attempt, "err", err)
+		backoff = min(max(2*backoff, 500*time.Millisecond), 5*time.Second)
+		a.notify.alive()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		a.notify.alive()
 	}
-	a.obs.metrics.Halted(true)
 }

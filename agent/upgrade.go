@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -16,6 +17,7 @@ import (
 	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/checks"
 	"github.com/baton-fleet/baton/events"
+	"github.com/baton-fleet/baton/gitsync"
 	"github.com/baton-fleet/baton/metrics"
 	"github.com/baton-fleet/baton/plan"
 	"github.com/baton-fleet/baton/release"
@@ -38,6 +40,25 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 	if commit == lg.Revision || commit == st.Rejected {
 		return
 	}
+	if open, err := a.store.Load(); err != nil || open != nil {
+		// Never start a transaction while one is open: a new PREPARED would overwrite
+		// the state a crash left, and with it the only record of what to revert.
+		why := "an interrupted transaction is open; it is finished first"
+		if err != nil {
+			why = "the open transaction cannot be read: " + err.Error()
+		}
+		if st.Phase != why {
+			a.phase("%s", why)
+			a.log.Error("not starting a new upgrade", "reason", why)
+		}
+		return
+	}
+	if why := a.trouble.waiting(commit, time.Now()); why != "" {
+		if st.Phase != why {
+			a.phase("%s", why)
+		}
+		return
+	}
 	log := a.log.With("commit", short(commit))
 	if q, err := a.store.IsQuarantined(commit); err != nil || q != nil {
 		if q != nil && !strings.HasPrefix(st.LastResult, "quarantined") {
@@ -55,7 +76,17 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		log.Info("commit signature verified", "signer", signer.String())
 	}
 	if lg.Revision != "" && !a.cfg.Repo.AllowRewind {
-		if ok, err := a.git.Descends(lg.Revision, commit); err == nil && !ok {
+		// A commit not shown to descend from the applied one could be a downgrade:
+		// an error refuses as a "no" does.
+		ok, err := a.git.Descends(lg.Revision, commit)
+		switch {
+		case errors.Is(err, gitsync.ErrUnknownCommit):
+			a.reject(log, commit, fmt.Errorf("the applied commit %s is not in the local clone (it was cloned again or cleaned up), so commit %s cannot be shown to descend from it and could be a downgrade; set repo.allowRewind: true in agent.yaml to accept it", short(lg.Revision), short(commit)))
+			return
+		case err != nil:
+			a.reject(log, commit, fmt.Errorf("commit %s cannot be shown to descend from the applied %s, so it could be a downgrade: %w; set repo.allowRewind: true in agent.yaml to accept it", short(commit), short(lg.Revision), err))
+			return
+		case !ok:
 			a.reject(log, commit, fmt.Errorf("commit %s does not descend from the applied %s (rewound or force-pushed); set repo.allowRewind to accept it", short(commit), short(lg.Revision)))
 			return
 		}
@@ -120,24 +151,36 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 	a.upgrade(ctx, log.With("txn", txn.ID), txn, hs)
 }
 
-// foreignUnits says which unit files of hs exist on the host without baton owning
-// them, "" when none: baton never overwrites them, so the upgrade cannot start. It
-// is checked again under the lease, before switching.
+// foreignUnits says which unit files of hs are taken on the host without baton
+// owning them (units.Dir.Taken: a file of that name, or the template of an instance),
+// "" when none: baton never overwrites or overrides them, so the upgrade cannot start.
+// It is checked again under the lease, before switching.
 func (a *Agent) foreignUnits(hs *spec.HostSpec, lg *rollback.LastGood) string {
-	var foreign []string
+	owned := func(name string) bool { _, ok := lg.Files[name]; return ok }
+	var foreign, others []string
 	for _, r := range hs.Services {
 		for name := range r.Units {
-			if _, ours := lg.Files[name]; !ours && exists(a.unitDir, name) {
+			p, err := a.unitDir.Taken(name, owned)
+			switch {
+			case err != nil:
+				others = append(others, err.Error())
+			case p == filepath.Join(a.unitDir.Path, name):
 				foreign = append(foreign, name)
+			case p != "":
+				others = append(others, fmt.Sprintf("unit %s would override %s, which baton does not own", name, p))
 			}
 		}
 	}
-	if len(foreign) == 0 {
+	var why []string
+	if len(foreign) > 0 {
+		slices.Sort(foreign)
+		why = append(why, fmt.Sprintf("unit file %s exists in %s and baton does not own it", strings.Join(foreign, ", "), a.unitDir.Path))
+	}
+	if len(why)+len(others) == 0 {
 		return ""
 	}
-	slices.Sort(foreign)
-	return fmt.Sprintf("blocked: unit file %s exists in %s and baton does not own it; remove it, or rename the unit in the repository",
-		strings.Join(foreign, ", "), a.unitDir.Path)
+	slices.Sort(others)
+	return "blocked: " + strings.Join(append(why, others...), "; ") + "; remove it, or rename the unit in the repository"
 }
 
 // load exports commit, parses and validates it, and renders it for this host.
@@ -319,12 +362,12 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 			return
 		}
 		if err != nil {
-			a.fail(ctx, log, txn, "stage", err.Error(), "")
+			a.hostTrouble(log, txn, "stage", err)
 			return
 		}
 	}
 	if err := a.save(txn, rollback.Staged); err != nil {
-		log.Error("persist the transaction", "err", err)
+		a.abort(log, txn, "persist the transaction: "+err.Error())
 		return
 	}
 	a.txnPhase(txn, "waiting for the "+txn.Group+" lease")
@@ -345,7 +388,7 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 		return
 	}
 	if err := a.save(txn, rollback.Leased); err != nil {
-		log.Error("persist the transaction", "err", err)
+		a.abort(log, txn, "persist the transaction: "+err.Error())
 		return
 	}
 	if err := a.lease.Check(ctx); err != nil {
@@ -364,14 +407,16 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 		a.abort(log, txn, why)
 		return
 	} else if v.Canary && a.fleet != nil {
-		ok, err := a.fleet.store.ClaimCanary(ctx, a.fleet.fence(txn.Group, a.cfg.Host), txn.Group, txn.To, a.cfg.Host, hs.Group.Rollout.Canary)
+		cctx, cancel := a.fleetCall(ctx)
+		ok, err := a.fleet.store.ClaimCanary(cctx, a.fleet.fence(), txn.Group, txn.To, a.cfg.Host, hs.Group.Rollout.Canary)
+		cancel()
 		if err != nil || !ok {
 			a.abort(log, txn, fmt.Sprintf("no canary spot left for %s (%v)", short(txn.To), err))
 			return
 		}
 		log.Info("upgrading as a canary of the group")
 	}
-	a.record(ctx, txn, rollback.Leased, txn.From, "")
+	_ = a.record(ctx, txn, rollback.Leased, txn.From, "")
 	lg, err := a.store.LastGood()
 	if err != nil {
 		a.abort(log, txn, err.Error())
@@ -383,15 +428,16 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 			continue
 		}
 		if exists(a.unitDir, name) {
-			a.fail(ctx, log, txn, "switch", fmt.Sprintf("unit file %s exists and baton does not own it; refusing to overwrite it", name), "")
+			a.hostTrouble(log, txn, "switch", fmt.Errorf("unit file %s exists and baton does not own it; refusing to overwrite it", name))
 			return
 		}
 		txn.Created = append(txn.Created, name)
 	}
-	if ds := a.drainers(hs, txn); len(ds) > 0 {
+	ds := a.drainers(hs, txn)
+	if len(ds) > 0 {
 		a.txnPhase(txn, "draining")
 		if err := a.save(txn, rollback.Draining); err != nil {
-			log.Error("persist the transaction", "err", err)
+			a.abort(log, txn, "persist the transaction: "+err.Error())
 			return
 		}
 		if err := a.lease.Check(ctx); err != nil {
@@ -403,13 +449,27 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 				a.abort(log, txn, "the agent is stopping")
 				return
 			}
-			a.fail(ctx, log, txn, "drain", err.Error(), "")
+			a.hostTrouble(log, txn, "drain", err)
 			return
 		}
 	}
+	// A drain can outlast the lease (HAProxy waits for sessions, hooks run for a
+	// minute): the hold is checked again right before the first unit file is written.
+	if err := a.mayswitch(ctx, txn); err != nil {
+		if len(ds) > 0 {
+			if uerr := a.undrainAll(context.WithoutCancel(ctx), ds); uerr != nil {
+				log.Error("undrain after giving up the switch", "err", uerr)
+			}
+		}
+		a.abort(log, txn, err.Error())
+		return
+	}
 	a.txnPhase(txn, "switching")
 	if err := a.save(txn, rollback.Switching); err != nil {
-		log.Error("persist the transaction", "err", err)
+		if len(ds) > 0 {
+			_ = a.undrainAll(context.WithoutCancel(ctx), ds)
+		}
+		a.abort(log, txn, "persist the transaction: "+err.Error())
 		return
 	}
 	if err := a.switchTo(ctx, txn); err != nil {
@@ -419,10 +479,40 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 	a.verifyAndCommit(ctx, log, txn, hs)
 }
 
+// mayswitch says whether the host may switch now, right before the first unit file is
+// written: the lease is still certainly held, and the fleet state records that this
+// host switches to txn.To, written through the slot's fence so that etcd itself refuses
+// it once the slot is another host's. A host whose switch is recorded and that then
+// goes silent holds the group (see stranded) until it reports.
+func (a *Agent) mayswitch(ctx context.Context, txn *rollback.Txn) error {
+	if ctx.Err() != nil {
+		return errors.New("the agent is stopping")
+	}
+	if err := a.lease.Check(ctx); err != nil {
+		return fmt.Errorf("lease lost before switching: %w", err)
+	}
+	if err := a.record(ctx, txn, rollback.Switching, txn.From, ""); err != nil {
+		return fmt.Errorf("lease not certain before switching: %w", err)
+	}
+	return nil
+}
+
+// hostTrouble ends a transaction that this host, not the release, could not carry out
+// (staging on a full disk or without network, a drain the load balancer refused, a
+// unit file someone else put in the way): nothing was switched, the commit is not
+// quarantined and the group not halted. The host tries it again after a backoff.
+func (a *Agent) hostTrouble(log *slog.Logger, txn *rollback.Txn, step string, err error) {
+	why := fmt.Sprintf("could not %s: %v", step, err)
+	retry := a.trouble.add(txn.To, time.Now(), why)
+	reason := fmt.Sprintf("this host %s; trying again in %v", why, retry.Round(time.Second))
+	a.abort(log, txn, reason)
+	a.phase("%s", a.trouble.waiting(txn.To, time.Now()))
+}
+
 // verifyAndCommit runs the checks of the changed services and commits or reverts.
 func (a *Agent) verifyAndCommit(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) {
 	if err := a.save(txn, rollback.Verifying); err != nil {
-		log.Error("persist the transaction", "err", err)
+		a.rollback(ctx, log, txn, "switch", "persist the transaction: "+err.Error(), "")
 		return
 	}
 	rep := a.verify(ctx, txn, hs)
@@ -538,7 +628,7 @@ func (a *Agent) commit(ctx context.Context, log *slog.Logger, txn *rollback.Txn,
 		outcome, done = api.OutcomeRolledBack, "rolled back"
 	}
 	a.result(api.Result{Outcome: outcome, From: txn.From, To: txn.To, Request: txn.Request})
-	a.record(ctx, txn, rollback.Committed, txn.To, done)
+	_ = a.record(context.WithoutCancel(ctx), txn, rollback.Committed, txn.To, done)
 	a.emit(events.UpgradeSucceeded, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s %s -> %s in %v", done, short(txn.From), short(txn.To), took.Round(time.Millisecond)), txnFields(txn, nil))
 	a.finish(ctx, log, txn)
 	a.setStatus(func(s *Status) {
@@ -550,9 +640,7 @@ func (a *Agent) commit(ctx context.Context, log *slog.Logger, txn *rollback.Txn,
 
 // finish releases the lease, prunes old releases and closes the transaction.
 func (a *Agent) finish(ctx context.Context, log *slog.Logger, txn *rollback.Txn) {
-	if err := a.lease.Release(ctx); err != nil {
-		log.Warn("release the lease", "err", err)
-	}
+	a.releaseLease(ctx, log)
 	a.obs.metrics.LeaseHeld(false)
 	lg, err := a.store.LastGood()
 	if err == nil {
@@ -582,6 +670,20 @@ func (a *Agent) finish(ctx context.Context, log *slog.Logger, txn *rollback.Txn)
 	}
 }
 
+// releaseTimeout bounds the release of the lease at the end of a transaction.
+const releaseTimeout = 10 * time.Second
+
+// releaseLease gives the slot back at the end of a transaction, also when the agent is
+// stopping (SIGTERM during the bake): a FleetLock slot never expires by itself. A
+// release that fails is the backend's to finish (an etcd slot expires within its TTL).
+func (a *Agent) releaseLease(ctx context.Context, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	if err := a.lease.Release(ctx); err != nil {
+		log.Warn("release the lease", "err", err)
+	}
+}
+
 // abort ends a transaction that has not touched the host. The commit is not
 // quarantined: the next poll tries it again.
 func (a *Agent) abort(log *slog.Logger, txn *rollback.Txn, reason string) {
@@ -592,7 +694,7 @@ func (a *Agent) abort(log *slog.Logger, txn *rollback.Txn, reason string) {
 	_ = a.store.Save(txn, rollback.Aborted)
 	a.tlog.track(txn)
 	log.Warn("upgrade aborted before touching the host", "reason", reason)
-	_ = a.lease.Release(context.WithoutCancel(context.Background()))
+	a.releaseLease(context.Background(), log)
 	if err := a.store.End(); err != nil {
 		log.Error("close the transaction", "err", err)
 	}
@@ -602,16 +704,24 @@ func (a *Agent) abort(log *slog.Logger, txn *rollback.Txn, reason string) {
 	a.phase("idle at %s", short(txn.From))
 }
 
-// fail ends a transaction that failed before it touched the host: the commit is
-// quarantined, nothing needs reverting.
+// fail ends a transaction whose release failed: the commit is quarantined on this host
+// and, when the release ran here (see switched), its group halts on it. Any revert is
+// done.
 func (a *Agent) fail(ctx context.Context, log *slog.Logger, txn *rollback.Txn, step, reason, output string) {
 	txn.Step, txn.Reason, txn.Output = step, reason, output
 	if err := a.store.AddQuarantine(txn.To, fmt.Sprintf("%s: %s", step, reason)); err != nil {
 		log.Error("quarantine the commit", "err", err)
 	}
 	_ = a.save(txn, rollback.Failed)
-	a.halt(context.WithoutCancel(ctx), txn, fmt.Sprintf("%s: %s", step, reason))
-	a.record(context.WithoutCancel(ctx), txn, rollback.Failed, txn.From, "failed: "+reason)
+	halts := switched(txn)
+	if halts && !a.halt(ctx, txn, fmt.Sprintf("%s: %s", step, reason)) {
+		// Stopping before the halt is written: the transaction stays FAILED, with the
+		// slot (an etcd slot expires, and the host's SWITCHING record keeps the group
+		// waiting: see stranded), and the next start halts the group again.
+		log.Warn("stopping before the group's halt was written; the next start writes it")
+		return
+	}
+	_ = a.record(context.WithoutCancel(ctx), txn, rollback.Failed, txn.From, "failed: "+reason)
 	log.Error("upgrade failed; commit quarantined", "step", step, "reason", reason, "steps", strings.Join(txn.Durations(time.Now()), " "))
 	a.finish(context.WithoutCancel(ctx), log, txn)
 	a.setStatus(func(s *Status) {
@@ -627,11 +737,22 @@ func (a *Agent) fail(ctx context.Context, log *slog.Logger, txn *rollback.Txn, s
 	}
 	a.result(api.Result{Outcome: outcome, From: txn.From, To: txn.To, Step: step, Message: reason, Output: output, Check: txn.Check, Request: txn.Request})
 	a.emit(events.UpgradeFailed, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s: %s", step, reason), txnFields(txn, map[string]string{"step": step}))
-	a.emit(events.RolloutHalted, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s quarantined: %s: %s", short(txn.To), step, reason), txnFields(txn, map[string]string{"step": step}))
+	if halts {
+		a.emit(events.RolloutHalted, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s quarantined: %s: %s", short(txn.To), step, reason), txnFields(txn, map[string]string{"step": step}))
+	}
+}
+
+// switched reports whether txn reached SWITCHING. Only a release that ran on the host
+// can have failed its checks there, and only such a failure halts the group: one found
+// before (an artifact that does not match its sha256) is found by every host for
+// itself, with nothing switched.
+func switched(txn *rollback.Txn) bool {
+	return slices.ContainsFunc(txn.History, func(s rollback.Step) bool { return s.State == rollback.Switching })
 }
 
 // rollback reverts a transaction that touched the host, then fails it.
 func (a *Agent) rollback(ctx context.Context, log *slog.Logger, txn *rollback.Txn, step, reason, output string) {
+	stopping := ctx
 	ctx = context.WithoutCancel(ctx) // a revert, once started, finishes
 	txn.Step, txn.Reason, txn.Output = step, reason, output
 	log.Error("upgrade failed; reverting", "step", step, "reason", reason, "output", output)
@@ -639,6 +760,11 @@ func (a *Agent) rollback(ctx context.Context, log *slog.Logger, txn *rollback.Tx
 	if err := a.save(txn, rollback.RollingBack); err != nil {
 		log.Error("persist the transaction", "err", err)
 		return
+	}
+	if err := a.lease.Check(ctx); err != nil {
+		// The revert goes on: the host is out of its load balancer and only goes back
+		// to what it ran; waiting for a slot would leave the failed release running.
+		log.Warn("reverting without a certain hold of the lease", "err", err)
 	}
 	start := time.Now()
 	revertResult := metrics.Succeeded
@@ -653,8 +779,12 @@ func (a *Agent) rollback(ctx context.Context, log *slog.Logger, txn *rollback.Tx
 		a.obs.metrics.Revert(svc, revertResult, time.Since(start))
 	}
 	a.emit(events.RevertDone, txn.From, strings.Join(txn.Services, ","), fmt.Sprintf("reverted %s -> %s", short(txn.To), short(txn.From)), txnFields(txn, map[string]string{"result": revertResult}))
-	a.fail(ctx, log, txn, step, reason, output)
+	a.fail(stopping, log, txn, step, reason, output)
 }
+
+// revertDeadline is how long the last good revision has to be healthy again after
+// a revert.
+const revertDeadline = time.Minute
 
 // revert puts the last good revision's unit files back, removes the units the
 // transaction added, and restarts the last good versions of the changed services.
@@ -693,7 +823,7 @@ func (a *Agent) revert(ctx context.Context, txn *rollback.Txn) error {
 	}
 	rep := checks.Verify(ctx, checks.Verification{
 		Units: append(slices.Clone(change.Restart), change.Start...), Systemd: unitStater{a.systemd},
-		MinHealthy: 2 * time.Second, Deadline: time.Minute, Clock: a.clock,
+		MinHealthy: 2 * time.Second, Deadline: revertDeadline, Clock: a.clock,
 	})
 	if !rep.OK {
 		return fmt.Errorf("the last good revision is not healthy either: %s", rep.Reason)

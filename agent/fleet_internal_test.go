@@ -1,0 +1,243 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/baton-fleet/baton/fleet"
+	"github.com/baton-fleet/baton/internal/testetcd"
+	"github.com/baton-fleet/baton/internal/yamldoc"
+	"github.com/baton-fleet/baton/lease"
+	"github.com/baton-fleet/baton/rollback"
+	"github.com/baton-fleet/baton/spec"
+)
+
+func TestStranded(t *testing.T) {
+	const c, other = "cccccccccccccccccccccccccccccccccccccccc", "dddddddddddddddddddddddddddddddddddddddd"
+	host := func(name, group, target, state string) fleet.Host {
+		return fleet.Host{Host: name, Group: group, Commit: "b", Target: target, State: state}
+	}
+	snap := func(hs ...fleet.Host) *fleet.Snapshot {
+		s := &fleet.Snapshot{Hosts: map[string]fleet.Host{}}
+		for _, h := range hs {
+			s.Hosts[h.Host] = h
+		}
+		return s
+	}
+	tests := []struct {
+		name string
+		snap *fleet.Snapshot
+		line []lease.Holder
+		want string // the stranded hosts
+	}{
+		{"no one else", snap(host("h1", "web", c, "SWITCHING")), nil, ""},
+		{"switched to it and silent", snap(host("h2", "web", c, "SWITCHING")), nil, "h2"},
+		{"switched to it, waiting in line again", snap(host("h2", "web", c, "SWITCHING")), []lease.Holder{{Host: "h3", Holding: true}, {Host: "h2"}}, "h2"},
+		{"switched to it and still holds its slot", snap(host("h2", "web", c, "SWITCHING")), []lease.Holder{{Host: "h2", Holding: true}}, ""},
+		{"only leased, never switched", snap(host("h2", "web", c, "LEASED")), nil, ""},
+		{"finished", snap(host("h2", "web", "", "IDLE")), nil, ""},
+		{"another commit", snap(host("h2", "web", other, "SWITCHING")), nil, ""},
+		{"another group", snap(host("h2", "db", c, "SWITCHING")), nil, ""},
+		{"two, in order", snap(host("h3", "web", c, "SWITCHING"), host("h2", "web", c, "SWITCHING")), nil, "h2, h3"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := strings.Join(stranded(tt.snap, tt.line, "web", c, "h1"), ", "); got != tt.want {
+				t.Errorf("stranded = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// A host silent since its switch holds the group for the time a live host needs to
+// reach its verdict and revert, measured on this host's clock; then the rollout goes on.
+func TestSilentHostsHoldTheGroupForAWhile(t *testing.T) {
+	var f fleetState
+	g := &spec.Group{Name: "web"}
+	g.Rollout.HealthyDeadline = yamldoc.Duration(30 * time.Second)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if v := f.silence(nil, g, "c1", now); !v.OK {
+		t.Fatalf("no silent host: %+v", v)
+	}
+	if v := f.silence([]string{"h2"}, g, "c1", now); v.OK || !strings.Contains(v.Why, "h2") {
+		t.Fatalf("first sight of a silent host: %+v, want a wait naming it", v)
+	}
+	horizon := 30*time.Second + revertDeadline
+	if v := f.silence([]string{"h2"}, g, "c1", now.Add(horizon-time.Second)); v.OK {
+		t.Fatalf("before the horizon: %+v, want a wait", v)
+	}
+	if v := f.silence([]string{"h2"}, g, "c1", now.Add(horizon)); !v.OK {
+		t.Fatalf("after the horizon: %+v, want OK", v)
+	}
+	if v := f.silence([]string{"h3"}, g, "c1", now.Add(horizon)); v.OK {
+		t.Fatalf("another silent host starts its own wait: %+v", v)
+	}
+}
+
+func TestHostTroublesBackOff(t *testing.T) {
+	var tr hostTroubles
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if w := tr.waiting("c1", now); w != "" {
+		t.Fatalf("waiting before any trouble = %q", w)
+	}
+	var waits []time.Duration
+	for range 8 {
+		waits = append(waits, tr.add("c1", now, "could not stage: disk full"))
+	}
+	if waits[0] != troubleFirstRetry || waits[1] != 2*troubleFirstRetry || waits[7] != troubleMaxRetry {
+		t.Errorf("backoff = %v, want doubling from %v up to %v", waits, troubleFirstRetry, troubleMaxRetry)
+	}
+	if w := tr.waiting("c1", now.Add(time.Minute)); !strings.Contains(w, "disk full") || !strings.Contains(w, "attempt 8") {
+		t.Errorf("waiting = %q, want the reason and the attempt", w)
+	}
+	if w := tr.waiting("c1", now.Add(troubleMaxRetry)); w != "" {
+		t.Errorf("waiting once the backoff passed = %q", w)
+	}
+	if w := tr.waiting("c2", now); w != "" {
+		t.Errorf("a newer commit waits: %q", w)
+	}
+	if d := tr.add("c2", now, "x"); d != troubleFirstRetry {
+		t.Errorf("a newer commit's first backoff = %v, want %v", d, troubleFirstRetry)
+	}
+	tr.clear()
+	if w := tr.waiting("c2", now); w != "" {
+		t.Errorf("waiting after clear = %q", w)
+	}
+}
+
+// fleetAgent is an agent with only what its fleet-state code needs: the etcd lease and
+// store of host on cli.
+func fleetAgent(t *testing.T, cli *clientv3.Client, host string) *Agent {
+	t.Helper()
+	cfg := &Config{Host: host}
+	log := slog.New(slog.DiscardHandler)
+	obs, err := newObservers(cfg, "test", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := lease.NewEtcd(cli, lease.EtcdOptions{Host: host, TTL: lease.MinEtcdTTL, Logger: log})
+	t.Cleanup(func() { l.Close() })
+	return &Agent{cfg: cfg, log: log, obs: obs, lease: l,
+		fleet: &fleetState{store: fleet.NewStore(cli, lease.DefaultEtcdPrefix), lease: l, prefix: lease.DefaultEtcdPrefix}}
+}
+
+func hostRecord(t *testing.T, cli *clientv3.Client, host string) fleet.Host {
+	t.Helper()
+	snap, err := fleet.NewStore(cli, lease.DefaultEtcdPrefix).Snapshot(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap.Hosts[host]
+}
+
+// The writes of a transaction under the lease are fenced by the slot the host acquired,
+// also once its hold lapsed: etcd refuses them when the slot is gone. They used to be
+// fenced by Token, which is 0 after a lapse, and a zero token wrote unfenced.
+func TestTransactionRecordsAreFenced(t *testing.T) {
+	c := testetcd.Start(t)
+	cli := c.Client(t)
+	ctx := t.Context()
+	a := fleetAgent(t, cli, "h1")
+	txn := &rollback.Txn{ID: "t1", Host: "h1", Group: "web", From: "aaaaaaa", To: "bbbbbbb"}
+
+	if err := a.record(ctx, txn, rollback.Switching, txn.From, ""); !errors.Is(err, fleet.ErrFenced) {
+		t.Fatalf("record SWITCHING with no slot acquired = %v, want ErrFenced", err)
+	}
+	if h := hostRecord(t, cli, "h1"); h.State != "" {
+		t.Fatalf("a record with no slot was written: %+v", h)
+	}
+	if err := a.lease.Acquire(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.record(ctx, txn, rollback.Leased, txn.From, ""); err != nil {
+		t.Fatal(err)
+	}
+	// An operator frees the slot (or it expired), another host takes it, and this
+	// host's Check learns it: Token is 0 from then on.
+	if err := lease.ReleaseHost(ctx, cli, lease.DefaultEtcdPrefix, "web", "h1"); err != nil {
+		t.Fatal(err)
+	}
+	b := fleetAgent(t, cli, "h2")
+	if err := b.lease.Acquire(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.lease.Check(ctx); !errors.Is(err, lease.ErrNotHeld) {
+		t.Fatalf("Check after the slot was taken = %v, want ErrNotHeld", err)
+	}
+	if err := a.mayswitch(ctx, txn); err == nil {
+		t.Fatal("mayswitch passed after the slot was taken")
+	}
+	if err := a.record(ctx, txn, rollback.Switching, txn.From, ""); !errors.Is(err, fleet.ErrFenced) {
+		t.Fatalf("record SWITCHING after the slot was taken = %v, want ErrFenced", err)
+	}
+	if h := hostRecord(t, cli, "h1"); h.State != "LEASED" {
+		t.Fatalf("the fenced-out write went through: record %+v", h)
+	}
+	// The end of a transaction is the host's own word about itself: written anyway.
+	if err := a.record(ctx, txn, rollback.Committed, txn.To, "upgraded"); err != nil {
+		t.Fatalf("record IDLE after the slot was taken: %v", err)
+	}
+	if h := hostRecord(t, cli, "h1"); h.State != "IDLE" || h.Commit != txn.To {
+		t.Fatalf("record after the end = %+v, want IDLE at %s", h, txn.To)
+	}
+	// The new holder's own fenced writes go through.
+	if err := b.mayswitch(ctx, txn); err != nil {
+		t.Fatalf("mayswitch of the holder: %v", err)
+	}
+}
+
+// A halt that etcd does not take is retried until it is written; the caller (which
+// releases the slot after it) waits meanwhile. It used to be one write, logged when it
+// failed, and the slot was released anyway: the next host started the bad commit.
+func TestHaltIsRetriedUntilWritten(t *testing.T) {
+	c := testetcd.Start(t)
+	p := testetcd.NewProxy(t, c.Members()[0].ClientURL)
+	cfg := c.ClientConfig()
+	cfg.Endpoints = []string{p.URL()}
+	a := fleetAgent(t, c.ClientWith(t, cfg), "h1")
+	cli := c.Client(t)
+	const commit = "cccccccccccccccccccccccccccccccccccccccc"
+
+	p.Block()
+	done := make(chan bool, 1)
+	go func() { done <- a.haltCommit(t.Context(), "web", commit, "check health failed") }()
+	select {
+	case ok := <-done:
+		t.Fatalf("haltCommit returned %v while etcd was unreachable", ok)
+	case <-time.After(2 * etcdCallTimeout):
+	}
+	if st := a.Status(); !strings.Contains(st.Phase, "halting group web") {
+		t.Errorf("phase while the halt waits = %q", st.Phase)
+	}
+	p.Unblock()
+	select {
+	case ok := <-done:
+		if !ok {
+			t.Fatal("haltCommit gave up")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("haltCommit did not return after etcd came back")
+	}
+	snap, err := fleet.NewStore(cli, lease.DefaultEtcdPrefix).Snapshot(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := snap.Groups["web"].Failed[commit]; !ok {
+		t.Fatalf("no halt recorded: %+v", snap.Groups["web"])
+	}
+
+	// Stopping while it cannot be written: it returns false, and the caller leaves the
+	// transaction FAILED for the next start.
+	p.Block()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	if a.haltCommit(ctx, "web", "dddddddddddddddddddddddddddddddddddddddd", "x") {
+		t.Fatal("haltCommit reported success while etcd was unreachable")
+	}
+}

@@ -1,0 +1,57 @@
+package agent
+
+import (
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Backoff of a commit that this host could not carry out for reasons of its own.
+const (
+	troubleFirstRetry = 30 * time.Second
+	troubleMaxRetry   = 10 * time.Minute
+)
+
+// hostTroubles remembers the last commit that this host could not carry out for reasons
+// of its own (see Agent.hostTrouble), so that the loop tries it again after a backoff
+// instead of downloading, draining or failing again at every poll. A newer commit
+// starts afresh.
+type hostTroubles struct {
+	mu     sync.Mutex
+	commit string
+	tries  int
+	until  time.Time
+	why    string
+}
+
+// add records one more failed try of commit at now, and returns how long until the next.
+func (t *hostTroubles) add(commit string, now time.Time, why string) time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.commit != commit {
+		t.commit, t.tries = commit, 0
+	}
+	t.tries++
+	wait := troubleFirstRetry << min(t.tries-1, 5)
+	wait = min(wait, troubleMaxRetry)
+	t.until, t.why = now.Add(wait), why
+	return wait
+}
+
+// waiting says why commit is not tried before its backoff ends, "" when it may be.
+func (t *hostTroubles) waiting(commit string, now time.Time) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if commit != t.commit || !now.Before(t.until) {
+		return ""
+	}
+	return fmt.Sprintf("waiting until %s to try %s again (attempt %d failed on this host: %s)",
+		t.until.UTC().Format(time.TimeOnly), short(commit), t.tries, t.why)
+}
+
+// clear forgets the backoff: an operator asked to try now.
+func (t *hostTroubles) clear() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.commit, t.tries, t.until, t.why = "", 0, time.Time{}, ""
+}
