@@ -26,7 +26,8 @@ type Change struct {
 //  1. check everything first: every name, no .socket in Restart, no unit both removed
 //     and installed or (re)started, every removed unit owned, and no installed unit
 //     that is not owned and exists already, in d or anywhere else systemd loads it
-//     from (a vendor unit in /usr/lib would be overridden);
+//     from (a vendor unit in /usr/lib would be overridden), nor an instance of a
+//     template that exists there and is not owned;
 //  2. remove: stop (triggers such as sockets and timers before the rest; for a
 //     template, every loaded instance), reset failed, disable, delete the file;
 //  3. install the files (atomically, sorted by name);
@@ -142,7 +143,7 @@ func (s *Systemd) check(ctx context.Context, d Dir, c Change, installs []string,
 			return err
 		}
 		if !own {
-			if err := s.checkUnclaimed(ctx, u, p); err != nil {
+			if err := s.checkUnclaimed(ctx, d, u, p, owned); err != nil {
 				return err
 			}
 		}
@@ -152,19 +153,30 @@ func (s *Systemd) check(ctx context.Context, d Dir, c Change, installs []string,
 
 // checkUnclaimed refuses to install unit at p when a unit file of that name exists in
 // any directory systemd loads units from (a vendor unit, a runtime or transient one,
-// a mask): the new file would override it or be overridden.
-func (s *Systemd) checkUnclaimed(ctx context.Context, unit, p string) error {
+// a mask): the new file would override it or be overridden. For an instance
+// (x@i.service) it refuses as well when its template x@.service exists there and is
+// not baton's own in d: systemd loads the instance from the template, and lists only
+// the template's name, so the instance's file would take over a unit of someone else.
+func (s *Systemd) checkUnclaimed(ctx context.Context, d Dir, unit, p string, owned func(string) bool) error {
 	c, err := s.get(ctx)
 	if err != nil {
 		return fmt.Errorf("install unit %s: %w", unit, err)
 	}
-	files, err := c.ListUnitFilesByPatternsContext(ctx, nil, []string{unit})
+	patterns := []string{unit}
+	tmpl := templateOf(unit)
+	if tmpl != "" {
+		patterns = append(patterns, tmpl)
+	}
+	files, err := c.ListUnitFilesByPatternsContext(ctx, nil, patterns)
 	if err != nil {
 		return fmt.Errorf("install unit %s: list unit files: %w", unit, err)
 	}
 	for _, f := range files {
-		if filepath.Base(f.Path) == unit && filepath.Clean(f.Path) != filepath.Clean(p) {
+		switch base := filepath.Base(f.Path); {
+		case base == unit && filepath.Clean(f.Path) != filepath.Clean(p):
 			return fmt.Errorf("install unit %s: %s (%s) defines it already: %w", unit, f.Path, f.Type, ErrNotOwned)
+		case base == tmpl && tmpl != "" && !(filepath.Clean(f.Path) == filepath.Join(d.Path, tmpl) && owned(tmpl)):
+			return fmt.Errorf("install unit %s: it is an instance of %s (%s), and would override it: %w", unit, f.Path, f.Type, ErrNotOwned)
 		}
 	}
 	return nil

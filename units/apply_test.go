@@ -131,6 +131,8 @@ func TestApplyRefuses(t *testing.T) {
 	}
 	owned := ownedSet{mine: true}
 	const vendor = "systemd-tmpfiles-clean.timer" // shipped in /usr/lib/systemd/system
+	// an instance of a template shipped in /usr/lib/systemd/system
+	vendorInstance := "getty@" + strings.TrimSuffix(unitName(t, "tty"), "-tty") + ".service"
 	masked := unitName(t, "masked.service")
 	mask := filepath.Join("/run/systemd/system", masked)
 	if err := os.MkdirAll(filepath.Dir(mask), 0o755); err != nil {
@@ -149,6 +151,7 @@ func TestApplyRefuses(t *testing.T) {
 	}{
 		{"overwrite a foreign file", Change{Install: map[string][]byte{fresh: []byte(sleeper), foreign: []byte("x")}}, foreign, true},
 		{"override a vendor unit", Change{Install: map[string][]byte{fresh: []byte(sleeper), vendor: []byte("x")}}, "/lib/systemd/system/" + vendor, true},
+		{"override an instance of a vendor template", Change{Install: map[string][]byte{fresh: []byte(sleeper), vendorInstance: []byte(sleeper)}}, "instance of /lib/systemd/system/getty@.service", true},
 		{"install a unit masked at runtime", Change{Install: map[string][]byte{masked: []byte(sleeper)}}, mask + " (masked-runtime)", true},
 		{"remove a foreign unit", Change{Install: map[string][]byte{fresh: []byte(sleeper)}, Remove: []string{foreign}}, foreign, true},
 		{"restart a socket", Change{Install: map[string][]byte{fresh: []byte(sleeper)}, Restart: []string{unitName(t, "x.socket")}}, "never restarted", false},
@@ -167,7 +170,7 @@ func TestApplyRefuses(t *testing.T) {
 				t.Errorf("errors.Is(%v, ErrNotOwned) = %v, want %v", err, got, tt.notOwns)
 			}
 			// nothing was touched
-			if exists(t, filepath.Join(sysDir.Path, fresh)) || exists(t, filepath.Join(sysDir.Path, vendor)) || exists(t, filepath.Join(sysDir.Path, masked)) {
+			if exists(t, filepath.Join(sysDir.Path, fresh)) || exists(t, filepath.Join(sysDir.Path, vendor)) || exists(t, filepath.Join(sysDir.Path, masked)) || exists(t, filepath.Join(sysDir.Path, vendorInstance)) {
 				t.Errorf("a refused change installed a file")
 			}
 			if got, _ := os.ReadFile(filepath.Join(sysDir.Path, foreign)); string(got) != sleeper {
