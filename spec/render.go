@@ -1,7 +1,6 @@
 package spec
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,8 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
-
-	"github.com/coreos/go-systemd/v22/unit"
 
 	"github.com/baton-fleet/baton/internal/yamldoc"
 )
@@ -223,33 +220,47 @@ var sectionFor = map[string]string{
 	"automount": "Automount", "swap": "Swap", "slice": "Slice", "target": "",
 }
 
-// checkUnit parses a rendered unit file with go-systemd's parser and checks what
-// systemd would otherwise only warn about, or refuse at start: a misspelt section, a
-// service with nothing to run, a socket or timer with nothing to do.
+// checkUnit reads a rendered unit file as systemd does (readUnit) and checks what
+// systemd would otherwise only warn about, or refuse at start: a line it would
+// ignore, a misspelt section, a service with nothing to run, a socket or timer with
+// nothing to do. It refuses first any line that another reader could read otherwise
+// (lintUnit), and the [Install] settings that would make enabling the unit act on
+// other units (Alias=, Also=).
 func checkUnit(file, name string, data []byte) *yamldoc.Error {
-	if n := badUnitLine(data); n > 0 {
-		return &yamldoc.Error{File: file, Line: n, Msg: "not a valid unit file: expected [Section], Key=value, or a comment"}
+	if n, msg := lintUnit(data); n > 0 {
+		return &yamldoc.Error{File: file, Line: n, Msg: "ambiguous unit file: " + msg}
 	}
-	sections, err := unit.DeserializeSections(bytes.NewReader(data))
-	if err != nil {
-		return &yamldoc.Error{File: file, Msg: "not a valid unit file: " + err.Error()}
+	sections, problems := readUnit(data)
+	if len(problems) > 0 {
+		return &yamldoc.Error{File: file, Line: problems[0].Line, Msg: "not a valid unit file: expected [Section], Key=value, or a comment"}
 	}
 	own := sectionFor[unitType(name)]
 	has := map[string]bool{}
+	ownLine := 0
 	for _, sec := range sections {
 		switch {
-		case sec.Section == "Unit", sec.Section == "Install", sec.Section == own, strings.HasPrefix(sec.Section, "X-"):
+		case sec.Name == own && own != "":
+			if ownLine == 0 {
+				ownLine = sec.Line
+			}
+		case sec.Name == "Unit", sec.Name == "Install", strings.HasPrefix(sec.Name, "X-"):
 		default:
 			want := "[Unit], [Install]"
 			if own != "" {
 				want += ", [" + own + "]"
 			}
-			return &yamldoc.Error{File: file, Line: sectionLine(data, sec.Section), Msg: fmt.Sprintf("unknown section [%s] in a .%s unit; expected %s", sec.Section, unitType(name), want)}
+			return &yamldoc.Error{File: file, Line: sec.Line, Msg: fmt.Sprintf("unknown section [%s] in a .%s unit; expected %s", sec.Name, unitType(name), want)}
 		}
-		for _, e := range sec.Entries {
-			has[sec.Section+"."+e.Name] = true
-			if sec.Section == "Install" && e.Name == "Alias" && strings.TrimSpace(e.Value) != "" {
-				return &yamldoc.Error{File: file, Line: settingLine(data, "Install", "Alias"), Msg: aliasRefused(e.Value)}
+		for _, e := range sec.Settings {
+			has[sec.Name+"."+e.Key] = true
+			if sec.Name != "Install" || e.Value == "" {
+				continue
+			}
+			switch e.Key {
+			case "Alias":
+				return &yamldoc.Error{File: file, Line: e.Line, Msg: aliasRefused(e.Value)}
+			case "Also":
+				return &yamldoc.Error{File: file, Line: e.Line, Msg: alsoRefused(e.Value)}
 			}
 		}
 	}
@@ -271,7 +282,7 @@ func checkUnit(file, name string, data []byte) *yamldoc.Error {
 		}
 	}
 	if missing != "" {
-		return &yamldoc.Error{File: file, Line: sectionLine(data, own), Msg: fmt.Sprintf("%s needs %s", name, missing)}
+		return &yamldoc.Error{File: file, Line: ownLine, Msg: fmt.Sprintf("%s needs %s", name, missing)}
 	}
 	return nil
 }
@@ -287,54 +298,12 @@ func aliasRefused(value string) string {
 		strings.Join(names, " "), strings.Join(names, ", "))
 }
 
-// settingLine is the line of the first non-empty setting key in section, or 0.
-func settingLine(data []byte, section, key string) int {
-	in := false
-	for i, line := range strings.Split(string(data), "\n") {
-		line = strings.TrimSpace(line)
-		if strings.HasPrefix(line, "[") {
-			in = line == "["+section+"]"
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if in && ok && strings.TrimSpace(k) == key && strings.TrimSpace(v) != "" {
-			return i + 1
-		}
-	}
-	return 0
-}
-
-// badUnitLine finds the first line that systemd's syntax does not allow, or would
-// ignore with only a warning (a setting outside any section); 0 when there is none.
-// go-systemd's parser skips such lines and reports its own errors without a line.
-func badUnitLine(data []byte) int {
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(nil, unit.SYSTEMD_LINE_MAX*2)
-	inSection, continued := false, false
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		cont := strings.HasSuffix(line, "\\")
-		switch {
-		case continued:
-		case line == "", line[0] == '#', line[0] == ';':
-		case line[0] == '[':
-			if !strings.HasSuffix(line, "]") {
-				return n
-			}
-			inSection = true
-		case !inSection, !strings.Contains(line, "="):
-			return n
-		}
-		continued = cont
-	}
-	return 0
-}
-
-func sectionLine(data []byte, section string) int {
-	for i, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(strings.TrimSpace(line), "["+section+"]") {
-			return i + 1
-		}
-	}
-	return 0
+// alsoRefused is the error for an [Install] Also= setting. Enabling or disabling the
+// unit would enable or disable the units it names as well (Also=ssh.service disables
+// SSH with the unit; Also=debug-shell.service enables a root shell on a console):
+// units baton does not own, out of reach of its unit ownership.
+func alsoRefused(value string) string {
+	names := strings.Fields(value)
+	return fmt.Sprintf("[Install] Also=%s is refused: enabling or disabling this unit would enable or disable %s too, which baton does not own; list the units this service needs in units instead",
+		strings.Join(names, " "), strings.Join(names, ", "))
 }
