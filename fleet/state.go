@@ -21,8 +21,37 @@ type Host struct {
 	Target string    `json:"target,omitempty"` // the revision being applied, "" when idle
 	State  string    `json:"state"`            // the transaction state, IDLE when none
 	Result string    `json:"result,omitempty"` // the last outcome, for `baton fleet`
-	Time   time.Time `json:"time"`
+	Time   time.Time `json:"time"`             // when the host entered State
+	// Seen is when the host's agent last sent its heartbeat (Store.Touch), by its
+	// own clock; zero until it sends one after its last record.
+	Seen time.Time `json:"seen,omitzero"`
 }
+
+// StaleAfter is how long a host that sends heartbeats may go unseen before the
+// fleet takes it for gone: a stale host does not hold back the groups that run
+// `after:` its own, and `baton fleet` marks it. Agents send their heartbeat far
+// more often (every poll); the horizon is long so that an etcd outage or a host's
+// reboot never makes a live host stale, and the clocks of the hosts need not
+// agree closely.
+const StaleAfter = 24 * time.Hour
+
+// LastSeen is when the host last wrote its record or its heartbeat.
+func (h Host) LastSeen() time.Time {
+	if h.Seen.After(h.Time) {
+		return h.Seen
+	}
+	return h.Time
+}
+
+// Stale reports whether the host has not been seen for StaleAfter at now. Only a
+// host that sends heartbeats is judged: the record of an agent that sends none
+// (an older one) says nothing of whether it is alive, and is never stale.
+func (h Host) Stale(now time.Time) bool {
+	return !h.Seen.IsZero() && now.Sub(h.LastSeen()) > StaleAfter
+}
+
+// Busy reports whether the record says the host is in a transaction.
+func (h Host) Busy() bool { return h.Target != "" || (h.State != "" && h.State != "IDLE") }
 
 // Failure is a commit that failed on a host of a group: the group halts on it.
 type Failure struct {
@@ -56,7 +85,21 @@ type Snapshot struct {
 	Paused   *Mark             `json:"paused,omitempty"` // every group
 	Groups   map[string]*Group `json:"groups"`
 	Hosts    map[string]Host   `json:"hosts"`
+	// Problems lists the keys that did not parse. Each is skipped, read on the
+	// safe side (see Store.Snapshot), and reported here: one bad key stops no gate.
+	Problems []Problem `json:"problems,omitempty"`
+
+	revs map[string]keyRev // by key relative to the prefix: for compare-and-delete
 }
+
+// Problem is a key of the fleet state that did not parse.
+type Problem struct {
+	Key string `json:"key"`
+	Err string `json:"error"`
+}
+
+// keyRev is when a key was created and last changed (etcd revisions).
+type keyRev struct{ create, mod int64 }
 
 // group returns the named group's state, empty when nothing is stored for it.
 func (s *Snapshot) group(name string) *Group {
@@ -93,8 +136,10 @@ type Verdict struct {
 // may start upgrading to commit. Checked in order: a pause (the fleet's or the
 // group's), the halt (the commit failed on another host of the group), `after`
 // (every host of each group named there runs the commit), the canaries (the first
-// `canary` hosts go, then the group waits for them to commit and for canaryPause or
-// `baton promote`).
+// `canary` hosts go, then the group waits for them to commit and for canaryPause, or
+// for `baton promote`, which also passes canaries that never commit). A host not
+// seen for StaleAfter does not hold back `after`; a stale canary still holds its
+// group (it may have died of the release), and the verdict says so.
 func (s *Snapshot) Gate(g *spec.Group, commit, host string, now time.Time) Verdict {
 	st := s.group(g.Name)
 	switch {
@@ -108,7 +153,7 @@ func (s *Snapshot) Gate(g *spec.Group, commit, host string, now time.Time) Verdi
 	}
 	for _, a := range g.After {
 		for _, h := range s.hostsOf(a) {
-			if h.Commit != commit {
+			if h.Commit != commit && !h.Stale(now) {
 				return Verdict{Why: fmt.Sprintf("waiting for group %s to converge on %s (%s runs %s)", a, short(commit), h.Host, short(h.Commit))}
 			}
 		}
@@ -124,18 +169,24 @@ func (s *Snapshot) Gate(g *spec.Group, commit, host string, now time.Time) Verdi
 	if len(spots) < canary {
 		return Verdict{OK: true, Canary: true}
 	}
+	// `baton promote` lets the group past its canaries, whether they committed or
+	// not: the operator's word, for a canary that is dead or stuck.
+	if _, ok := st.Promoted[commit]; ok {
+		return Verdict{OK: true}
+	}
 	var last time.Time
 	for _, c := range spots {
 		rec, ok := s.Hosts[c]
+		if ok && rec.Commit != commit && rec.Stale(now) {
+			return Verdict{Why: fmt.Sprintf("waiting for the canaries of %s to commit; %s has not been seen since %s: baton promote %s, or baton fleet forget %s to free its spot",
+				short(commit), c, rec.LastSeen().UTC().Format(time.RFC3339), g.Name, c)}
+		}
 		if !ok || rec.Commit != commit {
 			return Verdict{Why: fmt.Sprintf("waiting for the canaries of %s to commit (%s)", short(commit), strings.Join(spots, ", "))}
 		}
 		if rec.Time.After(last) {
 			last = rec.Time
 		}
-	}
-	if _, ok := st.Promoted[commit]; ok {
-		return Verdict{OK: true}
 	}
 	pause := g.Rollout.CanaryPause
 	if pause.Manual {

@@ -1,6 +1,8 @@
 package fleet
 
 import (
+	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -35,6 +37,16 @@ func TestGate(t *testing.T) {
 			web(0, manual, "db"), "web-1", Verdict{Why: "waiting for group db to converge on c0ffee0 (db-2 runs 0ld0000)"}},
 		{"after: converged", Snapshot{Hosts: map[string]Host{"db-1": {Host: "db-1", Group: "db", Commit: c}}},
 			web(0, manual, "db"), "web-1", Verdict{OK: true}},
+		{"after: a host not seen for StaleAfter does not hold back", Snapshot{Hosts: map[string]Host{
+			"db-1": {Host: "db-1", Group: "db", Commit: c, Time: now},
+			"db-2": {Host: "db-2", Group: "db", Commit: old, Time: now.Add(-48 * time.Hour), Seen: now.Add(-StaleAfter - time.Minute)}}},
+			web(0, manual, "db"), "web-1", Verdict{OK: true}},
+		{"after: a host that sends no heartbeat is never stale", Snapshot{Hosts: map[string]Host{
+			"db-2": {Host: "db-2", Group: "db", Commit: old, Time: now.Add(-30 * 24 * time.Hour)}}},
+			web(0, manual, "db"), "web-1", Verdict{Why: "waiting for group db to converge on c0ffee0 (db-2 runs 0ld0000)"}},
+		{"after: an idle host with a fresh heartbeat holds back", Snapshot{Hosts: map[string]Host{
+			"db-2": {Host: "db-2", Group: "db", Commit: old, Time: now.Add(-30 * 24 * time.Hour), Seen: now.Add(-time.Minute)}}},
+			web(0, manual, "db"), "web-1", Verdict{Why: "waiting for group db to converge on c0ffee0 (db-2 runs 0ld0000)"}},
 		{"first canary", Snapshot{}, web(1, manual), "web-1", Verdict{OK: true, Canary: true}},
 		{"a canary resumes its spot", Snapshot{Groups: map[string]*Group{"web": {Canaries: map[string][]string{c: {"web-1"}}}}},
 			web(1, manual), "web-1", Verdict{OK: true, Canary: true}},
@@ -47,6 +59,13 @@ func TestGate(t *testing.T) {
 		{"promoted", Snapshot{Groups: map[string]*Group{"web": {Canaries: map[string][]string{c: {"web-1"}}, Promoted: map[string]Mark{c: {}}}},
 			Hosts: map[string]Host{"web-1": {Host: "web-1", Group: "web", Commit: c, Time: now}}},
 			web(1, manual), "web-2", Verdict{OK: true}},
+		{"promote passes a canary that never committed", Snapshot{Groups: map[string]*Group{"web": {Canaries: map[string][]string{c: {"web-1"}}, Promoted: map[string]Mark{c: {}}}},
+			Hosts: map[string]Host{"web-1": {Host: "web-1", Group: "web", Commit: old, Target: c, State: "SWITCHING", Time: now}}},
+			web(1, manual), "web-2", Verdict{OK: true}},
+		{"a stale canary holds its group, and the verdict says how to go on", Snapshot{Groups: map[string]*Group{"web": {Canaries: map[string][]string{c: {"web-1"}}}},
+			Hosts: map[string]Host{"web-1": {Host: "web-1", Group: "web", Commit: old, Target: c, State: "SWITCHING", Time: now.Add(-26 * time.Hour), Seen: now.Add(-25 * time.Hour)}}},
+			web(1, spec.Pause{After: time.Minute}), "web-2",
+			Verdict{Why: "waiting for the canaries of c0ffee0 to commit; web-1 has not been seen since 2026-11-24T11:00:00Z: baton promote web, or baton fleet forget web-1 to free its spot"}},
 		{"timed pause not over", Snapshot{Groups: map[string]*Group{"web": {Canaries: map[string][]string{c: {"web-1"}}}},
 			Hosts: map[string]Host{"web-1": {Host: "web-1", Group: "web", Commit: c, Time: now.Add(-5 * time.Minute)}}},
 			web(1, spec.Pause{After: 10 * time.Minute}), "web-2", Verdict{Why: "the canaries run c0ffee0; canary pause until 2026-11-25T12:05:00Z"}},
@@ -58,6 +77,81 @@ func TestGate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := tt.snap.Gate(tt.group, c, tt.host, now); got != tt.want {
 				t.Errorf("Gate = %+v\n want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSuperseded(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	// git history: a -> b -> c -> d; x is on no path to d
+	order := map[string]int{"a": 1, "b": 2, "c": 3, "d": 4}
+	descends := func(anc, commit string) (bool, error) {
+		i, ok1 := order[anc]
+		j, ok2 := order[commit]
+		return ok1 && ok2 && i < j, nil
+	}
+	host := func(name, commit, target string, seen time.Time) Host {
+		state := "IDLE"
+		if target != "" {
+			state = "SWITCHING"
+		}
+		return Host{Host: name, Group: "web", Commit: commit, Target: target, State: state, Time: seen, Seen: seen}
+	}
+	snap := func(hosts ...Host) *Snapshot {
+		s := &Snapshot{
+			Groups: map[string]*Group{"web": {
+				Name:     "web",
+				Failed:   map[string]Failure{"b": {}, "c": {}, "x": {}, "d": {}},
+				Canaries: map[string][]string{"a": {"web-1"}, "b": {"web-1"}, "c": {"web-2"}},
+				Promoted: map[string]Mark{"a": {}, "c": {}},
+			}},
+			Hosts: map[string]Host{},
+			revs: map[string]keyRev{
+				"groups/web/canaries/a": {create: 10}, "groups/web/canaries/b": {create: 20}, "groups/web/canaries/c": {create: 30},
+				"groups/web/promoted/a": {create: 11}, "groups/web/promoted/c": {create: 31},
+			},
+		}
+		for _, h := range hosts {
+			s.Hosts[h.Host] = h
+		}
+		return s
+	}
+	tests := []struct {
+		name     string
+		snap     *Snapshot
+		descends func(string, string) (bool, error)
+		want     []string
+	}{
+		{"converged on d: halts of its ancestors go; marks no host uses go, less the newest",
+			snap(host("web-1", "d", "", now), host("web-2", "d", "", now)), descends,
+			[]string{"groups/web/failed/b", "groups/web/failed/c", "groups/web/canaries/a", "groups/web/canaries/b", "groups/web/promoted/a"}},
+		{"a host still on b keeps every halt, and b's canaries",
+			snap(host("web-1", "d", "", now), host("web-2", "b", "", now)), descends,
+			[]string{"groups/web/canaries/a", "groups/web/promoted/a"}},
+		{"a host in a transaction keeps every halt",
+			snap(host("web-1", "d", "", now), host("web-2", "c", "d", now)), descends,
+			[]string{"groups/web/canaries/a", "groups/web/canaries/b", "groups/web/promoted/a"}},
+		{"a stale host on b does not keep the halts",
+			snap(host("web-1", "d", "", now), host("web-2", "b", "", now.Add(-StaleAfter-time.Hour))), descends,
+			[]string{"groups/web/failed/b", "groups/web/failed/c", "groups/web/canaries/a", "groups/web/promoted/a"}},
+		{"converged on b: the halt on c, newer, stays",
+			snap(host("web-1", "b", "", now)), descends,
+			[]string{"groups/web/canaries/a", "groups/web/promoted/a"}},
+		{"without git order no halt is pruned",
+			snap(host("web-1", "d", "", now)), nil,
+			[]string{"groups/web/canaries/a", "groups/web/canaries/b", "groups/web/promoted/a"}},
+		{"git errors count as no",
+			snap(host("web-1", "d", "", now)), func(string, string) (bool, error) { return true, errors.New("object not found") },
+			[]string{"groups/web/canaries/a", "groups/web/canaries/b", "groups/web/promoted/a"}},
+		{"no hosts: nothing is known of the halts",
+			snap(), descends,
+			[]string{"groups/web/canaries/a", "groups/web/canaries/b", "groups/web/promoted/a"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.snap.Superseded(now, tt.descends); !slices.Equal(got, tt.want) {
+				t.Errorf("Superseded =\n %q\nwant\n %q", got, tt.want)
 			}
 		})
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -151,7 +150,7 @@ func (s *Store) ClaimCanary(ctx context.Context, f *Fence, group, commit, host s
 		rev := int64(0)
 		if len(resp.Kvs) == 1 {
 			rev = resp.Kvs[0].ModRevision
-			if err := json.Unmarshal(resp.Kvs[0].Value, &hosts); err != nil {
+			if hosts, err = parseCanaries(resp.Kvs[0].Value); err != nil {
 				return false, fmt.Errorf("read canaries of %s: %w", group, err)
 			}
 		}
@@ -169,22 +168,29 @@ func (s *Store) ClaimCanary(ctx context.Context, f *Fence, group, commit, host s
 	}
 }
 
-// Snapshot reads the whole fleet state at one revision.
+// Snapshot reads the whole fleet state at one revision. A key that does not parse
+// does not fail it: it is listed in Problems and read on the safe side. An
+// unreadable pause still pauses, an unreadable halt still halts (its reason says
+// the record is unreadable), an unreadable maxParallel is 0 slots as the lease
+// reads it; an unreadable host record, canary list or promotion is left out (the
+// host is unknown, a canary claim then fails in ClaimCanary, no promotion).
 func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 	resp, err := s.cli.Get(ctx, s.prefix+"/", clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("read fleet state: %w", err)
 	}
-	snap := &Snapshot{Revision: resp.Header.Revision, Groups: map[string]*Group{}, Hosts: map[string]Host{}}
+	snap := &Snapshot{Revision: resp.Header.Revision, Groups: map[string]*Group{}, Hosts: map[string]Host{}, revs: map[string]keyRev{}}
 	type slot struct {
 		host string
 		rev  int64
 	}
 	slots := map[string][]slot{}
 	for _, kv := range resp.Kvs {
-		parts := strings.Split(strings.TrimPrefix(string(kv.Key), s.prefix+"/"), "/")
+		rel := strings.TrimPrefix(string(kv.Key), s.prefix+"/")
+		parts := strings.Split(rel, "/")
+		snap.revs[rel] = keyRev{create: kv.CreateRevision, mod: kv.ModRevision}
 		if err := snap.add(parts, kv.Value); err != nil {
-			return nil, fmt.Errorf("read fleet state: key %s: %w", kv.Key, err)
+			snap.Problems = append(snap.Problems, Problem{Key: string(kv.Key), Err: err.Error()})
 		}
 		if len(parts) == 4 && parts[0] == "groups" && parts[2] == "slots" {
 			slots[parts[1]] = append(slots[parts[1]], slot{parts[3], kv.CreateRevision})
@@ -210,15 +216,17 @@ func (snap *Snapshot) groupFor(name string) *Group {
 }
 
 // add reads one key of the state into the snapshot. Unknown keys are ignored: a
-// newer baton may store more.
+// newer baton may store more. On an error the key is read on the safe side (see
+// Snapshot).
 func (snap *Snapshot) add(parts []string, value []byte) error {
 	switch {
 	case len(parts) == 1 && parts[0] == "paused":
-		snap.Paused = &Mark{}
-		return json.Unmarshal(value, snap.Paused)
+		m, err := parseMark(value)
+		snap.Paused = &m
+		return err
 	case len(parts) == 2 && parts[0] == "hosts":
-		var h Host
-		if err := json.Unmarshal(value, &h); err != nil {
+		h, err := parseHost(parts[1], value)
+		if err != nil {
 			return err
 		}
 		snap.Hosts[parts[1]] = h
@@ -229,24 +237,23 @@ func (snap *Snapshot) add(parts []string, value []byte) error {
 	g := snap.groupFor(parts[1])
 	switch {
 	case len(parts) == 3 && parts[2] == "maxParallel":
-		n, err := strconv.Atoi(string(value))
+		n, err := ParseSlots(value)
 		g.Slots = n
 		return err
 	case len(parts) == 3 && parts[2] == "paused":
-		g.Paused = &Mark{}
-		return json.Unmarshal(value, g.Paused)
+		m, err := parseMark(value)
+		g.Paused = &m
+		return err
 	case len(parts) == 4 && parts[2] == "failed":
-		var f Failure
-		if err := json.Unmarshal(value, &f); err != nil {
-			return err
-		}
+		f, err := parseFailure(parts[3], value)
 		if g.Failed == nil {
 			g.Failed = map[string]Failure{}
 		}
 		g.Failed[parts[3]] = f
+		return err
 	case len(parts) == 4 && parts[2] == "promoted":
-		var m Mark
-		if err := json.Unmarshal(value, &m); err != nil {
+		m, err := parseMark(value)
+		if err != nil {
 			return err
 		}
 		if g.Promoted == nil {
@@ -254,8 +261,8 @@ func (snap *Snapshot) add(parts []string, value []byte) error {
 		}
 		g.Promoted[parts[3]] = m
 	case len(parts) == 4 && parts[2] == "canaries":
-		var hosts []string
-		if err := json.Unmarshal(value, &hosts); err != nil {
+		hosts, err := parseCanaries(value)
+		if err != nil {
 			return err
 		}
 		if g.Canaries == nil {
@@ -264,4 +271,60 @@ func (snap *Snapshot) add(parts []string, value []byte) error {
 		g.Canaries[parts[3]] = hosts
 	}
 	return nil
+}
+
+// Touch is a host's heartbeat: it sets Seen in the host's record and nothing
+// else, whoever wrote the record last. It reports false, writing nothing, when
+// there is no record (forgotten, or never written): the host then writes its
+// whole record with PutHost. An unreadable record is an error.
+func (s *Store) Touch(ctx context.Context, host string) (bool, error) {
+	k := s.key("hosts", host)
+	for {
+		resp, err := s.cli.Get(ctx, k)
+		if err != nil {
+			return false, fmt.Errorf("touch host %s: %w", host, err)
+		}
+		if len(resp.Kvs) == 0 {
+			return false, nil
+		}
+		kv := resp.Kvs[0]
+		h, err := parseHost(host, kv.Value)
+		if err != nil {
+			return false, fmt.Errorf("touch host %s: %w", host, err)
+		}
+		h.Seen = s.now().UTC()
+		data, err := json.Marshal(h)
+		if err != nil {
+			return false, err
+		}
+		err = s.txn(ctx, nil, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(k), "=", kv.ModRevision)}, clientv3.OpPut(k, string(data)))
+		if !errors.Is(err, errConflict) {
+			if err != nil {
+				return false, fmt.Errorf("touch host %s: %w", host, err)
+			}
+			return true, nil
+		}
+	}
+}
+
+// Prune deletes the records that no gate reads again (Snapshot.Superseded), each
+// only if it did not change since it was read, and returns their keys.
+func (s *Store) Prune(ctx context.Context, descends func(ancestor, commit string) (bool, error)) ([]string, error) {
+	snap, err := s.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var done []string
+	for _, rel := range snap.Superseded(s.now(), descends) {
+		k := s.prefix + "/" + rel
+		err := s.txn(ctx, nil, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(k), "=", snap.revs[rel].mod)}, clientv3.OpDelete(k))
+		if errors.Is(err, errConflict) {
+			continue // changed since: judged again next time
+		}
+		if err != nil {
+			return done, fmt.Errorf("prune %s: %w", k, err)
+		}
+		done = append(done, k)
+	}
+	return done, nil
 }

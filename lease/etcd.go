@@ -14,6 +14,8 @@ import (
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/baton-fleet/baton/fleet"
 )
 
 // Defaults and limits of the etcd lease.
@@ -351,8 +353,8 @@ func parseSlots(kv *mvccpb.KeyValue) (int, error) {
 	if kv == nil {
 		return DefaultSlots, nil
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(kv.Value)))
-	if err != nil || n < 0 {
+	n, err := fleet.ParseSlots(kv.Value) // as the fleet view reads it
+	if err != nil {
 		return 0, fmt.Errorf("%s = %q is not a count of slots; no slot is granted", kv.Key, kv.Value)
 	}
 	return n, nil

@@ -10,9 +10,11 @@ import (
 	"os"
 	"os/user"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -80,16 +82,69 @@ func newFleetCmd() *cobra.Command {
 					enc.SetIndent("", "  ")
 					return enc.Encode(snap)
 				}
-				return writeFleet(cmd.OutOrStdout(), snap)
+				return writeFleet(cmd.OutOrStdout(), snap, time.Now())
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the fleet state as JSON")
+	cmd.AddCommand(newForgetCmd())
 	return cmd
 }
 
-// writeFleet prints the fleet state for a person.
-func writeFleet(w io.Writer, snap *fleet.Snapshot) error {
+func newForgetCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "forget HOST [--force]",
+		Short: "Remove a host that is gone for good from the fleet state: its record, its lease slot key and its canary spots",
+		Long: `Forget removes HOST from the fleet state in etcd: its record (so that it no longer
+holds back the groups that run after its own, nor shows in baton fleet), its slot
+key in every group's lease, and the canary spots it took (another host may take
+them). The halts it recorded stay: they are the release's. It refuses while the
+host's record says it is in a transaction, or it holds or waits for a lease slot,
+unless --force: forget a host in a transaction only when it is known down. A live
+agent writes its record again at its next heartbeat.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withFleet(cmd, func(ctx context.Context, s *fleet.Store, _ *clientv3.Client, _ string) error {
+				f, err := s.Forget(ctx, args[0], force)
+				if err != nil {
+					return err
+				}
+				writeForgotten(cmd.OutOrStdout(), args[0], f, operator())
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "forget the host even if it is in a transaction or has a lease slot key")
+	return cmd
+}
+
+// writeForgotten says what Forget removed.
+func writeForgotten(w io.Writer, host string, f fleet.Forgotten, by string) {
+	var what []string
+	if f.Record {
+		rec := "its record"
+		if f.Host.Group != "" {
+			rec += fmt.Sprintf(" (group %s, %s at %s", f.Host.Group, f.Host.State, short(f.Host.Commit))
+			if f.Host.Target != "" {
+				rec += " to " + short(f.Host.Target)
+			}
+			rec += ")"
+		}
+		what = append(what, rec)
+	}
+	for _, g := range f.Slots {
+		what = append(what, "its slot key in group "+g)
+	}
+	for _, c := range f.Canaries {
+		what = append(what, "its canary spot for "+short(c))
+	}
+	fmt.Fprintf(w, "forgot %s (by %s): %s\n", host, by, strings.Join(what, "; "))
+}
+
+// writeFleet prints the fleet state for a person, judging at now which hosts are
+// stale (not seen for fleet.StaleAfter).
+func writeFleet(w io.Writer, snap *fleet.Snapshot, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if snap.Paused != nil {
 		fmt.Fprintf(tw, "FLEET PAUSED by %s at %s: %s\n\n", snap.Paused.By, snap.Paused.Time.Format(time.RFC3339), snap.Paused.Reason)
@@ -101,18 +156,49 @@ func writeFleet(w io.Writer, snap *fleet.Snapshot) error {
 		if g.Paused != nil {
 			state = "paused by " + g.Paused.By
 		}
-		for c, f := range g.Failed {
-			state = fmt.Sprintf("HALTED on %s (failed on %s: %s)", short(c), f.Host, f.Reason)
+		var halts []string
+		for _, c := range slices.Sorted(maps.Keys(g.Failed)) {
+			f := g.Failed[c]
+			halts = append(halts, fmt.Sprintf("HALTED on %s (failed on %s: %s)", short(c), f.Host, f.Reason))
+		}
+		if len(halts) > 0 {
+			state = strings.Join(halts, "; ")
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", name, g.Slots, strings.Join(g.Holders, ","), state)
 	}
-	fmt.Fprintln(tw, "\nHOST\tGROUP\tCOMMIT\tSTATE\tTARGET\tSINCE\tRESULT")
+	fmt.Fprintln(tw, "\nHOST\tGROUP\tCOMMIT\tSTATE\tTARGET\tSINCE\tSEEN\tRESULT")
+	stale := 0
 	for _, name := range slices.Sorted(maps.Keys(snap.Hosts)) {
 		h := snap.Hosts[name]
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, h.Group, short(h.Commit), h.State, short(h.Target),
-			h.Time.Format(time.RFC3339), h.Result)
+		seen := h.LastSeen().Format(time.RFC3339)
+		if h.Stale(now) {
+			seen += " STALE"
+			stale++
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, h.Group, short(h.Commit), h.State, short(h.Target),
+			h.Time.Format(time.RFC3339), seen, h.Result)
+	}
+	if stale > 0 {
+		fmt.Fprintf(tw, "\n%d host(s) not seen for %gh: they hold back no group's after:; baton fleet forget HOST if gone for good\n", stale, fleet.StaleAfter.Hours())
+	}
+	if len(snap.Problems) > 0 {
+		fmt.Fprintln(tw, "\nUNREADABLE KEY\tSKIPPED BECAUSE")
+		for _, p := range snap.Problems {
+			fmt.Fprintf(tw, "%s\t%s\n", printable(p.Key), p.Err)
+		}
 	}
 	return tw.Flush()
+}
+
+// printable quotes s when it holds anything but printable characters: a key of
+// etcd is any bytes.
+func printable(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 func short(rev string) string {
