@@ -6,7 +6,7 @@ DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 FUZZTIME ?= 20s
 
-.PHONY: help build test lint unit demo fuzz bench-gitsync bench-lease bench-upgrade clean
+.PHONY: help build test lint unit demo fuzz bench-gitsync bench-lease bench-fleetlock bench-upgrade clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ bench-gitsync: ## poll and fetch on a repository of 10,000 commits and 5,000 fil
 
 bench-lease: ## etcd lease handoff latency and 1,000 contenders against one etcd
 	$(GO) test -run '^$$' -bench 'BenchmarkEtcd' -benchtime 2000x ./lease/
+
+bench-fleetlock: ## FleetLock handoff p50/p95 against an airlock-like server: 8 contenders, holds of 0.5s, 5s and 60s (scaled)
+	$(GO) test -run '^$$' -bench 'BenchmarkFleetlockHandoff' -benchtime 1x -timeout 10m ./lease/
 
 bench-upgrade: ## upgrades and reverts of a real systemd host (needs root): each step's time
 	$(GO) test -run '^$$' -bench 'BenchmarkUpgrade|BenchmarkRevert' -benchtime 5x ./agent/

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/baton-fleet/baton/internal/yamldoc"
+	"github.com/baton-fleet/baton/lease"
 	"github.com/baton-fleet/baton/spec"
 )
 
@@ -664,8 +665,6 @@ func (l *LeaseConfig) check(k *configCheck) {
 	}
 }
 
-var fleetlockGroupRE = regexp.MustCompile(`^[A-Za-z0-9.-]+$`)
-
 func (e *EtcdConfig) check(k *configCheck) {
 	if len(e.Endpoints) == 0 {
 		k.fail("required when lease.backend is etcd", "lease", "etcd", "endpoints")
@@ -717,9 +716,13 @@ func (f *FleetlockConfig) check(k *configCheck) {
 		k.fail("required when lease.backend is fleetlock", "lease", "fleetlock", "url")
 	} else {
 		k.httpURL(f.URL, "the FleetLock protocol takes none", "lease", "fleetlock", "url")
+		// What the agent would refuse at its first Acquire, refused here.
+		if u, _ := parseURLQuietly(f.URL); u != nil && (u.RawQuery != "" || u.ForceQuery || strings.Contains(f.URL, "#")) {
+			k.fail("a query or fragment is refused: the FleetLock protocol appends /v1/pre-reboot to the URL", "lease", "fleetlock", "url")
+		}
 	}
-	if !fleetlockGroupRE.MatchString(f.Group) {
-		k.fail(fmt.Sprintf("%q is not a valid group (letters, digits, '.' and '-')", f.Group), "lease", "fleetlock", "group")
+	if err := lease.CheckFleetlockGroup(f.Group); err != nil {
+		k.fail(fmt.Sprintf("not a valid group: %v", err), "lease", "fleetlock", "group")
 	}
 }
 

@@ -240,7 +240,7 @@ var badConfigs = []struct {
 	}},
 	{"fleetlock-bad.yaml", []string{
 		`agent.yaml:5: lease.fleetlock.url: required when lease.backend is fleetlock`,
-		`agent.yaml:6: lease.fleetlock.group: "web servers" is not a valid group (letters, digits, '.' and '-')`,
+		`agent.yaml:6: lease.fleetlock.group: not a valid group: "web servers" has spaces or control characters`,
 	}},
 	{"listen-bad.yaml", []string{
 		`agent.yaml:5: listen.metrics: "9732" is not host:port; write 127.0.0.1:9732, or "" to turn metrics off`,

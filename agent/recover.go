@@ -21,8 +21,17 @@ import (
 // and the reason reported.
 func (a *Agent) recover(ctx context.Context) error {
 	txn, err := a.store.Load()
-	if err != nil || txn == nil {
+	if err != nil {
 		return err
+	}
+	if txn == nil {
+		// No transaction is open, so no slot should be held: give back one that a
+		// crash left (a FleetLock slot never expires). A no-op when none is; a
+		// release that fails goes on in the background.
+		if err := a.lease.Release(context.WithoutCancel(ctx)); err != nil {
+			a.log.Warn("release a lease slot left from before the start", "err", err)
+		}
+		return nil
 	}
 	log := a.log.With("txn", txn.ID, "commit", short(txn.To), "group", txn.Group)
 	txn.Attempts++
