@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/checks"
 	"github.com/baton-fleet/baton/gitsync"
+	"github.com/baton-fleet/baton/lease"
 	"github.com/baton-fleet/baton/release"
 	"github.com/baton-fleet/baton/rollback"
 	"github.com/baton-fleet/baton/units"
@@ -39,9 +41,24 @@ type Lease interface {
 // HANG, its main loop blocks for good once it is ready (for watchdog tests).
 const FailpointEnv = "BATON_FAILPOINT"
 
-// maxAttempts is the loop guard: an agent that crashed this many times in one
-// transaction stops resuming it, reverts if it can, and reports.
+// maxAttempts is the loop guard: an agent that stopped this many times in one
+// transaction stops resuming it (see giveUp): it reverts if it can and reports, and
+// quarantines the commit only if the release had failed its checks.
 const maxAttempts = 3
+
+// Bounds of the main loop's waits. Each wait is bounded, and declared to the watchdog
+// (notifier.busy) when it may outlast the watchdog's interval.
+const (
+	// pollTimeout bounds one poll of the repository.
+	pollTimeout = 5 * time.Minute
+	// etcdBound is the longest one etcd request of the agent takes: the client's
+	// deadline for every request (lease.NewClient).
+	etcdBound = lease.DefaultEtcdCallTimeout
+	// stepBound is how long one step of a transaction that touches the host (a drain,
+	// a switch, a revert, the commit) may keep the main loop from turning before the
+	// watchdog ends the agent: systemd's own job timeouts end a stuck restart sooner.
+	stepBound = 10 * time.Minute
+)
 
 // Agent is the loop on one host: sync -> plan -> apply -> verify -> commit | roll back.
 type Agent struct {
@@ -55,6 +72,7 @@ type Agent struct {
 	clock   checks.Clock
 
 	fleet     *fleetState    // nil without the etcd backend
+	trouble   hostTroubles   // a commit this host could not carry out, and when to try again
 	systemd   *units.Systemd // set by Run
 	failpoint rollback.State
 
@@ -74,6 +92,7 @@ type Agent struct {
 	rollbackTo   *rollbackRequest // an operator's baton rollback, for the loop to run
 	rollingBack  bool             // the loop has taken a rollback and not finished it
 	lastRollback *api.Result      // how the last rollback ended
+	etcdDown     string           // why etcd did not answer the last look, "" when it did
 }
 
 // Status is what the agent is doing, for logs, sd_notify and the local API.
@@ -231,12 +250,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Error("recover the open transaction", "err", err)
 	}
 	if lg, err := a.store.LastGood(); err == nil && lg.Revision != "" {
+		a.notify.busy(2 * etcdBound)
 		a.recordIdle(ctx, lg.Group, lg.Revision, "")
 	}
 	a.phase("idle at %s", short(a.Status().Applied))
 	backoff := time.Duration(0)
 	for {
-		a.notify.alive()
+		a.notify.busy(0) // the loop turns: alive, and any long step declared has ended
 		if restartRequested(a.runtimeDir) {
 			a.log.Info("the package was upgraded; restarting now that no upgrade is open")
 			return ErrRestartRequested
@@ -283,8 +303,8 @@ func (a *Agent) Run(ctx context.Context) error {
 // watchdogSlice bounds one sleep of the main loop so that it shows life to the
 // watchdog while it waits for the next poll.
 func (a *Agent) watchdogSlice() time.Duration {
-	if a.notify.interval > 0 {
-		return a.notify.interval / 3
+	if d := a.notify.watchdogInterval(); d > 0 {
+		return d / 3
 	}
 	return time.Hour
 }
@@ -303,7 +323,11 @@ func (a *Agent) tick(ctx context.Context) error {
 	if req := a.takeRollback(); req != nil {
 		a.operatorRollback(ctx, req)
 	}
-	u, err := a.git.Poll(ctx)
+	pctx, cancel := context.WithTimeout(ctx, pollTimeout)
+	a.notify.busy(pollTimeout + time.Minute)
+	u, err := a.git.Poll(pctx)
+	cancel()
+	a.notify.busy(0)
 	now := time.Now()
 	if err != nil {
 		a.setStatus(func(s *Status) { s.FetchError, s.FetchedAt = err.Error(), now })
@@ -325,11 +349,67 @@ func (a *Agent) tick(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return nil
 	}
-	a.reconcile(ctx, a.git.Head())
+	head := a.git.Head()
+	if !a.fleetAnswers(ctx, head) {
+		return err
+	}
+	a.reconcile(ctx, head)
 	st := a.Status()
 	a.obs.metrics.Info(st.Applied, st.Tracked)
 	return err
 }
+
+// fleetAnswers looks whether etcd answers, when the agent would need it to move to
+// head (with the etcd backend, a commit it has not applied). While etcd does not
+// answer, the host stays as it is: no upgrade starts, the phase says why, and the
+// loop polls on. The look is one read of the fleet state, bounded by etcdBound; the
+// first look that fails and the first that works again are logged.
+func (a *Agent) fleetAnswers(ctx context.Context, head string) bool {
+	if a.fleet == nil {
+		return true
+	}
+	st := a.Status()
+	if head == "" || head == st.Applied || head == st.Rejected {
+		if a.etcdDown != "" && strings.HasPrefix(st.Phase, etcdDownPhase) {
+			a.idle() // nothing waits for etcd any more
+		}
+		return true
+	}
+	cctx, cancel := context.WithTimeout(ctx, etcdBound)
+	a.notify.busy(2 * etcdBound)
+	_, err := a.fleet.store.Snapshot(cctx)
+	cancel()
+	a.notify.busy(0)
+	if err == nil {
+		if a.etcdDown != "" {
+			a.log.Info("etcd answers again; going on", "was", a.etcdDown)
+			a.etcdDown = ""
+			// The record written at the start, or at the end of a revert, may not have
+			// reached etcd: the other hosts must not take this host for one in flight.
+			if lg, err := a.store.LastGood(); err == nil && lg.Revision != "" {
+				a.notify.busy(2 * etcdBound)
+				a.recordIdle(ctx, lg.Group, lg.Revision, "")
+				a.notify.busy(0)
+			}
+		}
+		return true
+	}
+	if ctx.Err() != nil {
+		return false
+	}
+	why := err.Error()
+	if a.etcdDown == "" {
+		a.log.Warn("etcd does not answer: keeping this host as it is until it does", "commit", short(head), "err", why)
+	}
+	a.etcdDown = why
+	if p := fmt.Sprintf("%s (%s); %s waits, this host stays at %s", etcdDownPhase, why, short(head), short(st.Applied)); st.Phase != p {
+		a.phase("%s", p)
+	}
+	return false
+}
+
+// etcdDownPhase starts the phase of an agent that waits for etcd.
+const etcdDownPhase = "waiting for etcd: it does not answer"
 
 // hang blocks the main loop for good when the failpoint is HANG, for watchdog tests.
 func (a *Agent) hang() {
@@ -339,8 +419,15 @@ func (a *Agent) hang() {
 	}
 }
 
-// hit kills the agent at the failpoint state, for crash tests.
+// hit is called with each state a transaction enters, right after it is persisted.
+// It tells the watchdog that a step touching the host may now keep the main loop
+// busy up to stepBound (a verification declares its own bound; the loop's next turn
+// ends the declaration), and kills the agent at the failpoint state, for crash tests.
 func (a *Agent) hit(state rollback.State) {
+	switch state {
+	case rollback.Draining, rollback.Switching, rollback.RollingBack, rollback.Committed:
+		a.notify.busy(stepBound)
+	}
 	if a.failpoint != "" && a.failpoint == state {
 		a.log.Warn("failpoint: killing the agent", "state", state)
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)

@@ -145,6 +145,9 @@ func (a *Agent) checkDrift(ctx context.Context) {
 	if len(found) == 0 || a.cfg.DriftPolicy != DriftRestore {
 		return
 	}
+	if a.etcdDown != "" {
+		return // the lease cannot be had; the next poll looks again
+	}
 	if err := a.restore(ctx, lg, found); err != nil {
 		a.log.Error("restore drifted units", "err", err)
 		return
@@ -158,13 +161,22 @@ func (a *Agent) checkDrift(ctx context.Context) {
 	}
 }
 
+// driftLeaseWait bounds the wait for the lease to restore drifted units: the group
+// may be busy upgrading; the restore is tried again at the next poll.
+const driftLeaseWait = 30 * time.Second
+
 // restore writes back the recorded unit files, removes drop-ins of managed units,
 // reloads systemd and restarts the services concerned, holding the lease.
 func (a *Agent) restore(ctx context.Context, lg *rollback.LastGood, found []Drift) error {
-	if err := a.lease.Acquire(ctx, lg.Group); err != nil {
-		return err
+	actx, cancel := context.WithTimeout(ctx, driftLeaseWait)
+	a.notify.busy(driftLeaseWait + 2*etcdBound) // Acquire may withdraw from the line after its context
+	err := a.lease.Acquire(actx, lg.Group)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("no slot of group %s within %v; trying again at the next poll: %w", lg.Group, driftLeaseWait, err)
 	}
-	defer func() { _ = a.lease.Release(context.WithoutCancel(ctx)) }()
+	defer a.releaseLease(ctx, a.log)
+	a.notify.busy(stepBound)
 	change := units.Change{Install: map[string][]byte{}}
 	restart := map[string]bool{}
 	for _, d := range found {
@@ -187,7 +199,7 @@ func (a *Agent) restore(ctx context.Context, lg *rollback.LastGood, found []Drif
 		return err
 	}
 	start := time.Now()
-	err := a.systemd.Apply(ctx, a.unitDir, change, owned)
+	err = a.systemd.Apply(ctx, a.unitDir, change, owned)
 	a.log.Info("drift restore applied", "took", time.Since(start).Round(time.Millisecond), "restarted", change.Restart)
 	return err
 }

@@ -32,9 +32,9 @@ const DefaultRuntimeDir = "/run/baton"
 // NOTIFY_SOCKET (not run by systemd) it does nothing.
 type notifier struct {
 	mu       sync.Mutex
-	beat     time.Time // the main loop's last sign of life
-	busyTill time.Time // a long step in the main loop may run until then
-	interval time.Duration
+	beat     time.Time     // the main loop's last sign of life
+	busyTill time.Time     // a long step in the main loop may run until then
+	interval time.Duration // systemd's watchdog interval, 0 when it has none
 }
 
 func (n *notifier) send(state string) { _, _ = daemon.SdNotify(false, state) }
@@ -64,7 +64,9 @@ func (n *notifier) watchdog(ctx context.Context) {
 	if err != nil || interval <= 0 {
 		return
 	}
+	n.mu.Lock()
 	n.interval = interval
+	n.mu.Unlock()
 	t := time.NewTicker(interval / 2)
 	defer t.Stop()
 	for {
@@ -80,6 +82,13 @@ func (n *notifier) watchdog(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// watchdogInterval is systemd's watchdog interval, 0 when it has none (or not yet).
+func (n *notifier) watchdogInterval() time.Duration {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.interval
 }
 
 // restartRequested reports, and consumes, the package manager's restart request.

@@ -112,7 +112,7 @@ func TestCrashAtEveryState(t *testing.T) {
 		{"PREPARED", "ok", true},
 		{"STAGED", "ok", true},
 		{"LEASED", "ok", true},
-		{"SWITCHING", "ok", false},
+		{"SWITCHING", "ok", true}, // reverted, not quarantined (an interruption), then tried again
 		{"VERIFYING", "ok", true},
 		{"COMMITTED", "ok", true},
 		{"ROLLING_BACK", "fail-health", false},

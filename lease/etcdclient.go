@@ -14,10 +14,27 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // DefaultEtcdDialTimeout bounds the client's first connection steps (authentication).
 const DefaultEtcdDialTimeout = 5 * time.Second
+
+// DefaultEtcdCallTimeout bounds every request of the client (a read, a write, a
+// lease grant or revoke) whose context has no earlier deadline, so that an etcd that
+// is down or cut off makes a call fail instead of blocking it. Watches and the
+// keep-alive stream are not bounded.
+const DefaultEtcdCallTimeout = 10 * time.Second
+
+// pendingToken stands for the auth token while etcd has not answered yet: etcd
+// refuses it as invalid, and the client then authenticates with the password.
+const pendingToken = "baton-not-yet-authenticated"
+
+// maxReconnectDelay caps the wait between two attempts to reconnect to etcd.
+const maxReconnectDelay = 5 * time.Second
 
 // EtcdClientConfig is how to reach etcd; its names mirror the agent's lease.etcd.
 type EtcdClientConfig struct {
@@ -26,6 +43,7 @@ type EtcdClientConfig struct {
 	Username     string
 	PasswordFile string        // holds the password; read by NewClient, never logged
 	DialTimeout  time.Duration // default DefaultEtcdDialTimeout
+	CallTimeout  time.Duration // default DefaultEtcdCallTimeout
 	Logger       *slog.Logger  // gets the etcd client's warnings and errors; default: discard
 }
 
@@ -38,8 +56,10 @@ type EtcdTLS struct {
 }
 
 // NewClient connects to etcd as c says. The connection is made in the background: an
-// unreachable etcd shows on the first request, not here. Files that cannot be read
-// and a cert without its key are errors.
+// unreachable etcd shows on the first request, not here, with or without a password
+// (the client then authenticates when etcd first answers). Files that cannot be read,
+// a cert without its key, and a password that etcd refuses are errors. Every request
+// of the client is bounded by c.CallTimeout unless its context ends sooner.
 func NewClient(c EtcdClientConfig) (*clientv3.Client, error) {
 	if len(c.Endpoints) == 0 {
 		return nil, errors.New("etcd client: no endpoints")
@@ -52,6 +72,12 @@ func NewClient(c EtcdClientConfig) (*clientv3.Client, error) {
 		PermitWithoutStream:  true,
 		Username:             c.Username,
 		Logger:               zap.New(slogCore{log: c.Logger}),
+		// gRPC's default reconnect backoff grows to two minutes: an etcd back after an
+		// outage would wait that long to be used again.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: time.Second, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxReconnectDelay},
+			MinConnectTimeout: DefaultEtcdDialTimeout,
+		})},
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultEtcdDialTimeout
@@ -78,10 +104,147 @@ func NewClient(c EtcdClientConfig) (*clientv3.Client, error) {
 		}
 	}
 	cli, err := clientv3.New(cfg)
+	if err != nil && cfg.Password != "" && unreachable(err) {
+		// clientv3 authenticates before it returns: without an answer from etcd it
+		// gives up. Start with a token etcd will refuse instead; the client then
+		// authenticates at its first request that reaches etcd.
+		if c.Logger != nil {
+			c.Logger.Warn("etcd does not answer; the client authenticates when it does", "err", err)
+		}
+		user, password := cfg.Username, cfg.Password
+		cfg.Username, cfg.Password, cfg.Token = "", "", pendingToken
+		cli, err = clientv3.New(cfg)
+		if err == nil {
+			cli.Token, cli.Username, cli.Password = "", user, password
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
+	timeout := c.CallTimeout
+	if timeout <= 0 {
+		timeout = DefaultEtcdCallTimeout
+	}
+	cli.KV = boundedKV{KV: cli.KV, timeout: timeout}
+	cli.Lease = boundedLease{Lease: cli.Lease, timeout: timeout}
 	return cli, nil
+}
+
+// unreachable says whether err is etcd not answering (a timeout, no connection), as
+// opposed to etcd answering no.
+func unreachable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.DeadlineExceeded, codes.Unavailable:
+		return true
+	}
+	return false
+}
+
+// boundedKV gives every request a deadline of timeout unless its context ends sooner.
+type boundedKV struct {
+	clientv3.KV
+	timeout time.Duration
+}
+
+func (k boundedKV) Put(ctx context.Context, key, val string, opts ...clientv3.OpOption) (*clientv3.PutResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, k.timeout)
+	defer cancel()
+	return k.KV.Put(ctx, key, val, opts...)
+}
+
+func (k boundedKV) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, k.timeout)
+	defer cancel()
+	return k.KV.Get(ctx, key, opts...)
+}
+
+func (k boundedKV) Delete(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.DeleteResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, k.timeout)
+	defer cancel()
+	return k.KV.Delete(ctx, key, opts...)
+}
+
+func (k boundedKV) Compact(ctx context.Context, rev int64, opts ...clientv3.CompactOption) (*clientv3.CompactResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, k.timeout)
+	defer cancel()
+	return k.KV.Compact(ctx, rev, opts...)
+}
+
+func (k boundedKV) Do(ctx context.Context, op clientv3.Op) (clientv3.OpResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, k.timeout)
+	defer cancel()
+	return k.KV.Do(ctx, op)
+}
+
+// Txn's deadline runs from the start of the transaction's building to its commit.
+func (k boundedKV) Txn(ctx context.Context) clientv3.Txn {
+	ctx, cancel := context.WithTimeout(ctx, k.timeout)
+	return &boundedTxn{Txn: k.KV.Txn(ctx), cancel: cancel}
+}
+
+type boundedTxn struct {
+	clientv3.Txn
+	cancel context.CancelFunc
+}
+
+func (t *boundedTxn) If(cs ...clientv3.Cmp) clientv3.Txn {
+	t.Txn = t.Txn.If(cs...)
+	return t
+}
+
+func (t *boundedTxn) Then(ops ...clientv3.Op) clientv3.Txn {
+	t.Txn = t.Txn.Then(ops...)
+	return t
+}
+
+func (t *boundedTxn) Else(ops ...clientv3.Op) clientv3.Txn {
+	t.Txn = t.Txn.Else(ops...)
+	return t
+}
+
+func (t *boundedTxn) Commit() (*clientv3.TxnResponse, error) {
+	defer t.cancel()
+	return t.Txn.Commit()
+}
+
+// boundedLease gives the one-shot lease requests a deadline of timeout unless their
+// context ends sooner; KeepAlive, a stream for the life of the lease, is not bounded.
+type boundedLease struct {
+	clientv3.Lease
+	timeout time.Duration
+}
+
+func (l boundedLease) Grant(ctx context.Context, ttl int64) (*clientv3.LeaseGrantResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	return l.Lease.Grant(ctx, ttl)
+}
+
+func (l boundedLease) Revoke(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseRevokeResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	return l.Lease.Revoke(ctx, id)
+}
+
+func (l boundedLease) TimeToLive(ctx context.Context, id clientv3.LeaseID, opts ...clientv3.LeaseOption) (*clientv3.LeaseTimeToLiveResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	return l.Lease.TimeToLive(ctx, id, opts...)
+}
+
+func (l boundedLease) Leases(ctx context.Context) (*clientv3.LeaseLeasesResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	return l.Lease.Leases(ctx)
+}
+
+func (l boundedLease) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	return l.Lease.KeepAliveOnce(ctx, id)
 }
 
 // config builds the TLS settings: nil when no file is set and no endpoint is https.
