@@ -3,8 +3,11 @@ package fleet
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -111,5 +114,119 @@ func TestClaimCanaryIsExact(t *testing.T) {
 	resp, _ := cli.Get(context.Background(), "/baton/groups/web/canaries/"+c, clientv3.WithCountOnly())
 	if resp.Count != 1 {
 		t.Errorf("canary key count = %d", resp.Count)
+	}
+}
+
+const (
+	commitA = "aaaaaaa000000000000000000000000000000000"
+	commitB = "bbbbbbb000000000000000000000000000000000"
+	commitC = "ccccccc000000000000000000000000000000000"
+)
+
+func put(t *testing.T, cli *clientv3.Client, key, value string) {
+	t.Helper()
+	if _, err := cli.Put(context.Background(), key, value); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOneBadKeyStopsNoGate: values an operator's etcdctl or another version may
+// leave are read tolerantly (maxParallel "2\n" is 2, as the lease reads it), and a
+// record that does not parse is reported and skipped: the snapshot, and every
+// gate that does not need that record, go on.
+func TestOneBadKeyStopsNoGate(t *testing.T) {
+	cli := testetcd.Start(t).Client(t)
+	ctx := context.Background()
+	s := NewStore(cli, "/baton")
+	put(t, cli, "/baton/groups/web/maxParallel", "2\n")
+	put(t, cli, "/baton/groups/db/maxParallel", "many")
+	put(t, cli, "/baton/hosts/db-1", `{"host":"db-1","group":"db","commit":"`+commitA+`","state":"IDLE"}`)
+	put(t, cli, "/baton/hosts/db-2", `{"host":"db-2",`) // cut short
+	put(t, cli, "/baton/groups/api/failed/"+commitA, "halt")
+	put(t, cli, "/baton/groups/web/canaries/"+commitB, `"web-1"`)
+	put(t, cli, "/baton/groups/web/paused", "")
+
+	snap, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
+	if got := snap.Groups["web"].Slots; got != 2 {
+		t.Errorf("web slots = %d, want 2", got)
+	}
+	if got := snap.Groups["db"].Slots; got != 0 {
+		t.Errorf("db slots = %d, want 0 (unreadable: no slot, as the lease reads it)", got)
+	}
+	var keys []string
+	for _, p := range snap.Problems {
+		keys = append(keys, p.Key)
+	}
+	want := []string{"/baton/groups/api/failed/" + commitA, "/baton/groups/db/maxParallel", "/baton/groups/web/canaries/" + commitB, "/baton/hosts/db-2"}
+	if !slices.Equal(keys, want) {
+		t.Errorf("problems = %+v\nwant keys %q", snap.Problems, want)
+	}
+	for _, p := range snap.Problems {
+		if p.Err == "" {
+			t.Errorf("problem %s says nothing", p.Key)
+		}
+	}
+	// db-2 is unknown, so group db converged on A; api's unreadable halt halts.
+	if v := snap.Gate(&spec.Group{Name: "app", After: []string{"db"}}, commitA, "app-1", time.Now()); !v.OK {
+		t.Errorf("gate of a group after db = %+v", v)
+	}
+	if v := snap.Gate(&spec.Group{Name: "api"}, commitA, "api-1", time.Now()); !v.Halted || !strings.Contains(v.Why, "unreadable") {
+		t.Errorf("gate under an unreadable halt = %+v, want halted", v)
+	}
+	if v := snap.Gate(&spec.Group{Name: "web"}, commitB, "web-2", time.Now()); v.OK || !strings.Contains(v.Why, "paused") {
+		t.Errorf("gate under an empty pause = %+v, want paused", v)
+	}
+	// The claim on an unreadable canary list fails, and says why.
+	if _, err := s.ClaimCanary(ctx, nil, "web", commitB, "web-2", 1); err == nil || !strings.Contains(err.Error(), "canary list") {
+		t.Errorf("ClaimCanary on an unreadable list: %v", err)
+	}
+}
+
+// TestSeenAndTouch: Touch is the heartbeat of a host and sets Seen alone: the
+// time the host entered its state (which the canary pause counts from) stays. A
+// host whose agent sends no heartbeat is never stale; one that stops sending is,
+// after StaleAfter.
+func TestSeenAndTouch(t *testing.T) {
+	cli := testetcd.Start(t).Client(t)
+	ctx := context.Background()
+	s := NewStore(cli, "/baton")
+	start := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	clock := start
+	s.now = func() time.Time { return clock }
+	read := func() Host {
+		t.Helper()
+		snap, err := s.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return snap.Hosts["web-1"]
+	}
+
+	if ok, err := s.Touch(ctx, "web-1"); ok || err != nil {
+		t.Fatalf("Touch with no record = %v, %v; want false, nil", ok, err)
+	}
+	if err := s.PutHost(ctx, nil, Host{Host: "web-1", Group: "web", Commit: commitA, State: "IDLE"}); err != nil {
+		t.Fatal(err)
+	}
+	clock = start.Add(StaleAfter + time.Hour)
+	if h := read(); h.Stale(clock) {
+		t.Errorf("a record with no heartbeat, %s old, is stale: %+v", StaleAfter+time.Hour, h)
+	}
+	if ok, err := s.Touch(ctx, "web-1"); !ok || err != nil {
+		t.Fatalf("Touch = %v, %v", ok, err)
+	}
+	h := read()
+	if h.Stale(clock) || !h.Seen.Equal(clock) || !h.LastSeen().Equal(clock) || !h.Time.Equal(start) || h.Commit != commitA {
+		t.Errorf("record after Touch: %+v", h)
+	}
+	if !h.Stale(clock.Add(StaleAfter + time.Second)) {
+		t.Errorf("a host silent for %s is not stale", StaleAfter+time.Second)
+	}
+	put(t, cli, "/baton/hosts/web-2", "{")
+	if _, err := s.Touch(ctx, "web-2"); err == nil {
+		t.Errorf("Touch of an unreadable record succeeded")
 	}
 }
