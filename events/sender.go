@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/baton-fleet/baton/internal/httpretry"
 )
 
 // The headers of a webhook request.
@@ -164,10 +166,7 @@ func (s *Sender) newClient() *retryablehttp.Client {
 		RetryWaitMax: s.waitMax,
 		RetryMax:     s.attempts - 1,
 		CheckRetry:   retryablehttp.DefaultRetryPolicy, // errors, 429 and 5xx
-		Backoff: func(lo, hi time.Duration, n int, resp *http.Response) time.Duration {
-			// DefaultBackoff obeys Retry-After, however long; the wait stays bounded.
-			return min(retryablehttp.DefaultBackoff(lo, hi, n, resp), hi)
-		},
+		Backoff:      httpretry.Backoff,                // a Retry-After, however long, waits at most waitMax
 		ErrorHandler: func(resp *http.Response, err error, tries int) (*http.Response, error) {
 			if resp != nil {
 				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))

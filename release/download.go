@@ -1,9 +1,11 @@
 package release
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,14 +18,22 @@ import (
 
 	"github.com/hashicorp/go-retryablehttp"
 
+	"github.com/baton-fleet/baton/internal/httpretry"
 	"github.com/baton-fleet/baton/spec"
 )
 
 // Settings of the default HTTP client.
 const (
 	DefaultRetryMax              = 4                // retries after the first attempt
+	DefaultRetryWaitMin          = time.Second      // the wait between attempts doubles from here...
+	DefaultRetryWaitMax          = 30 * time.Second // ...up to here, a Retry-After included
 	DefaultResponseHeaderTimeout = 30 * time.Second // from the request sent to the response headers
 	DefaultStallTimeout          = 60 * time.Second // a download that receives nothing this long fails
+	// DefaultRetryBudget bounds a download's attempts, from the first request to the
+	// response headers that start the body, waits and redirects included.
+	DefaultRetryBudget = 5 * time.Minute
+	// maxRedirects is how many redirects one attempt follows, as net/http does.
+	maxRedirects = 10
 )
 
 // errStalled cancels a download that stopped receiving data.
@@ -41,12 +51,105 @@ func newClient(log *slog.Logger) *retryablehttp.Client {
 	c.HTTPClient = &http.Client{Transport: t}
 	c.Logger = nil
 	c.RetryMax = DefaultRetryMax
+	c.RetryWaitMin, c.RetryWaitMax = DefaultRetryWaitMin, DefaultRetryWaitMax
 	c.RequestLogHook = func(_ retryablehttp.Logger, req *http.Request, attempt int) {
 		if attempt > 0 {
 			log.Warn("retry artifact download", "url", redactURL(req.URL), "attempt", attempt+1)
 		}
 	}
 	return c
+}
+
+// bounded returns a client that does what c does, but whose waits between attempts
+// never exceed c.RetryWaitMax (however long a server's Retry-After) and whose every
+// redirect obeys p: the Stager's policy holds whichever client it was given.
+func bounded(c *retryablehttp.Client, p policy) *retryablehttp.Client {
+	hc := &http.Client{}
+	if c.HTTPClient != nil {
+		*hc = *c.HTTPClient
+	}
+	hc.CheckRedirect = p.checkRedirect
+	retry := c.CheckRetry
+	if retry == nil {
+		retry = retryablehttp.DefaultRetryPolicy
+	}
+	return &retryablehttp.Client{
+		HTTPClient:   hc,
+		Logger:       c.Logger,
+		RetryWaitMin: c.RetryWaitMin,
+		RetryWaitMax: c.RetryWaitMax,
+		RetryMax:     c.RetryMax,
+		// A refused redirect is the policy's answer, not a failure to retry.
+		CheckRetry: func(ctx context.Context, resp *http.Response, err error) (bool, error) {
+			if _, ok := errors.AsType[*refusedURL](err); ok {
+				return false, err
+			}
+			return retry(ctx, resp, err)
+		},
+		Backoff:         httpretry.Capped(c.Backoff),
+		RequestLogHook:  c.RequestLogHook,
+		ResponseLogHook: c.ResponseLogHook,
+		ErrorHandler:    c.ErrorHandler,
+		PrepareRetry:    c.PrepareRetry,
+	}
+}
+
+// policy says where artifacts may come from: http or https, and plain http only from
+// the hosts of allowInsecure (the agent's artifacts.allowInsecure). It holds for the
+// artifact's URL and for every redirect after it.
+type policy struct {
+	allowInsecure []string
+}
+
+// refusedURL is the error of a URL, or a redirect to one, that the policy refuses. Its
+// text shows the URL redacted.
+type refusedURL struct {
+	url      string // redacted
+	redirect bool
+	why      string
+}
+
+func (e *refusedURL) Error() string {
+	if e.redirect {
+		return fmt.Sprintf("redirect to %s refused: %s", e.url, e.why)
+	}
+	return e.why
+}
+
+// check refuses u when the policy does not allow it.
+func (p policy) check(u *url.URL) *refusedURL {
+	refuse := func(format string, args ...any) *refusedURL {
+		return &refusedURL{url: redactURL(u), why: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return refuse("the scheme must be http or https")
+	case u.Host == "":
+		return refuse("the URL has no host")
+	case u.Scheme == "http" && !slices.Contains(p.allowInsecure, u.Hostname()):
+		return refuse("plain http:// is refused; use https://, or name the host %s in the agent's artifacts.allowInsecure", u.Hostname())
+	}
+	return nil
+}
+
+// checkRedirect is the http.Client's CheckRedirect: every hop obeys the policy, and a
+// chain that reached https never goes back to http, whatever host it names.
+func (p policy) checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= maxRedirects {
+		return &refusedURL{url: redactURL(req.URL), redirect: true, why: fmt.Sprintf("more than %d redirects", maxRedirects)}
+	}
+	if e := p.check(req.URL); e != nil {
+		e.redirect = true
+		return e
+	}
+	if req.URL.Scheme == "http" {
+		for _, r := range via {
+			if r.URL.Scheme == "https" {
+				return &refusedURL{url: redactURL(req.URL), redirect: true, why: "a downgrade from https:// to http://"}
+			}
+		}
+	}
+	return nil
 }
 
 // download fetches artifact a into f, no more than max bytes, and checks its SHA-256.
@@ -64,16 +167,13 @@ func (s *Stager) download(ctx context.Context, a spec.Artifact, i int, f *os.Fil
 		return "", 0, fmt.Errorf("artifact %d: the URL does not parse", i+1) // the error would show the URL
 	}
 	where := redactURL(u)
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return where, 0, fmt.Errorf("artifact %s: the scheme must be http or https", where)
-	}
-	if u.Scheme == "http" && !slices.Contains(s.AllowInsecure, u.Hostname()) {
-		return where, 0, fmt.Errorf("artifact %s: plain http:// is refused; use https://, or name the host %s in the agent's artifacts.allowInsecure", where, u.Hostname())
-	}
-	if u.Host == "" {
-		return where, 0, fmt.Errorf("artifact %s: the URL has no host", where)
+	if e := s.policy().check(u); e != nil {
+		return where, 0, fmt.Errorf("artifact %s: %s", where, e.why)
 	}
 	fail := func(err error) (string, int64, error) {
+		if e, ok := errors.AsType[*refusedURL](err); ok {
+			return where, 0, fmt.Errorf("download %s: %s", where, e) // the error around it names the hop unredacted
+		}
 		return where, 0, fmt.Errorf("download %s: %w", where, scrub(err, a.URL, u))
 	}
 
@@ -83,8 +183,17 @@ func (s *Stager) download(ctx context.Context, a spec.Artifact, i int, f *os.Fil
 	if err != nil {
 		return fail(err)
 	}
+	budget := cmp.Or(s.RetryBudget, DefaultRetryBudget)
+	giveUp := time.AfterFunc(budget, func() { cancel(fmt.Errorf("no answer within %s, retries included", budget)) })
 	resp, err := s.client().Do(req)
+	if !giveUp.Stop() && err == nil {
+		resp.Body.Close()
+		err = context.Cause(ctx)
+	}
 	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && errors.Is(err, context.Canceled) {
+			err = cause
+		}
 		return fail(err)
 	}
 	defer resp.Body.Close()

@@ -69,15 +69,23 @@ func (l Limits) withDefaults() Limits {
 // fields before the first Stage; a Stager may then be used from several goroutines.
 type Stager struct {
 	StateDir string
-	Client   *retryablehttp.Client // nil: a default one (see newClient)
-	Limits   Limits                // zero fields take the defaults
-	Logger   *slog.Logger
+	// Client makes the requests; nil: a default one (see newClient). Whichever it is,
+	// the Stager uses a copy whose waits between attempts are capped at its
+	// RetryWaitMax, a server's Retry-After included, and whose redirects obey
+	// AllowInsecure as the artifact's URL does.
+	Client *retryablehttp.Client
+	Limits Limits       // zero fields take the defaults
+	Logger *slog.Logger // nil: no logs
 	// AllowInsecure names the hosts whose artifacts may come over plain http://;
-	// every other artifact must come over https://.
-	AllowInsecure []string // nil: no logs
+	// every other artifact, and every redirect, must come over https://, and a
+	// download that reached https:// is never redirected back to http://.
+	AllowInsecure []string
+	// RetryBudget bounds the attempts of one download, from the first request to the
+	// response that starts the body; zero: DefaultRetryBudget.
+	RetryBudget time.Duration
 
-	once       sync.Once
-	defaultCli *retryablehttp.Client
+	once sync.Once
+	cli  *retryablehttp.Client
 }
 
 func (s *Stager) logger() *slog.Logger {
@@ -87,13 +95,19 @@ func (s *Stager) logger() *slog.Logger {
 	return s.Logger
 }
 
+// client returns the client of every download, made once from Client.
 func (s *Stager) client() *retryablehttp.Client {
-	if s.Client != nil {
-		return s.Client
-	}
-	s.once.Do(func() { s.defaultCli = newClient(s.logger()) })
-	return s.defaultCli
+	s.once.Do(func() {
+		c := s.Client
+		if c == nil {
+			c = newClient(s.logger())
+		}
+		s.cli = bounded(c, s.policy())
+	})
+	return s.cli
 }
+
+func (s *Stager) policy() policy { return policy{allowInsecure: s.AllowInsecure} }
 
 // Stage makes sure the release directory of r exists and is complete, and returns its
 // path: r.Service.ReleaseDir(StateDir), which is r.Vars.Release when r was rendered for
@@ -141,6 +155,9 @@ func (s *Stager) stage(ctx context.Context, r *spec.Rendered, id string) (string
 	}
 	log := s.logger().With("service", r.Name, "release", id)
 	if complete(dir) {
+		if err := checkMarker(dir, r, id); err != nil {
+			return "", err
+		}
 		log.Debug("release already staged", "dir", dir)
 		return dir, nil
 	}
@@ -180,7 +197,7 @@ func (s *Stager) stage(ctx context.Context, r *spec.Rendered, id string) (string
 	if _, err := os.Lstat(dir); err == nil {
 		// Not complete (checked above) unless another Stage just finished it.
 		if complete(dir) {
-			return dir, nil
+			return dir, checkMarker(dir, r, id)
 		}
 		log.Warn("replacing an incomplete release directory", "dir", dir)
 		if err := removeAside(dir); err != nil {
@@ -189,7 +206,7 @@ func (s *Stager) stage(ctx context.Context, r *spec.Rendered, id string) (string
 	}
 	if err := os.Rename(staging, dir); err != nil {
 		if complete(dir) {
-			return dir, nil // another Stage won the race
+			return dir, checkMarker(dir, r, id) // another Stage won the race
 		}
 		return "", err
 	}
@@ -250,8 +267,10 @@ func (s *Stager) place(ctx context.Context, a spec.Artifact, i int, staging, tmp
 	return n, nil
 }
 
-// writeMarker writes MarkerFile, refusing to replace one an archive brought along.
-func writeMarker(staging string, r *spec.Rendered, id string) error {
+// marker is the content of MarkerFile for release id of r: what the directory holds,
+// down to each artifact's digest, so that a directory is reused only for the release
+// it was built for.
+func marker(r *spec.Rendered, id string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "service %s\nversion %s\nrelease %s\n", r.Name, r.Version, id)
 	for _, a := range r.Artifacts {
@@ -261,6 +280,39 @@ func writeMarker(staging string, r *spec.Rendered, id string) error {
 		}
 		b.WriteString("\n")
 	}
+	return b.String()
+}
+
+// ErrOtherRelease is wrapped in the error of a Stage whose release directory exists,
+// complete, but was built for other artifacts: the release id (the version and a
+// prefix of the artifacts' digest) is the same, the marker is not.
+var ErrOtherRelease = errors.New("the release directory holds another release")
+
+// maxMarker bounds the marker read back: a line per artifact.
+const maxMarker = 1 << 20
+
+// checkMarker makes sure the complete release directory dir was built for release id
+// of r, as its marker says, before it is reused. A directory built for other artifacts
+// (a collision of the id, or a directory put there by someone else) is neither reused
+// nor replaced: units may run from it.
+func checkMarker(dir string, r *spec.Rendered, id string) error {
+	f, err := os.Open(filepath.Join(dir, MarkerFile))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	got, err := io.ReadAll(io.LimitReader(f, maxMarker+1))
+	if err != nil {
+		return fmt.Errorf("read the marker of %s: %w", dir, err)
+	}
+	if string(got) != marker(r, id) {
+		return fmt.Errorf("%w: %s was built for other artifacts than those of %s %s (its %s differs); remove it once no unit runs from it", ErrOtherRelease, dir, r.Name, r.Version, MarkerFile)
+	}
+	return nil
+}
+
+// writeMarker writes MarkerFile, refusing to replace one an archive brought along.
+func writeMarker(staging string, r *spec.Rendered, id string) error {
 	f, err := os.OpenFile(filepath.Join(staging, MarkerFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("an artifact holds %s, a name baton keeps for itself", MarkerFile)
@@ -268,7 +320,7 @@ func writeMarker(staging string, r *spec.Rendered, id string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.WriteString(b.String()); err != nil {
+	if _, err := f.WriteString(marker(r, id)); err != nil {
 		f.Close()
 		return err
 	}

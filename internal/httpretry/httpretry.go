@@ -1,0 +1,32 @@
+// Package httpretry bounds the waits of retrying HTTP clients: no server, whatever its Retry-After, holds a caller past a cap.
+package httpretry
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+)
+
+// Backoff is a retryablehttp.Backoff: the library's exponential backoff from lo, its
+// Retry-After (on 429 and 503) included, never longer than hi. DefaultBackoff obeys a
+// Retry-After however long (a year, or a number of seconds that overflows into a
+// negative wait); here either waits hi.
+func Backoff(lo, hi time.Duration, n int, resp *http.Response) time.Duration {
+	return Capped(retryablehttp.DefaultBackoff)(lo, hi, n, resp)
+}
+
+// Capped returns b with every wait it computes kept within [0, hi]: a negative or
+// longer wait becomes hi. A nil b stands for retryablehttp.DefaultBackoff.
+func Capped(b retryablehttp.Backoff) retryablehttp.Backoff {
+	if b == nil {
+		b = retryablehttp.DefaultBackoff
+	}
+	return func(lo, hi time.Duration, n int, resp *http.Response) time.Duration {
+		d := b(lo, hi, n, resp)
+		if d < 0 || d > hi {
+			return hi
+		}
+		return d
+	}
+}
