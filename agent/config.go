@@ -76,6 +76,7 @@ type Config struct {
 
 	doc            *yamldoc.Doc // the file, for the line of each value; nil when built in code
 	hostFromSystem bool         // Host was taken from the system host name
+	file           string       // the file LoadConfig read, checked with the secrets; "" otherwise
 }
 
 // RepoConfig says which fleet repository to follow and how to trust it.
@@ -177,7 +178,12 @@ func LoadConfig(file string) (*Config, error) {
 		return nil, fmt.Errorf("load agent config: %w", err)
 	}
 	hostname, _ := os.Hostname() // "" when unknown: then the file must set host
-	return ParseConfig(file, data, hostname)
+	c, err := ParseConfig(file, data, hostname)
+	if err != nil {
+		return nil, err
+	}
+	c.file = file
+	return c, nil
 }
 
 // ParseConfig parses data, the content of file, strictly; applies the defaults, with
@@ -400,6 +406,9 @@ func (r *RepoConfig) check(k *configCheck) {
 	onlyFor(tokenOK, "https", "tokenUser", a.TokenUser)
 	if scheme == "ssh" && a.KnownHostsFile == "" {
 		k.fail("required for ssh:// URLs: host keys are never accepted unchecked", "repo", "auth", "knownHostsFile")
+	}
+	if scheme == "ssh" && a.SSHKeyFile == "" {
+		k.fail("required for ssh:// URLs: the agent logs in with this key (no passphrase)", "repo", "auth", "sshKeyFile")
 	}
 
 	k.file(r.Verify.OpenPGPKeyring, "repo", "verify", "openpgpKeyring")
@@ -703,12 +712,68 @@ func (e *EtcdConfig) check(k *configCheck) {
 		k.fail("set, but no endpoint is https://", "lease", "etcd", "tls")
 	}
 	k.file(e.PasswordFile, "lease", "etcd", "passwordFile")
+	if risk := e.plainHTTPRisk(); risk != "" {
+		for i, ep := range e.Endpoints {
+			if u, _ := parseURLQuietly(ep); u != nil && strings.EqualFold(u.Scheme, "http") && !sendsInClearSafely(u) {
+				k.fail(fmt.Sprintf("plain http:// to %q, which is not a loopback host, %s; use https://", u.Hostname(), risk), "lease", "etcd", "endpoints", i)
+			}
+		}
+	}
 	if e.Username != "" && e.PasswordFile == "" {
 		k.failBeside([]any{"lease", "etcd", "username"}, "required with lease.etcd.username", "lease", "etcd", "passwordFile")
 	}
 	if e.PasswordFile != "" && e.Username == "" {
 		k.failBeside([]any{"lease", "etcd", "passwordFile"}, "required with lease.etcd.passwordFile", "lease", "etcd", "username")
 	}
+}
+
+// plainHTTPRisk says what a plain http:// endpoint would do to the credentials e
+// authenticates with, or "" when it has none.
+func (e *EtcdConfig) plainHTTPRisk() string {
+	switch {
+	case e.Username != "" || e.PasswordFile != "":
+		return "would send the etcd password (lease.etcd.passwordFile) in clear"
+	case e.TLS.CertFile != "" || e.TLS.KeyFile != "":
+		return "would talk to etcd without TLS, its client certificate (lease.etcd.tls) unused"
+	}
+	return ""
+}
+
+// sendsInClearSafely reports whether a credential may go to u: an https:// URL, or a
+// plain http:// one to a loopback host, where it never leaves the machine. It is the
+// one rule for every credential the agent sends (the repository token: repoURL allows
+// plain http only to a loopback host; the etcd password and client certificate).
+func sendsInClearSafely(u *url.URL) bool {
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+		return true
+	case "http":
+		return isLoopbackHost(u.Hostname())
+	}
+	return false
+}
+
+// tokenURLs names the fields of URLs whose path or query may hold a token, as many
+// webhook services' URLs do: a file holding them is a secret (see checkSecrets).
+func (c *Config) tokenURLs() []string {
+	var out []string
+	mayHold := func(raw string, path bool) bool {
+		u, _ := parseURLQuietly(raw)
+		return u != nil && (u.RawQuery != "" || u.Fragment != "" || path && u.Path != "" && u.Path != "/")
+	}
+	for i, w := range c.Webhooks {
+		if mayHold(w.URL, true) {
+			out = append(out, configField([]any{"webhooks", i, "url"}))
+		}
+	}
+	if e := c.Lease.Etcd; e != nil {
+		for i, ep := range e.Endpoints {
+			if mayHold(ep, false) {
+				out = append(out, configField([]any{"lease", "etcd", "endpoints", i}))
+			}
+		}
+	}
+	return out
 }
 
 func (f *FleetlockConfig) check(k *configCheck) {

@@ -75,11 +75,22 @@ var goodConfigs = map[string]func() Config{
 	},
 	"etcd-defaults.yaml": func() Config {
 		c := defaults("ssh://git@git.example.com:2222/ops/fleet.git")
-		c.Repo.Auth.KnownHostsFile = "/etc/baton/known_hosts"
+		c.Repo.Auth = AuthConfig{SSHKeyFile: "/etc/baton/id_ed25519", KnownHostsFile: "/etc/baton/known_hosts"}
 		c.Lease = LeaseConfig{Backend: LeaseEtcd, Etcd: &EtcdConfig{
 			Endpoints: []string{"http://etcd-1.internal:2379"},
 			Prefix:    DefaultEtcdPrefix,
 			TTL:       yamldoc.Duration(DefaultEtcdTTL),
+		}}
+		return c
+	},
+	"etcd-loopback-password.yaml": func() Config {
+		c := defaults("https://git.example.com/ops/fleet.git")
+		c.Lease = LeaseConfig{Backend: LeaseEtcd, Etcd: &EtcdConfig{
+			Endpoints:    []string{"http://127.0.0.1:2379", "http://[::1]:2379", "http://localhost:2379"},
+			Prefix:       DefaultEtcdPrefix,
+			TTL:          yamldoc.Duration(DefaultEtcdTTL),
+			Username:     "baton",
+			PasswordFile: "/etc/baton/etcd.password",
 		}}
 		return c
 	},
@@ -167,6 +178,16 @@ var badConfigs = []struct {
 		`agent.yaml:3: repo.url: a file:// URL names no host, not "srv"; write file:///path`,
 		`agent.yaml:5: repo.auth.tokenFile: only for https:// URLs, and repo.url is file://`,
 	}},
+	{"ssh-no-key.yaml", []string{
+		`agent.yaml:4: repo.auth.sshKeyFile: required for ssh:// URLs: the agent logs in with this key (no passphrase)`,
+	}},
+	{"etcd-credentials-plain.yaml", []string{
+		`agent.yaml:9: lease.etcd.endpoints[1]: plain http:// to "10.0.0.6", which is not a loopback host, would send the etcd password (lease.etcd.passwordFile) in clear; use https://`,
+		`agent.yaml:11: lease.etcd.endpoints[3]: plain http:// to "etcd.internal", which is not a loopback host, would send the etcd password (lease.etcd.passwordFile) in clear; use https://`,
+	}},
+	{"etcd-cert-plain.yaml", []string{
+		`agent.yaml:7: lease.etcd.endpoints[1]: plain http:// to "10.0.0.6", which is not a loopback host, would talk to etcd without TLS, its client certificate (lease.etcd.tls) unused; use https://`,
+	}},
 	{"ssh-no-known-hosts.yaml", []string{
 		`agent.yaml:4: repo.auth.knownHostsFile: required for ssh:// URLs: host keys are never accepted unchecked`,
 	}},
@@ -234,6 +255,7 @@ var badConfigs = []struct {
 		`agent.yaml:17: lease.fleetlock is set but lease.backend is etcd`,
 	}},
 	{"etcd-tls-plain.yaml", []string{
+		`agent.yaml:7: lease.etcd.endpoints[0]: plain http:// to "10.0.0.5", which is not a loopback host, would send the etcd password (lease.etcd.passwordFile) in clear; use https://`,
 		`agent.yaml:8: lease.etcd.tls.certFile: required with lease.etcd.tls.keyFile`,
 		`agent.yaml:8: lease.etcd.tls: set, but no endpoint is https://`,
 		`agent.yaml:9: lease.etcd.username: required with lease.etcd.passwordFile`,
@@ -340,7 +362,7 @@ func TestRepoURLs(t *testing.T) {
 		"ssh://git:s3cr3t@git.example.com:2222/x.git": "repo.url: a password in the URL is refused; use a key named by repo.auth.sshKeyFile",
 	} {
 		// An ssh URL needs known hosts; the check of auth is not under test here.
-		data := "repo:\n  auth: {knownHostsFile: /etc/baton/known_hosts}\n  url: " + jsonString(url) + "\n"
+		data := "repo:\n  auth: {sshKeyFile: /etc/baton/id_ed25519, knownHostsFile: /etc/baton/known_hosts}\n  url: " + jsonString(url) + "\n"
 		if !strings.HasPrefix(strings.ToLower(url), "ssh://") {
 			data = "repo:\n  url: " + jsonString(url) + "\n"
 		}

@@ -64,6 +64,11 @@ func (a *Agent) watchConfig(ctx context.Context, reload chan<- string) {
 // restart.
 func (a *Agent) reload(why string) {
 	cfg, err := LoadConfig(a.configFile)
+	if err == nil {
+		// The files it names are checked again: a keyring or a token file may have
+		// been made writable, or readable, by others since the start.
+		err = checkSecrets(cfg)
+	}
 	if err != nil {
 		a.log.Error("configuration not reloaded; keeping the current one", "why", why, "err", err)
 		return

@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCheckSecrets(t *testing.T) {
@@ -43,5 +45,186 @@ func TestCheckSecrets(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("%s: the error shows the secret", tt.name)
 		}
+	}
+}
+
+// Trust anchors may be read by anyone, but written only by their owner, who is root
+// or the agent's user: a keyring anyone can write defeats signing.
+func TestCheckTrustAnchors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("ssh-ed25519 AAAA"), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	verify := func(signers, keyring string) Config {
+		return Config{Repo: RepoConfig{Verify: VerifyConfig{SSHAllowedSigners: signers, OpenPGPKeyring: keyring}}}
+	}
+	for _, tt := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"readable by all", verify(write("signers", 0o644), write("keyring", 0o444)), ""},
+		{"group-writable allowed_signers", verify(write("signers-g", 0o664), ""),
+			"repo.verify.sshAllowedSigners: " + filepath.Join(dir, "signers-g") + " can be written by users other than its owner (mode 0664); run chmod go-w"},
+		{"world-writable keyring", verify("", write("keyring-o", 0o646)), "repo.verify.openpgpKeyring: "},
+		{"world-writable known_hosts", Config{Repo: RepoConfig{Auth: AuthConfig{KnownHostsFile: write("known", 0o666)}}}, "repo.auth.knownHostsFile: "},
+		{"group-writable etcd CA", Config{Lease: LeaseConfig{Etcd: &EtcdConfig{TLS: TLSConfig{CAFile: write("ca", 0o620)}}}}, "lease.etcd.tls.caFile: "},
+		{"group-writable secret", Config{Repo: RepoConfig{Auth: AuthConfig{TokenFile: write("token-g", 0o660)}}}, "repo.auth.tokenFile: "},
+		{"a directory", verify(dir, ""), "is not a regular file"},
+	} {
+		err := checkSecrets(&tt.cfg)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: %v", tt.name, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+func TestCheckFilesOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a file away")
+	}
+	dir := t.TempDir()
+	p := filepath.Join(dir, "allowed_signers")
+	if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(p, 4321, 4321); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Repo: RepoConfig{Verify: VerifyConfig{SSHAllowedSigners: p}}}
+	err := checkSecrets(&cfg)
+	if want := "is owned by uid 4321, neither root nor the agent's user; run chown root " + p; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("checkSecrets = %v, want %q", err, want)
+	}
+}
+
+func TestUnsafeFile(t *testing.T) {
+	const self = 1000
+	for _, tt := range []struct {
+		kind fileKind
+		mode os.FileMode
+		uid  int
+		want string // the start of the reason; "" when safe
+	}{
+		{secretFile, 0o600, 0, ""},
+		{secretFile, 0o640, self, ""},
+		{secretFile, 0o604, 0, "can be read by any user (mode 0604)"},
+		{secretFile, 0o601, 0, "can be read by any user"},
+		{secretFile, 0o620, 0, "can be written by users other than its owner"},
+		{secretFile, 0o600, 1001, "is owned by uid 1001"},
+		{anchorFile, 0o644, 0, ""},
+		{anchorFile, 0o444, self, ""},
+		{anchorFile, 0o664, 0, "can be written by users other than its owner (mode 0664)"},
+		{anchorFile, 0o646, 0, "can be written by users other than its owner"},
+		{anchorFile, 0o644, 1001, "is owned by uid 1001"},
+		{anchorFile, 0o644, -1, ""}, // the owner is unknown on this system
+		{anchorFile, os.ModeDir | 0o755, 0, "is not a regular file"},
+		{anchorFile, os.ModeSymlink | 0o777, 0, "is not a regular file"},
+	} {
+		got := unsafeFile("/etc/baton/f", tt.kind, tt.mode, tt.uid, self)
+		if tt.want == "" && got != "" || !strings.HasPrefix(got, tt.want) {
+			t.Errorf("unsafeFile(%v, %v, uid %d) = %q, want %q", tt.kind, tt.mode, tt.uid, got, tt.want)
+		}
+	}
+}
+
+// agent.yaml is a trust anchor itself, and a secret when a URL in it may hold a token.
+func TestCheckConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	load := func(name, body string, mode os.FileMode) (*Config, error) {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadConfig(p)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return c, checkSecrets(c)
+	}
+	const repo = "host: web-01\nrepo: {url: https://git.example.com/ops/fleet.git}\n"
+	const slack = "webhooks: [{url: \"https://hooks.example.com/services/T0/B0/s3cr3t\"}]\n"
+	for _, tt := range []struct {
+		file, body string
+		mode       os.FileMode
+		want       string
+	}{
+		{"plain.yaml", repo, 0o644, ""},
+		{"webhook-host.yaml", repo + "webhooks: [{url: \"https://hooks.example.com/\"}]\n", 0o644, ""},
+		{"webhook-private.yaml", repo + slack, 0o640, ""},
+		{"webhook-open.yaml", repo + slack, 0o644,
+			"webhooks[0].url: " + filepath.Join(dir, "webhook-open.yaml") + " can be read by any user (mode 0644), and the path or query of webhooks[0].url may hold a token; run chmod o-rwx"},
+		{"webhook-query.yaml", repo + "webhooks: [{url: \"https://hooks.example.com?key=s3cr3t\"}]\n", 0o604, "the path or query of webhooks[0].url"},
+		{"writable.yaml", repo, 0o664, "the configuration: " + filepath.Join(dir, "writable.yaml") + " can be written by users other than its owner"},
+	} {
+		_, err := load(tt.file, tt.body, tt.mode)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: %v", tt.file, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%s: %v, want %q", tt.file, err, tt.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("%s: the error shows the token: %v", tt.file, err)
+		}
+	}
+	// ParseConfig reads no file: nothing to check on disk.
+	c, err := ParseConfig(testFile, []byte(repo+slack), "web-01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkSecrets(c); err != nil {
+		t.Errorf("checkSecrets of a parsed config: %v", err)
+	}
+}
+
+// A reload checks the files again: one made writable by others since the start is
+// refused, and the running configuration stays.
+func TestReloadChecksFiles(t *testing.T) {
+	dir := t.TempDir()
+	signers := filepath.Join(dir, "allowed_signers")
+	if err := os.WriteFile(signers, []byte("ops@example.com ssh-ed25519 AAAA\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "agent.yaml")
+	body := "host: web-01\nrepo:\n  url: https://git.example.com/ops/fleet.git\n  poll: 5s\n  verify: {sshAllowedSigners: " + signers + "}\n"
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	a := &Agent{cfg: cfg, configFile: file, log: slog.New(slog.NewTextHandler(&logs, nil))}
+	if err := os.WriteFile(file, []byte(strings.Replace(body, "poll: 5s", "poll: 7s", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(signers, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	a.reload("test")
+	if a.cfg.Repo.Poll.D() != 5*time.Second || !strings.Contains(logs.String(), "configuration not reloaded") || !strings.Contains(logs.String(), "repo.verify.sshAllowedSigners") {
+		t.Errorf("poll %v after a reload with a writable allowed_signers; log:\n%s", a.cfg.Repo.Poll, logs.String())
+	}
+	if err := os.Chmod(signers, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.reload("test")
+	if a.cfg.Repo.Poll.D() != 7*time.Second {
+		t.Errorf("poll %v after a good reload; log:\n%s", a.cfg.Repo.Poll, logs.String())
 	}
 }
