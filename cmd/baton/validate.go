@@ -23,6 +23,9 @@ func newValidateCmd() *cobra.Command {
 agent would: fleet.yaml, every services/*/service.yaml and unit file. It renders every
 template and parses every unit file. It prints every problem, not just the first, and
 exits 1 if there is any; on a good repository it prints a one-line summary and exits 0.
+What agents refuse by default but may be configured to accept (an artifact over plain
+http://, which needs the host in the agent's artifacts.allowInsecure) is printed as
+"warning: file:line: message" on stderr, and does not change the exit status.
 Run it in the repository's CI and in a pre-receive hook.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -38,6 +41,7 @@ Run it in the repository's CI and in a pre-receive hook.`,
 				printErrors(cmd.ErrOrStderr(), dir, err)
 				return failed(errors.New(""))
 			}
+			printWarnings(cmd.ErrOrStderr(), dir, r.Warnings())
 			fmt.Fprintln(cmd.OutOrStdout(), summary(r))
 			return nil
 		},
@@ -57,6 +61,15 @@ func printErrors(w io.Writer, dir string, err error) {
 		fmt.Fprintln(w, e)
 	}
 	fmt.Fprintf(w, "%d error(s)\n", len(list))
+}
+
+// printWarnings prints each warning as "warning: file:line: message", its file named
+// as printErrors names it.
+func printWarnings(w io.Writer, dir string, list yamldoc.Errors) {
+	for _, e := range list {
+		e.File = filepath.Join(dir, e.File)
+		fmt.Fprintln(w, "warning:", e)
+	}
 }
 
 func summary(r *spec.Repo) string {
