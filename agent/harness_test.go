@@ -172,7 +172,8 @@ func (h *harness) sibling(name string) *harness {
 }
 
 // writeConfig writes the agent's configuration in the host: the test repository,
-// polled every second, and extra YAML appended.
+// polled every second, and extra YAML appended. The file is private, as one naming a
+// webhook URL with a path must be.
 func (h *harness) writeConfig(extra string) {
 	h.t.Helper()
 	h.extra = extra
@@ -181,7 +182,7 @@ func (h *harness) writeConfig(extra string) {
 	if err := os.MkdirAll(h.host.Path("/etc/baton"), 0o755); err != nil {
 		h.t.Fatal(err)
 	}
-	if err := os.WriteFile(h.host.Path("/etc/baton/agent.yaml"), []byte(cfg), 0o644); err != nil {
+	if err := os.WriteFile(h.host.Path("/etc/baton/agent.yaml"), []byte(cfg), 0o600); err != nil {
 		h.t.Fatal(err)
 	}
 }
