@@ -22,8 +22,9 @@ import (
 	"github.com/baton-fleet/baton/internal/testfleet"
 )
 
-// TestBadInput runs every kind of bad input of issue 7 through the real agent on one
-// real host: commits that are not signed by a trusted key, a force-pushed branch,
+// TestBadInput runs every kind of bad input of issues 7 and 18 through the real agent on one
+// real host: commits that are not signed by a trusted key (and the branch put back
+// after one), a force-pushed branch, an older signed commit after a new clone,
 // artifacts that must not be installed, archives that try to leave their release
 // directory, unit names that would take over the host, and repository files built
 // to exhaust or confuse the parser. Each case asserts the exact error the agent
@@ -107,6 +108,21 @@ func TestBadInput(t *testing.T) {
 		return a, badFiles(fleetYAML, badServiceYAML(version, a))
 	}
 	readme := badEntry{name: "README", body: "a harmless file first\n"}
+	// reclone restarts the agent without its clone of the repository, as after a
+	// clean-up of the state directory, once move has moved the branch.
+	reclone := func(t *testing.T, move func()) {
+		t.Helper()
+		h.stopAgent()
+		if err := os.RemoveAll(h.host.Path(stateDir + "/repo.git")); err != nil {
+			t.Fatal(err)
+		}
+		move()
+		h.startAgent()
+		h.waitFor("the agent to answer", 30*time.Second, func() bool {
+			_, err := h.host.Exec(context.Background(), "/usr/local/bin/baton", "status", "--json")
+			return err == nil
+		})
+	}
 
 	const (
 		rejected    = "rejected"    // refused as bad input: status.rejected
@@ -123,6 +139,22 @@ func TestBadInput(t *testing.T) {
 		// after puts the repository back in order, when the case disturbed it.
 		after func(t *testing.T)
 	}{
+		{name: "unsigned commit, then the branch put back", kind: rejected, bad: func(t *testing.T) (string, string) {
+			// Issue 18: the agent polls an unsigned head on the signed one, and the
+			// branch is put back. The unsigned head never becomes the anchor of the
+			// rewind check, so the signed head is taken again, not refused as rewound.
+			beforeRewind = h.repo.Head()
+			sign("")
+			defer sign("trusted")
+			c := badCommit(h, "unsigned 6.6.6 on the signed head", evil)
+			return c, fmt.Sprintf("signature: verify %s: commit is not signed", badShort(c))
+		}, after: func(t *testing.T) {
+			h.repo.Rewind(beforeRewind)
+			h.waitEvery("the agent to take the signed head again", time.Minute, 300*time.Millisecond, func() bool {
+				st := h.status()
+				return st.Tracked == beforeRewind && st.Fetch.Error == ""
+			})
+		}},
 		{name: "unsigned commit", kind: rejected, bad: func(t *testing.T) (string, string) {
 			sign("")
 			defer sign("trusted")
@@ -140,7 +172,15 @@ func TestBadInput(t *testing.T) {
 			return c, fmt.Sprintf("signature: verify %s: bad commit signature: SSH signature by key %s (committer@example.com) does not verify: the commit was changed after signing, or the signature is corrupt", badShort(c), fingerprint["trusted"])
 		}},
 		{name: "force-pushed branch", kind: refused, bad: func(t *testing.T) (string, string) {
-			head := h.repo.Head()
+			// The rewind check is anchored at the last head that verified (issue 18):
+			// first a signed commit the agent verifies, then rejects (no group for h1).
+			files := maps.Clone(evil)
+			files["fleet.yaml"] = strings.Replace(fleetYAML, `hosts: ["h*"]`, `hosts: ["web-*"]`, 1)
+			head := badCommit(h, "signed, no group for h1", files)
+			h.waitEvery("the agent to verify and reject "+short(head), time.Minute, 300*time.Millisecond, func() bool {
+				st := h.status()
+				return st.Rejected != nil && st.Rejected.Commit == head
+			})
 			beforeRewind = head
 			// A new, valid, signed release on a branch rewritten from the last good
 			// commit: only the rewrite is wrong with it.
@@ -164,6 +204,29 @@ func TestBadInput(t *testing.T) {
 			h.repo.Rewind(beforeRewind)
 			h.waitEvery("the agent to fetch again", time.Minute, 300*time.Millisecond, func() bool {
 				return h.status().Fetch.Error == ""
+			})
+		}},
+		{name: "an older signed commit after a new clone", kind: rejected, bad: func(t *testing.T) (string, string) {
+			// Issue 18: the clone is made again (or cleaned up) and the branch now holds
+			// a validly signed commit that does not contain the applied one. The agent
+			// cannot show that it descends from what it applied: a possible downgrade.
+			beforeRewind = h.repo.Head()
+			var c string
+			reclone(t, func() {
+				badClear(h)
+				badWrite(h, evil)
+				h.repo.Git("add", "--all")
+				c = h.repo.Git("commit-tree", "-S", "-m", "an older release 6.6.6, signed", h.repo.Git("write-tree"))
+				h.repo.Git("push", "--quiet", "--force", "origin", c+":refs/heads/main")
+			})
+			return c, fmt.Sprintf("the applied commit %s is not in the local clone (it was cloned again or cleaned up), so commit %s cannot be shown to descend from it and could be a downgrade; set repo.allowRewind: true in agent.yaml to accept it",
+				short(cGood), short(c))
+		}, after: func(t *testing.T) {
+			// A new clone again, of the branch put back.
+			reclone(t, func() { h.repo.Rewind(beforeRewind) })
+			h.waitEvery("the agent to clone the branch put back", time.Minute, 300*time.Millisecond, func() bool {
+				st := h.status()
+				return st.Tracked == beforeRewind && st.Fetch.Error == ""
 			})
 		}},
 		{name: "artifact with a wrong sha256", kind: quarantined, bad: func(t *testing.T) (string, string) {

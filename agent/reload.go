@@ -83,5 +83,11 @@ func (a *Agent) reload(why string) {
 	// Only the main loop reads these three; other goroutines read settings that never
 	// change while the agent runs.
 	a.cfg.Repo.Poll, a.cfg.Repo.AllowRewind, a.cfg.DriftPolicy = live.Repo.Poll, live.Repo.AllowRewind, live.DriftPolicy
+	if live.Repo.AllowRewind != old.Repo.AllowRewind {
+		// Both rewind checks follow it: the fetch's and the applied commit's. A head
+		// rejected under the old setting is judged again at the next poll.
+		a.git.SetAllowRewind(live.Repo.AllowRewind)
+		a.setStatus(func(s *Status) { s.Rejected, s.RejectReason = "", "" })
+	}
 	a.log.Info("configuration reloaded", "why", why, "poll", live.Repo.Poll, "allowRewind", live.Repo.AllowRewind, "driftPolicy", live.DriftPolicy)
 }

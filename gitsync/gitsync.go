@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-git/go-git/v5"
@@ -49,8 +50,9 @@ type Options struct {
 	Branch string // the tracked branch; DefaultBranch when empty
 	Dir    string // where the local bare repository lives, e.g. <state>/repo.git
 	Auth   Auth
-	// AllowRewind accepts a head that does not descend from the last
-	// accepted one (repo.allowRewind in agent.yaml).
+	// AllowRewind accepts a head that does not descend from the anchor
+	// (repo.allowRewind in agent.yaml); Syncer.SetAllowRewind changes it
+	// while the Syncer runs.
 	AllowRewind bool
 	// MinBackoff and MaxBackoff bound the retry delay of Watch after a
 	// failed poll; DefaultMinBackoff and DefaultMaxBackoff when zero.
@@ -58,8 +60,9 @@ type Options struct {
 	// PollTimeout bounds one Poll made by Watch (the first one clones);
 	// DefaultPollTimeout when zero.
 	PollTimeout time.Duration
-	// Verify names the keys that Syncer.Verify checks commit signatures
-	// against (repo.verify in agent.yaml).
+	// Verify names the keys that commit signatures are checked against
+	// (repo.verify in agent.yaml), by Syncer.Verify and by Poll, which
+	// moves the anchor only to a head that verifies.
 	Verify VerifyOptions
 	// MaxFetch bounds one poll (repo.maxFetch in agent.yaml): over http(s)
 	// the bytes of every response body, the ref advertisement included;
@@ -70,14 +73,25 @@ type Options struct {
 	MaxFetch int64
 }
 
-// ErrRewound is wrapped in the error of a Poll whose remote head does not
-// descend from the last accepted head.
-var ErrRewound = errors.New("branch rewound")
+var (
+	// ErrRewound is wrapped in the error of a Poll whose remote head does
+	// not descend from the anchor.
+	ErrRewound = errors.New("branch rewound")
+	// ErrUnknownCommit is wrapped in the error of Descends when the
+	// ancestor asked about is not in the local repository (it was cloned
+	// again, or the commit left the branch before this clone was made):
+	// whether the other commit descends from it cannot be told.
+	ErrUnknownCommit = errors.New("not in the local repository")
+)
 
 // Update is the outcome of a successful Poll.
 type Update struct {
-	Commit   string // the accepted head, 40 hex
-	Previous string // the head accepted before, "" on the first clone
+	// Commit is the head: the remote head, once it passed the rewind
+	// check (40 hex). With Options.Verify it may not verify: the caller
+	// verifies it before applying it (Syncer.Verify); Syncer.Anchor is
+	// Commit when Poll found it verified.
+	Commit   string
+	Previous string // the head before, "" on the first clone
 	Changed  bool   // Commit != Previous
 	Fetched  bool   // objects were downloaded in this poll
 }
@@ -96,8 +110,11 @@ type Syncer struct {
 	repo  *git.Repository
 	store *filesystem.Storage // repo's storage
 
+	allowRewind atomic.Bool // Options.AllowRewind, or what SetAllowRewind said since
+
 	state   sync.Mutex // guards the fields below, never held during I/O
-	head    string
+	head    string     // the head: the last remote head that passed the rewind check
+	anchor  string     // the last head that passed it and verified; what the next one must descend from
 	lastErr error
 	errAt   time.Time
 }
@@ -130,13 +147,19 @@ func New(opts Options, logger *slog.Logger) (*Syncer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Syncer{
+	s := &Syncer{
 		opts:   opts,
 		scheme: scheme,
 		log:    logger.With("repo", RedactURL(opts.URL), "branch", opts.Branch),
 		http:   http.DefaultTransport.(*http.Transport).Clone(),
-	}, nil
+	}
+	s.allowRewind.Store(opts.AllowRewind)
+	return s, nil
 }
+
+// SetAllowRewind changes Options.AllowRewind for the polls that follow
+// (repo.allowRewind reloaded).
+func (s *Syncer) SetAllowRewind(allow bool) { s.allowRewind.Store(allow) }
 
 // validate checks opts (defaults already applied) and returns the URL scheme.
 func validate(o *Options) (string, error) {
@@ -302,12 +325,24 @@ func formatSize(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-// Head returns the last accepted commit, "" before the first Poll that
-// accepted one (or opened a Dir that had one).
+// Head returns the head: the last remote head that passed the rewind
+// check, "" before the first Poll that accepted one (or opened a Dir that
+// had one). With Options.Verify it may be a head that does not verify;
+// after a restart it is the anchor.
 func (s *Syncer) Head() string {
 	s.state.Lock()
 	defer s.state.Unlock()
 	return s.head
+}
+
+// Anchor returns the commit a new head must descend from (unless
+// AllowRewind): the last head that passed the rewind check and, with
+// Options.Verify, verified. It is kept in Dir across restarts. Without
+// Options.Verify it is Head.
+func (s *Syncer) Anchor() string {
+	s.state.Lock()
+	defer s.state.Unlock()
+	return s.anchor
 }
 
 // LastError returns the error of the last Poll and when it failed; nil
@@ -320,9 +355,10 @@ func (s *Syncer) LastError() (error, time.Time) {
 	return s.lastErr, s.errAt
 }
 
-func (s *Syncer) setHead(h string) {
+// setHeads sets the head and the anchor.
+func (s *Syncer) setHeads(head, anchor string) {
 	s.state.Lock()
-	s.head = h
+	s.head, s.anchor = head, anchor
 	s.state.Unlock()
 }
 

@@ -48,12 +48,16 @@ func (s *Syncer) trackingRef() plumbing.ReferenceName {
 // Poll brings the local repository up to date with the remote branch. The
 // first call clones into Dir, or opens the repository already there. Each
 // call first lists the remote refs; only when the branch head differs from
-// the accepted one and is not already here are objects fetched. A head that
-// does not descend from the accepted one is refused with ErrRewound (unless
-// AllowRewind) and the accepted head stays where it was. A fetch over
-// Options.MaxFetch, or whose pack would unpack to too much, is refused
-// likewise, and nothing of it stays in Dir. On error the returned Update
-// describes the accepted head, unchanged.
+// the head and is not already here are objects fetched. A remote head that
+// does not descend from the anchor is refused with ErrRewound (unless
+// AllowRewind) and the head stays where it was. Otherwise it becomes the
+// head; with Options.Verify it becomes the anchor too only when its
+// signature verifies, so that a head pushed without a trusted key is
+// reported (the caller refuses it) but never becomes what later heads are
+// judged against: the branch may be put back, or a signed commit pushed on
+// the anchor. A fetch over Options.MaxFetch, or whose pack would unpack to
+// too much, is refused likewise, and nothing of it stays in Dir. On error
+// the returned Update describes the head, unchanged.
 func (s *Syncer) Poll(ctx context.Context) (u Update, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -122,25 +126,36 @@ func (s *Syncer) poll(ctx context.Context) (Update, error) {
 		return u, fmt.Errorf("read head %s of %s: %w", newHead, s.opts.Branch, err)
 	}
 
-	if prev != "" {
-		ok, err := descends(repo.Storer, plumbing.NewHash(prev), newHead)
+	if anchor := s.Anchor(); anchor != "" {
+		ok, err := descends(repo.Storer, plumbing.NewHash(anchor), newHead)
 		if err != nil {
-			return u, fmt.Errorf("check that %s descends from %s: %w", short(newHead.String()), short(prev), err)
+			return u, fmt.Errorf("check that %s descends from %s: %w", short(newHead.String()), short(anchor), err)
 		}
-		if !ok && !s.opts.AllowRewind {
+		if !ok && !s.allowRewind.Load() {
 			return u, fmt.Errorf("%w: %s of %s moved from %s to %s, which does not descend from it (a force-push or reset); staying on %s (set repo.allowRewind: true in agent.yaml to accept such a head)",
-				ErrRewound, s.opts.Branch, shown, short(prev), short(newHead.String()), short(prev))
+				ErrRewound, s.opts.Branch, shown, short(anchor), short(newHead.String()), short(anchor))
 		}
 		if !ok {
 			s.log.Warn("accepting a head that does not descend from the previous one (allowRewind is set)",
-				"from", short(prev), "to", short(newHead.String()))
+				"from", short(anchor), "to", short(newHead.String()))
 		}
 	}
-	if err := writeRef(s.opts.Dir, s.acceptedRef(), newHead); err != nil {
-		return u, fmt.Errorf("record accepted head %s: %w", short(newHead.String()), err)
+	anchor := newHead.String()
+	if s.opts.Verify.Enabled() {
+		if _, err := verifyCommit(repo.Storer, s.opts.Verify, newHead); err != nil {
+			// Not an error of the poll: the head is reported, and its caller
+			// refuses it with the same verdict.
+			anchor = s.Anchor()
+			s.log.Warn("new head does not verify; the anchor stays", "from", short(prev), "to", short(newHead.String()), "anchor", short(anchor), "err", err)
+		}
 	}
-	s.setHead(newHead.String())
-	s.log.Info("accepted new head", "from", short(prev), "to", short(newHead.String()), "fetched", u.Fetched)
+	if anchor == newHead.String() {
+		if err := writeRef(s.opts.Dir, s.acceptedRef(), newHead); err != nil {
+			return u, fmt.Errorf("record accepted head %s: %w", short(newHead.String()), err)
+		}
+		s.log.Info("accepted new head", "from", short(prev), "to", short(newHead.String()), "fetched", u.Fetched)
+	}
+	s.setHeads(newHead.String(), anchor)
 	u.Commit, u.Changed = newHead.String(), true
 	return u, nil
 }
@@ -178,7 +193,11 @@ func (s *Syncer) openRepo() (*git.Repository, error) {
 		if _, err := loadCommit(repo.Storer, ref.Hash()); err != nil {
 			return nil, fmt.Errorf("open local repository %s: accepted head %s: %w (remove the directory to clone again)", dir, ref.Hash(), err)
 		}
-		head = ref.Hash().String()
+		h, err := s.reanchor(repo.Storer, ref.Hash())
+		if err != nil {
+			return nil, fmt.Errorf("open local repository %s: %w", dir, err)
+		}
+		head = h.String()
 	}
 	// The tracking ref only says what the last fetch brought; it is not
 	// trusted across restarts (go-git writes it without fsync).
@@ -186,12 +205,68 @@ func (s *Syncer) openRepo() (*git.Repository, error) {
 		return nil, fmt.Errorf("open local repository %s: reset %s: %w", dir, s.trackingRef(), err)
 	}
 	s.repo, s.store = repo, st
-	s.setHead(head)
+	s.setHeads(head, head)
 	return repo, nil
 }
 
+// maxReanchor bounds how far back reanchor looks for a commit that verifies.
+const maxReanchor = 1000
+
+// reanchor checks the anchor stored in Dir, h, when Options.Verify is set.
+// An anchor that does not verify was written by an earlier baton, which
+// recorded each new head before its signature was checked: one unsigned
+// push then left every host that polled it refusing the signed branch as
+// rewound. The anchor goes back to h's nearest first-parent ancestor that
+// verifies, within maxReanchor commits, and is recorded. When none does
+// (signatures were turned on over unsigned history), or the keys do not
+// load, h stays: the stricter of the two. s.mu is held.
+func (s *Syncer) reanchor(st storer.EncodedObjectStorer, h plumbing.Hash) (plumbing.Hash, error) {
+	if !s.opts.Verify.Enabled() {
+		return h, nil
+	}
+	v, err := NewVerifier(s.opts.Verify)
+	if err != nil {
+		s.log.Warn("cannot check the signature of the anchor; keeping it", "anchor", short(h.String()), "err", err)
+		return h, nil
+	}
+	at, ok := nearestVerified(st, v, h)
+	if !ok {
+		s.log.Info("neither the anchor nor its first-parent ancestors verify; keeping it", "anchor", short(h.String()))
+		return h, nil
+	}
+	if at == h {
+		return h, nil
+	}
+	if err := writeRef(s.opts.Dir, s.acceptedRef(), at); err != nil {
+		return h, fmt.Errorf("record the anchor %s: %w", short(at.String()), err)
+	}
+	s.log.Warn("the anchor does not verify (an earlier baton recorded it unchecked, or its key is no longer trusted); anchored at its nearest ancestor that does",
+		"from", short(h.String()), "to", short(at.String()))
+	return at, nil
+}
+
+// nearestVerified returns the first of h and its first-parent ancestors
+// that verifies, looking at maxReanchor commits at most; false when none.
+func nearestVerified(st storer.EncodedObjectStorer, v *Verifier, h plumbing.Hash) (plumbing.Hash, bool) {
+	for range maxReanchor {
+		c, err := loadCommit(st, h)
+		if err != nil {
+			return h, false
+		}
+		if _, err := v.VerifyCommit(c); err == nil {
+			return h, true
+		}
+		if len(c.ParentHashes) == 0 {
+			return h, false
+		}
+		h = c.ParentHashes[0]
+	}
+	return h, false
+}
+
 // Descends reports whether commit is ancestor or a descendant of it, from
-// the objects already fetched.
+// the objects already fetched. When ancestor is not among them the error
+// wraps ErrUnknownCommit: callers guarding against a downgrade refuse.
 func (s *Syncer) Descends(ancestor, commit string) (bool, error) {
 	a, err := parseHash(ancestor)
 	if err != nil {
@@ -215,12 +290,15 @@ func (s *Syncer) Descends(ancestor, commit string) (bool, error) {
 }
 
 // descends walks the history of commit breadth first looking for ancestor.
-// A missing object is an error, not a "no".
+// A missing object is an error, not a "no"; a missing ancestor wraps
+// ErrUnknownCommit.
 func descends(st storer.EncodedObjectStorer, ancestor, commit plumbing.Hash) (bool, error) {
 	if ancestor == commit {
 		return true, nil
 	}
-	if _, err := loadCommit(st, ancestor); err != nil {
+	if _, err := loadCommit(st, ancestor); errors.Is(err, plumbing.ErrObjectNotFound) {
+		return false, fmt.Errorf("commit %s: %w", short(ancestor.String()), ErrUnknownCommit)
+	} else if err != nil {
 		return false, fmt.Errorf("read commit %s: %w", ancestor, err)
 	}
 	seen := map[plumbing.Hash]bool{commit: true}

@@ -313,8 +313,16 @@ func TestDescends(t *testing.T) {
 	if _, err := s.Descends("nothex", a); err == nil {
 		t.Error("Descends accepted a malformed hash")
 	}
-	if _, err := s.Descends(strings.Repeat("ab", 20), a); err == nil {
-		t.Error("Descends accepted an unknown commit")
+	// An ancestor missing from the clone is not a "no": whether the commit descends
+	// from it cannot be told (issue 18: the applied commit gone after a new clone).
+	unknown := strings.Repeat("ab", 20)
+	if ok, err := s.Descends(unknown, a); ok || !errors.Is(err, ErrUnknownCommit) {
+		t.Errorf("Descends(an unknown commit, a) = %v, %v; want ErrUnknownCommit", ok, err)
+	} else if want := "check that " + short(a) + " descends from " + short(unknown) + ": commit " + short(unknown) + ": not in the local repository"; err.Error() != want {
+		t.Errorf("Descends(an unknown commit, a) = %q, want %q", err, want)
+	}
+	if _, err := s.Descends(a, unknown); err == nil || errors.Is(err, ErrUnknownCommit) {
+		t.Errorf("Descends(a, an unknown commit) = %v; want an error, not ErrUnknownCommit", err)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/hiddeco/sshsig"
 	"golang.org/x/crypto/ssh"
 )
@@ -201,20 +202,17 @@ func signedPayload(c *object.Commit) ([]byte, error) {
 }
 
 // Verify checks the signature of commit, which must have been fetched,
-// against the keys of Options.Verify. The key files are read at each call,
-// once per new head: an edited file takes effect at the next commit, and a
-// file that does not parse is an error (wrapping neither ErrUnsigned nor
-// ErrBadSignature) that refuses the commit all the same. With no keys
-// configured it returns ErrNotConfigured: a caller that does not require
-// signatures checks VerifyOptions.Enabled or errors.Is first.
+// against the keys of Options.Verify. The key files are read at each call
+// (and by Poll, once per new head): an edited file takes effect at the
+// next commit, and a file that does not parse is an error (wrapping
+// neither ErrUnsigned nor ErrBadSignature) that refuses the commit all the
+// same. With no keys configured it returns ErrNotConfigured: a caller that
+// does not require signatures checks VerifyOptions.Enabled or errors.Is
+// first.
 func (s *Syncer) Verify(commit string) (Signer, error) {
 	h, err := parseHash(commit)
 	if err != nil {
 		return Signer{}, fmt.Errorf("verify: %w", err)
-	}
-	v, err := NewVerifier(s.opts.Verify)
-	if err != nil {
-		return Signer{}, fmt.Errorf("verify %s: %w", short(commit), err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -222,13 +220,22 @@ func (s *Syncer) Verify(commit string) (Signer, error) {
 	if err != nil {
 		return Signer{}, err
 	}
-	c, err := loadCommit(repo.Storer, h)
+	return verifyCommit(repo.Storer, s.opts.Verify, h)
+}
+
+// verifyCommit reads the keys of o and checks the signature of commit h of st.
+func verifyCommit(st storer.EncodedObjectStorer, o VerifyOptions, h plumbing.Hash) (Signer, error) {
+	v, err := NewVerifier(o)
 	if err != nil {
-		return Signer{}, fmt.Errorf("verify %s: %w", short(commit), err)
+		return Signer{}, fmt.Errorf("verify %s: %w", short(h.String()), err)
+	}
+	c, err := loadCommit(st, h)
+	if err != nil {
+		return Signer{}, fmt.Errorf("verify %s: %w", short(h.String()), err)
 	}
 	signer, err := v.VerifyCommit(c)
 	if err != nil {
-		return Signer{}, fmt.Errorf("verify %s: %w", short(commit), err)
+		return Signer{}, fmt.Errorf("verify %s: %w", short(h.String()), err)
 	}
 	return signer, nil
 }
