@@ -134,6 +134,7 @@ func (a *Agent) giveUp(ctx context.Context, log *slog.Logger, txn *rollback.Txn,
 			log.Error("close the transaction", "err", err)
 		}
 		a.tlog.done()
+		a.obs.metrics.TxnState("")
 		a.setStatus(func(s *Status) { s.Applied, s.LastResult = txn.To, "upgraded (finished after: "+why+")" })
 		a.phase("idle at %s", short(txn.To))
 		return
