@@ -70,6 +70,16 @@ func parseFailure(commit string, value []byte) (Failure, error) {
 	return f, nil
 }
 
+// parseBadRelease reads the halt of a group on a release. An unreadable one still
+// halts, as an unreadable halt on a commit does.
+func parseBadRelease(value []byte) (Failure, error) {
+	var f Failure
+	if err := json.Unmarshal(value, &f); err != nil {
+		return Failure{Host: "?", Reason: "the halt record is unreadable"}, fmt.Errorf("halt record %s: %v", quote(value), err)
+	}
+	return f, nil
+}
+
 // parseCanaries reads the hosts that took a canary spot.
 func parseCanaries(value []byte) ([]string, error) {
 	var hosts []string

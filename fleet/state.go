@@ -55,11 +55,24 @@ func (h Host) Busy() bool { return h.Target != "" || (h.State != "" && h.State !
 
 // Failure is a commit that failed on a host of a group: the group halts on it.
 type Failure struct {
-	Commit string    `json:"commit"`
-	Host   string    `json:"host"`
-	Reason string    `json:"reason"`
-	Time   time.Time `json:"time"`
+	Commit  string    `json:"commit"`
+	Host    string    `json:"host"`
+	Reason  string    `json:"reason"`
+	Time    time.Time `json:"time"`
+	Release string    `json:"release,omitempty"` // for a halt on a release: "<service> <version>"
 }
+
+// Release is one service's release as every host of a group renders it: what a group
+// halts on besides the commit, so that a later commit that changes something else does
+// not carry a release that failed its checks to one more host.
+type Release struct {
+	Service     string
+	Version     string
+	Fingerprint string // spec.Service.Fingerprint
+}
+
+// key is the release's name under a group's bad/ keys.
+func (r Release) key() string { return r.Service + "@" + r.Fingerprint }
 
 // Mark is a pause or a promotion: who asked, when and why.
 type Mark struct {
@@ -75,6 +88,7 @@ type Group struct {
 	Holders  []string            `json:"holders"` // hosts with a slot key, oldest first
 	Paused   *Mark               `json:"paused,omitempty"`
 	Failed   map[string]Failure  `json:"failed,omitempty"`   // by commit
+	Bad      map[string]Failure  `json:"bad,omitempty"`      // by release: <service>@<fingerprint>
 	Promoted map[string]Mark     `json:"promoted,omitempty"` // by commit
 	Canaries map[string][]string `json:"canaries,omitempty"` // by commit: the hosts that took a canary spot
 }
@@ -210,4 +224,16 @@ func short(rev string) string {
 		return rev[:7]
 	}
 	return rev
+}
+
+// BadRelease returns the halt of group on one of rels, a release that failed its checks
+// on a host of the group in some commit, and whether there is one.
+func (s *Snapshot) BadRelease(group string, rels []Release) (Failure, bool) {
+	g := s.group(group)
+	for _, r := range rels {
+		if f, ok := g.Bad[r.key()]; ok {
+			return f, true
+		}
+	}
+	return Failure{}, false
 }

@@ -83,10 +83,31 @@ func (s *Store) PutHost(ctx context.Context, f *Fence, h Host) error {
 	return nil
 }
 
-// Fail records that commit failed on host: the group halts on it.
-func (s *Store) Fail(ctx context.Context, f *Fence, group, commit, host, reason string) error {
+// Fail records that commit failed on host: the group halts on it, and on each of
+// releases (the releases the commit changed), in one etcd transaction.
+func (s *Store) Fail(ctx context.Context, f *Fence, group, commit, host, reason string, releases ...Release) error {
 	fl := Failure{Commit: commit, Host: host, Reason: reason, Time: s.now().UTC()}
-	if err := s.put(ctx, f, s.key("groups", group, "failed", commit), fl); err != nil {
+	ops := []clientv3.Op{}
+	put := func(key string, v Failure) error {
+		data, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, clientv3.OpPut(key, string(data)))
+		return nil
+	}
+	err := put(s.key("groups", group, "failed", commit), fl)
+	for _, r := range releases {
+		if err == nil {
+			rf := fl
+			rf.Release = r.Service + " " + r.Version
+			err = put(s.key("groups", group, "bad", r.key()), rf)
+		}
+	}
+	if err == nil {
+		err = s.txn(ctx, f, nil, ops...)
+	}
+	if err != nil {
 		return fmt.Errorf("halt group %s on %s: %w", group, short(commit), err)
 	}
 	return nil
@@ -99,13 +120,22 @@ func (s *Store) Retry(ctx context.Context, commit string) (int, error) {
 		return 0, err
 	}
 	n := 0
+	matches := func(c string) bool { return c == commit || (len(commit) >= 7 && strings.HasPrefix(c, commit)) }
 	for name, g := range snap.Groups {
 		for c := range g.Failed {
-			if c == commit || (len(commit) >= 7 && strings.HasPrefix(c, commit)) {
+			if matches(c) {
 				if _, err := s.cli.Delete(ctx, s.key("groups", name, "failed", c)); err != nil {
 					return n, fmt.Errorf("retry %s: %w", short(commit), err)
 				}
 				n++
+			}
+		}
+		// The releases that failed in that commit are tried again with it.
+		for rel, f := range g.Bad {
+			if matches(f.Commit) {
+				if _, err := s.cli.Delete(ctx, s.key("groups", name, "bad", rel)); err != nil {
+					return n, fmt.Errorf("retry %s: %w", short(commit), err)
+				}
 			}
 		}
 	}
@@ -250,6 +280,13 @@ func (snap *Snapshot) add(parts []string, value []byte) error {
 			g.Failed = map[string]Failure{}
 		}
 		g.Failed[parts[3]] = f
+		return err
+	case len(parts) == 4 && parts[2] == "bad":
+		f, err := parseBadRelease(value)
+		if g.Bad == nil {
+			g.Bad = map[string]Failure{}
+		}
+		g.Bad[parts[3]] = f
 		return err
 	case len(parts) == 4 && parts[2] == "promoted":
 		m, err := parseMark(value)

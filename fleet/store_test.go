@@ -230,3 +230,46 @@ func TestSeenAndTouch(t *testing.T) {
 		t.Errorf("Touch of an unreadable record succeeded")
 	}
 }
+
+// A halt also names the releases the failing commit changed: a later commit that
+// changes something else still finds the group halted on them, and baton retry of the
+// first commit lifts both.
+func TestHaltOnReleases(t *testing.T) {
+	cli := testetcd.Start(t).Client(t)
+	ctx := t.Context()
+	s := NewStore(cli, "/baton")
+	const c1 = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1"
+	bad := Release{Service: "api", Version: "2.0.0", Fingerprint: "0123456789abcdef"}
+	fixed := Release{Service: "api", Version: "2.0.1", Fingerprint: "fedcba9876543210"}
+	other := Release{Service: "db", Version: "1.0.0", Fingerprint: "00000000000000aa"}
+	if err := s.Fail(ctx, nil, "web", c1, "web-1", "verify: check health failed", bad); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Problems) != 0 {
+		t.Fatalf("problems reading the halt: %v", snap.Problems)
+	}
+	f, ok := snap.BadRelease("web", []Release{other, bad})
+	if !ok || f.Commit != c1 || f.Host != "web-1" || f.Release != "api 2.0.0" {
+		t.Fatalf("BadRelease = %+v, %v; want the halt of c1 on api 2.0.0", f, ok)
+	}
+	if f, ok := snap.BadRelease("web", []Release{fixed, other}); ok {
+		t.Errorf("a fixed release is halted: %+v", f)
+	}
+	if f, ok := snap.BadRelease("db", []Release{bad}); ok {
+		t.Errorf("another group is halted: %+v", f)
+	}
+	if _, err := s.Retry(ctx, c1[:8]); err != nil {
+		t.Fatal(err)
+	}
+	snap, err = s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, ok := snap.BadRelease("web", []Release{bad}); ok {
+		t.Errorf("baton retry did not lift the halt on the release: %+v", f)
+	}
+}

@@ -58,6 +58,9 @@ type ServiceRecord struct {
 	Release string   `json:"release"` // the release directory's name, <version>-<sha8>
 	Units   []string `json:"units"`
 	Restart []string `json:"restart,omitempty"` // the units an upgrade or revert restarts
+	// Fingerprint is the release as every host renders it (spec.Service.Fingerprint):
+	// what the group halts on when it fails its checks.
+	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
 // Owned returns every unit baton installed, sorted.

@@ -29,10 +29,11 @@ type Vars struct {
 
 // Rendered is a service as one host runs it: templates filled in, unit files parsed.
 type Rendered struct {
-	Service             // a copy, with every template field rendered
-	Vars      Vars      // what the templates saw
-	ReleaseID string    // <version>-<sha8>: the release directory's name
-	Units     UnitFiles // the rendered unit files
+	Service               // a copy, with every template field rendered
+	Vars        Vars      // what the templates saw
+	ReleaseID   string    // <version>-<sha8>: the release directory's name
+	Fingerprint string    // the release as every host renders it, see Service.Fingerprint
+	Units       UnitFiles // the rendered unit files
 }
 
 // UnitFiles maps unit names to their rendered content.
@@ -67,7 +68,7 @@ func (s *Service) Render(v Vars) (*Rendered, error) {
 	if v.Service == "" {
 		v.Service = s.Name
 	}
-	r := &Rendered{Service: *s, Vars: v, ReleaseID: s.ReleaseID(), Units: UnitFiles{}}
+	r := &Rendered{Service: *s, Vars: v, ReleaseID: s.ReleaseID(), Fingerprint: s.Fingerprint(), Units: UnitFiles{}}
 	var errs yamldoc.Errors
 	ren := &renderer{vars: v, doc: s.doc, errs: &errs}
 	r.Artifacts = slices.Clone(s.Artifacts)
