@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -230,8 +231,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer func() {
 		a.notify.send(daemon.SdNotifyStopping)
-		if a.fleet != nil {
-			_ = a.fleet.lease.Close() // a held slot expires after the TTL, or is resumed by the next start
+		// etcd: a held slot expires after the TTL, or is resumed by the next start.
+		// FleetLock: the background release stops; the slot record outlives it, and the
+		// next start gives the slot back.
+		if c, ok := a.lease.(io.Closer); ok {
+			_ = c.Close()
 		}
 		stopBackground()
 		wg.Wait()
@@ -354,6 +358,7 @@ func (a *Agent) tick(ctx context.Context) error {
 		return err
 	}
 	a.reconcile(ctx, head)
+	a.heartbeat(ctx)
 	st := a.Status()
 	a.obs.metrics.Info(st.Applied, st.Tracked)
 	return err

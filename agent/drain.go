@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 
 	"github.com/baton-fleet/baton/drain"
@@ -17,7 +18,7 @@ func (a *Agent) drainers(hs *spec.HostSpec, txn *rollback.Txn) []drain.Drainer {
 	var out []drain.Drainer
 	for _, r := range hs.Services {
 		if r.Drain != nil && slices.Contains(txn.Services, r.Name) {
-			out = append(out, drain.New(r.Drain, a.log.With("service", r.Name)))
+			out = append(out, drain.NewWithState(r.Drain, filepath.Join(a.cfg.Paths.State, "drain"), a.log.With("service", r.Name)))
 		}
 	}
 	return out

@@ -159,7 +159,8 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 
 // TestHostKilledHoldingTheLease powers off a host (SIGKILL to its container) while it
 // holds the group's only slot mid-upgrade, out of rotation: the rollout goes on with
-// the other hosts once its etcd lease expires, and HAProxy keeps serving throughout.
+// the other hosts once its etcd lease expires and its verdict is overdue, and HAProxy
+// keeps serving throughout.
 func TestHostKilledHoldingTheLease(t *testing.T) {
 	hosts, lb, drainBlock := balancedFleet(t, 3)
 	h1 := hosts[0]

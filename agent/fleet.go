@@ -24,7 +24,12 @@ type fleetState struct {
 	prefix string
 
 	silentSince map[string]time.Time // see silence; only the agent's loop uses it
+	lastBeat    time.Time            // the last heartbeat written, see heartbeat
 }
+
+// heartbeatEvery is how often an idle agent tells the fleet state that it is alive:
+// far below fleet.StaleAfter, and cheap for etcd at any fleet size.
+const heartbeatEvery = time.Minute
 
 // newLease builds the configured lease backend and, for etcd, the fleet state.
 func newLease(cfg *Config, logger *slog.Logger) (Lease, *fleetState, error) {
@@ -93,9 +98,9 @@ func (a *Agent) fleetCall(ctx context.Context) (context.Context, context.CancelF
 	return context.WithTimeout(ctx, d)
 }
 
-// gate asks the fleet state whether this host may start commit now. With no fleet
-// state every commit may start.
-func (a *Agent) gate(ctx context.Context, g *spec.Group, commit string) (fleet.Verdict, error) {
+// gate asks the fleet state whether this host may start txn now. With no fleet state
+// every transaction may start.
+func (a *Agent) gate(ctx context.Context, g *spec.Group, txn *rollback.Txn) (fleet.Verdict, error) {
 	if a.fleet == nil {
 		return fleet.Verdict{OK: true}, nil
 	}
@@ -105,9 +110,14 @@ func (a *Agent) gate(ctx context.Context, g *spec.Group, commit string) (fleet.V
 	if err != nil {
 		return fleet.Verdict{}, err
 	}
+	commit := txn.To
 	v := snap.Gate(g, commit, a.cfg.Host, time.Now())
 	if !v.OK {
 		return v, nil
+	}
+	if f, bad := snap.BadRelease(g.Name, releases(txn)); bad {
+		return fleet.Verdict{Halted: true, Why: fmt.Sprintf("release %s failed on %s in commit %s (%s); the group is halted on it until a commit changes it, or baton retry %s",
+			f.Release, f.Host, short(f.Commit), f.Reason, short(f.Commit))}, nil
 	}
 	line, _, err := a.fleet.lease.Line(ctx, g.Name)
 	if err != nil {
@@ -215,22 +225,34 @@ func (a *Agent) putHost(ctx context.Context, h fleet.Host) error {
 // group starts it until a newer commit or `baton retry`. It returns only once the halt
 // is written, or ctx ended first (false).
 func (a *Agent) halt(ctx context.Context, txn *rollback.Txn, reason string) bool {
-	return a.haltCommit(ctx, txn.Group, txn.To, reason)
+	return a.haltCommit(ctx, txn.Group, txn.To, reason, releases(txn)...)
 }
 
-// haltCommit records in the fleet state that commit is bad in group. The halt must be
+// releases are the releases txn changes, as the group halts on them.
+func releases(txn *rollback.Txn) []fleet.Release {
+	var out []fleet.Release
+	for _, name := range txn.Services {
+		if rec := txn.Target.Services[name]; rec.Fingerprint != "" {
+			out = append(out, fleet.Release{Service: name, Version: rec.Version, Fingerprint: rec.Fingerprint})
+		}
+	}
+	return out
+}
+
+// haltCommit records in the fleet state that commit is bad in group, and so are rels,
+// the releases it changed. The halt must be
 // durable before the slot is released, or the next host would start commit: so it is
 // retried, with the watchdog fed and the phase saying why the group waits, until it is
 // written or ctx ends (false). A halt is never unsafe, so it is written unfenced: a
 // holder that lost its slot still halts the group.
-func (a *Agent) haltCommit(ctx context.Context, group, commit, reason string) bool {
+func (a *Agent) haltCommit(ctx context.Context, group, commit, reason string, rels ...fleet.Release) bool {
 	if a.fleet == nil || group == "" {
 		return true
 	}
 	var backoff time.Duration
 	for attempt := 1; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
-		err := a.fleet.store.Fail(cctx, nil, group, commit, a.cfg.Host, reason)
+		err := a.fleet.store.Fail(cctx, nil, group, commit, a.cfg.Host, reason, rels...)
 		cancel()
 		if err == nil {
 			if attempt > 1 {
@@ -252,4 +274,46 @@ func (a *Agent) haltCommit(ctx context.Context, group, commit, reason string) bo
 		}
 		a.notify.alive()
 	}
+}
+
+// pruneFleetState removes the fleet state that a committed upgrade made obsolete:
+// halts of commits the whole group has moved past (in git order), canary spots and
+// promotions of commits no host runs. Best effort: a failure only leaves records.
+func (a *Agent) pruneFleetState(ctx context.Context) {
+	if a.fleet == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), etcdCallTimeout)
+	defer cancel()
+	pruned, err := a.fleet.store.Prune(ctx, a.git.Descends)
+	if err != nil {
+		a.log.Warn("prune the fleet state", "err", err)
+		return
+	}
+	if len(pruned) > 0 {
+		a.log.Info("pruned the fleet state", "records", strings.Join(pruned, ", "))
+	}
+}
+
+// heartbeat tells the fleet state that this host is alive (fleet.Host.Seen), so that
+// it is not taken as stale; a host whose record is gone (forgotten) writes it anew.
+func (a *Agent) heartbeat(ctx context.Context) {
+	if a.fleet == nil || a.etcdDown != "" || time.Since(a.fleet.lastBeat) < heartbeatEvery {
+		return
+	}
+	lg, err := a.store.LastGood()
+	if err != nil || lg.Group == "" {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+	ok, err := a.fleet.store.Touch(cctx, a.cfg.Host)
+	cancel()
+	switch {
+	case err != nil:
+		a.log.Debug("heartbeat to the fleet state", "err", err)
+		return
+	case !ok:
+		a.recordIdle(ctx, lg.Group, lg.Revision, "")
+	}
+	a.fleet.lastBeat = time.Now()
 }

@@ -241,3 +241,31 @@ func TestHaltIsRetriedUntilWritten(t *testing.T) {
 		t.Fatal("haltCommit reported success while etcd was unreachable")
 	}
 }
+
+// An idle agent's heartbeat keeps its record alive (fleet.Host.Seen), and writes the
+// record anew once an operator forgot the host.
+func TestHeartbeat(t *testing.T) {
+	c := testetcd.Start(t)
+	cli := c.Client(t)
+	a := fleetAgent(t, cli, "h1")
+	a.store = &rollback.Store{Dir: t.TempDir()}
+	const commit = "cccccccccccccccccccccccccccccccccccccccc"
+	if err := a.store.SetLastGood(&rollback.LastGood{Revision: commit, Host: "h1", Group: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	a.heartbeat(t.Context())
+	if h := hostRecord(t, cli, "h1"); h.State != "IDLE" || h.Commit != commit {
+		t.Fatalf("record after the first heartbeat of a host with none = %+v, want IDLE at %s", h, commit)
+	}
+	a.fleet.lastBeat = time.Time{}
+	a.heartbeat(t.Context())
+	if h := hostRecord(t, cli, "h1"); h.Seen.IsZero() {
+		t.Fatalf("record after a heartbeat = %+v, want Seen set", h)
+	}
+	// Within heartbeatEvery nothing is written.
+	before := hostRecord(t, cli, "h1").Seen
+	a.heartbeat(t.Context())
+	if after := hostRecord(t, cli, "h1").Seen; !after.Equal(before) {
+		t.Errorf("a second heartbeat within %v wrote: %v -> %v", heartbeatEvery, before, after)
+	}
+}

@@ -111,6 +111,17 @@ func TestFleetHaltsABadRelease(t *testing.T) {
 		t.Errorf("the fleet state does not halt web on %s: %+v", short(c2), snap.Groups["web"])
 	}
 
+	// A follow-up commit that changes something else carries the same release: the
+	// group stays halted on the release, not only on the commit.
+	h1.repo.WriteFile("NOTES", "an unrelated change\n")
+	c2b := h1.repo.Commit("an unrelated change on top of the bad release")
+	h1.waitFor("the spared host to see the halt on the release", time.Minute, func() bool {
+		return strings.Contains(spared.journal(), "release demo 2.0.0 failed on "+tried.host.Name)
+	})
+	if strings.Contains(spared.journal(), "-> "+short(c2b)+": switching") {
+		t.Errorf("%s switched to %s, which carries the release that failed on %s", spared.host.Name, short(c2b), tried.host.Name)
+	}
+
 	fleetView := h1.host.MustExec(t, "/usr/local/bin/baton", "fleet")
 	t.Logf("baton fleet:\n%s", fleetView)
 	if !strings.Contains(fleetView, "HALTED on "+short(c2)) {
@@ -279,7 +290,8 @@ groups:
 }
 
 // TestFleetHolderKilled kills a host's agent (SIGKILL) while it holds the group's only
-// slot in VERIFYING: the other host gets the slot once the etcd lease expires and
+// slot in VERIFYING: the other host gets the slot once the etcd lease expires, waits
+// for the silent host's verdict for as long as a live host would need to give it, then
 // upgrades; the killed host, started again, finishes its own transaction first.
 func TestFleetHolderKilled(t *testing.T) {
 	_, hosts := newEtcdFleet(t, 2)
@@ -306,7 +318,12 @@ func TestFleetHolderKilled(t *testing.T) {
 	if h2.lastGood().Revision != c2 {
 		t.Fatalf("h2 did not upgrade after h1's slot expired")
 	}
-	t.Logf("h2 committed %v after h1 died holding the slot (etcd lease TTL 5s)", time.Since(killed).Round(100*time.Millisecond))
+	// h1 died after recording its switch: h2 waited for h1's verdict (healthyDeadline
+	// and a revert's time) before it took c2 itself.
+	if !strings.Contains(h2.journal(), "for h1: switched to "+short(c2)+" and silent since") {
+		t.Errorf("h2 did not wait for the verdict of h1, silent since its switch:\n%s", h2.journal())
+	}
+	t.Logf("h2 committed %v after h1 died holding the slot (etcd lease TTL 5s, healthyDeadline 30s)", time.Since(killed).Round(100*time.Millisecond))
 	h2.consistent()
 
 	h1.startAgent()

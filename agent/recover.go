@@ -149,7 +149,9 @@ func (a *Agent) giveUp(ctx context.Context, log *slog.Logger, txn *rollback.Txn,
 			a.leaseToRevert(ctx, log, txn)
 			a.notify.busy(stepBound)
 			if err := a.revert(context.WithoutCancel(ctx), txn); err != nil {
-				log.Error("revert failed: the host needs an operator", "err", err)
+				log.Error("revert failed: the host needs an operator; it stays out of its load balancer", "err", err)
+			} else if err := a.undrainTxn(context.WithoutCancel(ctx), txn); err != nil {
+				log.Error("undrain after the revert", "err", err)
 			}
 			a.releaseLease(ctx, log)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/baton-fleet/baton/checks"
 	"github.com/baton-fleet/baton/events"
 	"github.com/baton-fleet/baton/gitsync"
+	"github.com/baton-fleet/baton/lease"
 	"github.com/baton-fleet/baton/metrics"
 	"github.com/baton-fleet/baton/plan"
 	"github.com/baton-fleet/baton/release"
@@ -135,7 +136,8 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		}
 		return
 	}
-	v, err := a.gate(ctx, hs.Group, commit)
+	txn := newTxn(hs, lg, p)
+	v, err := a.gate(ctx, hs.Group, txn)
 	if err != nil {
 		log.Warn("read the fleet state", "err", err)
 		return
@@ -147,7 +149,6 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		a.obs.metrics.Halted(v.Halted)
 		return
 	}
-	txn := newTxn(hs, lg, p)
 	a.upgrade(ctx, log.With("txn", txn.ID), txn, hs)
 }
 
@@ -269,7 +270,7 @@ func newTxn(hs *spec.HostSpec, lg *rollback.LastGood, p *plan.Plan) *rollback.Tx
 		}
 	}
 	for _, r := range hs.Services {
-		rec := rollback.ServiceRecord{Version: r.Version, Release: r.ReleaseID, Units: r.Units.Names(), Restart: r.Restart}
+		rec := rollback.ServiceRecord{Version: r.Version, Release: r.ReleaseID, Units: r.Units.Names(), Restart: r.Restart, Fingerprint: r.Fingerprint}
 		t.Target.Services[r.Name] = rec
 		for name, data := range r.Units {
 			t.Target.Files[name] = string(data)
@@ -361,7 +362,13 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 			a.abort(log, txn, "the agent is stopping")
 			return
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, release.ErrBadArtifact):
+			// The release is wrong the same way on every host, and nothing switched:
+			// quarantined here, the group not halted (each host finds it for itself).
+			a.fail(ctx, log, txn, "stage", err.Error(), "")
+			return
+		case err != nil:
 			a.hostTrouble(log, txn, "stage", err)
 			return
 		}
@@ -383,6 +390,12 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 	a.notify.busy(0)
 	a.obs.metrics.LeaseWait(time.Since(waitStart))
 	a.obs.metrics.LeaseHeld(err == nil)
+	if errors.Is(err, lease.ErrFleetlockRefused) {
+		// The server's configuration refuses this host (an unknown group, say): ask
+		// again after a backoff, not at every poll.
+		a.hostTrouble(log, txn, "take the lease", err)
+		return
+	}
 	if err != nil {
 		a.abort(log, txn, "lease: "+err.Error())
 		return
@@ -399,7 +412,7 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 	// An operator's rollback goes back to a revision the host ran: no gate holds it.
 	if txn.Rollback {
 		log.Info("rolling back on an operator's request")
-	} else if v, err := a.gate(ctx, hs.Group, txn.To); err != nil || !v.OK {
+	} else if v, err := a.gate(ctx, hs.Group, txn); err != nil || !v.OK {
 		why := v.Why
 		if err != nil {
 			why = "read the fleet state: " + err.Error()
@@ -422,16 +435,16 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 		a.abort(log, txn, err.Error())
 		return
 	}
+	// Someone may have put a unit file in the way while this host waited: look again.
+	if why := a.foreignUnits(hs, lg); why != "" {
+		a.hostTrouble(log, txn, "switch", errors.New(why))
+		return
+	}
 	txn.Created = nil
 	for _, name := range slices.Sorted(maps.Keys(txn.Target.Files)) {
-		if _, ours := lg.Files[name]; ours {
-			continue
+		if _, ours := lg.Files[name]; !ours {
+			txn.Created = append(txn.Created, name)
 		}
-		if exists(a.unitDir, name) {
-			a.hostTrouble(log, txn, "switch", fmt.Errorf("unit file %s exists and baton does not own it; refusing to overwrite it", name))
-			return
-		}
-		txn.Created = append(txn.Created, name)
 	}
 	ds := a.drainers(hs, txn)
 	if len(ds) > 0 {
@@ -473,6 +486,11 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 		return
 	}
 	if err := a.switchTo(ctx, txn); err != nil {
+		if ctx.Err() != nil {
+			// Stopped mid-switch: an interruption, not a release systemd refused.
+			a.giveUp(context.WithoutCancel(ctx), log, txn, "the agent was stopped while switching units")
+			return
+		}
 		a.rollback(ctx, log, txn, "switch", err.Error(), "")
 		return
 	}
@@ -613,6 +631,7 @@ func (a *Agent) commit(ctx context.Context, log *slog.Logger, txn *rollback.Txn,
 	}
 	if bake > 0 {
 		a.phase("upgraded to %s: baking %v before releasing the lease", short(txn.To), bake)
+		a.notify.busy(bake + time.Minute)
 		select {
 		case <-ctx.Done():
 		case <-a.clock.After(bake):
@@ -629,6 +648,9 @@ func (a *Agent) commit(ctx context.Context, log *slog.Logger, txn *rollback.Txn,
 	}
 	a.result(api.Result{Outcome: outcome, From: txn.From, To: txn.To, Request: txn.Request})
 	_ = a.record(context.WithoutCancel(ctx), txn, rollback.Committed, txn.To, done)
+	if !txn.Rollback {
+		a.pruneFleetState(ctx)
+	}
 	a.emit(events.UpgradeSucceeded, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s %s -> %s in %v", done, short(txn.From), short(txn.To), took.Round(time.Millisecond)), txnFields(txn, nil))
 	a.finish(ctx, log, txn)
 	a.setStatus(func(s *Status) {
@@ -684,8 +706,8 @@ func (a *Agent) releaseLease(ctx context.Context, log *slog.Logger) {
 	}
 }
 
-// abort ends a transaction that has not touched the host. The commit is not
-// quarantined: the next poll tries it again.
+// abort ends a transaction that has not touched the host, or that an interruption
+// made revert (giveUp). The commit is not quarantined: the next poll tries it again.
 func (a *Agent) abort(log *slog.Logger, txn *rollback.Txn, reason string) {
 	if txn.Rollback {
 		reason = fmt.Sprintf("the rollback was interrupted (%s); %s stays quarantined: run baton rollback again, or baton retry %s", reason, short(txn.From), short(txn.From))
@@ -693,7 +715,11 @@ func (a *Agent) abort(log *slog.Logger, txn *rollback.Txn, reason string) {
 	txn.Reason = reason
 	_ = a.store.Save(txn, rollback.Aborted)
 	a.tlog.track(txn)
-	log.Warn("upgrade aborted before touching the host", "reason", reason)
+	if switched(txn) {
+		log.Warn("upgrade aborted after reverting the host", "reason", reason)
+	} else {
+		log.Warn("upgrade aborted before touching the host", "reason", reason)
+	}
 	a.releaseLease(context.Background(), log)
 	if err := a.store.End(); err != nil {
 		log.Error("close the transaction", "err", err)

@@ -45,7 +45,6 @@ func TestUpgradeAndBadReleases(t *testing.T) {
 		{"unit file systemd rejects", release{version: "3.3.0", mode: "ok",
 			unit: "[Unit]\nDescription=no ExecStart\n\n[Service]\nExecStop=/bin/true\n"}, "switch: "},
 		{"artifact with a wrong sha256", release{version: "3.4.0", mode: "ok", sha256: strings.Repeat("0", 64)}, "stage: "},
-		{"download server down", release{version: "3.5.0", mode: "ok", url: "http://" + gateway + ":1/demo"}, "stage: "},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
@@ -67,6 +66,27 @@ func TestUpgradeAndBadReleases(t *testing.T) {
 			t.Logf("back on 2.0.0 %v after the push; quarantined for: %s", time.Since(start).Round(100*time.Millisecond), reason)
 		})
 	}
+	h.t = t
+
+	// The host's own trouble is not the release's fault: nothing is quarantined, and the
+	// host tries again after a backoff.
+	t.Run("download server down", func(t *testing.T) {
+		h.t = t
+		c := h.push(release{version: "3.5.0", mode: "ok", url: "http://" + gateway + ":1/demo"})
+		h.waitFor("the agent to give up staging for now", 2*time.Minute, func() bool {
+			return strings.Contains(h.journal(), "could not stage") && strings.Contains(h.journal(), short(c)) && h.txnState() == ""
+		})
+		if reason := h.quarantineReason(c); reason != "" {
+			t.Fatalf("a release the host could not download was quarantined: %s", reason)
+		}
+		if !strings.Contains(h.status().Phase, "waiting until") {
+			t.Errorf("phase = %q, want the backoff", h.status().Phase)
+		}
+		if lg := h.lastGood(); lg.Revision != c2 {
+			t.Errorf("last good is %s, want %s", short(lg.Revision), short(c2))
+		}
+		h.consistent()
+	})
 	h.t = t
 
 	t.Run("bad input", func(t *testing.T) {

@@ -172,14 +172,22 @@ func (e *Etcd) Acquire(ctx context.Context, group string) error {
 	return nil
 }
 
+// retryWarnEvery is how often a waiter that keeps retrying (etcd down) says so at WARN.
+const retryWarnEvery = 30 * time.Second
+
 // acquire is Acquire's loop: get a session, put (or resume) the slot key, then read and
 // wait until the key is among the first N. Transient errors are retried until ctx ends.
 func (e *Etcd) acquire(ctx context.Context, k groupKeys) error {
 	var backoff time.Duration
+	var warned time.Time // the last retry logged at WARN: one a while, the rest at DEBUG
 	retry := func(what string, err error) error {
 		backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
 		wait := backoff/2 + rand.N(backoff/2+1)
-		e.log.Warn("etcd lease: retry", "group", k.group, "op", what, "err", err, "in", wait)
+		level := slog.LevelDebug
+		if now := time.Now(); now.Sub(warned) >= retryWarnEvery {
+			level, warned = slog.LevelWarn, now
+		}
+		e.log.Log(ctx, level, "etcd lease: retry", "group", k.group, "op", what, "err", err, "in", wait)
 		select {
 		case <-ctx.Done():
 			return e.withdraw(ctx.Err())

@@ -168,11 +168,11 @@ func (s *Stager) download(ctx context.Context, a spec.Artifact, i int, f *os.Fil
 	}
 	where := redactURL(u)
 	if e := s.policy().check(u); e != nil {
-		return where, 0, fmt.Errorf("artifact %s: %s", where, e.why)
+		return where, 0, badArtifact{fmt.Errorf("artifact %s: %s", where, e.why)}
 	}
 	fail := func(err error) (string, int64, error) {
 		if e, ok := errors.AsType[*refusedURL](err); ok {
-			return where, 0, fmt.Errorf("download %s: %s", where, e) // the error around it names the hop unredacted
+			return where, 0, badArtifact{fmt.Errorf("download %s: %s", where, e)} // the error around it names the hop unredacted
 		}
 		return where, 0, fmt.Errorf("download %s: %w", where, scrub(err, a.URL, u))
 	}
@@ -201,7 +201,7 @@ func (s *Stager) download(ctx context.Context, a spec.Artifact, i int, f *os.Fil
 		return where, 0, fmt.Errorf("download %s: %s", where, resp.Status)
 	}
 	if resp.ContentLength > max {
-		return where, 0, fmt.Errorf("download %s: %d bytes is over the limit of %d", where, resp.ContentLength, max)
+		return where, 0, badArtifact{fmt.Errorf("download %s: %d bytes is over the limit of %d", where, resp.ContentLength, max)}
 	}
 	stall := time.AfterFunc(DefaultStallTimeout, func() { cancel(errStalled) })
 	defer stall.Stop()
@@ -214,10 +214,10 @@ func (s *Stager) download(ctx context.Context, a spec.Artifact, i int, f *os.Fil
 		return fail(err)
 	}
 	if n > max {
-		return where, 0, fmt.Errorf("download %s: over the limit of %d bytes", where, max)
+		return where, 0, badArtifact{fmt.Errorf("download %s: over the limit of %d bytes", where, max)}
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
-		return where, 0, fmt.Errorf("artifact %s: sha256 mismatch: got %s, want %s", where, got, want)
+		return where, 0, badArtifact{fmt.Errorf("artifact %s: sha256 mismatch: got %s, want %s", where, got, want)}
 	}
 	return where, n, nil
 }

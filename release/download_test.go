@@ -197,3 +197,44 @@ func TestPolicyCheckRedirect(t *testing.T) {
 		}
 	}
 }
+
+// What the release itself gets wrong is told apart from what the host or the network
+// gets wrong: the agent quarantines the first and tries the second again later.
+func TestStageErrorsSayWhetherTheArtifactIsBad(t *testing.T) {
+	good := []byte("the artifact")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/ok":
+			w.Write(good)
+		case "/missing":
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	host = host[:strings.LastIndex(host, ":")]
+	tests := []struct {
+		name string
+		url  string
+		sum  string
+		bad  bool
+	}{
+		{"sha256 mismatch", srv.URL + "/ok", strings.Repeat("0", 64), true},
+		{"plain http not allowed", "http://not-allowed.invalid/x", sum(good), true},
+		{"not found on the server", srv.URL + "/missing", sum(good), false},
+		{"server down", "http://" + host + ":1/x", sum(good), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			state := t.TempDir()
+			s := &Stager{StateDir: state, Client: fastClient(), AllowInsecure: loopback, RetryBudget: 2 * time.Second}
+			_, err := s.Stage(t.Context(), rendered(state, spec.Artifact{URL: tt.url, SHA256: tt.sum, Name: "app"}))
+			if err == nil {
+				t.Fatal("Stage succeeded")
+			}
+			if got := errors.Is(err, ErrBadArtifact); got != tt.bad {
+				t.Errorf("errors.Is(%v, ErrBadArtifact) = %v, want %v", err, got, tt.bad)
+			}
+		})
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -262,6 +263,9 @@ func (s *Stager) place(ctx context.Context, a spec.Artifact, i int, staging, tmp
 	}
 	in := &ctxReader{ctx: ctx, r: bufio.NewReaderSize(f, 64<<10)}
 	if err := Unpack(in, mode, staging, lim); err != nil {
+		if ctx.Err() == nil && !isIOError(err) {
+			err = badArtifact{err}
+		}
 		return 0, fmt.Errorf("artifact %s: %w", where, err)
 	}
 	return n, nil
@@ -281,6 +285,28 @@ func marker(r *spec.Rendered, id string) string {
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// ErrBadArtifact is wrapped in the error of a Stage that the release itself caused,
+// the same on every host: an artifact that does not match its sha256 or is over the
+// size limit, an archive that breaks the unpacking rules or limits, a URL or redirect
+// the artifact policy refuses. Trying again cannot help until the repository changes.
+// Other errors (the release server down, a full disk) may pass.
+var ErrBadArtifact = errors.New("bad artifact")
+
+// badArtifact marks err as ErrBadArtifact, its text unchanged.
+type badArtifact struct{ err error }
+
+func (e badArtifact) Error() string        { return e.err.Error() }
+func (e badArtifact) Unwrap() error        { return e.err }
+func (e badArtifact) Is(target error) bool { return target == ErrBadArtifact }
+
+// isIOError reports whether err came from the host's file system (a full disk, a
+// read-only mount), not from the archive's content.
+func isIOError(err error) bool {
+	var pe *fs.PathError
+	var le *os.LinkError
+	return errors.As(err, &pe) || errors.As(err, &le) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EIO) || errors.Is(err, syscall.EROFS)
 }
 
 // ErrOtherRelease is wrapped in the error of a Stage whose release directory exists,
