@@ -221,9 +221,12 @@ func (a *Agent) export(ctx context.Context, commit string) (string, error) {
 	if err := os.Rename(tmp, dir); err != nil {
 		return "", fmt.Errorf("export %s: %w", short(commit), err)
 	}
+	// Every other name goes: the trees of other commits, and the .tmp- trees that a
+	// crash left half written. Only the agent's loop exports, one commit at a time, so
+	// no other export is under way.
 	entries, _ := os.ReadDir(root)
 	for _, e := range entries {
-		if e.Name() != commit && !strings.HasPrefix(e.Name(), ".tmp-") {
+		if e.Name() != commit {
 			_ = os.RemoveAll(filepath.Join(root, e.Name()))
 		}
 	}

@@ -85,8 +85,11 @@ func Prune(stateDir, service string, keep []string, newest int) ([]string, error
 
 // PruneServices removes the release directories of every service under stateDir
 // that is not in keep: services the host no longer runs (dropped from its group) and
-// services whose first upgrade failed. A name that is not a plain service name, and
-// anything that is not a directory, is left alone. It returns the paths it removed.
+// services whose first upgrade failed; and every leftover whose name starts with
+// ".staging-" (a service's directory set aside for removal when a crash interrupted
+// it). Any other name that is not a plain service name, and anything that is not a
+// directory, is left alone. It returns the paths it removed. Like Prune, it must not
+// run beside a Stage, whose service directory it may remove.
 func PruneServices(stateDir string, keep []string) ([]string, error) {
 	root := filepath.Join(stateDir, "releases")
 	entries, err := os.ReadDir(root)
@@ -100,10 +103,19 @@ func PruneServices(stateDir string, keep []string) ([]string, error) {
 	var errs []error
 	for _, e := range entries {
 		name := e.Name()
+		p := filepath.Join(root, name)
+		if strings.HasPrefix(name, stagingPrefix) {
+			// Already aside: what is left is to remove it.
+			if err := os.RemoveAll(p); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			removed = append(removed, p)
+			continue
+		}
 		if !e.IsDir() || slices.Contains(keep, name) || checkDirName("service name", name) != nil {
 			continue
 		}
-		p := filepath.Join(root, name)
 		if err := removeAside(p); err != nil {
 			errs = append(errs, err)
 			continue

@@ -81,12 +81,15 @@ func TestPruneEdges(t *testing.T) {
 func TestPruneServices(t *testing.T) {
 	state := t.TempDir()
 	root := filepath.Join(state, "releases")
-	for _, d := range []string{"api/1.0-a", "worker/2.0-b", "dropped/0.9-c", "failed-first/1.0-d", ".staging-x"} {
+	// .staging-removed-old-*: a service set aside by an earlier PruneServices that a
+	// crash interrupted, half removed.
+	for _, d := range []string{"api/1.0-a", "worker/2.0-b", "dropped/0.9-c", "failed-first/1.0-d", ".staging-removed-old-x1y2z3w4/1.0-e/bin", ".hidden/kept"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	os.WriteFile(filepath.Join(root, "notes"), []byte("not a service"), 0o644)
+	os.WriteFile(filepath.Join(root, ".staging-removed-gone-a1b2c3d4"), []byte("a file"), 0o644)
 
 	removed, err := PruneServices(state, []string{"api", "worker"})
 	if err != nil {
@@ -97,10 +100,10 @@ func TestPruneServices(t *testing.T) {
 		got = append(got, filepath.Base(p))
 	}
 	slices.Sort(got)
-	if want := []string{"dropped", "failed-first"}; !slices.Equal(got, want) {
+	if want := []string{".staging-removed-gone-a1b2c3d4", ".staging-removed-old-x1y2z3w4", "dropped", "failed-first"}; !slices.Equal(got, want) {
 		t.Errorf("removed %q, want %q", got, want)
 	}
-	if got, want := names(t, root), []string{".staging-x", "api", "notes", "worker"}; !slices.Equal(got, want) {
+	if got, want := names(t, root), []string{".hidden", "api", "notes", "worker"}; !slices.Equal(got, want) {
 		t.Errorf("left %q, want %q", got, want)
 	}
 	if removed, err := PruneServices(filepath.Join(state, "nothing-here"), nil); err != nil || len(removed) != 0 {

@@ -1,0 +1,65 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/baton-fleet/baton/gitsync"
+	"github.com/baton-fleet/baton/internal/testgit"
+)
+
+// TestExportRemovesLeftovers: a new export leaves only its own tree under
+// revisions/, the .tmp- trees that crashed exports left included.
+func TestExportRemovesLeftovers(t *testing.T) {
+	repo := testgit.NewRepo(t)
+	first := repo.CommitFiles("first", map[string]string{"fleet.yaml": "a: 1\n"})
+	state := t.TempDir()
+	git, err := gitsync.New(gitsync.Options{URL: repo.FileURL(), Dir: filepath.Join(state, "repo.git")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := git.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{cfg: &Config{Paths: PathsConfig{State: state}}, git: git}
+	if _, err := a.export(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+
+	// Crashes in earlier exports, of a commit that will never be exported again.
+	root := filepath.Join(state, "revisions")
+	stale := ".tmp-" + "dddddddddddddddddddddddddddddddddddddddd"
+	if err := os.MkdirAll(filepath.Join(root, stale, "services"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, stale, "services", "half"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	second := repo.CommitFiles("second", map[string]string{"fleet.yaml": "a: 2\n"})
+	if _, err := git.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := a.export(ctx, second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "fleet.yaml")); err != nil || string(got) != "a: 2\n" {
+		t.Errorf("exported fleet.yaml = %q, %v", got, err)
+	}
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	if want := []string{second}; !slices.Equal(got, want) {
+		t.Errorf("revisions/ holds %q, want %q", got, want)
+	}
+}
