@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/baton-fleet/baton/spec"
@@ -104,6 +105,43 @@ type Snapshot struct {
 	Problems []Problem `json:"problems,omitempty"`
 
 	revs map[string]keyRev // by key relative to the prefix: for compare-and-delete
+	// running is, by host, when this process first saw the host's record name the
+	// commit it runs (Host.Commit), on this host's clock: Store.Snapshot sets it from
+	// its sightings. The canary pause counts from it, so that no other host's clock
+	// enters it (Host.Time is the writer's).
+	running map[string]time.Time
+}
+
+// sightings remembers when this process first saw each host run the commit its
+// record names, on its own clock. A Store keeps one across its snapshots.
+type sightings struct {
+	mu   sync.Mutex
+	seen map[string]sighting // by host
+}
+
+type sighting struct {
+	commit string
+	at     time.Time
+}
+
+// see takes in the host records of a snapshot read at now, and returns by host when
+// each was first seen running the commit it runs: now for a host new to it, or whose
+// commit changed. A host absent from hosts is forgotten, so what it keeps is bounded
+// by the fleet; one that comes back is seen anew, later: the safe side.
+func (w *sightings) see(hosts map[string]Host, now time.Time) map[string]time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	next := make(map[string]sighting, len(hosts))
+	out := make(map[string]time.Time, len(hosts))
+	for name, h := range hosts {
+		s, ok := w.seen[name]
+		if !ok || s.commit != h.Commit {
+			s = sighting{commit: h.Commit, at: now}
+		}
+		next[name], out[name] = s, s.at
+	}
+	w.seen = next
+	return out
 }
 
 // Problem is a key of the fleet state that did not parse.
@@ -154,6 +192,11 @@ type Verdict struct {
 // for `baton promote`, which also passes canaries that never commit). A host not
 // seen for StaleAfter does not hold back `after`; a stale canary still holds its
 // group (it may have died of the release), and the verdict says so.
+//
+// The canary pause counts from when this host first saw the last of the canaries
+// run commit (Snapshot.running), on its own clock, as now is: the canaries' clocks,
+// which wrote their records' times, may be off by any amount. A snapshot without
+// that sighting (one no Store read) starts the pause at now.
 func (s *Snapshot) Gate(g *spec.Group, commit, host string, now time.Time) Verdict {
 	st := s.group(g.Name)
 	switch {
@@ -198,8 +241,12 @@ func (s *Snapshot) Gate(g *spec.Group, commit, host string, now time.Time) Verdi
 		if !ok || rec.Commit != commit {
 			return Verdict{Why: fmt.Sprintf("waiting for the canaries of %s to commit (%s)", short(commit), strings.Join(spots, ", "))}
 		}
-		if rec.Time.After(last) {
-			last = rec.Time
+		since, ok := s.running[c]
+		if !ok {
+			since = now
+		}
+		if since.After(last) {
+			last = since
 		}
 	}
 	pause := g.Rollout.CanaryPause

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"errors"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -67,11 +68,34 @@ func TestGate(t *testing.T) {
 			web(1, spec.Pause{After: time.Minute}), "web-2",
 			Verdict{Why: "waiting for the canaries of c0ffee0 to commit; web-1 has not been seen since 2026-11-24T11:00:00Z: baton promote web, or baton fleet forget web-1 to free its spot"}},
 		{"timed pause not over", Snapshot{Groups: map[string]*Group{"web": {Canaries: map[string][]string{c: {"web-1"}}}},
-			Hosts: map[string]Host{"web-1": {Host: "web-1", Group: "web", Commit: c, Time: now.Add(-5 * time.Minute)}}},
+			Hosts:   map[string]Host{"web-1": {Host: "web-1", Group: "web", Commit: c, Time: now.Add(-5 * time.Minute)}},
+			running: map[string]time.Time{"web-1": now.Add(-5 * time.Minute)}},
 			web(1, spec.Pause{After: 10 * time.Minute}), "web-2", Verdict{Why: "the canaries run c0ffee0; canary pause until 2026-11-25T12:05:00Z"}},
 		{"timed pause over", Snapshot{Groups: map[string]*Group{"web": {Canaries: map[string][]string{c: {"web-1"}}}},
-			Hosts: map[string]Host{"web-1": {Host: "web-1", Group: "web", Commit: c, Time: now.Add(-11 * time.Minute)}}},
+			Hosts:   map[string]Host{"web-1": {Host: "web-1", Group: "web", Commit: c, Time: now.Add(-11 * time.Minute)}},
+			running: map[string]time.Time{"web-1": now.Add(-11 * time.Minute)}},
 			web(1, spec.Pause{After: 10 * time.Minute}), "web-2", Verdict{OK: true}},
+		// The canaries' clocks differ from this host's: their records' times say
+		// nothing of how long they have run the commit.
+		{"a canary's clock an hour behind does not cut the pause short", Snapshot{Groups: map[string]*Group{"web": {Canaries: map[string][]string{c: {"web-1"}}}},
+			Hosts:   map[string]Host{"web-1": {Host: "web-1", Group: "web", Commit: c, Time: now.Add(-time.Hour)}},
+			running: map[string]time.Time{"web-1": now.Add(-2 * time.Minute)}},
+			web(1, spec.Pause{After: 10 * time.Minute}), "web-2", Verdict{Why: "the canaries run c0ffee0; canary pause until 2026-11-25T12:08:00Z"}},
+		{"a canary's clock a day ahead does not stretch the pause", Snapshot{Groups: map[string]*Group{"web": {Canaries: map[string][]string{c: {"web-1", "web-3"}}}},
+			Hosts: map[string]Host{
+				"web-1": {Host: "web-1", Group: "web", Commit: c, Time: now.Add(24 * time.Hour)},
+				"web-3": {Host: "web-3", Group: "web", Commit: c, Time: now.Add(-3 * time.Hour)}},
+			running: map[string]time.Time{"web-1": now.Add(-11 * time.Minute), "web-3": now.Add(-15 * time.Minute)}},
+			web(2, spec.Pause{After: 10 * time.Minute}), "web-2", Verdict{OK: true}},
+		{"the pause counts from the last canary seen running the commit", Snapshot{Groups: map[string]*Group{"web": {Canaries: map[string][]string{c: {"web-1", "web-3"}}}},
+			Hosts: map[string]Host{
+				"web-1": {Host: "web-1", Group: "web", Commit: c, Time: now.Add(-time.Hour)},
+				"web-3": {Host: "web-3", Group: "web", Commit: c, Time: now.Add(-time.Hour)}},
+			running: map[string]time.Time{"web-1": now.Add(-time.Hour), "web-3": now.Add(-time.Minute)}},
+			web(2, spec.Pause{After: 10 * time.Minute}), "web-2", Verdict{Why: "the canaries run c0ffee0; canary pause until 2026-11-25T12:09:00Z"}},
+		{"not seen by a Store: the pause starts now", Snapshot{Groups: map[string]*Group{"web": {Canaries: map[string][]string{c: {"web-1"}}}},
+			Hosts: map[string]Host{"web-1": {Host: "web-1", Group: "web", Commit: c, Time: now.Add(-time.Hour)}}},
+			web(1, spec.Pause{After: 10 * time.Minute}), "web-2", Verdict{Why: "the canaries run c0ffee0; canary pause until 2026-11-25T12:10:00Z"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -154,5 +178,42 @@ func TestSuperseded(t *testing.T) {
 				t.Errorf("Superseded =\n %q\nwant\n %q", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestSightings(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	const a, b = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	var w sightings
+	// Record times from clocks far off this host's: they play no part.
+	hosts := map[string]Host{
+		"web-1": {Host: "web-1", Commit: a, Time: t0.Add(48 * time.Hour)},
+		"web-2": {Host: "web-2", Commit: a, Time: t0.Add(-48 * time.Hour)},
+	}
+	steps := []struct {
+		name  string
+		now   time.Time
+		hosts map[string]Host
+		want  map[string]time.Time
+	}{
+		{"first read", t0, hosts, map[string]time.Time{"web-1": t0, "web-2": t0}},
+		{"same commits: first sight kept, heartbeats or not", t0.Add(time.Minute), map[string]Host{
+			"web-1": {Host: "web-1", Commit: a, Time: t0.Add(49 * time.Hour), Seen: t0.Add(50 * time.Hour)},
+			"web-2": hosts["web-2"],
+		}, map[string]time.Time{"web-1": t0, "web-2": t0}},
+		{"web-2 runs another commit; web-3 appears", t0.Add(2 * time.Minute), map[string]Host{
+			"web-1": hosts["web-1"],
+			"web-2": {Host: "web-2", Commit: b},
+			"web-3": {Host: "web-3", Commit: b},
+		}, map[string]time.Time{"web-1": t0, "web-2": t0.Add(2 * time.Minute), "web-3": t0.Add(2 * time.Minute)}},
+		{"web-1 gone", t0.Add(3 * time.Minute), map[string]Host{"web-2": {Host: "web-2", Commit: b}},
+			map[string]time.Time{"web-2": t0.Add(2 * time.Minute)}},
+		{"web-1 back: seen anew", t0.Add(4 * time.Minute), map[string]Host{"web-1": hosts["web-1"], "web-2": {Host: "web-2", Commit: b}},
+			map[string]time.Time{"web-1": t0.Add(4 * time.Minute), "web-2": t0.Add(2 * time.Minute)}},
+	}
+	for _, st := range steps {
+		if got := w.see(st.hosts, st.now); !maps.Equal(got, st.want) {
+			t.Errorf("%s: see = %v, want %v", st.name, got, st.want)
+		}
 	}
 }

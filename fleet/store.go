@@ -34,6 +34,7 @@ type Store struct {
 	cli    *clientv3.Client
 	prefix string
 	now    func() time.Time
+	seen   sightings // of the hosts' commits, for Snapshot.running
 }
 
 // NewStore returns a Store on cli under prefix (e.g. "/baton").
@@ -203,7 +204,9 @@ func (s *Store) ClaimCanary(ctx context.Context, f *Fence, group, commit, host s
 // unreadable pause still pauses, an unreadable halt still halts (its reason says
 // the record is unreadable), an unreadable maxParallel is 0 slots as the lease
 // reads it; an unreadable host record, canary list or promotion is left out (the
-// host is unknown, a canary claim then fails in ClaimCanary, no promotion).
+// host is unknown, a canary claim then fails in ClaimCanary, no promotion). It notes,
+// on this host's clock, when this Store first saw each host run its commit: the canary
+// pause counts from that (see Gate).
 func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 	resp, err := s.cli.Get(ctx, s.prefix+"/", clientv3.WithPrefix())
 	if err != nil {
@@ -233,6 +236,7 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 			g.Holders = append(g.Holders, sl.host)
 		}
 	}
+	snap.running = s.seen.see(snap.Hosts, s.now()) // the monotonic clock kept: no UTC()
 	return snap, nil
 }
 

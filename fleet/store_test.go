@@ -273,3 +273,60 @@ func TestHaltOnReleases(t *testing.T) {
 		t.Errorf("baton retry did not lift the halt on the release: %+v", f)
 	}
 }
+
+// TestCanaryPauseOnOwnClock: the canary's clock is a day ahead and another's a day
+// behind; the pause counts from when this host's Store first saw the canary run the
+// commit, on this host's clock, and a heartbeat does not restart it.
+func TestCanaryPauseOnOwnClock(t *testing.T) {
+	cli := testetcd.Start(t).Client(t)
+	ctx := context.Background()
+	const c, old = "c0ffee0000000000000000000000000000000000", "01d0000000000000000000000000000000000000"
+	start := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	clock := start
+	here := NewStore(cli, "/baton")
+	here.now = func() time.Time { return clock }
+	ahead, behind := NewStore(cli, "/baton"), NewStore(cli, "/baton")
+	ahead.now = func() time.Time { return clock.Add(24 * time.Hour) }
+	behind.now = func() time.Time { return clock.Add(-24 * time.Hour) }
+	g := &spec.Group{Name: "web", Rollout: spec.Rollout{MaxParallel: 1, Canary: 2, CanaryPause: spec.Pause{After: 10 * time.Minute}}}
+	for _, h := range []string{"web-1", "web-3"} {
+		if ok, err := here.ClaimCanary(ctx, nil, "web", c, h, 2); err != nil || !ok {
+			t.Fatalf("ClaimCanary(%s) = %v, %v", h, ok, err)
+		}
+	}
+	put := func(s *Store, host, commit string) {
+		t.Helper()
+		if err := s.PutHost(ctx, nil, Host{Host: host, Group: "web", Commit: commit, State: "IDLE"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gate := func() Verdict {
+		t.Helper()
+		snap, err := here.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return snap.Gate(g, c, "web-2", clock)
+	}
+	put(ahead, "web-1", c)
+	put(behind, "web-3", old)
+	if v := gate(); v.OK {
+		t.Fatalf("Gate with a canary still on the old commit = %+v", v)
+	}
+	clock = clock.Add(time.Minute)
+	put(behind, "web-3", c) // its record says it committed a day ago
+	if v, want := gate(), "the canaries run c0ffee0; canary pause until 2026-11-25T12:11:00Z"; v.OK || v.Why != want {
+		t.Fatalf("Gate as the last canary commits = %+v, want %q", v, want)
+	}
+	clock = clock.Add(9 * time.Minute)
+	if _, err := ahead.Touch(ctx, "web-1"); err != nil {
+		t.Fatal(err)
+	}
+	if v := gate(); v.OK {
+		t.Errorf("Gate 9 minutes into the pause = %+v", v)
+	}
+	clock = clock.Add(time.Minute)
+	if v := gate(); !v.OK {
+		t.Errorf("Gate once the pause is over, on this host's clock = %+v", v)
+	}
+}
