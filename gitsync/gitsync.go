@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
@@ -106,9 +107,13 @@ type Syncer struct {
 	// connections are reused; each poll wraps it to count its bytes.
 	http *http.Transport
 
-	mu    sync.Mutex // guards repo, store and the repository on disk
-	repo  *git.Repository
-	store *filesystem.Storage // repo's storage
+	mu      sync.Mutex // guards repo, store, objects and the repository on disk
+	repo    *git.Repository
+	store   *filesystem.Storage // repo's storage
+	objects cache.Object        // store's object cache
+	// maxPacks is the number of packs above which a fetch compacts the
+	// repository (compact): the constant maxPacks unless a test sets it.
+	maxPacks int
 
 	allowRewind atomic.Bool // Options.AllowRewind, or what SetAllowRewind said since
 
@@ -152,6 +157,8 @@ func New(opts Options, logger *slog.Logger) (*Syncer, error) {
 		scheme: scheme,
 		log:    logger.With("repo", RedactURL(opts.URL), "branch", opts.Branch),
 		http:   http.DefaultTransport.(*http.Transport).Clone(),
+
+		maxPacks: maxPacks,
 	}
 	s.allowRewind.Store(opts.AllowRewind)
 	return s, nil

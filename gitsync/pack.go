@@ -113,6 +113,15 @@ func (s *Syncer) storePack(ctx context.Context, r io.Reader) (err error) {
 	if err := x.writeIndex(idx, sum); err != nil {
 		return err
 	}
+	err = installPack(dir, f, idx, sum)
+	s.store.Reindex()
+	return err
+}
+
+// installPack moves pack file f and its index idx, temporary files in dir,
+// into place as the pack named sum, durably: a crash leaves the pack whole
+// or absent. When that pack is here already, it removes f and idx instead.
+func installPack(dir string, f, idx *os.File, sum plumbing.Hash) error {
 	base := filepath.Join(dir, "pack-"+sum.String())
 	if _, err := os.Stat(base + ".pack"); err == nil {
 		// The same pack, by its checksum, is here already.
@@ -135,7 +144,6 @@ func (s *Syncer) storePack(ctx context.Context, r io.Reader) (err error) {
 		_ = os.Remove(base + ".idx")
 		return err
 	}
-	s.store.Reindex()
 	return syncFile(dir)
 }
 
@@ -158,6 +166,18 @@ func removeTemps(dir string) error {
 // indexPack indexes pack file f, with scratch files in dir and the bounds
 // that maxFetch sets. It returns the pack's checksum.
 func indexPack(ctx context.Context, f *os.File, dir string, maxFetch int64) (*packIndexer, plumbing.Hash, error) {
+	return indexPackWithin(ctx, f, dir, packBounds{
+		objects:  maxFetch / objectBytes,
+		unpacked: unpackFactor * maxFetch,
+		scratch:  scratchFactor * maxFetch,
+	})
+}
+
+// packBounds bound the indexing of a pack: its objects, what they unpack
+// to, and the scratch files of its large delta bases.
+type packBounds struct{ objects, unpacked, scratch int64 }
+
+func indexPackWithin(ctx context.Context, f *os.File, dir string, b packBounds) (*packIndexer, plumbing.Hash, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, plumbing.ZeroHash, err
 	}
@@ -165,9 +185,9 @@ func indexPack(ctx context.Context, f *os.File, dir string, maxFetch int64) (*pa
 		ctx:         ctx,
 		sc:          packfile.NewScanner(f),
 		dir:         dir,
-		maxObjects:  maxFetch / objectBytes,
-		maxUnpacked: unpackFactor * maxFetch,
-		maxScratch:  scratchFactor * maxFetch,
+		maxObjects:  b.objects,
+		maxUnpacked: b.unpacked,
+		maxScratch:  b.scratch,
 		buf:         make([]byte, 32<<10),
 	}
 	sum, err := x.index()

@@ -56,8 +56,9 @@ func (s *Syncer) trackingRef() plumbing.ReferenceName {
 // reported (the caller refuses it) but never becomes what later heads are
 // judged against: the branch may be put back, or a signed commit pushed on
 // the anchor. A fetch over Options.MaxFetch, or whose pack would unpack to
-// too much, is refused likewise, and nothing of it stays in Dir. On error
-// the returned Update describes the head, unchanged.
+// too much, is refused likewise, and nothing of it stays in Dir. A fetch
+// that leaves more than 32 packs in Dir merges the small ones (compact). On
+// error the returned Update describes the head, unchanged.
 func (s *Syncer) Poll(ctx context.Context) (u Update, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -117,6 +118,7 @@ func (s *Syncer) poll(ctx context.Context) (Update, error) {
 			return u, fmt.Errorf("fetch %s from %s: %w", s.opts.Branch, shown, err)
 		}
 		u.Fetched = true
+		s.compactAfterFetch(ctx)
 	}
 	if err := repo.Storer.SetReference(plumbing.NewHashReference(s.trackingRef(), remoteHead)); err != nil {
 		return u, fmt.Errorf("update %s: %w", s.trackingRef(), err)
@@ -167,7 +169,8 @@ func (s *Syncer) openRepo() (*git.Repository, error) {
 		return s.repo, nil
 	}
 	dir := s.opts.Dir
-	st := filesystem.NewStorageWithOptions(osfs.New(dir), cache.NewObjectLRU(objectCacheSize), filesystem.Options{
+	objects := cache.NewObjectLRU(objectCacheSize)
+	st := filesystem.NewStorageWithOptions(osfs.New(dir), objects, filesystem.Options{
 		LargeObjectThreshold: largeObject, // a larger blob is read as a stream, not whole
 	})
 	repo, err := git.Open(st, nil)
@@ -204,7 +207,7 @@ func (s *Syncer) openRepo() (*git.Repository, error) {
 	if err := repo.Storer.RemoveReference(s.trackingRef()); err != nil && !errors.Is(err, plumbing.ErrReferenceNotFound) {
 		return nil, fmt.Errorf("open local repository %s: reset %s: %w", dir, s.trackingRef(), err)
 	}
-	s.repo, s.store = repo, st
+	s.repo, s.store, s.objects = repo, st, objects
 	s.setHeads(head, head)
 	return repo, nil
 }
