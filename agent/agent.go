@@ -123,7 +123,12 @@ func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
 	}
 	tlog := &txnLog{}
 	logger = slog.New(tlog.handler(logger.Handler())).With("host", cfg.Host)
-	verify := gitsync.VerifyOptions{OpenPGPKeyring: cfg.Repo.Verify.OpenPGPKeyring, SSHAllowedSigners: cfg.Repo.Verify.SSHAllowedSigners}
+	v := cfg.Repo.Verify
+	verify := gitsync.VerifyOptions{
+		OpenPGPKeyring: v.OpenPGPKeyring, SSHAllowedSigners: v.SSHAllowedSigners,
+		Release: gitsync.ReleaseSigners{OpenPGPKeyring: v.Release.OpenPGPKeyring, SSHAllowedSigners: v.Release.SSHAllowedSigners},
+		Branch:  cfg.Repo.Branch,
+	}
 	git, err := gitsync.New(gitsync.Options{
 		URL:    cfg.Repo.URL,
 		Branch: cfg.Repo.Branch,

@@ -24,7 +24,8 @@ import (
 
 // TestBadInput runs every kind of bad input of issues 7 and 18 through the real agent on one
 // real host: commits that are not signed by a trusted key (and the branch put back
-// after one), a force-pushed branch, an older signed commit after a new clone,
+// after one), a developer's signed commit fast-forwarded onto a branch whose release
+// signers do not list the developer, a force-pushed branch, an older signed commit after a new clone,
 // artifacts that must not be installed, archives that try to leave their release
 // directory, unit names that would take over the host, and repository files built
 // to exhaust or confuse the parser. Each case asserts the exact error the agent
@@ -35,7 +36,7 @@ import (
 func TestBadInput(t *testing.T) {
 	h := newHarness(t)
 	// Every commit is signed by the key the agent trusts, unless a case says otherwise.
-	sign, fingerprint := h.sshSigning(t, "trusted", "stranger")
+	sign, fingerprint := h.sshSigning(t, "trusted", "stranger", "developer")
 
 	// A unit file that exists on the host and is not baton's.
 	foreign := "[Unit]\nDescription=not baton's\n\n[Service]\nExecStart=/bin/sleep infinity\n"
@@ -170,6 +171,54 @@ func TestBadInput(t *testing.T) {
 		{name: "tampered signature", kind: rejected, bad: func(t *testing.T) (string, string) {
 			c := badTamper(t, h, good, evil)
 			return c, fmt.Sprintf("signature: verify %s: bad commit signature: SSH signature by key %s (committer@example.com) does not verify: the commit was changed after signing, or the signature is corrupt", badShort(c), fingerprint["trusted"])
+		}},
+		{name: "a developer's signed commit fast-forwarded onto the branch", kind: rejected, bad: func(t *testing.T) (string, string) {
+			// Issue 18: the developer's key is trusted, and the release signers name
+			// the release key alone. A pusher without a key fast-forwards the branch to
+			// the developer's signed commit of a feature branch: it descends from the
+			// applied commit and its signature verifies, but it is not a release.
+			beforeRewind = h.repo.Head()
+			sign("developer")
+			defer sign("trusted")
+			developer, err := os.ReadFile(h.repo.Git("config", "user.signingkey") + ".pub")
+			if err != nil {
+				t.Fatal(err)
+			}
+			signers := h.host.Path("/etc/baton/allowed_signers")
+			trusted, err := os.ReadFile(signers)
+			if err != nil {
+				t.Fatal(err)
+			}
+			extra := h.extra
+			badRestart(h, func() {
+				badFile(t, signers, string(trusted)+"committer@example.com namespaces=\"git\" "+string(developer))
+				badFile(t, h.host.Path("/etc/baton/release_signers"), string(trusted))
+				h.writeConfig("  verify:\n    sshAllowedSigners: /etc/baton/allowed_signers\n    release: {sshAllowedSigners: /etc/baton/release_signers}\n")
+			})
+			t.Cleanup(func() {
+				// Whatever happened, the rows after this one run without the policy.
+				if h.extra != extra {
+					badRestart(h, func() {
+						badFile(t, signers, string(trusted))
+						h.writeConfig(extra)
+					})
+				}
+			})
+			badClear(h)
+			badWrite(h, evil)
+			h.repo.Git("add", "--all")
+			h.repo.Git("commit", "--quiet", "--allow-empty", "--no-verify", "-m", "feature work 6.6.6, signed by a developer")
+			c := h.repo.Head()
+			h.repo.Git("push", "--quiet", "origin", "HEAD:refs/heads/feature")
+			h.repo.Git("push", "--quiet", "origin", "HEAD:refs/heads/main") // the fast-forward
+			return c, fmt.Sprintf("signature: verify %s: signed by ssh key %s (committer@example.com), which is not a release signer for branch main", badShort(c), fingerprint["developer"])
+		}, after: func(t *testing.T) {
+			h.repo.Rewind(beforeRewind)
+			h.repo.Git("push", "--quiet", "origin", "--delete", "feature")
+			h.waitEvery("the agent to take the branch put back", time.Minute, 300*time.Millisecond, func() bool {
+				st := h.status()
+				return st.Tracked == beforeRewind && st.Fetch.Error == ""
+			})
 		}},
 		{name: "force-pushed branch", kind: refused, bad: func(t *testing.T) (string, string) {
 			// The rewind check is anchored at the last head that verified (issue 18):
@@ -419,6 +468,27 @@ func TestBadInput(t *testing.T) {
 	h.consistent()
 	if got, _ := os.ReadFile(h.host.Path("/etc/systemd/system/foreign.service")); string(got) != foreign {
 		t.Errorf("the foreign unit file was changed")
+	}
+}
+
+// badRestart stops the agent, lets change edit its files, and starts it again.
+func badRestart(h *harness, change func()) {
+	h.t.Helper()
+	h.stopAgent()
+	change()
+	h.startAgent()
+	h.waitFor("the agent to answer", 30*time.Second, func() bool {
+		_, err := h.host.Exec(context.Background(), "/usr/local/bin/baton", "status", "--json")
+		return err == nil
+	})
+}
+
+// badFile writes a file on the host, readable by all and written by its owner only,
+// as a trust anchor must be.
+func badFile(t *testing.T, name, content string) {
+	t.Helper()
+	if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -105,6 +105,16 @@ type AuthConfig struct {
 type VerifyConfig struct {
 	OpenPGPKeyring    string `yaml:"openpgpKeyring"`
 	SSHAllowedSigners string `yaml:"sshAllowedSigners"`
+	// Release narrows which of those keys may sign a commit that is applied.
+	Release ReleaseSignersConfig `yaml:"release"`
+}
+
+// ReleaseSignersConfig names the release keys: of the trusted keys, the ones whose
+// signature gets a commit applied (gitsync.ReleaseSigners). Without them any trusted
+// key's commit that a pusher fast-forwards the branch to is applied.
+type ReleaseSignersConfig struct {
+	OpenPGPKeyring    string `yaml:"openpgpKeyring"`
+	SSHAllowedSigners string `yaml:"sshAllowedSigners"`
 }
 
 // LeaseConfig selects the lease backend. Etcd and Fleetlock are nil unless the file sets
@@ -411,8 +421,28 @@ func (r *RepoConfig) check(k *configCheck) {
 		k.fail("required for ssh:// URLs: the agent logs in with this key (no passphrase)", "repo", "auth", "sshKeyFile")
 	}
 
-	k.file(r.Verify.OpenPGPKeyring, "repo", "verify", "openpgpKeyring")
-	k.file(r.Verify.SSHAllowedSigners, "repo", "verify", "sshAllowedSigners")
+	k.verify(r.Verify)
+}
+
+// verify checks repo.verify: the files are paths, and each release file has the
+// trusted file of its kind, which it narrows.
+func (k *configCheck) verify(v VerifyConfig) {
+	k.file(v.OpenPGPKeyring, "repo", "verify", "openpgpKeyring")
+	k.file(v.SSHAllowedSigners, "repo", "verify", "sshAllowedSigners")
+	for _, f := range []struct{ field, release, trusted string }{
+		{"openpgpKeyring", v.Release.OpenPGPKeyring, v.OpenPGPKeyring},
+		{"sshAllowedSigners", v.Release.SSHAllowedSigners, v.SSHAllowedSigners},
+	} {
+		at := []any{"repo", "verify", "release", f.field}
+		k.file(f.release, at...)
+		switch {
+		case f.release == "":
+		case f.trusted == "":
+			k.fail("set without repo.verify."+f.field+": a release key must also be a trusted key", at...)
+		case filepath.Clean(f.release) == filepath.Clean(f.trusted):
+			k.fail("the file of repo.verify."+f.field+": every trusted key would be a release key; name a file of the release keys alone", at...)
+		}
+	}
 }
 
 var (

@@ -113,6 +113,15 @@ var goodConfigs = map[string]func() Config{
 		c.Listen.Metrics = ":9732"
 		return c
 	},
+	"verify-release.yaml": func() Config {
+		c := defaults("https://git.example.com/ops/fleet.git")
+		c.Repo.Verify = VerifyConfig{
+			SSHAllowedSigners: "/etc/baton/allowed_signers",
+			OpenPGPKeyring:    "/etc/baton/trusted.asc",
+			Release:           ReleaseSignersConfig{SSHAllowedSigners: "/etc/baton/release_signers", OpenPGPKeyring: "/etc/baton/release.asc"},
+		}
+		return c
+	},
 	"http-loopback.yaml": func() Config {
 		c := defaults("http://localhost:3000/ops/fleet.git")
 		c.Repo.Auth.TokenFile = "/etc/baton/token"
@@ -216,6 +225,16 @@ var badConfigs = []struct {
 		`agent.yaml:9: paths.state: "var/lib/baton" is not an absolute path`,
 		`agent.yaml:10: paths.units: must not be "/"`,
 		`agent.yaml:13: webhooks[0].secretFile: "webhook.secret" is not an absolute path`,
+	}},
+	{"verify-release-bad.yaml", []string{
+		`agent.yaml:7: repo.verify.release.sshAllowedSigners: "/etc/baton/./allowed_signers" is not a clean path; write "/etc/baton/allowed_signers"`,
+		`agent.yaml:7: repo.verify.release.sshAllowedSigners: the file of repo.verify.sshAllowedSigners: every trusted key would be a release key; name a file of the release keys alone`,
+		`agent.yaml:8: repo.verify.release.openpgpKeyring: set without repo.verify.openpgpKeyring: a release key must also be a trusted key`,
+	}},
+	{"verify-release-paths.yaml", []string{
+		`agent.yaml:8: repo.verify.release.sshAllowedSigners: "release_signers" is not an absolute path`,
+		`agent.yaml:9: repo.verify.release.openpgpKeyring: "/etc/baton/release.asc/" is not a clean path; write "/etc/baton/release.asc"`,
+		`agent.yaml:10: unknown field "releaseSigners"; known fields: openpgpKeyring, sshAllowedSigners`,
 	}},
 	{"poll-too-short.yaml", []string{
 		`agent.yaml:3: repo.poll: 500ms is below the minimum of 1s`,
@@ -622,4 +641,48 @@ func asJSON(v any) string {
 func jsonString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// TestReleaseSignersAreTrustAnchors: the release keys are checked at start and on
+// reload as the trusted keys are: a file others can write, or a missing one, is
+// refused with its field.
+func TestReleaseSignersAreTrustAnchors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("ssh-ed25519 AAAA"), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	signers, keyring := write("allowed_signers", 0o644), write("trusted.asc", 0o644)
+	release := func(ssh, pgp string) *Config {
+		return &Config{Repo: RepoConfig{Verify: VerifyConfig{SSHAllowedSigners: signers, OpenPGPKeyring: keyring,
+			Release: ReleaseSignersConfig{SSHAllowedSigners: ssh, OpenPGPKeyring: pgp}}}}
+	}
+	missing := filepath.Join(dir, "missing")
+	for _, tt := range []struct {
+		name string
+		cfg  *Config
+		want string
+	}{
+		{"readable by all", release(write("release_signers", 0o644), write("release.asc", 0o444)), ""},
+		{"group-writable release signers", release(write("release_signers-g", 0o664), ""),
+			"repo.verify.release.sshAllowedSigners: " + filepath.Join(dir, "release_signers-g") + " can be written by users other than its owner (mode 0664); run chmod go-w " + filepath.Join(dir, "release_signers-g")},
+		{"world-writable release keyring", release("", write("release-o.asc", 0o646)),
+			"repo.verify.release.openpgpKeyring: " + filepath.Join(dir, "release-o.asc") + " can be written by users other than its owner (mode 0646); run chmod go-w " + filepath.Join(dir, "release-o.asc")},
+		{"missing", release(missing, ""), "repo.verify.release.sshAllowedSigners: stat " + missing + ": no such file or directory"},
+		{"a directory", release("", dir), "repo.verify.release.openpgpKeyring: " + dir + " is not a regular file"},
+	} {
+		err := checkSecrets(tt.cfg)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: %v", tt.name, err)
+		case tt.want != "" && (err == nil || err.Error() != tt.want):
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
+		}
+	}
 }

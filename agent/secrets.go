@@ -43,6 +43,8 @@ func (cfg *Config) hostFiles() []hostFile {
 	add(secretFile, "repo.auth.tokenFile", a.TokenFile)
 	add(anchorFile, "repo.verify.openpgpKeyring", cfg.Repo.Verify.OpenPGPKeyring)
 	add(anchorFile, "repo.verify.sshAllowedSigners", cfg.Repo.Verify.SSHAllowedSigners)
+	add(anchorFile, "repo.verify.release.openpgpKeyring", cfg.Repo.Verify.Release.OpenPGPKeyring)
+	add(anchorFile, "repo.verify.release.sshAllowedSigners", cfg.Repo.Verify.Release.SSHAllowedSigners)
 	if e := cfg.Lease.Etcd; e != nil {
 		add(anchorFile, "lease.etcd.tls.caFile", e.TLS.CAFile)
 		add(secretFile, "lease.etcd.tls.keyFile", e.TLS.KeyFile)

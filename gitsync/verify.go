@@ -2,7 +2,6 @@ package gitsync
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -40,7 +39,7 @@ const (
 )
 
 // VerifyOptions name the keys that commit signatures are checked against
-// (repo.verify in agent.yaml). Verification is on when either file is set.
+// (repo.verify in agent.yaml). Verification is on when any file is set.
 type VerifyOptions struct {
 	// OpenPGPKeyring is an armored file of trusted public keys, as written by
 	// gpg --export --armor; several armored blocks may follow one another.
@@ -50,14 +49,22 @@ type VerifyOptions struct {
 	// SIGNERS): "principals [options] keytype base64-key [comment]" per line.
 	// A key signs only commits whose committer email matches its principals.
 	SSHAllowedSigners string
+	// Release, when set, narrows which of the keys above may sign a commit
+	// that is applied: see ReleaseSigners.
+	Release ReleaseSigners
+	// Branch is the branch whose heads are verified, named when a key is not
+	// a release signer; Syncer.Verify fills it in from Options.Branch.
+	Branch string
 	// Now is the clock against which key validity (valid-after,
 	// valid-before, OpenPGP expiry and revocation) is judged; time.Now when nil.
 	Now func() time.Time
 }
 
-// Enabled reports whether any trusted keys are configured.
+// Enabled reports whether any keys are configured. Release signers alone
+// count, so that no caller takes them for "no verification": NewVerifier
+// refuses them without the trusted keys they must be among.
 func (o VerifyOptions) Enabled() bool {
-	return o.OpenPGPKeyring != "" || o.SSHAllowedSigners != ""
+	return o.OpenPGPKeyring != "" || o.SSHAllowedSigners != "" || o.Release.Enabled()
 }
 
 var (
@@ -68,6 +75,10 @@ var (
 	// namespace or date), or does not match the commit. The error says which
 	// key (fingerprint) and principal, and why.
 	ErrBadSignature = errors.New("bad commit signature")
+	// ErrNotReleaseSigner is wrapped in the error for a commit whose
+	// signature verifies against the trusted keys but whose key is not a
+	// release signer (VerifyOptions.Release): signed, but not released.
+	ErrNotReleaseSigner = errors.New("not a release signer")
 	// ErrNotConfigured is returned by NewVerifier, VerifyDir and
 	// Syncer.Verify when VerifyOptions name no keys: callers that do not
 	// require signatures check for it with errors.Is; those that forget
@@ -102,9 +113,10 @@ type Verifier struct {
 	mu      sync.Mutex // guards the keys and their use: go-crypto's entities are not documented as safe to share
 	openpgp openpgp.EntityList
 	ssh     []allowedSigner
+	release releaseKeys // of ReleaseSigners; zero when not set
 }
 
-// NewVerifier reads the trusted keys named by o. A bad entry is refused
+// NewVerifier reads the trusted keys named by o, and its release keys. A bad entry is refused
 // with file:line: message (every bad line of an allowed_signers file is
 // listed); no keys at all is ErrNotConfigured.
 func NewVerifier(o VerifyOptions) (*Verifier, error) {
@@ -121,6 +133,9 @@ func (v *Verifier) Reload() error {
 	o := v.opts
 	if !o.Enabled() {
 		return ErrNotConfigured
+	}
+	if err := o.Release.check(o); err != nil {
+		return err
 	}
 	var ring openpgp.EntityList
 	var signers []allowedSigner
@@ -142,8 +157,12 @@ func (v *Verifier) Reload() error {
 			return err
 		}
 	}
+	release, err := o.Release.load()
+	if err != nil {
+		return err
+	}
 	v.mu.Lock()
-	v.openpgp, v.ssh = ring, signers
+	v.openpgp, v.ssh, v.release = ring, signers, release
 	v.mu.Unlock()
 	return nil
 }
@@ -161,28 +180,42 @@ func (v *Verifier) now() time.Time {
 // SSH signature (SSHSIG, namespace "git") must be made by a key of
 // allowed_signers listed for a principal matching the committer's email,
 // for namespace git, and valid both at the committer date (as git checks
-// it) and now (so that a retired key cannot sign a backdated commit).
-// Errors wrap ErrUnsigned or ErrBadSignature.
+// it) and now (so that a retired key cannot sign a backdated commit). With
+// VerifyOptions.Release the key must besides be a release signer, by the
+// same rules against the release keys. Errors wrap ErrUnsigned,
+// ErrBadSignature or ErrNotReleaseSigner.
 func (v *Verifier) VerifyCommit(c *object.Commit) (Signer, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	signer, err := v.verifyTrusted(c)
+	if err != nil || !v.opts.Release.Enabled() {
+		return signer, err
+	}
+	if err := v.checkRelease(c, signer); err != nil {
+		return Signer{}, err
+	}
+	return signer, nil
+}
+
+// verifyTrusted checks the signature of c against the trusted keys. v.mu is held.
+func (v *Verifier) verifyTrusted(c *object.Commit) (Signer, error) {
 	sig := c.PGPSignature
 	if sig == "" {
 		return Signer{}, ErrUnsigned
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
 	switch {
 	case strings.HasPrefix(sig, sshSignatureBegin):
 		if v.opts.SSHAllowedSigners == "" {
-			return Signer{}, fmt.Errorf("%w: the commit has an SSH signature and no SSH allowed signers are configured", ErrBadSignature)
+			return Signer{}, badSig("the commit has an SSH signature and no SSH allowed signers are configured")
 		}
 		return verifySSH(c, v.ssh, v.now())
 	case strings.HasPrefix(sig, openpgpSignatureBegin):
 		if v.opts.OpenPGPKeyring == "" {
-			return Signer{}, fmt.Errorf("%w: the commit has an OpenPGP signature and no OpenPGP keyring is configured", ErrBadSignature)
+			return Signer{}, badSig("the commit has an OpenPGP signature and no OpenPGP keyring is configured")
 		}
-		return verifyOpenPGP(c, v.openpgp, v.now())
+		return verifyOpenPGP(c, v.openpgp, "the trusted keyring", v.now())
 	default:
-		return Signer{}, fmt.Errorf("%w: unsupported signature format (want OpenPGP or SSH)", ErrBadSignature)
+		return Signer{}, badSig("unsupported signature format (want OpenPGP or SSH)")
 	}
 }
 
@@ -220,7 +253,11 @@ func (s *Syncer) Verify(commit string) (Signer, error) {
 	if err != nil {
 		return Signer{}, err
 	}
-	return verifyCommit(repo.Storer, s.opts.Verify, h)
+	o := s.opts.Verify
+	if o.Branch == "" {
+		o.Branch = s.opts.Branch
+	}
+	return verifyCommit(repo.Storer, o, h)
 }
 
 // verifyCommit reads the keys of o and checks the signature of commit h of st.
@@ -272,11 +309,11 @@ func VerifyDir(dir string, o VerifyOptions) (string, Signer, error) {
 
 // verifyOpenPGP checks an armored OpenPGP signature with go-crypto, as
 // go-git's Commit.Verify does, but against a keyring parsed once and with
-// the Verifier's clock.
-func verifyOpenPGP(c *object.Commit, ring openpgp.EntityList, now time.Time) (Signer, error) {
+// the Verifier's clock. set names ring in errors.
+func verifyOpenPGP(c *object.Commit, ring openpgp.EntityList, set string, now time.Time) (Signer, error) {
 	body, issuer, err := parseOpenPGPSignature(c.PGPSignature)
 	if err != nil {
-		return Signer{}, fmt.Errorf("%w: malformed OpenPGP signature: %v", ErrBadSignature, err)
+		return Signer{}, badSig("malformed OpenPGP signature: %v", err)
 	}
 	payload, err := signedPayload(c)
 	if err != nil {
@@ -286,15 +323,15 @@ func verifyOpenPGP(c *object.Commit, ring openpgp.EntityList, now time.Time) (Si
 	entity, err := openpgp.CheckDetachedSignature(ring, bytes.NewReader(payload), bytes.NewReader(body), cfg)
 	switch {
 	case errors.Is(err, pgperrors.ErrUnknownIssuer):
-		return Signer{}, fmt.Errorf("%w: OpenPGP key %s is not in the trusted keyring", ErrBadSignature, issuer)
+		return Signer{}, &badSignature{reason: fmt.Sprintf("OpenPGP key %s is not in %s", issuer, set), unlisted: true}
 	case errors.Is(err, pgperrors.ErrKeyExpired):
-		return Signer{}, fmt.Errorf("%w: OpenPGP key %s has expired", ErrBadSignature, issuer)
+		return Signer{}, badSig("OpenPGP key %s has expired", issuer)
 	case errors.Is(err, pgperrors.ErrKeyRevoked):
-		return Signer{}, fmt.Errorf("%w: OpenPGP key %s is revoked", ErrBadSignature, issuer)
+		return Signer{}, badSig("OpenPGP key %s is revoked", issuer)
 	case errors.Is(err, pgperrors.ErrSignatureExpired):
-		return Signer{}, fmt.Errorf("%w: OpenPGP signature by key %s has expired", ErrBadSignature, issuer)
+		return Signer{}, badSig("OpenPGP signature by key %s has expired", issuer)
 	case err != nil:
-		return Signer{}, fmt.Errorf("%w: OpenPGP signature by key %s does not verify (the commit was changed after signing, or the signature is corrupt): %v", ErrBadSignature, issuer, err)
+		return Signer{}, badSig("OpenPGP signature by key %s does not verify (the commit was changed after signing, or the signature is corrupt): %v", issuer, err)
 	}
 	s := Signer{Kind: KindOpenPGP, Fingerprint: fmt.Sprintf("%X", entity.PrimaryKey.Fingerprint)}
 	if id := entity.PrimaryIdentity(); id != nil {
@@ -378,22 +415,54 @@ func parseOpenPGPKeyring(name string, data []byte) (openpgp.EntityList, error) {
 
 // verifySSH checks an armored SSHSIG signature against allowed signers.
 func verifySSH(c *object.Commit, signers []allowedSigner, now time.Time) (Signer, error) {
+	sig, err := commitSSHSignature(c)
+	if err != nil {
+		return Signer{}, err
+	}
+	principal := c.Committer.Email
+	match, err := findSSHSigner(signers, "the allowed signers", sig.PublicKey, principal, c.Committer.When, now)
+	if err != nil {
+		return Signer{}, err
+	}
+	payload, err := signedPayload(c)
+	if err != nil {
+		return Signer{}, err
+	}
+	fp := ssh.FingerprintSHA256(sig.PublicKey)
+	if err := sshsig.Verify(bytes.NewReader(payload), sig, match.key, sig.HashAlgorithm, sshNamespace); err != nil {
+		return Signer{}, badSig("SSH signature by key %s (%s) does not verify: the commit was changed after signing, or the signature is corrupt", fp, principal)
+	}
+	return Signer{Kind: KindSSH, Identity: principal, Fingerprint: fp}, nil
+}
+
+// commitSSHSignature parses the SSH signature of c and checks what does not
+// depend on the allowed signers: its namespace, and that the commit has a
+// committer email to match principals against.
+func commitSSHSignature(c *object.Commit) (*sshsig.Signature, error) {
 	sig, err := parseSSHSignature(c.PGPSignature)
 	if err != nil {
-		return Signer{}, fmt.Errorf("%w: malformed SSH signature: %v", ErrBadSignature, err)
+		return nil, badSig("malformed SSH signature: %v", err)
 	}
 	fp := ssh.FingerprintSHA256(sig.PublicKey)
 	if sig.Namespace != sshNamespace {
-		return Signer{}, fmt.Errorf("%w: SSH signature by key %s is for namespace %q, not %q", ErrBadSignature, fp, sig.Namespace, sshNamespace)
+		return nil, badSig("SSH signature by key %s is for namespace %q, not %q", fp, sig.Namespace, sshNamespace)
 	}
-	principal := c.Committer.Email
-	if principal == "" {
-		return Signer{}, fmt.Errorf("%w: SSH signature by key %s: the commit has no committer email to match a principal", ErrBadSignature, fp)
+	if c.Committer.Email == "" {
+		return nil, badSig("SSH signature by key %s: the commit has no committer email to match a principal", fp)
 	}
-	keyBytes := sig.PublicKey.Marshal()
+	return sig, nil
+}
+
+// findSSHSigner returns the first entry of signers (named set in errors)
+// that allows key to sign for principal in namespace git, for a commit
+// dated at, checked at now. Its error is a *badSignature, unlisted when no
+// entry has the key; otherwise it says why the first entry with the key
+// and a matching principal refused it.
+func findSSHSigner(signers []allowedSigner, set string, key ssh.PublicKey, principal string, at, now time.Time) (*allowedSigner, error) {
+	fp := ssh.FingerprintSHA256(key)
+	keyBytes := key.Marshal()
 	listed := false
 	reason := ""
-	var match *allowedSigner
 	for i := range signers {
 		e := &signers[i]
 		if !bytes.Equal(e.key.Marshal(), keyBytes) {
@@ -403,31 +472,21 @@ func verifySSH(c *object.Commit, signers []allowedSigner, now time.Time) (Signer
 		if !matchPatternList(principal, e.principals) {
 			continue
 		}
-		if r := e.refuses(sshNamespace, c.Committer.When, now); r != "" {
+		if r := e.refuses(sshNamespace, at, now); r != "" {
 			if reason == "" {
 				reason = fmt.Sprintf("SSH key %s (%s) %s", fp, e.where, r)
 			}
 			continue
 		}
-		match = e
-		break
+		return e, nil
 	}
 	switch {
 	case !listed:
-		return Signer{}, fmt.Errorf("%w: SSH key %s is not in the allowed signers", ErrBadSignature, fp)
-	case match == nil && reason == "":
-		return Signer{}, fmt.Errorf("%w: SSH key %s is not allowed to sign for committer %s", ErrBadSignature, fp, principal)
-	case match == nil:
-		return Signer{}, fmt.Errorf("%w: %s", ErrBadSignature, reason)
+		return nil, &badSignature{reason: fmt.Sprintf("SSH key %s is not in %s", fp, set), unlisted: true}
+	case reason == "":
+		return nil, badSig("SSH key %s is not allowed to sign for committer %s", fp, principal)
 	}
-	payload, err := signedPayload(c)
-	if err != nil {
-		return Signer{}, err
-	}
-	if err := sshsig.Verify(bytes.NewReader(payload), sig, match.key, sig.HashAlgorithm, sshNamespace); err != nil {
-		return Signer{}, fmt.Errorf("%w: SSH signature by key %s (%s) does not verify: the commit was changed after signing, or the signature is corrupt", ErrBadSignature, fp, principal)
-	}
-	return Signer{Kind: KindSSH, Identity: principal, Fingerprint: fp}, nil
+	return nil, badSig("%s", reason)
 }
 
 // parseSSHSignature decodes an armored SSHSIG blob (PROTOCOL.sshsig) as git
@@ -456,315 +515,4 @@ func parseSSHSignature(armored string) (*sshsig.Signature, error) {
 		return nil, errors.New("signed with an SSH certificate, which is not supported")
 	}
 	return sig, nil
-}
-
-// allowedSigner is one entry of an allowed_signers file.
-type allowedSigner struct {
-	where       string // file:line, for messages
-	principals  string // pattern-list matched against the committer email
-	namespaces  string // pattern-list; "" allows every namespace
-	validAfter  time.Time
-	validBefore time.Time // zero: no bound
-	key         ssh.PublicKey
-}
-
-// refuses says why e does not allow a signature in namespace for a commit
-// dated at, checked at now; "" when it allows it.
-func (e *allowedSigner) refuses(namespace string, at, now time.Time) string {
-	const layout = time.RFC3339
-	switch {
-	case e.namespaces != "" && !matchPatternList(namespace, e.namespaces):
-		return fmt.Sprintf("is not allowed for namespace %q", namespace)
-	case !e.validAfter.IsZero() && at.Before(e.validAfter):
-		return fmt.Sprintf("is valid only from %s, and the commit is dated %s", e.validAfter.UTC().Format(layout), at.UTC().Format(layout))
-	case !e.validAfter.IsZero() && now.Before(e.validAfter):
-		return fmt.Sprintf("is valid only from %s", e.validAfter.UTC().Format(layout))
-	case !e.validBefore.IsZero() && !at.Before(e.validBefore):
-		return fmt.Sprintf("expired at %s, before the commit's date %s", e.validBefore.UTC().Format(layout), at.UTC().Format(layout))
-	case !e.validBefore.IsZero() && !now.Before(e.validBefore):
-		return fmt.Sprintf("expired at %s", e.validBefore.UTC().Format(layout))
-	}
-	return ""
-}
-
-// parseAllowedSigners parses an allowed_signers file (ssh-keygen(1), ALLOWED
-// SIGNERS) as OpenSSH does: blank lines and # comments skipped; options
-// namespaces, valid-after and valid-before (quoted values); time stamps
-// without Z or UTC are in loc. cert-authority is refused: certificates are
-// not supported. Every bad line is reported, as name:line: message.
-func parseAllowedSigners(name string, data []byte, loc *time.Location) ([]allowedSigner, error) {
-	var signers []allowedSigner
-	var errs []error
-	for i, line := range strings.Split(string(data), "\n") {
-		where := fmt.Sprintf("%s:%d", name, i+1)
-		e, err := parseAllowedSigner(line, loc)
-		switch {
-		case err != nil:
-			errs = append(errs, fmt.Errorf("%s: %v", where, err))
-		case e != nil:
-			e.where = where
-			signers = append(signers, *e)
-		}
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	if len(signers) == 0 {
-		return nil, fmt.Errorf("%s: no allowed signers in the file", name)
-	}
-	return signers, nil
-}
-
-// parseAllowedSigner parses one line; nil for a blank line or a comment.
-func parseAllowedSigner(line string, loc *time.Location) (*allowedSigner, error) {
-	rest := strings.Trim(line, " \t\r")
-	if rest == "" || rest[0] == '#' {
-		return nil, nil
-	}
-	principals, rest, err := nextField(rest)
-	if err != nil {
-		return nil, err
-	}
-	if q, ok := strings.CutPrefix(principals, `"`); ok {
-		principals, ok = strings.CutSuffix(q, `"`)
-		if !ok || strings.Contains(principals, `"`) {
-			return nil, errors.New("bad quoting in principals")
-		}
-	}
-	if principals == "" {
-		return nil, errors.New("empty principals")
-	}
-	e := &allowedSigner{principals: principals}
-	field, rest, err := nextField(rest)
-	if err != nil {
-		return nil, err
-	}
-	if field != "" && !isKeyType(field) {
-		if err := e.parseOptions(field, loc); err != nil {
-			return nil, err
-		}
-		if field, rest, err = nextField(rest); err != nil {
-			return nil, err
-		}
-	}
-	if field == "" {
-		return nil, errors.New("missing key")
-	}
-	if !isKeyType(field) {
-		return nil, fmt.Errorf("unknown key type %q", field)
-	}
-	if field == "ssh-dss" {
-		return nil, errors.New("ssh-dss (DSA) keys are not supported")
-	}
-	if strings.Contains(field, "-cert-") {
-		return nil, fmt.Errorf("key type %s: certificates are not supported, list the signing keys", field)
-	}
-	b64, _, err := nextField(rest) // what follows is a comment
-	if err != nil {
-		return nil, err
-	}
-	if b64 == "" {
-		return nil, fmt.Errorf("missing key data after %s", field)
-	}
-	blob, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil {
-		return nil, fmt.Errorf("%s key data is not base64", field)
-	}
-	if e.key, err = ssh.ParsePublicKey(blob); err != nil {
-		return nil, fmt.Errorf("bad %s key: %v", field, err)
-	}
-	if t := e.key.Type(); t != field {
-		return nil, fmt.Errorf("key data is a %s key, not %s", t, field)
-	}
-	return e, nil
-}
-
-// nextField splits off the first field of s, up to a space or tab outside
-// double quotes, and returns the rest with its leading white space trimmed.
-func nextField(s string) (field, rest string, err error) {
-	quoted := false
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"':
-			quoted = !quoted
-		case c == '\\' && quoted && i+1 < len(s) && s[i+1] == '"':
-			i++
-		case (c == ' ' || c == '\t') && !quoted:
-			return s[:i], strings.TrimLeft(s[i:], " \t"), nil
-		}
-	}
-	if quoted {
-		return "", "", errors.New("missing end quote")
-	}
-	return s, "", nil
-}
-
-// parseOptions parses the comma-separated options of an entry.
-func (e *allowedSigner) parseOptions(opts string, loc *time.Location) error {
-	seen := map[string]bool{}
-	for {
-		i := strings.IndexAny(opts, "=,")
-		name := opts
-		if i >= 0 {
-			name = opts[:i]
-		}
-		key := strings.ToLower(name)
-		switch key {
-		case "cert-authority":
-			return errors.New("cert-authority is not supported: list the signing keys themselves")
-		case "namespaces", "valid-after", "valid-before":
-		default:
-			if i < 0 || opts[i] != '=' {
-				return fmt.Errorf("unknown option or key type %q", name)
-			}
-			return fmt.Errorf("unsupported option %q", name)
-		}
-		if seen[key] {
-			return fmt.Errorf("option %s given twice", key)
-		}
-		seen[key] = true
-		if i < 0 || opts[i] != '=' {
-			return fmt.Errorf("option %s needs a value: %s=\"...\"", key, key)
-		}
-		value, after, err := dequote(opts[i+1:])
-		if err != nil {
-			return fmt.Errorf("option %s: %v", key, err)
-		}
-		switch key {
-		case "namespaces":
-			if value == "" {
-				return errors.New("option namespaces is empty")
-			}
-			e.namespaces = value
-		case "valid-after":
-			if e.validAfter, err = parseSSHTime(value, loc); err != nil {
-				return fmt.Errorf("option valid-after: %v", err)
-			}
-		case "valid-before":
-			if e.validBefore, err = parseSSHTime(value, loc); err != nil {
-				return fmt.Errorf("option valid-before: %v", err)
-			}
-		}
-		if after == "" {
-			break
-		}
-		if after[0] != ',' {
-			return fmt.Errorf("option %s: unexpected %q after the value", key, after)
-		}
-		if opts = after[1:]; opts == "" {
-			return errors.New("unexpected end of options after ','")
-		}
-	}
-	if !e.validAfter.IsZero() && !e.validBefore.IsZero() && !e.validBefore.After(e.validAfter) {
-		return errors.New("valid-before is not after valid-after")
-	}
-	return nil
-}
-
-// dequote reads a double-quoted value at the start of s, in which \" stands
-// for a quote, and returns it and what follows the closing quote.
-func dequote(s string) (value, rest string, err error) {
-	if !strings.HasPrefix(s, `"`) {
-		return "", "", errors.New("the value must be in double quotes")
-	}
-	var b strings.Builder
-	for i := 1; i < len(s); i++ {
-		switch {
-		case s[i] == '\\' && i+1 < len(s) && s[i+1] == '"':
-			b.WriteByte('"')
-			i++
-		case s[i] == '"':
-			return b.String(), s[i+1:], nil
-		default:
-			b.WriteByte(s[i])
-		}
-	}
-	return "", "", errors.New("missing end quote")
-}
-
-// parseSSHTime parses an allowed_signers time stamp: YYYYMMDD,
-// YYYYMMDDHHMM or YYYYMMDDHHMMSS, in UTC when followed by Z or UTC and in
-// loc otherwise.
-func parseSSHTime(s string, loc *time.Location) (time.Time, error) {
-	digits := s
-	if d, ok := strings.CutSuffix(s, "Z"); ok {
-		digits, loc = d, time.UTC
-	} else if len(s) > 3 && strings.EqualFold(s[len(s)-3:], "UTC") {
-		digits, loc = s[:len(s)-3], time.UTC
-	} else if d, ok := strings.CutSuffix(s, "z"); ok {
-		digits, loc = d, time.UTC
-	}
-	layout := ""
-	switch len(digits) {
-	case 8:
-		layout = "20060102"
-	case 12:
-		layout = "200601021504"
-	case 14:
-		layout = "20060102150405"
-	}
-	if layout == "" || strings.Trim(digits, "0123456789") != "" {
-		return time.Time{}, fmt.Errorf("bad time %q: want YYYYMMDD[HHMM[SS]][Z]", s)
-	}
-	t, err := time.ParseInLocation(layout, digits, loc)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("bad time %q: want YYYYMMDD[HHMM[SS]][Z]", s)
-	}
-	return t, nil
-}
-
-// isKeyType reports whether s names an SSH public key type (certificate
-// types included, for a clear refusal).
-func isKeyType(s string) bool {
-	switch s {
-	case ssh.KeyAlgoRSA, "ssh-dss", ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
-		ssh.KeyAlgoED25519, ssh.KeyAlgoSKECDSA256, ssh.KeyAlgoSKED25519,
-		ssh.CertAlgoRSAv01, "ssh-dss-cert-v01@openssh.com", ssh.CertAlgoECDSA256v01, ssh.CertAlgoECDSA384v01,
-		ssh.CertAlgoECDSA521v01, ssh.CertAlgoED25519v01, ssh.CertAlgoSKECDSA256v01, ssh.CertAlgoSKED25519v01:
-		return true
-	}
-	return false
-}
-
-// matchPatternList reports whether s matches the comma-separated pattern
-// list (ssh_config(5), PATTERNS): some pattern matches it and no negated
-// one (!pattern) does. Patterns use * and ?; matching is case-sensitive.
-func matchPatternList(s, list string) bool {
-	matched := false
-	for _, p := range strings.Split(list, ",") {
-		p, negated := strings.CutPrefix(p, "!")
-		if matchPattern(s, p) {
-			if negated {
-				return false
-			}
-			matched = true
-		}
-	}
-	return matched
-}
-
-// matchPattern matches s against a glob of * (any bytes) and ? (one byte),
-// in time O(len(s)*len(p)) at worst.
-func matchPattern(s, p string) bool {
-	si, pi := 0, 0
-	star, mark := -1, 0 // last * seen in p, and where in s it started matching
-	for si < len(s) {
-		switch {
-		case pi < len(p) && p[pi] == '*':
-			star, mark = pi, si
-			pi++
-		case pi < len(p) && (p[pi] == '?' || p[pi] == s[si]):
-			si++
-			pi++
-		case star >= 0:
-			mark++
-			si, pi = mark, star+1
-		default:
-			return false
-		}
-	}
-	for pi < len(p) && p[pi] == '*' {
-		pi++
-	}
-	return pi == len(p)
 }
