@@ -179,12 +179,31 @@ func TestHostKilledHoldingTheLease(t *testing.T) {
 	})
 	victim.host.Kill()
 	killed := time.Now()
+	other := hosts[0]
+	if other == victim {
+		other = hosts[1]
+	}
+	t.Logf("baton fleet after %s was powered off:\n%s", victim.host.Name, other.host.MustExec(t, "/usr/local/bin/baton", "fleet", "--json"))
 	for _, h := range hosts {
 		if h != victim {
 			h.settled(c2)
 		}
 	}
 	t.Logf("the rest committed %v after %s was powered off holding the slot", time.Since(killed).Round(100*time.Millisecond), victim.host.Name)
+	waited := false
+	for _, h := range hosts {
+		if h != victim && strings.Contains(h.journal(), "for "+victim.host.Name+": switched to "+short(c2)+" and silent since") {
+			waited = true
+		}
+	}
+	if !waited {
+		for _, h := range hosts {
+			if h != victim {
+				t.Logf("%s:\n%s", h.host.Name, h.journal())
+			}
+		}
+		t.Errorf("no host waited for the verdict of %s, silent since its switch", victim.host.Name)
+	}
 	sent, failed := l.Finish()
 	t.Logf("%d requests through HAProxy, %d failed", sent, failed)
 	if failed != 0 {

@@ -269,3 +269,37 @@ func TestHeartbeat(t *testing.T) {
 		t.Errorf("a second heartbeat within %v wrote: %v -> %v", heartbeatEvery, before, after)
 	}
 }
+
+// A host that recorded its switch and lost its slot holds the next holder's gate.
+func TestGateWaitsForAHostSilentSinceItsSwitch(t *testing.T) {
+	c := testetcd.Start(t)
+	cli := c.Client(t)
+	ctx := t.Context()
+	const from, to = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	g := &spec.Group{Name: "web"}
+	g.Rollout.HealthyDeadline = yamldoc.Duration(30 * time.Second)
+	silent, next := fleetAgent(t, cli, "h2"), fleetAgent(t, cli, "h1")
+	txn := func(host string) *rollback.Txn {
+		return &rollback.Txn{ID: host, Host: host, Group: "web", From: from, To: to}
+	}
+	if err := silent.lease.Acquire(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if err := silent.mayswitch(ctx, txn("h2")); err != nil {
+		t.Fatal(err)
+	}
+	// h2 dies: its slot goes (here at once), h1 takes the slot.
+	if err := lease.ReleaseHost(ctx, cli, lease.DefaultEtcdPrefix, "web", "h2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := next.lease.Acquire(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	v, err := next.gate(ctx, g, txn("h1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.OK || !strings.Contains(v.Why, "for h2: switched to bbbbbbb and silent since") {
+		t.Fatalf("gate of the next holder = %+v, want a wait for h2", v)
+	}
+}

@@ -323,6 +323,12 @@ func (h *Host) Path(p string) string { return filepath.Join(h.Root, p) }
 // Kill stops the host at once, as a power cut would (SIGKILL to the container).
 func (h *Host) Kill() {
 	if h.nspawn != nil && h.nspawn.Process != nil {
+		// The host's init first: SIGKILL to systemd-nspawn alone leaves the container
+		// running, orphaned, and the end of its PID namespace's init ends every process
+		// in it at once, as a power cut would.
+		if h.Leader != 0 {
+			_ = syscall.Kill(h.Leader, syscall.SIGKILL)
+		}
 		_ = h.nspawn.Process.Signal(syscall.SIGKILL)
 		<-h.exited
 	}
