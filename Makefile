@@ -90,3 +90,11 @@ demo-live: demo
 
 bench-rollout: ## (root) rollout time vs its floor, failed requests, revert time, on 3 and 5 hosts and without drain
 	$(GO) test -run '^$$' -bench BenchmarkRollout -benchtime 1x -timeout 30m ./internal/testfleet/
+
+# Faults on the fleet test bed (internal/chaos). CI runs the scenario suite (TestFaults)
+# with the other tests; the random run is for people, replayed with its seed.
+.PHONY: chaos
+DURATION ?= 10m
+SEED     ?= 0
+chaos: ## (root) rollouts of good and bad releases for DURATION (default 10m) under random faults (SEED= replays); prints transactions, faults, violations
+	$(GO) test -count=1 -run '^TestChaos$$' -v -timeout 3h ./internal/chaos/ -chaos.duration=$(DURATION) -chaos.seed=$(SEED)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,8 +17,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 
 	"github.com/baton-fleet/baton/drain"
 	"github.com/baton-fleet/baton/fleet"
@@ -47,7 +44,8 @@ const (
     successes: 2
     failures: 3
 `
-	// AgentUnit is the transient unit the agent runs as in every host.
+	// AgentUnit is the transient unit the agent runs as in every host; started again
+	// by the test (Host.StartAgent), it runs as AgentUnit-2, -3, ...
 	AgentUnit = "baton-agent"
 
 	stateDir    = "/var/lib/baton"
@@ -67,6 +65,19 @@ type Options struct {
 	ServiceFlags string
 	Baton        string    // a prebuilt baton binary; "" builds ./cmd/baton
 	Log          io.Writer // progress lines; nil discards them
+
+	// EtcdMembers is the size of the etcd cluster on the gateway; default 1.
+	EtcdMembers int
+	// Watchdog runs each agent as the package does (Type=notify, WatchdogSec=Watchdog,
+	// Restart=on-failure) instead of as a plain service; 0 keeps the plain service.
+	Watchdog time.Duration
+	// DrainGate drains with an exec hook that waits while the host's drain gate is
+	// closed (Host.CloseDrainGate), up to a minute, instead of with HAProxy.
+	DrainGate bool
+	// FleetLock is the address (host:port on this machine) of a FleetLock server that
+	// the agents take their slot from instead of etcd's lease; the fleet relays to it
+	// from the bridge. Its group is Group. etcd still runs, unused by the lease.
+	FleetLock string
 }
 
 // Fleet is a running fleet. Close (or the test's cleanup) stops everything it started.
@@ -75,8 +86,9 @@ type Fleet struct {
 	LB       *testhaproxy.HAProxy
 	Releases *Releases
 	Repo     *testgit.Repo
-	Etcd     *clientv3.Client
-	Gateway  string // the machine's address on the hosts' bridge
+	Etcd     *clientv3.Client // a client of every member
+	Cluster  *EtcdCluster     // the etcd members, each stoppable
+	Gateway  string           // the machine's address on the hosts' bridge
 
 	tb     testing.TB
 	prog   *programTB // nil under a test
@@ -84,8 +96,19 @@ type Fleet struct {
 	builds *builds
 	log    io.Writer
 
+	fleetLock string // the FleetLock URL the hosts reach, "" for etcd's lease
+
 	mu      sync.Mutex
 	current Release // the last release pushed
+}
+
+// leaseConfig is the lease: section of every agent's configuration.
+func (f *Fleet) leaseConfig() string {
+	if f.fleetLock != "" {
+		return "lease:\n  backend: fleetlock\n  fleetlock: {url: \"" + f.fleetLock + "\", group: " + Group + "}\n"
+	}
+	return "lease:\n  backend: etcd\n  etcd: {endpoints: [\"" + strings.Join(f.Cluster.Endpoints(), "\", \"") +
+		"\"], prefix: " + etcdPrefix + ", ttl: " + LeaseTTL.String() + "}\n"
 }
 
 // Start starts a fleet from a program: hosts, etcd, HAProxy, the repository with the
@@ -160,7 +183,10 @@ func start(ctx context.Context, tb testing.TB, o Options) *Fleet {
 	f.Gateway = n.Gateway()
 	f.Releases = serveReleases(tb, f.Gateway, f.builds)
 	f.Repo = testgit.NewRepo(tb)
-	f.Etcd = startEtcd(tb, f.Gateway)
+	f.Cluster, f.Etcd = startEtcd(tb, f.Gateway, max(o.EtcdMembers, 1))
+	if o.FleetLock != "" {
+		f.fleetLock = "http://" + forward(tb, f.Gateway, o.FleetLock)
+	}
 
 	for i := 1; i <= o.Hosts; i++ {
 		name := "h" + strconv.Itoa(i)
@@ -169,7 +195,7 @@ func start(ctx context.Context, tb testing.TB, o Options) *Fleet {
 			testbed.Bind{Src: baton, Dst: "/usr/local/bin/baton"},
 			testbed.Bind{Src: filepath.Dir(f.Repo.Bare), Dst: "/srv/git"})
 		h := &Host{Host: th, fleet: f}
-		h.writeConfig(tb, f.Repo, f.Etcd.Endpoints()[0], f.Gateway)
+		h.writeConfig(tb, f.Repo, f.leaseConfig(), f.Gateway)
 		f.Hosts = append(f.Hosts, h)
 	}
 	var servers []testhaproxy.Server
@@ -233,7 +259,11 @@ func (f *Fleet) push(tb testing.TB, rel Release) string {
 	}
 	u, sum := f.Releases.publish(tb, rel.Version, rel.Mode)
 	drainBlock := ""
-	if !f.opts.NoDrain {
+	switch {
+	case f.opts.DrainGate:
+		drainBlock = fmt.Sprintf("drain:\n  exec: {drain: [/bin/sh, -c, %q], undrain: [/bin/true]}\n",
+			"for i in $(seq 600); do test -e "+drainGate+" || exit 0; sleep 0.1; done")
+	case !f.opts.NoDrain:
 		drainBlock = fmt.Sprintf("drain:\n  haproxy: {socket: %q, backend: %s, server: \"{{ .Host }}\", timeout: 10s}\n", f.LB.AdminTCP, Group)
 	}
 	files := map[string]string{
@@ -335,40 +365,6 @@ func (f *Fleet) haproxyState(name string) (drain.ServerState, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	return (&drain.HAProxy{Addr: f.LB.AdminTCP, Backend: Group, Server: name}).State(ctx)
-}
-
-// startEtcd runs a one-member etcd in this process, serving clients on the bridge
-// (the hosts reach it there) and its peer port on loopback. Closed by tb's cleanup.
-func startEtcd(tb testing.TB, gateway string) *clientv3.Client {
-	tb.Helper()
-	client, peer := freePort(tb, gateway), freePort(tb, "127.0.0.1")
-	cfg := embed.NewConfig()
-	cfg.Name = "testfleet"
-	cfg.Dir = tb.TempDir()
-	cu, _ := url.Parse("http://" + client)
-	pu, _ := url.Parse("http://" + peer)
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
-	cfg.InitialCluster = cfg.Name + "=" + pu.String()
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		tb.Fatalf("start etcd: %v", err)
-	}
-	tb.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		tb.Fatalf("etcd: %v", err)
-	case <-time.After(30 * time.Second):
-		tb.Fatal("etcd not ready after 30s")
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{cu.String()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		tb.Fatalf("connect to etcd: %v", err)
-	}
-	tb.Cleanup(func() { cli.Close() })
-	return cli
 }
 
 // freePort finds a TCP port free on host now.

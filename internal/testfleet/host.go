@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,19 +21,23 @@ import (
 type Host struct {
 	*testbed.Host
 	fleet *Fleet
+
+	mu   sync.Mutex
+	runs int    // agent units started
+	unit string // the agent's unit now: AgentUnit, then AgentUnit-2, -3, ...
 }
 
 // client makes the fleet's own requests to the hosts; it keeps no idle connections.
 var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
 // writeConfig writes the agent's configuration: the repository bound in at /srv/git,
-// polled every second, the etcd lease, and plain http:// artifacts allowed from the
+// polled every second, the lease (etcd's or FleetLock's), and plain http:// artifacts allowed from the
 // release server on the gateway.
-func (h *Host) writeConfig(tb testing.TB, repo *testgit.Repo, etcd, gateway string) {
+func (h *Host) writeConfig(tb testing.TB, repo *testgit.Repo, lease, gateway string) {
 	tb.Helper()
 	cfg := "host: " + h.Name + "\nrepo:\n  url: file:///srv/git/" + baseName(repo.Bare) +
 		"\n  branch: main\n  poll: " + DefaultPoll.String() + "\n" +
-		"lease:\n  backend: etcd\n  etcd: {endpoints: [\"" + etcd + "\"], prefix: " + etcdPrefix + ", ttl: 5s}\n" +
+		lease +
 		"artifacts:\n  allowInsecure: [\"" + gateway + "\"]\n"
 	if err := os.MkdirAll(h.Path("/etc/baton"), 0o755); err != nil {
 		tb.Fatal(err)
@@ -45,8 +50,9 @@ func (h *Host) writeConfig(tb testing.TB, repo *testgit.Repo, etcd, gateway stri
 // startAgent runs the agent as a transient systemd service in the host.
 func (h *Host) startAgent(tb testing.TB) {
 	tb.Helper()
-	h.MustExec(tb, "systemd-run", "--unit="+AgentUnit, "--collect", "--property=KillMode=mixed",
-		"/usr/local/bin/baton", "agent", "--config", "/etc/baton/agent.yaml")
+	if err := h.StartAgent(); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // LastGood is the host's last good record, empty when it has none.
@@ -100,9 +106,9 @@ func (h *Host) InRotation() bool {
 	return err == nil && st.Admin.String() == "ready" && strings.HasPrefix(st.Status, "UP")
 }
 
-// Journal is the agent's journal, message lines only.
+// Journal is the agent's journal, message lines only, over every unit it ran as.
 func (h *Host) Journal() string {
-	out, _ := h.Exec(context.Background(), "journalctl", "--no-pager", "-o", "cat", "-u", AgentUnit)
+	out, _ := h.Exec(context.Background(), "journalctl", "--no-pager", "-o", "cat", "-u", AgentUnit+"*")
 	return string(out)
 }
 
