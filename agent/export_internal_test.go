@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -61,5 +62,41 @@ func TestExportRemovesLeftovers(t *testing.T) {
 	}
 	if want := []string{second}; !slices.Equal(got, want) {
 		t.Errorf("revisions/ holds %q, want %q", got, want)
+	}
+}
+
+// A commit the host cannot write out is the host's trouble, not bad input: load says
+// so (errExport) and the commit is not rejected; a tree that cannot be exported is.
+func TestLoadTellsExportTroubleFromBadInput(t *testing.T) {
+	repo := testgit.NewRepo(t)
+	good := repo.CommitFiles("good", map[string]string{"fleet.yaml": "a: 1\n"})
+	state := t.TempDir()
+	git, err := gitsync.New(gitsync.Options{URL: repo.FileURL(), Dir: filepath.Join(state, "repo.git")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := git.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{cfg: &Config{Paths: PathsConfig{State: state}}, git: git}
+	// The revisions directory cannot be made: a file is in its way.
+	if err := os.WriteFile(filepath.Join(state, "revisions"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.load(ctx, good); !errors.Is(err, errExport) {
+		t.Fatalf("load with the revisions directory blocked = %v, want errExport", err)
+	}
+	if err := os.Remove(filepath.Join(state, "revisions")); err != nil {
+		t.Fatal(err)
+	}
+	repo.Symlink("services/api/api.service", "/etc/passwd")
+	bad := repo.Commit("a symlink")
+	if _, err := git.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = a.load(ctx, bad)
+	if err == nil || errors.Is(err, errExport) || !errors.Is(err, gitsync.ErrBadTree) {
+		t.Fatalf("load of a tree with a symlink = %v, want ErrBadTree, not errExport", err)
 	}
 }

@@ -61,8 +61,17 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		return
 	}
 	log := a.log.With("commit", short(commit))
-	if q, err := a.store.IsQuarantined(commit); err != nil || q != nil {
-		if q != nil && !strings.HasPrefix(st.LastResult, "quarantined") {
+	q, err := a.store.IsQuarantined(commit)
+	if err != nil {
+		// Not knowing whether the commit failed here is no licence to try it.
+		if why := "the quarantine cannot be read: " + err.Error(); st.Phase != why {
+			a.phase("%s", why)
+			log.Error("not starting the upgrade", "reason", why)
+		}
+		return
+	}
+	if q != nil {
+		if !strings.HasPrefix(st.LastResult, "quarantined") {
 			a.setStatus(func(s *Status) { s.LastResult = fmt.Sprintf("quarantined %s: %s", short(commit), q.Reason) })
 			log.Warn("commit is quarantined on this host; waiting for a newer one or baton retry", "reason", q.Reason)
 		}
@@ -93,6 +102,15 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		}
 	}
 	hs, repo, err := a.load(ctx, commit)
+	if errors.Is(err, errExport) {
+		// The host could not write the tree out (a full disk, a damaged clone): the
+		// commit is not bad input, and is tried again after a backoff.
+		why := err.Error()
+		retry := a.trouble.add(commit, time.Now(), why)
+		log.Warn("commit not loaded; trying again later", "err", err, "in", retry.Round(time.Second))
+		a.phase("%s", a.trouble.waiting(commit, time.Now()))
+		return
+	}
 	if err != nil {
 		a.reject(log, commit, err)
 		return
@@ -184,9 +202,16 @@ func (a *Agent) foreignUnits(hs *spec.HostSpec, lg *rollback.LastGood) string {
 	return "blocked: " + strings.Join(append(why, others...), "; ") + "; remove it, or rename the unit in the repository"
 }
 
+// errExport is wrapped in an error of load that is the host's, not the commit's: the
+// tree could not be written out.
+var errExport = errors.New("could not export the commit")
+
 // load exports commit, parses and validates it, and renders it for this host.
 func (a *Agent) load(ctx context.Context, commit string) (*spec.HostSpec, *spec.Repo, error) {
 	dir, err := a.export(ctx, commit)
+	if err != nil && !errors.Is(err, gitsync.ErrBadTree) {
+		return nil, nil, fmt.Errorf("%w: %w", errExport, err)
+	}
 	if err != nil {
 		return nil, nil, err
 	}

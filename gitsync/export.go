@@ -108,6 +108,21 @@ type exporter struct {
 	bytes int64
 }
 
+// ErrBadTree is wrapped in the error of an Export that the commit's tree itself
+// refuses (an unsafe name, a symbolic link, a submodule, too many or too large files):
+// the commit is bad input. Other errors (a full disk, a damaged clone) are the host's.
+var ErrBadTree = errors.New("the commit's tree cannot be exported")
+
+// badTreeError is a refusal of the tree's content; its text is the reason alone.
+type badTreeError struct{ msg string }
+
+func (e badTreeError) Error() string        { return e.msg }
+func (e badTreeError) Is(target error) bool { return target == ErrBadTree }
+
+func badTree(format string, args ...any) error {
+	return badTreeError{fmt.Sprintf(format, args...)}
+}
+
 func (x *exporter) tree(t *object.Tree, dir string) error {
 	for _, e := range t.Entries {
 		if err := x.ctx.Err(); err != nil {
@@ -115,12 +130,12 @@ func (x *exporter) tree(t *object.Tree, dir string) error {
 		}
 		p := path.Join(dir, e.Name)
 		if !safeName(e.Name) {
-			return fmt.Errorf("%q: unsafe name in tree", p)
+			return badTree("%q: unsafe name in tree", p)
 		}
 		switch e.Mode {
 		case filemode.Dir:
 			if x.dirs++; x.dirs > maxExportFiles {
-				return fmt.Errorf("more than %d directories", maxExportFiles)
+				return badTree("more than %d directories", maxExportFiles)
 			}
 			sub, err := loadTree(x.st, e.Hash)
 			if err != nil {
@@ -144,11 +159,11 @@ func (x *exporter) tree(t *object.Tree, dir string) error {
 				return err
 			}
 		case filemode.Symlink:
-			return fmt.Errorf("%s: symbolic links are not allowed in the repository", p)
+			return badTree("%s: symbolic links are not allowed in the repository", p)
 		case filemode.Submodule:
-			return fmt.Errorf("%s: submodules are not allowed in the repository", p)
+			return badTree("%s: submodules are not allowed in the repository", p)
 		default:
-			return fmt.Errorf("%s: unsupported file mode %v", p, e.Mode)
+			return badTree("%s: unsupported file mode %v", p, e.Mode)
 		}
 	}
 	return nil
@@ -156,14 +171,14 @@ func (x *exporter) tree(t *object.Tree, dir string) error {
 
 func (x *exporter) file(p string, e object.TreeEntry, mode os.FileMode) error {
 	if x.files++; x.files > maxExportFiles {
-		return fmt.Errorf("more than %d files", maxExportFiles)
+		return badTree("more than %d files", maxExportFiles)
 	}
 	blob, err := object.GetBlob(x.st, e.Hash)
 	if err != nil {
 		return fmt.Errorf("%s: %w", p, err)
 	}
 	if x.bytes += blob.Size; x.bytes > maxExportBytes {
-		return fmt.Errorf("more than %s of files (at %s)", formatSize(maxExportBytes), p)
+		return badTree("more than %s of files (at %s)", formatSize(maxExportBytes), p)
 	}
 	r, err := blob.Reader()
 	if err != nil {

@@ -2,6 +2,7 @@ package gitsync
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -107,8 +108,12 @@ func TestExport(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		dst := filepath.Join(t.TempDir(), "x")
-		if err := s.Export(ctx, commit, dst); err == nil {
+		err := s.Export(ctx, commit, dst)
+		if err == nil {
 			t.Fatal("Export with a canceled context succeeded")
+		}
+		if errors.Is(err, ErrBadTree) {
+			t.Errorf("a canceled Export says the tree is bad: %v", err)
 		}
 		if _, err := os.Stat(dst); !os.IsNotExist(err) {
 			t.Fatalf("failed Export left %s behind: %v", dst, err)
@@ -143,6 +148,9 @@ func TestExportRefuses(t *testing.T) {
 			err := s.Export(context.Background(), commit, dst)
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("Export error = %v, want one containing %q", err, tc.wantErr)
+			}
+			if !errors.Is(err, ErrBadTree) {
+				t.Errorf("Export error %v is not ErrBadTree: the agent would retry a bad commit", err)
 			}
 			if got := readTree(t, dst); len(got) != 0 {
 				t.Fatalf("failed Export left %v behind", got)
