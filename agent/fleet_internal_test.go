@@ -303,3 +303,28 @@ func TestGateWaitsForAHostSilentSinceItsSwitch(t *testing.T) {
 		t.Fatalf("gate of the next holder = %+v, want a wait for h2", v)
 	}
 }
+
+// No transaction starts while one is open: a new PREPARED would overwrite the only
+// record of what to revert. (The loop used to go on after a recovery that failed, and
+// its next poll wrote PREPARED over a SWITCHING.)
+func TestNoTransactionStartsWhileOneIsOpen(t *testing.T) {
+	cfg := &Config{Host: "h1"}
+	log := slog.New(slog.DiscardHandler)
+	obs, err := newObservers(cfg, "test", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{cfg: cfg, log: log, obs: obs, store: &rollback.Store{Dir: t.TempDir()}}
+	open := &rollback.Txn{ID: "t1", Host: "h1", Group: "web", From: "aaaaaaa", To: "bbbbbbb"}
+	if err := a.store.Save(open, rollback.Switching); err != nil {
+		t.Fatal(err)
+	}
+	a.reconcile(t.Context(), "cccccccccccccccccccccccccccccccccccccccc") // a nil git: anything past the guard panics
+	if st := a.Status(); !strings.Contains(st.Phase, "an interrupted transaction is open") {
+		t.Errorf("phase = %q, want the open transaction named", st.Phase)
+	}
+	got, err := a.store.Load()
+	if err != nil || got == nil || got.ID != "t1" || got.State != rollback.Switching {
+		t.Fatalf("open transaction after reconcile = %+v, %v; want t1 still SWITCHING", got, err)
+	}
+}
