@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -94,6 +93,7 @@ type Agent struct {
 	rollingBack  bool             // the loop has taken a rollback and not finished it
 	lastRollback *api.Result      // how the last rollback ended
 	etcdDown     string           // why etcd did not answer the last look, "" when it did
+	etcdPhase    string           // the phase that said so
 }
 
 // Status is what the agent is doing, for logs, sd_notify and the local API.
@@ -380,7 +380,7 @@ func (a *Agent) fleetAnswers(ctx context.Context, head string) bool {
 	}
 	st := a.Status()
 	if head == "" || head == st.Applied || head == st.Rejected {
-		if a.etcdDown != "" && strings.HasPrefix(st.Phase, etcdDownPhase) {
+		if a.etcdDown != "" && st.Phase == a.etcdPhase {
 			a.idle() // nothing waits for etcd any more
 		}
 		return true
@@ -414,6 +414,7 @@ func (a *Agent) fleetAnswers(ctx context.Context, head string) bool {
 	a.etcdDown = why
 	if p := fmt.Sprintf("%s (%s); %s waits, this host stays at %s", etcdDownPhase, why, short(head), short(st.Applied)); st.Phase != p {
 		a.phase("%s", p)
+		a.etcdPhase = p
 	}
 	return false
 }

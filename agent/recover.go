@@ -177,6 +177,7 @@ func (a *Agent) giveUp(ctx context.Context, log *slog.Logger, txn *rollback.Txn,
 			// The last good revision does not come back either: the host needs an
 			// operator, and no other host should take the commit meanwhile.
 			log.Error("revert failed: the host needs an operator; it stays out of its load balancer", "err", err)
+			txn.RevertFailed = true
 			a.fail(ctx, log, txn, "recover", fmt.Sprintf("%s; the revert failed too: %v", why, err), "")
 			return
 		}

@@ -71,8 +71,8 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		return
 	}
 	if q != nil {
-		if !strings.HasPrefix(st.LastResult, "quarantined") {
-			a.setStatus(func(s *Status) { s.LastResult = fmt.Sprintf("quarantined %s: %s", short(commit), q.Reason) })
+		if said := fmt.Sprintf("quarantined %s: %s", short(commit), q.Reason); st.LastResult != said {
+			a.setStatus(func(s *Status) { s.LastResult = said })
 			log.Warn("commit is quarantined on this host; waiting for a newer one or baton retry", "reason", q.Reason)
 		}
 		return
@@ -786,7 +786,7 @@ func (a *Agent) fail(ctx context.Context, log *slog.Logger, txn *rollback.Txn, s
 		a.obs.metrics.Upgrade(svc, metrics.Failed, time.Since(txn.Started))
 	}
 	outcome := api.OutcomeReverted // the last good revision runs: it never stopped, or it is back
-	if strings.Contains(reason, "the revert failed too") {
+	if txn.RevertFailed {
 		outcome = api.OutcomeFailed
 	}
 	a.result(api.Result{Outcome: outcome, From: txn.From, To: txn.To, Step: step, Message: reason, Output: output, Check: txn.Check, Request: txn.Request})
@@ -824,6 +824,7 @@ func (a *Agent) rollback(ctx context.Context, log *slog.Logger, txn *rollback.Tx
 	revertResult := metrics.Succeeded
 	if err := a.revert(ctx, txn); err != nil {
 		reason = fmt.Sprintf("%s; the revert failed too: %v", reason, err)
+		txn.RevertFailed = true
 		revertResult = metrics.Failed
 		log.Error("revert failed: the host needs an operator; it stays out of its load balancer", "err", err)
 	} else if err := a.undrainTxn(ctx, txn); err != nil {

@@ -61,6 +61,9 @@ type Txn struct {
 	Step     string    `json:"step,omitempty"`   // the step a failure happened in
 	Output   string    `json:"output,omitempty"` // the failing check's output, for the report
 	Check    string    `json:"check,omitempty"`  // the failing check's name
+	// RevertFailed says that the last good revision did not come back either: the
+	// host needs an operator.
+	RevertFailed bool `json:"revertFailed,omitempty"`
 	// Rollback marks an operator's `baton rollback`: To is a revision the host ran
 	// before; no fleet gate holds it, and it ends rolledBack. Request is the id the
 	// API gave the operator's request, echoed in its result.
