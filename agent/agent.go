@@ -18,6 +18,7 @@ import (
 	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/checks"
 	"github.com/baton-fleet/baton/gitsync"
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/lease"
 	"github.com/baton-fleet/baton/release"
 	"github.com/baton-fleet/baton/rollback"
@@ -262,7 +263,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.notify.busy(2 * etcdBound)
 		a.recordIdle(ctx, lg.Group, lg.Revision, "")
 	}
-	a.phase("idle at %s", short(a.Status().Applied))
+	a.phase("idle at %s", commitid.ShortOrNone(a.Status().Applied))
 	backoff := time.Duration(0)
 	for {
 		a.notify.busy(0) // the loop turns: alive, and any long step declared has ended
@@ -352,7 +353,7 @@ func (a *Agent) tick(ctx context.Context) error {
 		a.setStatus(func(s *Status) { s.FetchError, s.FetchedAt, s.FetchedOK, s.Tracked = "", now, now, u.Commit })
 		a.obs.metrics.FetchOK(now)
 		if u.Changed {
-			a.log.Info("new commit", "commit", short(u.Commit), "previous", short(u.Previous), "fetched", u.Fetched)
+			a.log.Info("new commit", "commit", commitid.ShortOrNone(u.Commit), "previous", commitid.ShortOrNone(u.Previous), "fetched", u.Fetched)
 		}
 	}
 	if ctx.Err() != nil {
@@ -409,10 +410,10 @@ func (a *Agent) fleetAnswers(ctx context.Context, head string) bool {
 	}
 	why := err.Error()
 	if a.etcdDown == "" {
-		a.log.Warn("etcd does not answer: keeping this host as it is until it does", "commit", short(head), "err", why)
+		a.log.Warn("etcd does not answer: keeping this host as it is until it does", "commit", commitid.ShortOrNone(head), "err", why)
 	}
 	a.etcdDown = why
-	if p := fmt.Sprintf("%s (%s); %s waits, this host stays at %s", etcdDownPhase, why, short(head), short(st.Applied)); st.Phase != p {
+	if p := fmt.Sprintf("%s (%s); %s waits, this host stays at %s", etcdDownPhase, why, commitid.ShortOrNone(head), commitid.ShortOrNone(st.Applied)); st.Phase != p {
 		a.phase("%s", p)
 		a.etcdPhase = p
 	}
@@ -444,15 +445,4 @@ func (a *Agent) hit(state rollback.State) {
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {} // the signal is on its way
 	}
-}
-
-// short is a revision as people read it: its first 7 digits, "none" for no revision.
-func short(rev string) string {
-	if rev == "" {
-		return "none"
-	}
-	if len(rev) > 7 {
-		return rev[:7]
-	}
-	return rev
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/baton-fleet/baton/drain"
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/rollback"
 	"github.com/baton-fleet/baton/spec"
 )
@@ -53,7 +54,7 @@ func (a *Agent) undrainAll(ctx context.Context, ds []drain.Drainer) error {
 func (a *Agent) undrainTxn(ctx context.Context, txn *rollback.Txn) error {
 	hs, _, err := a.load(ctx, txn.To)
 	if err != nil {
-		return fmt.Errorf("load %s to undrain: %w", short(txn.To), err)
+		return fmt.Errorf("load %s to undrain: %w", commitid.ShortOrNone(txn.To), err)
 	}
 	return a.undrainAll(ctx, a.drainers(hs, txn))
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/baton-fleet/baton/fleet"
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/lease"
 	"github.com/baton-fleet/baton/rollback"
 	"github.com/baton-fleet/baton/spec"
@@ -117,7 +118,7 @@ func (a *Agent) gate(ctx context.Context, g *spec.Group, txn *rollback.Txn) (fle
 	}
 	if f, bad := snap.BadRelease(g.Name, releases(txn)); bad {
 		return fleet.Verdict{Halted: true, Why: fmt.Sprintf("release %s failed on %s in commit %s (%s); the group is halted on it until a commit changes it, or baton retry %s",
-			f.Release, f.Host, short(f.Commit), f.Reason, short(f.Commit))}, nil
+			f.Release, f.Host, commitid.ShortOrNone(f.Commit), f.Reason, commitid.ShortOrNone(f.Commit))}, nil
 	}
 	line, _, err := a.fleet.lease.Line(ctx, g.Name)
 	if err != nil {
@@ -170,7 +171,7 @@ func (f *fleetState) silence(hosts []string, g *spec.Group, commit string, now t
 	until := since.Add(g.Rollout.HealthyDeadline.D() + revertDeadline)
 	if now.Before(until) {
 		return fleet.Verdict{Why: fmt.Sprintf("waiting until %s for %s: switched to %s and silent since (its verdict is unknown; a halt may be on its way)",
-			until.UTC().Format(time.TimeOnly), strings.Join(hosts, ", "), short(commit))}
+			until.UTC().Format(time.TimeOnly), strings.Join(hosts, ", "), commitid.ShortOrNone(commit))}
 	}
 	return fleet.Verdict{OK: true}
 }
@@ -262,7 +263,7 @@ func (a *Agent) haltCommit(ctx context.Context, group, commit, reason string, re
 			return true
 		}
 		if attempt == 1 {
-			a.phase("halting group %s on %s: the fleet state cannot be written (%v); keeping the lease slot so that no other host starts it", group, short(commit), err)
+			a.phase("halting group %s on %s: the fleet state cannot be written (%v); keeping the lease slot so that no other host starts it", group, commitid.ShortOrNone(commit), err)
 		}
 		a.log.Error("halt the group in the fleet state; retrying, and keeping the lease slot meanwhile", "attempt", attempt, "err", err)
 		backoff = min(max(2*backoff, 500*time.Millisecond), 5*time.Second)

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/internal/testbed"
 	"github.com/baton-fleet/baton/internal/testetcd"
 	"github.com/baton-fleet/baton/internal/testfleet"
@@ -406,9 +407,4 @@ func (h *harness) consistent() {
 	h.waitFor("the host to serve "+version, 30*time.Second, func() bool { return h.served() == version })
 }
 
-func short(rev string) string {
-	if len(rev) > 7 {
-		return rev[:7]
-	}
-	return rev
-}
+func short(rev string) string { return commitid.Short(rev) }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/events"
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/metrics"
 	"github.com/baton-fleet/baton/rollback"
 )
@@ -125,7 +126,7 @@ func (b apiBackend) Retry(_ context.Context, commit string) error {
 			if _, err := b.a.store.ClearQuarantine(e.Commit); err != nil {
 				return err
 			}
-			b.a.log.Info("quarantine lifted by an operator", "commit", short(e.Commit))
+			b.a.log.Info("quarantine lifted by an operator", "commit", commitid.ShortOrNone(e.Commit))
 			b.a.SyncNow()
 			return nil
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/events"
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/plan"
 	"github.com/baton-fleet/baton/rollback"
 )
@@ -30,7 +31,7 @@ func (a *Agent) requestRollback(to string) (api.RollbackAnswer, error) {
 		return api.RollbackAnswer{}, err
 	}
 	if txn != nil {
-		return api.RollbackAnswer{}, fmt.Errorf("%w: %s to %s is in progress (%s); ask again once it ends", api.ErrConflict, doing(txn), short(txn.To), txn.State)
+		return api.RollbackAnswer{}, fmt.Errorf("%w: %s to %s is in progress (%s); ask again once it ends", api.ErrConflict, doing(txn), commitid.ShortOrNone(txn.To), txn.State)
 	}
 	lg, err := a.store.LastGood()
 	if err != nil {
@@ -55,7 +56,7 @@ func (a *Agent) requestRollback(to string) (api.RollbackAnswer, error) {
 	if busy {
 		return api.RollbackAnswer{}, fmt.Errorf("%w: a rollback is already under way; see baton status", api.ErrConflict)
 	}
-	a.log.Info("rollback requested by an operator", "from", short(lg.Revision), "to", short(target), "request", req.id)
+	a.log.Info("rollback requested by an operator", "from", commitid.ShortOrNone(lg.Revision), "to", commitid.ShortOrNone(target), "request", req.id)
 	a.SyncNow()
 	return api.RollbackAnswer{Request: req.id, From: lg.Revision, To: target}, nil
 }
@@ -64,11 +65,11 @@ func (a *Agent) requestRollback(to string) (api.RollbackAnswer, error) {
 func (a *Agent) rollbackTarget(lg *rollback.LastGood, to string) (string, error) {
 	ran := make([]string, len(lg.History))
 	for i, rev := range lg.History {
-		ran[i] = short(rev)
+		ran[i] = commitid.ShortOrNone(rev)
 	}
 	if to != "" {
 		if strings.HasPrefix(lg.Revision, to) {
-			return "", fmt.Errorf("%w: %s is the revision this host runs", api.ErrInvalid, short(lg.Revision))
+			return "", fmt.Errorf("%w: %s is the revision this host runs", api.ErrInvalid, commitid.ShortOrNone(lg.Revision))
 		}
 		for _, rev := range lg.History {
 			if strings.HasPrefix(rev, to) {
@@ -76,10 +77,10 @@ func (a *Agent) rollbackTarget(lg *rollback.LastGood, to string) (string, error)
 			}
 		}
 		return "", fmt.Errorf("%w: %s is not a revision this host ran before %s (it ran, newest first: %s)",
-			api.ErrNotFound, to, short(lg.Revision), orNone(ran))
+			api.ErrNotFound, to, commitid.ShortOrNone(lg.Revision), orNone(ran))
 	}
 	if len(lg.History) == 0 {
-		return "", fmt.Errorf("%w: this host has run only %s (since it began to keep a history)", api.ErrNotFound, short(lg.Revision))
+		return "", fmt.Errorf("%w: this host has run only %s (since it began to keep a history)", api.ErrNotFound, commitid.ShortOrNone(lg.Revision))
 	}
 	q, err := a.store.Quarantine()
 	if err != nil {
@@ -146,10 +147,12 @@ func (a *Agent) operatorRollback(ctx context.Context, req *rollbackRequest) {
 		a.rollingBack = false
 		a.mu.Unlock()
 	}()
-	log := a.log.With("commit", short(req.to), "from", short(req.from), "request", req.id)
+	log := a.log.With("commit", commitid.ShortOrNone(req.to), "from", commitid.ShortOrNone(req.from), "request", req.id)
 	refuse := func(outcome, why string) {
 		a.result(api.Result{Outcome: outcome, From: req.from, To: req.to, Message: "rollback: " + why, Request: req.id})
-		a.setStatus(func(s *Status) { s.LastResult = fmt.Sprintf("rollback to %s refused: %s", short(req.to), why) })
+		a.setStatus(func(s *Status) {
+			s.LastResult = fmt.Sprintf("rollback to %s refused: %s", commitid.ShortOrNone(req.to), why)
+		})
 		log.Error("rollback refused", "reason", why)
 	}
 	lg, err := a.store.LastGood()
@@ -162,7 +165,7 @@ func (a *Agent) operatorRollback(ctx context.Context, req *rollbackRequest) {
 		return
 	}
 	if lg.Revision != req.from {
-		refuse(api.OutcomeAborted, fmt.Sprintf("the host moved to %s before the rollback began; ask again", short(lg.Revision)))
+		refuse(api.OutcomeAborted, fmt.Sprintf("the host moved to %s before the rollback began; ask again", commitid.ShortOrNone(lg.Revision)))
 		return
 	}
 	if a.signedOnly {
@@ -189,13 +192,13 @@ func (a *Agent) operatorRollback(ctx context.Context, req *rollbackRequest) {
 	// whether or not this host gets back.
 	reason := fmt.Sprintf("rolled back by an operator on %s", a.cfg.Host)
 	if err := a.store.AddQuarantine(req.from, reason); err != nil {
-		refuse(api.OutcomeAborted, "quarantine "+short(req.from)+": "+err.Error())
+		refuse(api.OutcomeAborted, "quarantine "+commitid.ShortOrNone(req.from)+": "+err.Error())
 		return
 	}
 	haltCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	a.haltCommit(haltCtx, lg.Group, req.from, reason)
 	cancel()
-	a.emit(events.RolloutHalted, req.from, "", fmt.Sprintf("%s quarantined: %s", short(req.from), reason), map[string]string{"rollback": "operator"})
+	a.emit(events.RolloutHalted, req.from, "", fmt.Sprintf("%s quarantined: %s", commitid.ShortOrNone(req.from), reason), map[string]string{"rollback": "operator"})
 	if !p.Changed() {
 		// The earlier revision runs the same services: only the record moves.
 		next := *lg
@@ -206,7 +209,7 @@ func (a *Agent) operatorRollback(ctx context.Context, req *rollbackRequest) {
 		}
 		a.result(api.Result{Outcome: api.OutcomeRolledBack, From: req.from, To: req.to, Message: "nothing to change on this host", Request: req.id})
 		a.setStatus(func(s *Status) {
-			s.Applied, s.LastResult = req.to, fmt.Sprintf("rolled back %s -> %s (nothing to change)", short(req.from), short(req.to))
+			s.Applied, s.LastResult = req.to, fmt.Sprintf("rolled back %s -> %s (nothing to change)", commitid.ShortOrNone(req.from), commitid.ShortOrNone(req.to))
 		})
 		a.idle()
 		a.recordIdle(ctx, hs.Group.Name, req.to, "rolled back")

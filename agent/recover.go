@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/rollback"
 )
 
@@ -52,7 +53,7 @@ func (a *Agent) recover(ctx context.Context) error {
 		}
 		return nil
 	}
-	log := a.log.With("txn", txn.ID, "commit", short(txn.To), "group", txn.Group)
+	log := a.log.With("txn", txn.ID, "commit", commitid.ShortOrNone(txn.To), "group", txn.Group)
 	txn.Attempts++
 	log.Warn("resuming an interrupted transaction", "state", txn.State, "attempt", txn.Attempts)
 	if err := a.store.Save(txn, txn.State); err != nil {
@@ -136,7 +137,7 @@ func (a *Agent) giveUp(ctx context.Context, log *slog.Logger, txn *rollback.Txn,
 		a.tlog.done()
 		a.obs.metrics.TxnState("")
 		a.setStatus(func(s *Status) { s.Applied, s.LastResult = txn.To, "upgraded (finished after: "+why+")" })
-		a.phase("idle at %s", short(txn.To))
+		a.phase("idle at %s", commitid.ShortOrNone(txn.To))
 		return
 	case txn.State == rollback.Failed || (txn.State == rollback.RollingBack && txn.Step != stepInterrupted):
 		// The release failed its checks before the interruptions: that verdict stands.
@@ -160,7 +161,7 @@ func (a *Agent) giveUp(ctx context.Context, log *slog.Logger, txn *rollback.Txn,
 	if txn.State.Touched() {
 		a.leaseToRevert(ctx, log, txn)
 		log.Warn("interrupted: reverting to the last good revision; the commit is not quarantined", "reason", why)
-		a.phase("reverting %s -> %s: %s", short(txn.To), short(txn.From), why)
+		a.phase("reverting %s -> %s: %s", commitid.ShortOrNone(txn.To), commitid.ShortOrNone(txn.From), why)
 		if txn.Attempts <= maxAttempts {
 			// Resumable: a crash during the revert reverts again at the next start. At
 			// the loop guard the state is not persisted again, so that a failpoint or a
@@ -184,7 +185,7 @@ func (a *Agent) giveUp(ctx context.Context, log *slog.Logger, txn *rollback.Txn,
 		if err := a.undrainTxn(rctx, txn); err != nil {
 			log.Error("undrain after the revert", "err", err)
 		}
-		why += "; reverted to " + short(txn.From)
+		why += "; reverted to " + commitid.ShortOrNone(txn.From)
 	}
 	retry := a.trouble.add(txn.To, time.Now(), why)
 	a.abort(log, txn, fmt.Sprintf("%s; the commit is not quarantined and is tried again in %v", why, retry.Round(time.Second)))

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/baton-fleet/baton/internal/commitid"
 )
 
 // Backoff of a commit that this host could not carry out for reasons of its own.
@@ -46,7 +48,7 @@ func (t *hostTroubles) waiting(commit string, now time.Time) string {
 		return ""
 	}
 	return fmt.Sprintf("waiting until %s to try %s again (attempt %d failed on this host: %s)",
-		t.until.UTC().Format(time.TimeOnly), short(commit), t.tries, t.why)
+		t.until.UTC().Format(time.TimeOnly), commitid.ShortOrNone(commit), t.tries, t.why)
 }
 
 // clear forgets the backoff: an operator asked to try now.

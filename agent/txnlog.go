@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/rollback"
 )
 
@@ -22,7 +23,7 @@ type txnLog struct{ cur atomic.Pointer[txnAttrs] }
 // track records that txn is open and in its current state.
 func (l *txnLog) track(txn *rollback.Txn) {
 	l.cur.Store(&txnAttrs{
-		id: txn.ID, group: txn.Group, commit: short(txn.To), from: short(txn.From),
+		id: txn.ID, group: txn.Group, commit: commitid.ShortOrNone(txn.To), from: commitid.ShortOrNone(txn.From),
 		service: strings.Join(txn.Services, ","), step: string(txn.State),
 	})
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/baton-fleet/baton/checks"
 	"github.com/baton-fleet/baton/events"
 	"github.com/baton-fleet/baton/gitsync"
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/lease"
 	"github.com/baton-fleet/baton/metrics"
 	"github.com/baton-fleet/baton/plan"
@@ -60,7 +61,7 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		}
 		return
 	}
-	log := a.log.With("commit", short(commit))
+	log := a.log.With("commit", commitid.ShortOrNone(commit))
 	q, err := a.store.IsQuarantined(commit)
 	if err != nil {
 		// Not knowing whether the commit failed here is no licence to try it.
@@ -71,7 +72,7 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		return
 	}
 	if q != nil {
-		if said := fmt.Sprintf("quarantined %s: %s", short(commit), q.Reason); st.LastResult != said {
+		if said := fmt.Sprintf("quarantined %s: %s", commitid.ShortOrNone(commit), q.Reason); st.LastResult != said {
 			a.setStatus(func(s *Status) { s.LastResult = said })
 			log.Warn("commit is quarantined on this host; waiting for a newer one or baton retry", "reason", q.Reason)
 		}
@@ -91,13 +92,13 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		ok, err := a.git.Descends(lg.Revision, commit)
 		switch {
 		case errors.Is(err, gitsync.ErrUnknownCommit):
-			a.reject(log, commit, fmt.Errorf("the applied commit %s is not in the local clone (it was cloned again or cleaned up), so commit %s cannot be shown to descend from it and could be a downgrade; set repo.allowRewind: true in agent.yaml to accept it", short(lg.Revision), short(commit)))
+			a.reject(log, commit, fmt.Errorf("the applied commit %s is not in the local clone (it was cloned again or cleaned up), so commit %s cannot be shown to descend from it and could be a downgrade; set repo.allowRewind: true in agent.yaml to accept it", commitid.ShortOrNone(lg.Revision), commitid.ShortOrNone(commit)))
 			return
 		case err != nil:
-			a.reject(log, commit, fmt.Errorf("commit %s cannot be shown to descend from the applied %s, so it could be a downgrade: %w; set repo.allowRewind: true in agent.yaml to accept it", short(commit), short(lg.Revision), err))
+			a.reject(log, commit, fmt.Errorf("commit %s cannot be shown to descend from the applied %s, so it could be a downgrade: %w; set repo.allowRewind: true in agent.yaml to accept it", commitid.ShortOrNone(commit), commitid.ShortOrNone(lg.Revision), err))
 			return
 		case !ok:
-			a.reject(log, commit, fmt.Errorf("commit %s does not descend from the applied %s (rewound or force-pushed); set repo.allowRewind to accept it", short(commit), short(lg.Revision)))
+			a.reject(log, commit, fmt.Errorf("commit %s does not descend from the applied %s (rewound or force-pushed); set repo.allowRewind to accept it", commitid.ShortOrNone(commit), commitid.ShortOrNone(lg.Revision)))
 			return
 		}
 	}
@@ -131,7 +132,9 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 			log.Error("record the last good revision", "err", err)
 			return
 		}
-		a.setStatus(func(s *Status) { s.Applied, s.LastResult = commit, "nothing to change at "+short(commit) })
+		a.setStatus(func(s *Status) {
+			s.Applied, s.LastResult = commit, "nothing to change at "+commitid.ShortOrNone(commit)
+		})
 		a.idle()
 		a.recordIdle(ctx, hs.Group.Name, commit, "unchanged")
 		log.Info("commit changes nothing on this host")
@@ -235,7 +238,7 @@ func (a *Agent) export(ctx context.Context, commit string) (string, error) {
 		return dir, nil
 	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
-		return "", fmt.Errorf("export %s: %w", short(commit), err)
+		return "", fmt.Errorf("export %s: %w", commitid.ShortOrNone(commit), err)
 	}
 	tmp := filepath.Join(root, ".tmp-"+commit)
 	_ = os.RemoveAll(tmp)
@@ -244,7 +247,7 @@ func (a *Agent) export(ctx context.Context, commit string) (string, error) {
 		return "", err
 	}
 	if err := os.Rename(tmp, dir); err != nil {
-		return "", fmt.Errorf("export %s: %w", short(commit), err)
+		return "", fmt.Errorf("export %s: %w", commitid.ShortOrNone(commit), err)
 	}
 	// Every other name goes: the trees of other commits, and the .tmp- trees that a
 	// crash left half written. Only the agent's loop exports, one commit at a time, so
@@ -262,7 +265,7 @@ func (a *Agent) export(ctx context.Context, commit string) (string, error) {
 // commit waited (frozen, blocked, the fleet's gate), when the agent has moved on.
 func (a *Agent) idle() {
 	st := a.Status()
-	if p := "idle at " + short(st.Applied); st.Phase != p {
+	if p := "idle at " + commitid.ShortOrNone(st.Applied); st.Phase != p {
 		a.phase("%s", p)
 	}
 }
@@ -271,7 +274,7 @@ func (a *Agent) idle() {
 func (a *Agent) reject(log *slog.Logger, commit string, err error) {
 	a.setStatus(func(s *Status) {
 		s.Rejected, s.RejectReason = commit, err.Error()
-		s.LastResult = fmt.Sprintf("rejected %s: %v", short(commit), err)
+		s.LastResult = fmt.Sprintf("rejected %s: %v", commitid.ShortOrNone(commit), err)
 	})
 	a.obs.metrics.Rejected()
 	a.idle()
@@ -324,7 +327,7 @@ func newTxn(hs *spec.HostSpec, lg *rollback.LastGood, p *plan.Plan) *rollback.Tx
 
 // txnPhase records the step of txn that the agent is in, as "upgrading a -> b: step".
 func (a *Agent) txnPhase(txn *rollback.Txn, step string) {
-	a.phase("%s %s -> %s: %s", doing(txn), short(txn.From), short(txn.To), step)
+	a.phase("%s %s -> %s: %s", doing(txn), commitid.ShortOrNone(txn.From), commitid.ShortOrNone(txn.To), step)
 }
 
 // doing is what a transaction does, in the phase: "upgrading", or "rolling back"
@@ -372,7 +375,7 @@ func (a *Agent) save(txn *rollback.Txn, state rollback.State) error {
 func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) {
 	txn.Attempts = 1
 	a.tlog.track(txn)
-	a.emit(events.UpgradeStarted, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s %s -> %s", doing(txn), short(txn.From), short(txn.To)), txnFields(txn, nil))
+	a.emit(events.UpgradeStarted, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s %s -> %s", doing(txn), commitid.ShortOrNone(txn.From), commitid.ShortOrNone(txn.To)), txnFields(txn, nil))
 	if err := a.save(txn, rollback.Prepared); err != nil {
 		log.Error("persist the transaction", "err", err)
 		return
@@ -452,7 +455,7 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 		ok, err := a.fleet.store.ClaimCanary(cctx, a.fleet.fence(), txn.Group, txn.To, a.cfg.Host, hs.Group.Rollout.Canary)
 		cancel()
 		if err != nil || !ok {
-			a.abort(log, txn, fmt.Sprintf("no canary spot left for %s (%v)", short(txn.To), err))
+			a.abort(log, txn, fmt.Sprintf("no canary spot left for %s (%v)", commitid.ShortOrNone(txn.To), err))
 			return
 		}
 		log.Info("upgrading as a canary of the group")
@@ -607,7 +610,7 @@ func (a *Agent) verify(ctx context.Context, txn *rollback.Txn, hs *spec.HostSpec
 	defer a.notify.busy(0)
 	v.Progress = func(p checks.Progress) {
 		phase := fmt.Sprintf("%s %s -> %s: verifying %d/%d s, %d/%d checks passing",
-			doing(txn), short(txn.From), short(txn.To), int(p.Healthy.Seconds()), int(p.MinHealthy.Seconds()), p.Passing, p.Total)
+			doing(txn), commitid.ShortOrNone(txn.From), commitid.ShortOrNone(txn.To), int(p.Healthy.Seconds()), int(p.MinHealthy.Seconds()), p.Passing, p.Total)
 		a.setStatus(func(s *Status) { s.Phase = phase })
 		a.notify.send("STATUS=" + phase)
 	}
@@ -658,7 +661,7 @@ func (a *Agent) commit(ctx context.Context, log *slog.Logger, txn *rollback.Txn,
 		return
 	}
 	if bake > 0 {
-		a.phase("upgraded to %s: baking %v before releasing the lease", short(txn.To), bake)
+		a.phase("upgraded to %s: baking %v before releasing the lease", commitid.ShortOrNone(txn.To), bake)
 		a.notify.busy(bake + time.Minute)
 		select {
 		case <-ctx.Done():
@@ -679,13 +682,13 @@ func (a *Agent) commit(ctx context.Context, log *slog.Logger, txn *rollback.Txn,
 	if !txn.Rollback {
 		a.pruneFleetState(ctx)
 	}
-	a.emit(events.UpgradeSucceeded, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s %s -> %s in %v", done, short(txn.From), short(txn.To), took.Round(time.Millisecond)), txnFields(txn, nil))
+	a.emit(events.UpgradeSucceeded, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s %s -> %s in %v", done, commitid.ShortOrNone(txn.From), commitid.ShortOrNone(txn.To), took.Round(time.Millisecond)), txnFields(txn, nil))
 	a.finish(ctx, log, txn)
 	a.setStatus(func(s *Status) {
 		s.Applied = txn.To
-		s.LastResult = fmt.Sprintf("%s %s -> %s", done, short(txn.From), short(txn.To))
+		s.LastResult = fmt.Sprintf("%s %s -> %s", done, commitid.ShortOrNone(txn.From), commitid.ShortOrNone(txn.To))
 	})
-	a.phase("idle at %s", short(txn.To))
+	a.phase("idle at %s", commitid.ShortOrNone(txn.To))
 }
 
 // finish releases the lease, prunes old releases and closes the transaction.
@@ -738,7 +741,7 @@ func (a *Agent) releaseLease(ctx context.Context, log *slog.Logger) {
 // made revert (giveUp). The commit is not quarantined: the next poll tries it again.
 func (a *Agent) abort(log *slog.Logger, txn *rollback.Txn, reason string) {
 	if txn.Rollback {
-		reason = fmt.Sprintf("the rollback was interrupted (%s); %s stays quarantined: run baton rollback again, or baton retry %s", reason, short(txn.From), short(txn.From))
+		reason = fmt.Sprintf("the rollback was interrupted (%s); %s stays quarantined: run baton rollback again, or baton retry %s", reason, commitid.ShortOrNone(txn.From), commitid.ShortOrNone(txn.From))
 	}
 	txn.Reason = reason
 	_ = a.store.Save(txn, rollback.Aborted)
@@ -754,8 +757,10 @@ func (a *Agent) abort(log *slog.Logger, txn *rollback.Txn, reason string) {
 	}
 	a.tlog.done()
 	a.result(api.Result{Outcome: api.OutcomeAborted, From: txn.From, To: txn.To, Message: reason, Request: txn.Request})
-	a.setStatus(func(s *Status) { s.LastResult = fmt.Sprintf("aborted %s to %s: %s", doing(txn), short(txn.To), reason) })
-	a.phase("idle at %s", short(txn.From))
+	a.setStatus(func(s *Status) {
+		s.LastResult = fmt.Sprintf("aborted %s to %s: %s", doing(txn), commitid.ShortOrNone(txn.To), reason)
+	})
+	a.phase("idle at %s", commitid.ShortOrNone(txn.From))
 }
 
 // fail ends a transaction whose release failed: the commit is quarantined on this host
@@ -779,9 +784,9 @@ func (a *Agent) fail(ctx context.Context, log *slog.Logger, txn *rollback.Txn, s
 	log.Error("upgrade failed; commit quarantined", "step", step, "reason", reason, "steps", strings.Join(txn.Durations(time.Now()), " "))
 	a.finish(context.WithoutCancel(ctx), log, txn)
 	a.setStatus(func(s *Status) {
-		s.LastResult = fmt.Sprintf("failed %s -> %s in %s: %s", short(txn.From), short(txn.To), step, reason)
+		s.LastResult = fmt.Sprintf("failed %s -> %s in %s: %s", commitid.ShortOrNone(txn.From), commitid.ShortOrNone(txn.To), step, reason)
 	})
-	a.phase("idle at %s", short(txn.From))
+	a.phase("idle at %s", commitid.ShortOrNone(txn.From))
 	for _, svc := range txn.Services {
 		a.obs.metrics.Upgrade(svc, metrics.Failed, time.Since(txn.Started))
 	}
@@ -792,7 +797,7 @@ func (a *Agent) fail(ctx context.Context, log *slog.Logger, txn *rollback.Txn, s
 	a.result(api.Result{Outcome: outcome, From: txn.From, To: txn.To, Step: step, Message: reason, Output: output, Check: txn.Check, Request: txn.Request})
 	a.emit(events.UpgradeFailed, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s: %s", step, reason), txnFields(txn, map[string]string{"step": step}))
 	if halts {
-		a.emit(events.RolloutHalted, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s quarantined: %s: %s", short(txn.To), step, reason), txnFields(txn, map[string]string{"step": step}))
+		a.emit(events.RolloutHalted, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s quarantined: %s: %s", commitid.ShortOrNone(txn.To), step, reason), txnFields(txn, map[string]string{"step": step}))
 	}
 }
 
@@ -810,7 +815,7 @@ func (a *Agent) rollback(ctx context.Context, log *slog.Logger, txn *rollback.Tx
 	ctx = context.WithoutCancel(ctx) // a revert, once started, finishes
 	txn.Step, txn.Reason, txn.Output = step, reason, output
 	log.Error("upgrade failed; reverting", "step", step, "reason", reason, "output", output)
-	a.phase("reverting %s -> %s: %s", short(txn.To), short(txn.From), reason)
+	a.phase("reverting %s -> %s: %s", commitid.ShortOrNone(txn.To), commitid.ShortOrNone(txn.From), reason)
 	if err := a.save(txn, rollback.RollingBack); err != nil {
 		log.Error("persist the transaction", "err", err)
 		return
@@ -833,7 +838,7 @@ func (a *Agent) rollback(ctx context.Context, log *slog.Logger, txn *rollback.Tx
 	for _, svc := range txn.Services {
 		a.obs.metrics.Revert(svc, revertResult, time.Since(start))
 	}
-	a.emit(events.RevertDone, txn.From, strings.Join(txn.Services, ","), fmt.Sprintf("reverted %s -> %s", short(txn.To), short(txn.From)), txnFields(txn, map[string]string{"result": revertResult}))
+	a.emit(events.RevertDone, txn.From, strings.Join(txn.Services, ","), fmt.Sprintf("reverted %s -> %s", commitid.ShortOrNone(txn.To), commitid.ShortOrNone(txn.From)), txnFields(txn, map[string]string{"result": revertResult}))
 	a.fail(stopping, log, txn, step, reason, output)
 }
 

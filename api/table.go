@@ -7,6 +7,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/baton-fleet/baton/internal/commitid"
 )
 
 // What WriteTable shows at most.
@@ -14,7 +16,6 @@ const (
 	outputLines  = 12  // of the failing check's output: the last ones
 	lineWidth    = 160 // characters of one line of output or of a message
 	eventsShown  = 5   // the most recent events
-	shortCommit  = 7
 	labelColumns = 12
 )
 
@@ -410,17 +411,9 @@ func cut(s string) string {
 	return string(r[:lineWidth-1]) + "…"
 }
 
-func short(commit string) string {
-	r := []rune(clean(commit))
-	return string(r[:min(len(r), shortCommit)])
-}
-
-func commitOrNone(commit string) string {
-	if commit == "" {
-		return "none"
-	}
-	return short(commit)
-}
+// short and commitOrNone show a commit id the agent sent, cleaned for the terminal.
+func short(commit string) string        { return commitid.Short(clean(commit)) }
+func commitOrNone(commit string) string { return commitid.ShortOrNone(clean(commit)) }
 
 func orDash(s string) string {
 	if s == "" {

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/baton-fleet/baton/internal/commitid"
 )
 
 // ErrUnknownHost is returned by Forget when the fleet state holds nothing of the host.
@@ -65,7 +67,7 @@ func busy(f Forgotten) string {
 	if f.Record && f.Host.Busy() {
 		w := "its record says " + f.Host.State
 		if f.Host.Target != "" {
-			w += " to " + short(f.Host.Target)
+			w += " to " + commitid.Short(f.Host.Target)
 		}
 		why = append(why, w)
 	}

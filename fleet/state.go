@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/spec"
 )
 
@@ -206,12 +207,12 @@ func (s *Snapshot) Gate(g *spec.Group, commit, host string, now time.Time) Verdi
 		return Verdict{Why: fmt.Sprintf("group %s is paused%s", g.Name, because(st.Paused))}
 	}
 	if f, ok := st.Failed[commit]; ok {
-		return Verdict{Halted: true, Why: fmt.Sprintf("commit %s failed on %s (%s); the group is halted until a newer commit or baton retry", short(commit), f.Host, f.Reason)}
+		return Verdict{Halted: true, Why: fmt.Sprintf("commit %s failed on %s (%s); the group is halted until a newer commit or baton retry", commitid.Short(commit), f.Host, f.Reason)}
 	}
 	for _, a := range g.After {
 		for _, h := range s.hostsOf(a) {
 			if h.Commit != commit && !h.Stale(now) {
-				return Verdict{Why: fmt.Sprintf("waiting for group %s to converge on %s (%s runs %s)", a, short(commit), h.Host, short(h.Commit))}
+				return Verdict{Why: fmt.Sprintf("waiting for group %s to converge on %s (%s runs %s)", a, commitid.Short(commit), h.Host, commitid.Short(h.Commit))}
 			}
 		}
 	}
@@ -236,10 +237,10 @@ func (s *Snapshot) Gate(g *spec.Group, commit, host string, now time.Time) Verdi
 		rec, ok := s.Hosts[c]
 		if ok && rec.Commit != commit && rec.Stale(now) {
 			return Verdict{Why: fmt.Sprintf("waiting for the canaries of %s to commit; %s has not been seen since %s: baton promote %s, or baton fleet forget %s to free its spot",
-				short(commit), c, rec.LastSeen().UTC().Format(time.RFC3339), g.Name, c)}
+				commitid.Short(commit), c, rec.LastSeen().UTC().Format(time.RFC3339), g.Name, c)}
 		}
 		if !ok || rec.Commit != commit {
-			return Verdict{Why: fmt.Sprintf("waiting for the canaries of %s to commit (%s)", short(commit), strings.Join(spots, ", "))}
+			return Verdict{Why: fmt.Sprintf("waiting for the canaries of %s to commit (%s)", commitid.Short(commit), strings.Join(spots, ", "))}
 		}
 		since, ok := s.running[c]
 		if !ok {
@@ -251,10 +252,10 @@ func (s *Snapshot) Gate(g *spec.Group, commit, host string, now time.Time) Verdi
 	}
 	pause := g.Rollout.CanaryPause
 	if pause.Manual {
-		return Verdict{Why: fmt.Sprintf("the canaries run %s; waiting for baton promote %s", short(commit), g.Name)}
+		return Verdict{Why: fmt.Sprintf("the canaries run %s; waiting for baton promote %s", commitid.Short(commit), g.Name)}
 	}
 	if until := last.Add(pause.After); now.Before(until) {
-		return Verdict{Why: fmt.Sprintf("the canaries run %s; canary pause until %s", short(commit), until.UTC().Format(time.RFC3339))}
+		return Verdict{Why: fmt.Sprintf("the canaries run %s; canary pause until %s", commitid.Short(commit), until.UTC().Format(time.RFC3339))}
 	}
 	return Verdict{OK: true}
 }
@@ -264,13 +265,6 @@ func because(m *Mark) string {
 		return ""
 	}
 	return ": " + m.Reason
-}
-
-func short(rev string) string {
-	if len(rev) > 7 {
-		return rev[:7]
-	}
-	return rev
 }
 
 // BadRelease returns the halt of group on one of rels, a release that failed its checks

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/baton-fleet/baton/internal/commitid"
 )
 
 // ErrFenced is returned by a fenced write when the writer no longer holds its slot.
@@ -109,7 +111,7 @@ func (s *Store) Fail(ctx context.Context, f *Fence, group, commit, host, reason 
 		err = s.txn(ctx, f, nil, ops...)
 	}
 	if err != nil {
-		return fmt.Errorf("halt group %s on %s: %w", group, short(commit), err)
+		return fmt.Errorf("halt group %s on %s: %w", group, commitid.Short(commit), err)
 	}
 	return nil
 }
@@ -126,7 +128,7 @@ func (s *Store) Retry(ctx context.Context, commit string) (int, error) {
 		for c := range g.Failed {
 			if matches(c) {
 				if _, err := s.cli.Delete(ctx, s.key("groups", name, "failed", c)); err != nil {
-					return n, fmt.Errorf("retry %s: %w", short(commit), err)
+					return n, fmt.Errorf("retry %s: %w", commitid.Short(commit), err)
 				}
 				n++
 			}
@@ -135,7 +137,7 @@ func (s *Store) Retry(ctx context.Context, commit string) (int, error) {
 		for rel, f := range g.Bad {
 			if matches(f.Commit) {
 				if _, err := s.cli.Delete(ctx, s.key("groups", name, "bad", rel)); err != nil {
-					return n, fmt.Errorf("retry %s: %w", short(commit), err)
+					return n, fmt.Errorf("retry %s: %w", commitid.Short(commit), err)
 				}
 			}
 		}

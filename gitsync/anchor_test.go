@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/internal/testgit"
 )
 
@@ -32,7 +33,7 @@ func TestPollAnchorsOnlyVerifiedHeads(t *testing.T) {
 		}
 		if got != want || s.Head() != want.Commit || s.Anchor() != anchor {
 			t.Fatalf("%s: Update %+v, head %s, anchor %s;\nwant %+v, head %s, anchor %s",
-				step, got, short(s.Head()), short(s.Anchor()), want, short(want.Commit), short(anchor))
+				step, got, commitid.Short(s.Head()), commitid.Short(s.Anchor()), want, commitid.Short(want.Commit), commitid.Short(anchor))
 		}
 	}
 	// push makes a commit on the branch as it stands, signed by key (nil for none).
@@ -85,7 +86,7 @@ func TestPollAnchorsOnlyVerifiedHeads(t *testing.T) {
 		u, err := s.Poll(context.Background())
 		if !errors.Is(err, ErrRewound) || u.Commit != u3 || s.Head() != u3 || s.Anchor() != s3 {
 			t.Fatalf("%s: Poll = %+v, %v (head %s, anchor %s); want ErrRewound against %s, head %s kept",
-				step, u, err, short(s.Head()), short(s.Anchor()), short(s3), short(u3))
+				step, u, err, commitid.Short(s.Head()), commitid.Short(s.Anchor()), commitid.Short(s3), commitid.Short(u3))
 		}
 	}
 
@@ -114,17 +115,17 @@ func TestPollReanchors(t *testing.T) {
 	// The earlier baton's clone: anchored at whatever head it polled last.
 	dir := filepath.Join(t.TempDir(), "repo.git")
 	if got := mustPoll(t, newSyncer(t, Options{URL: r.FileURL(), Dir: dir})); got.Commit != u2 {
-		t.Fatalf("polled %s, want %s", short(got.Commit), short(u2))
+		t.Fatalf("polled %s, want %s", commitid.Short(got.Commit), commitid.Short(u2))
 	}
 	r.Rewind(s1)
 	s := newSyncer(t, Options{URL: r.FileURL(), Dir: dir, Verify: verify})
 	got := mustPoll(t, s)
 	if want := (Update{Commit: s1, Previous: s1}); got != want || s.Anchor() != s1 {
-		t.Fatalf("poll of the branch put back = %+v, anchor %s; want %+v, anchor %s", got, short(s.Anchor()), want, short(s1))
+		t.Fatalf("poll of the branch put back = %+v, anchor %s; want %+v, anchor %s", got, commitid.Short(s.Anchor()), want, commitid.Short(s1))
 	}
 	// Recorded: a restart keeps it.
 	if s := newSyncer(t, Options{URL: r.FileURL(), Dir: dir}); mustPoll(t, s).Commit != s1 || s.Anchor() != s1 {
-		t.Fatalf("after a restart the anchor is %s, want %s", short(s.Anchor()), short(s1))
+		t.Fatalf("after a restart the anchor is %s, want %s", commitid.Short(s.Anchor()), commitid.Short(s1))
 	}
 
 	// Only unsigned history behind the anchor: it stays, and a rewind is refused.
@@ -135,7 +136,7 @@ func TestPollReanchors(t *testing.T) {
 	r.Rewind(u0)
 	s = newSyncer(t, Options{URL: r.FileURL(), Dir: dir2, Verify: verify})
 	if _, err := s.Poll(context.Background()); !errors.Is(err, ErrRewound) || s.Anchor() != side {
-		t.Fatalf("Poll = %v, anchor %s; want ErrRewound, anchor %s kept", err, short(s.Anchor()), short(side))
+		t.Fatalf("Poll = %v, anchor %s; want ErrRewound, anchor %s kept", err, commitid.Short(s.Anchor()), commitid.Short(side))
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
+
+	"github.com/baton-fleet/baton/internal/commitid"
 )
 
 // Limits of Export, variables so that tests can lower them.
@@ -41,15 +43,15 @@ func (s *Syncer) Export(ctx context.Context, commit, dst string) (err error) {
 	}
 	c, err := loadCommit(repo.Storer, h)
 	if err != nil {
-		return fmt.Errorf("export %s: %w", short(commit), err)
+		return fmt.Errorf("export %s: %w", commitid.ShortOrNone(commit), err)
 	}
 	tree, err := loadTree(repo.Storer, c.TreeHash)
 	if err != nil {
-		return fmt.Errorf("export %s: %w", short(commit), err)
+		return fmt.Errorf("export %s: %w", commitid.ShortOrNone(commit), err)
 	}
 	created, err := prepareDir(dst)
 	if err != nil {
-		return fmt.Errorf("export %s: %w", short(commit), err)
+		return fmt.Errorf("export %s: %w", commitid.ShortOrNone(commit), err)
 	}
 	defer func() {
 		if err != nil {
@@ -58,12 +60,12 @@ func (s *Syncer) Export(ctx context.Context, commit, dst string) (err error) {
 	}()
 	root, err := os.OpenRoot(dst)
 	if err != nil {
-		return fmt.Errorf("export %s: %w", short(commit), err)
+		return fmt.Errorf("export %s: %w", commitid.ShortOrNone(commit), err)
 	}
 	defer root.Close()
 	x := exporter{ctx: ctx, st: repo.Storer, root: root}
 	if err := x.tree(tree, ""); err != nil {
-		return fmt.Errorf("export %s: %w", short(commit), err)
+		return fmt.Errorf("export %s: %w", commitid.ShortOrNone(commit), err)
 	}
 	return nil
 }

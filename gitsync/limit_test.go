@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/internal/testgit"
 )
 
@@ -59,14 +60,14 @@ func TestPollSizeLimits(t *testing.T) {
 
 				if tc.wantErr == "" {
 					if err != nil || u.Commit != big {
-						t.Fatalf("Poll = %+v, %v; want %s taken", u, err, short(big))
+						t.Fatalf("Poll = %+v, %v; want %s taken", u, err, commitid.Short(big))
 					}
 					if grown > 2<<20 {
 						t.Errorf("the repository grew by %d bytes, want a compressed pack of at most 2 MiB", grown)
 					}
 					next := repo.CommitFiles("small again", map[string]string{"fleet.yaml": "apiVersion: baton/v1\n"})
 					if u := mustPoll(t, s); u.Commit != next || !u.Fetched {
-						t.Fatalf("poll after a normal commit = %+v, want %s fetched", u, short(next))
+						t.Fatalf("poll after a normal commit = %+v, want %s fetched", u, commitid.Short(next))
 					}
 					return
 				}
@@ -78,7 +79,7 @@ func TestPollSizeLimits(t *testing.T) {
 						t.Fatalf("%s: Poll error:\n got: %v\nwant: %s", step, err, want)
 					}
 					if s.Head() != good || u.Commit != good || u.Changed {
-						t.Fatalf("%s: Head = %s, Update = %+v; want %s kept", step, short(s.Head()), u, short(good))
+						t.Fatalf("%s: Head = %s, Update = %+v; want %s kept", step, commitid.Short(s.Head()), u, commitid.Short(good))
 					}
 					if last, _ := s.LastError(); last == nil || last.Error() != want {
 						t.Fatalf("%s: LastError = %v", step, last)
@@ -107,7 +108,7 @@ func TestPollSizeLimits(t *testing.T) {
 				repo.Rewind(good)
 				next := repo.CommitFiles("good again", map[string]string{"fleet.yaml": "apiVersion: baton/v1\n# fixed\n"})
 				if u := mustPoll(t, s); u.Commit != next || u.Previous != good || !u.Fetched {
-					t.Fatalf("poll after the big commit was removed = %+v, want %s fetched", u, short(next))
+					t.Fatalf("poll after the big commit was removed = %+v, want %s fetched", u, commitid.Short(next))
 				}
 			})
 		}
@@ -134,7 +135,7 @@ func TestPollRefListingLimit(t *testing.T) {
 		t.Fatalf("Poll error:\n got: %v\nwant: %s", err, want)
 	}
 	if u := mustPoll(t, newSyncer(t, Options{URL: url, MaxFetch: 4 << 20})); u.Commit != head {
-		t.Fatalf("poll with a larger limit = %+v, want %s", u, short(head))
+		t.Fatalf("poll with a larger limit = %+v, want %s", u, commitid.Short(head))
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
+
+	"github.com/baton-fleet/baton/internal/commitid"
 )
 
 // History is cloned in full, never shallow. Rewind detection walks from the
@@ -131,15 +133,15 @@ func (s *Syncer) poll(ctx context.Context) (Update, error) {
 	if anchor := s.Anchor(); anchor != "" {
 		ok, err := descends(repo.Storer, plumbing.NewHash(anchor), newHead)
 		if err != nil {
-			return u, fmt.Errorf("check that %s descends from %s: %w", short(newHead.String()), short(anchor), err)
+			return u, fmt.Errorf("check that %s descends from %s: %w", commitid.ShortOrNone(newHead.String()), commitid.ShortOrNone(anchor), err)
 		}
 		if !ok && !s.allowRewind.Load() {
 			return u, fmt.Errorf("%w: %s of %s moved from %s to %s, which does not descend from it (a force-push or reset); staying on %s (set repo.allowRewind: true in agent.yaml to accept such a head)",
-				ErrRewound, s.opts.Branch, shown, short(anchor), short(newHead.String()), short(anchor))
+				ErrRewound, s.opts.Branch, shown, commitid.ShortOrNone(anchor), commitid.ShortOrNone(newHead.String()), commitid.ShortOrNone(anchor))
 		}
 		if !ok {
 			s.log.Warn("accepting a head that does not descend from the previous one (allowRewind is set)",
-				"from", short(anchor), "to", short(newHead.String()))
+				"from", commitid.ShortOrNone(anchor), "to", commitid.ShortOrNone(newHead.String()))
 		}
 	}
 	anchor := newHead.String()
@@ -148,14 +150,14 @@ func (s *Syncer) poll(ctx context.Context) (Update, error) {
 			// Not an error of the poll: the head is reported, and its caller
 			// refuses it with the same verdict.
 			anchor = s.Anchor()
-			s.log.Warn("new head does not verify; the anchor stays", "from", short(prev), "to", short(newHead.String()), "anchor", short(anchor), "err", err)
+			s.log.Warn("new head does not verify; the anchor stays", "from", commitid.ShortOrNone(prev), "to", commitid.ShortOrNone(newHead.String()), "anchor", commitid.ShortOrNone(anchor), "err", err)
 		}
 	}
 	if anchor == newHead.String() {
 		if err := writeRef(s.opts.Dir, s.acceptedRef(), newHead); err != nil {
-			return u, fmt.Errorf("record accepted head %s: %w", short(newHead.String()), err)
+			return u, fmt.Errorf("record accepted head %s: %w", commitid.ShortOrNone(newHead.String()), err)
 		}
-		s.log.Info("accepted new head", "from", short(prev), "to", short(newHead.String()), "fetched", u.Fetched)
+		s.log.Info("accepted new head", "from", commitid.ShortOrNone(prev), "to", commitid.ShortOrNone(newHead.String()), "fetched", u.Fetched)
 	}
 	s.setHeads(newHead.String(), anchor)
 	u.Commit, u.Changed = newHead.String(), true
@@ -229,22 +231,22 @@ func (s *Syncer) reanchor(st storer.EncodedObjectStorer, h plumbing.Hash) (plumb
 	}
 	v, err := NewVerifier(s.opts.Verify)
 	if err != nil {
-		s.log.Warn("cannot check the signature of the anchor; keeping it", "anchor", short(h.String()), "err", err)
+		s.log.Warn("cannot check the signature of the anchor; keeping it", "anchor", commitid.ShortOrNone(h.String()), "err", err)
 		return h, nil
 	}
 	at, ok := nearestVerified(st, v, h)
 	if !ok {
-		s.log.Info("neither the anchor nor its first-parent ancestors verify; keeping it", "anchor", short(h.String()))
+		s.log.Info("neither the anchor nor its first-parent ancestors verify; keeping it", "anchor", commitid.ShortOrNone(h.String()))
 		return h, nil
 	}
 	if at == h {
 		return h, nil
 	}
 	if err := writeRef(s.opts.Dir, s.acceptedRef(), at); err != nil {
-		return h, fmt.Errorf("record the anchor %s: %w", short(at.String()), err)
+		return h, fmt.Errorf("record the anchor %s: %w", commitid.ShortOrNone(at.String()), err)
 	}
 	s.log.Warn("the anchor does not verify (an earlier baton recorded it unchecked, or its key is no longer trusted); anchored at its nearest ancestor that does",
-		"from", short(h.String()), "to", short(at.String()))
+		"from", commitid.ShortOrNone(h.String()), "to", commitid.ShortOrNone(at.String()))
 	return at, nil
 }
 
@@ -287,7 +289,7 @@ func (s *Syncer) Descends(ancestor, commit string) (bool, error) {
 	}
 	ok, err := descends(repo.Storer, a, c)
 	if err != nil {
-		return false, fmt.Errorf("check that %s descends from %s: %w", short(commit), short(ancestor), err)
+		return false, fmt.Errorf("check that %s descends from %s: %w", commitid.ShortOrNone(commit), commitid.ShortOrNone(ancestor), err)
 	}
 	return ok, nil
 }
@@ -300,7 +302,7 @@ func descends(st storer.EncodedObjectStorer, ancestor, commit plumbing.Hash) (bo
 		return true, nil
 	}
 	if _, err := loadCommit(st, ancestor); errors.Is(err, plumbing.ErrObjectNotFound) {
-		return false, fmt.Errorf("commit %s: %w", short(ancestor.String()), ErrUnknownCommit)
+		return false, fmt.Errorf("commit %s: %w", commitid.ShortOrNone(ancestor.String()), ErrUnknownCommit)
 	} else if err != nil {
 		return false, fmt.Errorf("read commit %s: %w", ancestor, err)
 	}
@@ -355,7 +357,7 @@ func loadParsed(st storer.EncodedObjectStorer, t plumbing.ObjectType, h plumbing
 		return nil, err
 	}
 	if o.Size() > maxParsed {
-		return nil, fmt.Errorf("%s %s is %s, more than the %s baton reads", t, short(h.String()), formatSize(o.Size()), formatSize(maxParsed))
+		return nil, fmt.Errorf("%s %s is %s, more than the %s baton reads", t, commitid.ShortOrNone(h.String()), formatSize(o.Size()), formatSize(maxParsed))
 	}
 	return o, nil
 }
@@ -369,17 +371,6 @@ func parseHash(s string) (plumbing.Hash, error) {
 		return plumbing.ZeroHash, fmt.Errorf("%q is not a full commit hash (40 lower-case hex digits)", s)
 	}
 	return plumbing.NewHash(s), nil
-}
-
-// short is the abbreviated form of a commit hash, for messages.
-func short(h string) string {
-	if len(h) > 12 {
-		return h[:12]
-	}
-	if h == "" {
-		return "(none)"
-	}
-	return h
 }
 
 // writeRef points the loose ref name at h durably: write a lock file,

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/internal/testgit"
 )
 
@@ -170,9 +171,9 @@ func TestPollRefusesRewind(t *testing.T) {
 			t.Fatalf("%s: Poll error = %v, want ErrRewound", step, err)
 		}
 		if s.Head() != b || u.Commit != b || u.Changed {
-			t.Fatalf("%s: Head = %s, Update = %+v; want the accepted head %s kept", step, short(s.Head()), u, short(b))
+			t.Fatalf("%s: Head = %s, Update = %+v; want the accepted head %s kept", step, commitid.Short(s.Head()), u, commitid.Short(b))
 		}
-		for _, want := range []string{"main", short(b), "repo.allowRewind"} {
+		for _, want := range []string{"main", commitid.Short(b), "repo.allowRewind"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Fatalf("%s: error %q does not mention %q", step, err, want)
 			}
@@ -205,7 +206,7 @@ func TestPollRefusesRewind(t *testing.T) {
 	allow := newSyncer(t, Options{URL: url, Dir: dir, AllowRewind: true})
 	got = mustPoll(t, allow)
 	if got.Commit != d || got.Previous != e || !got.Changed {
-		t.Fatalf("poll with AllowRewind = %+v, want %s accepted after %s", got, short(d), short(e))
+		t.Fatalf("poll with AllowRewind = %+v, want %s accepted after %s", got, commitid.Short(d), commitid.Short(e))
 	}
 	if ok, err := allow.Descends(c, d); !ok || err != nil {
 		t.Fatalf("Descends(c, d) = %v, %v; want true", ok, err)
@@ -238,7 +239,7 @@ func TestPollServerDown(t *testing.T) {
 				t.Fatalf("Poll while the server is %v succeeded: %+v", mode, u)
 			}
 			if u.Commit != first || s.Head() != first {
-				t.Fatalf("Update = %+v, Head = %s; want %s kept", u, short(s.Head()), short(first))
+				t.Fatalf("Update = %+v, Head = %s; want %s kept", u, commitid.Short(s.Head()), commitid.Short(first))
 			}
 			if last, _ := s.LastError(); last == nil {
 				t.Fatal("LastError is nil after a failed poll")
@@ -269,7 +270,7 @@ func TestPollBranch(t *testing.T) {
 
 	s := newSyncer(t, Options{URL: repo.FileURL(), Branch: "prod"})
 	if u := mustPoll(t, s); u.Commit != prod {
-		t.Fatalf("poll of branch prod = %+v, want %s", u, short(prod))
+		t.Fatalf("poll of branch prod = %+v, want %s", u, commitid.Short(prod))
 	}
 	missing := newSyncer(t, Options{URL: repo.FileURL(), Branch: "nope"})
 	if _, err := missing.Poll(context.Background()); err == nil || !strings.Contains(err.Error(), `branch "nope" not found`) {
@@ -307,7 +308,7 @@ func TestDescends(t *testing.T) {
 	for _, tc := range tests {
 		got, err := s.Descends(tc.ancestor, tc.commit)
 		if err != nil || got != tc.want {
-			t.Errorf("Descends(%s, %s) = %v, %v; want %v", short(tc.ancestor), short(tc.commit), got, err, tc.want)
+			t.Errorf("Descends(%s, %s) = %v, %v; want %v", commitid.Short(tc.ancestor), commitid.Short(tc.commit), got, err, tc.want)
 		}
 	}
 	if _, err := s.Descends("nothex", a); err == nil {
@@ -318,7 +319,7 @@ func TestDescends(t *testing.T) {
 	unknown := strings.Repeat("ab", 20)
 	if ok, err := s.Descends(unknown, a); ok || !errors.Is(err, ErrUnknownCommit) {
 		t.Errorf("Descends(an unknown commit, a) = %v, %v; want ErrUnknownCommit", ok, err)
-	} else if want := "check that " + short(a) + " descends from " + short(unknown) + ": commit " + short(unknown) + ": not in the local repository"; err.Error() != want {
+	} else if want := "check that " + commitid.Short(a) + " descends from " + commitid.Short(unknown) + ": commit " + commitid.Short(unknown) + ": not in the local repository"; err.Error() != want {
 		t.Errorf("Descends(an unknown commit, a) = %q, want %q", err, want)
 	}
 	if _, err := s.Descends(a, unknown); err == nil || errors.Is(err, ErrUnknownCommit) {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/baton-fleet/baton/internal/commitid"
 )
 
 // TestVerifyReleaseSSH: with release signers, a commit verifies only when a release
@@ -210,7 +212,7 @@ func TestPollReleaseSigners(t *testing.T) {
 	with := newSyncer(t, Options{URL: r.FileURL(), Verify: release})
 	for _, s := range []*Syncer{without, with} {
 		if u := mustPoll(t, s); u.Commit != s1 || s.Anchor() != s1 {
-			t.Fatalf("first poll: %+v, anchor %s; want %s", u, short(s.Anchor()), short(s1))
+			t.Fatalf("first poll: %+v, anchor %s; want %s", u, commitid.Short(s.Anchor()), commitid.Short(s1))
 		}
 	}
 
@@ -218,17 +220,17 @@ func TestPollReleaseSigners(t *testing.T) {
 	r.Git("push", "--quiet", "origin", "feature:main")
 
 	if u := mustPoll(t, without); u.Commit != feature || without.Anchor() != feature {
-		t.Fatalf("without release signers: %+v, anchor %s; want %s taken", u, short(without.Anchor()), short(feature))
+		t.Fatalf("without release signers: %+v, anchor %s; want %s taken", u, commitid.Short(without.Anchor()), commitid.Short(feature))
 	}
 	if _, err := without.Verify(feature); err != nil {
 		t.Fatalf("without release signers the developer's commit verifies (what the policy closes): %v", err)
 	}
 
 	if u := mustPoll(t, with); u.Commit != feature || with.Anchor() != s1 {
-		t.Fatalf("with release signers: %+v, anchor %s; want %s reported, anchor %s kept", u, short(with.Anchor()), short(feature), short(s1))
+		t.Fatalf("with release signers: %+v, anchor %s; want %s reported, anchor %s kept", u, commitid.Short(with.Anchor()), commitid.Short(feature), commitid.Short(s1))
 	}
 	_, err := with.Verify(feature)
-	want := "verify " + short(feature) + ": signed by ssh key " + dev.fp + " (committer@example.com), which is not a release signer for branch main"
+	want := "verify " + commitid.Short(feature) + ": signed by ssh key " + dev.fp + " (committer@example.com), which is not a release signer for branch main"
 	if err == nil || err.Error() != want || !errors.Is(err, ErrNotReleaseSigner) {
 		t.Fatalf("Verify(the developer's head) = %v, want\n\t%s", err, want)
 	}
@@ -241,7 +243,7 @@ func TestPollReleaseSigners(t *testing.T) {
 	merge := r.Head()
 	r.Git("push", "--quiet", "--force", "origin", "main")
 	if u := mustPoll(t, with); u.Commit != merge || with.Anchor() != merge {
-		t.Fatalf("the signed merge: %+v, anchor %s; want %s taken", u, short(with.Anchor()), short(merge))
+		t.Fatalf("the signed merge: %+v, anchor %s; want %s taken", u, commitid.Short(with.Anchor()), commitid.Short(merge))
 	}
 	if got, err := with.Verify(merge); err != nil || got.Fingerprint != rel.fp {
 		t.Fatalf("Verify(the signed merge) = %+v, %v; want the release key %s", got, err, rel.fp)
@@ -254,7 +256,7 @@ func TestPollReleaseSigners(t *testing.T) {
 	mustPoll(t, newSyncer(t, Options{URL: r.FileURL(), Dir: clone, Verify: trusted}))
 	s := newSyncer(t, Options{URL: r.FileURL(), Dir: clone, Verify: release})
 	if _, err := s.Poll(context.Background()); err != nil || s.Anchor() != s1 {
-		t.Fatalf("reopened with release signers: %v, anchor %s; want %s", err, short(s.Anchor()), short(s1))
+		t.Fatalf("reopened with release signers: %v, anchor %s; want %s", err, commitid.Short(s.Anchor()), commitid.Short(s1))
 	}
 }
 

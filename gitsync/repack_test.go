@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/internal/testgit"
 )
 
@@ -53,7 +54,7 @@ func exportFile(t testing.TB, s *Syncer, commit, name string) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "tree")
 	if err := s.Export(context.Background(), commit, dst); err != nil {
-		t.Fatalf("Export %s: %v", short(commit), err)
+		t.Fatalf("Export %s: %v", commitid.Short(commit), err)
 	}
 	b, err := os.ReadFile(filepath.Join(dst, name))
 	if err != nil {

@@ -21,6 +21,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/hiddeco/sshsig"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/baton-fleet/baton/internal/commitid"
 )
 
 // Kinds of signature, the values of Signer.Kind.
@@ -224,7 +226,7 @@ func (v *Verifier) verifyTrusted(c *object.Commit) (Signer, error) {
 func signedPayload(c *object.Commit) ([]byte, error) {
 	o := &plumbing.MemoryObject{}
 	if err := c.EncodeWithoutSignature(o); err != nil {
-		return nil, fmt.Errorf("encode commit %s: %w", short(c.Hash.String()), err)
+		return nil, fmt.Errorf("encode commit %s: %w", commitid.ShortOrNone(c.Hash.String()), err)
 	}
 	r, err := o.Reader()
 	if err != nil {
@@ -264,15 +266,15 @@ func (s *Syncer) Verify(commit string) (Signer, error) {
 func verifyCommit(st storer.EncodedObjectStorer, o VerifyOptions, h plumbing.Hash) (Signer, error) {
 	v, err := NewVerifier(o)
 	if err != nil {
-		return Signer{}, fmt.Errorf("verify %s: %w", short(h.String()), err)
+		return Signer{}, fmt.Errorf("verify %s: %w", commitid.ShortOrNone(h.String()), err)
 	}
 	c, err := loadCommit(st, h)
 	if err != nil {
-		return Signer{}, fmt.Errorf("verify %s: %w", short(h.String()), err)
+		return Signer{}, fmt.Errorf("verify %s: %w", commitid.ShortOrNone(h.String()), err)
 	}
 	signer, err := v.VerifyCommit(c)
 	if err != nil {
-		return Signer{}, fmt.Errorf("verify %s: %w", short(h.String()), err)
+		return Signer{}, fmt.Errorf("verify %s: %w", commitid.ShortOrNone(h.String()), err)
 	}
 	return signer, nil
 }
@@ -300,7 +302,7 @@ func VerifyDir(dir string, o VerifyOptions) (string, Signer, error) {
 	}
 	signer, err := v.VerifyCommit(c)
 	if err != nil {
-		return hash, Signer{}, fmt.Errorf("verify HEAD %s of %s: %w", short(hash), dir, err)
+		return hash, Signer{}, fmt.Errorf("verify HEAD %s of %s: %w", commitid.ShortOrNone(hash), dir, err)
 	}
 	return hash, signer, nil
 }

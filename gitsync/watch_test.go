@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/internal/testgit"
 )
 
@@ -50,7 +51,7 @@ func TestWatchRetriesThroughAnOutage(t *testing.T) {
 	}()
 
 	if u := <-updates; u.Commit != first || !u.Changed {
-		t.Fatalf("first update = %+v, want the clone of %s", u, short(first))
+		t.Fatalf("first update = %+v, want the clone of %s", u, commitid.Short(first))
 	}
 
 	for _, mode := range []testgit.OutageMode{testgit.HangUp, testgit.Unavailable} {
@@ -73,7 +74,7 @@ func TestWatchRetriesThroughAnOutage(t *testing.T) {
 		select {
 		case u := <-updates:
 			if u.Commit != next || !u.Changed || !u.Fetched {
-				t.Fatalf("update after the outage = %+v, want %s", u, short(next))
+				t.Fatalf("update after the outage = %+v, want %s", u, commitid.Short(next))
 			}
 		case <-time.After(30 * time.Second):
 			t.Fatal("the commit pushed during the outage was not seen after it")
@@ -127,7 +128,7 @@ func TestWatchLogsARefusedRewindOnce(t *testing.T) {
 		t.Fatalf("a refusal was treated as a failure to retry (%d warnings)", n)
 	}
 	if s.Head() != b {
-		t.Fatalf("Head = %s, want %s", short(s.Head()), short(b))
+		t.Fatalf("Head = %s, want %s", commitid.Short(s.Head()), commitid.Short(b))
 	}
 }
 

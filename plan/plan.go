@@ -15,6 +15,7 @@ import (
 
 	udiff "github.com/aymanbagabas/go-udiff"
 
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/rollback"
 	"github.com/baton-fleet/baton/spec"
 )
@@ -146,11 +147,11 @@ func (p *Plan) Counts() map[Change]int {
 // unified diff of those that change, then a count.
 func (p *Plan) WriteText(w io.Writer) error {
 	var b strings.Builder
-	installed := short(p.InstalledRevision)
+	installed := commitid.Short(p.InstalledRevision)
 	if installed == "" {
 		installed = "nothing installed"
 	}
-	fmt.Fprintf(&b, "host %s (group %s): %s -> %s\n", p.Host, p.Group, installed, short(p.Revision))
+	fmt.Fprintf(&b, "host %s (group %s): %s -> %s\n", p.Host, p.Group, installed, commitid.Short(p.Revision))
 	if !p.Changed() {
 		fmt.Fprintf(&b, "no changes\n")
 	}
@@ -183,11 +184,4 @@ func (p *Plan) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "\n%d new, %d changed, %d removed, %d unchanged\n", n[New], n[Changed], n[Removed], n[Unchanged])
 	_, err := io.WriteString(w, b.String())
 	return err
-}
-
-func short(rev string) string {
-	if len(rev) > 12 {
-		return rev[:12]
-	}
-	return rev
 }

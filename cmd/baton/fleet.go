@@ -21,6 +21,7 @@ import (
 
 	"github.com/baton-fleet/baton/agent"
 	"github.com/baton-fleet/baton/fleet"
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/lease"
 )
 
@@ -125,9 +126,9 @@ func writeForgotten(w io.Writer, host string, f fleet.Forgotten, by string) {
 	if f.Record {
 		rec := "its record"
 		if f.Host.Group != "" {
-			rec += fmt.Sprintf(" (group %s, %s at %s", f.Host.Group, f.Host.State, short(f.Host.Commit))
+			rec += fmt.Sprintf(" (group %s, %s at %s", f.Host.Group, f.Host.State, commitid.Short(f.Host.Commit))
 			if f.Host.Target != "" {
-				rec += " to " + short(f.Host.Target)
+				rec += " to " + commitid.Short(f.Host.Target)
 			}
 			rec += ")"
 		}
@@ -137,7 +138,7 @@ func writeForgotten(w io.Writer, host string, f fleet.Forgotten, by string) {
 		what = append(what, "its slot key in group "+g)
 	}
 	for _, c := range f.Canaries {
-		what = append(what, "its canary spot for "+short(c))
+		what = append(what, "its canary spot for "+commitid.Short(c))
 	}
 	fmt.Fprintf(w, "forgot %s (by %s): %s\n", host, by, strings.Join(what, "; "))
 }
@@ -159,7 +160,7 @@ func writeFleet(w io.Writer, snap *fleet.Snapshot, now time.Time) error {
 		var halts []string
 		for _, c := range slices.Sorted(maps.Keys(g.Failed)) {
 			f := g.Failed[c]
-			halts = append(halts, fmt.Sprintf("HALTED on %s (failed on %s: %s)", short(c), f.Host, f.Reason))
+			halts = append(halts, fmt.Sprintf("HALTED on %s (failed on %s: %s)", commitid.Short(c), f.Host, f.Reason))
 		}
 		if len(halts) > 0 {
 			state = strings.Join(halts, "; ")
@@ -175,7 +176,7 @@ func writeFleet(w io.Writer, snap *fleet.Snapshot, now time.Time) error {
 			seen += " STALE"
 			stale++
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, h.Group, short(h.Commit), h.State, short(h.Target),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, h.Group, commitid.Short(h.Commit), h.State, commitid.Short(h.Target),
 			h.Time.Format(time.RFC3339), seen, h.Result)
 	}
 	if stale > 0 {
@@ -199,13 +200,6 @@ func printable(s string) string {
 		}
 	}
 	return s
-}
-
-func short(rev string) string {
-	if len(rev) > 7 {
-		return rev[:7]
-	}
-	return rev
 }
 
 func newPauseCmd(pause bool) *cobra.Command {
@@ -261,7 +255,7 @@ func newPromoteCmd() *cobra.Command {
 				if err := s.Promote(ctx, args[0], commit, operator()); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "promoted %s in group %s\n", short(commit), args[0])
+				fmt.Fprintf(cmd.OutOrStdout(), "promoted %s in group %s\n", commitid.Short(commit), args[0])
 				return nil
 			})
 		},

@@ -11,6 +11,7 @@ import (
 
 	"github.com/baton-fleet/baton/agent"
 	"github.com/baton-fleet/baton/api"
+	"github.com/baton-fleet/baton/internal/commitid"
 )
 
 func newRollbackCmd() *cobra.Command {
@@ -47,7 +48,7 @@ soon as the agent has taken the request.`,
 				return failed(err)
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "rolling back %s -> %s under the group's lease\n", short(ans.From), short(ans.To))
+			fmt.Fprintf(w, "rolling back %s -> %s under the group's lease\n", commitid.Short(ans.From), commitid.Short(ans.To))
 			if !wait {
 				return nil
 			}
@@ -62,9 +63,9 @@ soon as the agent has taken the request.`,
 				if res.Message != "" {
 					why += ": " + res.Message
 				}
-				return failed(fmt.Errorf("the rollback to %s did not happen: %s", short(ans.To), why))
+				return failed(fmt.Errorf("the rollback to %s did not happen: %s", commitid.Short(ans.To), why))
 			}
-			fmt.Fprintf(w, "rolled back %s -> %s\n", short(ans.From), short(ans.To))
+			fmt.Fprintf(w, "rolled back %s -> %s\n", commitid.Short(ans.From), commitid.Short(ans.To))
 			return nil
 		},
 	}

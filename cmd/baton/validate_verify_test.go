@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/internal/testgit"
 )
 
@@ -102,9 +103,9 @@ func TestValidateVerify(t *testing.T) {
 		{"signed, from a subdirectory", signed, []string{"--verify", "--ssh-allowed-signers", trusted, filepath.Join(r.Work, "services")}, 1,
 			"signed: HEAD " + signed + " by ssh key " + fp + " (committer@example.com)\n", "*"}, // not a fleet repository: validation's own errors
 		{"unsigned", unsigned, []string{"--verify", "--ssh-allowed-signers", trusted, r.Work}, 1,
-			ok, "baton: verify HEAD " + unsigned[:12] + " of " + r.Work + ": commit is not signed\n"},
+			ok, "baton: verify HEAD " + commitid.Short(unsigned) + " of " + r.Work + ": commit is not signed\n"},
 		{"untrusted key", signed, []string{"--verify", "--ssh-allowed-signers", untrusted, r.Work}, 1,
-			ok, "baton: verify HEAD " + signed[:12] + " of " + r.Work + ": bad commit signature: SSH key " + fp + " is not in the allowed signers\n"},
+			ok, "baton: verify HEAD " + commitid.Short(signed) + " of " + r.Work + ": bad commit signature: SSH key " + fp + " is not in the allowed signers\n"},
 		{"without --verify", unsigned, []string{r.Work}, 0, ok, ""},
 		{"no keys", signed, []string{"--verify", r.Work}, 2,
 			"", "baton: --verify needs --ssh-allowed-signers or --openpgp-keyring\n"},
