@@ -17,6 +17,7 @@ import (
 	"github.com/hiddeco/sshsig"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/internal/testgit"
 )
 
@@ -523,7 +524,7 @@ func TestSyncerVerify(t *testing.T) {
 	plain := r.Commit("not signed")
 	mustPoll(t, s)
 	_, err = s.Verify(plain)
-	if want := "verify " + plain[:12] + ": commit is not signed"; err == nil || err.Error() != want || !errors.Is(err, ErrUnsigned) {
+	if want := "verify " + commitid.Short(plain) + ": commit is not signed"; err == nil || err.Error() != want || !errors.Is(err, ErrUnsigned) {
 		t.Errorf("Verify(unsigned) = %v, want %q", err, want)
 	}
 	if _, err := s.Verify("1234"); err == nil || errors.Is(err, ErrBadSignature) {
@@ -538,7 +539,7 @@ func TestSyncerVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = s.Verify(signed)
-	if want := "verify " + signed[:12] + ": " + signers + ":1: ssh-ed25519 key data is not base64"; err == nil || err.Error() != want || errors.Is(err, ErrBadSignature) {
+	if want := "verify " + commitid.Short(signed) + ": " + signers + ":1: ssh-ed25519 key data is not base64"; err == nil || err.Error() != want || errors.Is(err, ErrBadSignature) {
 		t.Errorf("Verify with a broken allowed_signers = %v, want %q", err, want)
 	}
 
@@ -565,7 +566,7 @@ func TestVerifyDir(t *testing.T) {
 	unsigned(r)
 	plain := r.Commit("not signed")
 	hash, _, err = VerifyDir(r.Work, opts)
-	if want := "verify HEAD " + plain[:12] + " of " + r.Work + ": commit is not signed"; hash != plain || err == nil || err.Error() != want || !errors.Is(err, ErrUnsigned) {
+	if want := "verify HEAD " + commitid.Short(plain) + " of " + r.Work + ": commit is not signed"; hash != plain || err == nil || err.Error() != want || !errors.Is(err, ErrUnsigned) {
 		t.Errorf("VerifyDir(unsigned) = %s, %v; want %s, %q", hash, err, plain, want)
 	}
 
