@@ -3,17 +3,14 @@
 package rollback
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 	"time"
 
 	"github.com/baton-fleet/baton/internal/atomicfile"
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/spec"
 )
 
@@ -76,25 +73,15 @@ func (lg *LastGood) Owned() []string {
 // ReadLastGood reads the record from stateDir. A host that never committed has none:
 // it gets an empty record, not an error.
 func ReadLastGood(stateDir string) (*LastGood, error) {
-	file := filepath.Join(stateDir, LastGoodFile)
-	data, err := os.ReadFile(file)
-	if errors.Is(err, fs.ErrNotExist) {
-		return &LastGood{Services: map[string]ServiceRecord{}}, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read last good: %w", err)
-	}
 	var lg LastGood
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&lg); err != nil {
-		return nil, fmt.Errorf("read last good %s: %w", file, err)
+	if _, err := readStateFile(stateDir, LastGoodFile, "last good", &lg); err != nil {
+		return nil, err
 	}
 	if lg.Services == nil {
 		lg.Services = map[string]ServiceRecord{}
 	}
 	if err := lg.validate(); err != nil {
-		return nil, fmt.Errorf("read last good %s: %w", file, err)
+		return nil, fmt.Errorf("read last good %s: %w", filepath.Join(stateDir, LastGoodFile), err)
 	}
 	return &lg, nil
 }
@@ -114,25 +101,11 @@ func (lg *LastGood) validate() error {
 		}
 	}
 	for _, rev := range lg.History {
-		if !isCommitID(rev) {
+		if !commitid.IsFull(rev) {
 			return fmt.Errorf("history: %q is not a commit id", rev)
 		}
 	}
 	return nil
-}
-
-// isCommitID reports whether s is a full git commit id: 40 (SHA-1) or 64 (SHA-256)
-// lower-case hex digits.
-func isCommitID(s string) bool {
-	if len(s) != 40 && len(s) != 64 {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // Service returns the service that owns unit, "" when baton does not own it.

@@ -1,16 +1,14 @@
 package rollback
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/baton-fleet/baton/internal/atomicfile"
+	"github.com/baton-fleet/baton/internal/commitid"
 )
 
 // QuarantineFile lists the commits that failed on this host.
@@ -26,19 +24,9 @@ type Quarantined struct {
 
 // Quarantine returns the quarantined commits, oldest first.
 func (s *Store) Quarantine() ([]Quarantined, error) {
-	file := filepath.Join(s.Dir, QuarantineFile)
-	data, err := os.ReadFile(file)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read quarantine: %w", err)
-	}
 	var q []Quarantined
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&q); err != nil {
-		return nil, fmt.Errorf("read quarantine %s: %w", file, err)
+	if _, err := readStateFile(s.Dir, QuarantineFile, "quarantine", &q); err != nil {
+		return nil, err
 	}
 	return q, nil
 }
@@ -74,8 +62,8 @@ func (s *Store) AddQuarantine(commit, reason string) error {
 	return s.writeQuarantine(append(kept, Quarantined{Commit: commit, Reason: reason, Time: s.now()}))
 }
 
-// ClearQuarantine lifts the quarantine of commit (`baton retry`), or of every commit
-// when commit is "". It reports whether anything was lifted.
+// ClearQuarantine lifts the quarantine of commit, or of every commit when commit is "".
+// It reports whether anything was lifted.
 func (s *Store) ClearQuarantine(commit string) (bool, error) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
@@ -83,6 +71,41 @@ func (s *Store) ClearQuarantine(commit string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	return s.clearQuarantine(q, commit)
+}
+
+// ErrNotQuarantined is LiftQuarantine's error when no quarantined commit has the prefix.
+var ErrNotQuarantined = errors.New("not quarantined on this host")
+
+// LiftQuarantine lifts the quarantine of the commit that prefix names by the rule of
+// commitid.Match (`baton retry`, through the agent or, when none answers, without it),
+// and returns that commit. A prefix no quarantined commit has is ErrNotQuarantined, one
+// that several have is commitid.ErrAmbiguous.
+func (s *Store) LiftQuarantine(prefix string) (string, error) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	q, err := s.Quarantine()
+	if err != nil {
+		return "", err
+	}
+	ids := make([]string, len(q))
+	for i, e := range q {
+		ids[i] = e.Commit
+	}
+	commit, err := commitid.Match(prefix, ids)
+	switch {
+	case errors.Is(err, commitid.ErrNoMatch):
+		return "", fmt.Errorf("commit %s: %w", prefix, ErrNotQuarantined)
+	case err != nil:
+		return "", err
+	}
+	_, err = s.clearQuarantine(q, commit)
+	return commit, err
+}
+
+// clearQuarantine writes q without commit (without any commit when commit is ""),
+// and reports whether that lifted anything. The caller holds qmu.
+func (s *Store) clearQuarantine(q []Quarantined, commit string) (bool, error) {
 	var kept []Quarantined
 	for _, e := range q {
 		if commit != "" && e.Commit != commit {

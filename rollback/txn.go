@@ -1,7 +1,6 @@
 package rollback
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -125,22 +124,12 @@ func (s *Store) now() time.Time {
 
 // Load returns the open transaction, or nil when there is none.
 func (s *Store) Load() (*Txn, error) {
-	file := filepath.Join(s.Dir, TxnFile)
-	data, err := os.ReadFile(file)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read transaction: %w", err)
-	}
 	var t Txn
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&t); err != nil {
-		return nil, fmt.Errorf("read transaction %s: %w", file, err)
+	if ok, err := readStateFile(s.Dir, TxnFile, "transaction", &t); !ok {
+		return nil, err
 	}
 	if err := t.Target.validate(); err != nil {
-		return nil, fmt.Errorf("read transaction %s: %w", file, err)
+		return nil, fmt.Errorf("read transaction %s: %w", filepath.Join(s.Dir, TxnFile), err)
 	}
 	return &t, nil
 }
