@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -116,22 +117,19 @@ func (b apiBackend) Rollback(_ context.Context, to string) (api.RollbackAnswer, 
 	return b.a.requestRollback(to)
 }
 
-func (b apiBackend) Retry(_ context.Context, commit string) error {
-	q, err := b.a.store.Quarantine()
-	if err != nil {
+func (b apiBackend) Retry(_ context.Context, prefix string) error {
+	commit, err := b.a.store.LiftQuarantine(prefix)
+	switch {
+	case errors.Is(err, rollback.ErrNotQuarantined):
+		return fmt.Errorf("%w: %w", api.ErrNotFound, err)
+	case errors.Is(err, commitid.ErrAmbiguous):
+		return fmt.Errorf("%w: %w", api.ErrInvalid, err)
+	case err != nil:
 		return err
 	}
-	for _, e := range q {
-		if strings.HasPrefix(e.Commit, commit) {
-			if _, err := b.a.store.ClearQuarantine(e.Commit); err != nil {
-				return err
-			}
-			b.a.log.Info("quarantine lifted by an operator", "commit", commitid.ShortOrNone(e.Commit))
-			b.a.SyncNow()
-			return nil
-		}
-	}
-	return fmt.Errorf("%w: commit %s is not quarantined on this host", api.ErrNotFound, commit)
+	b.a.log.Info("quarantine lifted by an operator", "commit", commitid.ShortOrNone(commit))
+	b.a.SyncNow()
+	return nil
 }
 
 func (b apiBackend) State(ctx context.Context) (api.State, error) {

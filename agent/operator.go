@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -68,16 +69,17 @@ func (a *Agent) rollbackTarget(lg *rollback.LastGood, to string) (string, error)
 		ran[i] = commitid.ShortOrNone(rev)
 	}
 	if to != "" {
-		if strings.HasPrefix(lg.Revision, to) {
+		rev, err := commitid.Match(to, append([]string{lg.Revision}, lg.History...))
+		switch {
+		case errors.Is(err, commitid.ErrAmbiguous):
+			return "", fmt.Errorf("%w: %w", api.ErrInvalid, err)
+		case err != nil:
+			return "", fmt.Errorf("%w: %s is not a revision this host ran before %s (it ran, newest first: %s)",
+				api.ErrNotFound, to, commitid.ShortOrNone(lg.Revision), orNone(ran))
+		case rev == lg.Revision:
 			return "", fmt.Errorf("%w: %s is the revision this host runs", api.ErrInvalid, commitid.ShortOrNone(lg.Revision))
 		}
-		for _, rev := range lg.History {
-			if strings.HasPrefix(rev, to) {
-				return rev, nil // quarantined or halted or not: the operator named it
-			}
-		}
-		return "", fmt.Errorf("%w: %s is not a revision this host ran before %s (it ran, newest first: %s)",
-			api.ErrNotFound, to, commitid.ShortOrNone(lg.Revision), orNone(ran))
+		return rev, nil // quarantined or halted or not: the operator named it
 	}
 	if len(lg.History) == 0 {
 		return "", fmt.Errorf("%w: this host has run only %s (since it began to keep a history)", api.ErrNotFound, commitid.ShortOrNone(lg.Revision))

@@ -162,6 +162,19 @@ func (s *Snapshot) group(name string) *Group {
 	return &Group{Name: name}
 }
 
+// haltedOn returns the commits some group is halted on, by the commit or by a release
+// that failed in it; a commit may come more than once.
+func (s *Snapshot) haltedOn() []string {
+	var out []string
+	for _, g := range s.Groups {
+		out = slices.AppendSeq(out, maps.Keys(g.Failed))
+		for _, f := range g.Bad {
+			out = append(out, f.Commit)
+		}
+	}
+	return out
+}
+
 // hostsOf returns the records of the hosts of group, sorted by name.
 func (s *Snapshot) hostsOf(group string) []Host {
 	var out []Host

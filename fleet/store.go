@@ -116,17 +116,25 @@ func (s *Store) Fail(ctx context.Context, f *Fence, group, commit, host, reason 
 	return nil
 }
 
-// Retry lifts the halt on commit in every group; it returns how many it lifted.
-func (s *Store) Retry(ctx context.Context, commit string) (int, error) {
+// Retry lifts the halt on the commit that prefix names (commitid.Match, over the
+// commits some group is halted on) in every group; it returns how many it lifted, 0
+// when no group is halted on such a commit. A prefix of several is commitid.ErrAmbiguous.
+func (s *Store) Retry(ctx context.Context, prefix string) (int, error) {
 	snap, err := s.Snapshot(ctx)
 	if err != nil {
 		return 0, err
 	}
+	commit, err := commitid.Match(prefix, snap.haltedOn())
+	if errors.Is(err, commitid.ErrNoMatch) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("retry: %w", err)
+	}
 	n := 0
-	matches := func(c string) bool { return c == commit || (len(commit) >= 7 && strings.HasPrefix(c, commit)) }
 	for name, g := range snap.Groups {
 		for c := range g.Failed {
-			if matches(c) {
+			if c == commit {
 				if _, err := s.cli.Delete(ctx, s.key("groups", name, "failed", c)); err != nil {
 					return n, fmt.Errorf("retry %s: %w", commitid.Short(commit), err)
 				}
@@ -135,7 +143,7 @@ func (s *Store) Retry(ctx context.Context, commit string) (int, error) {
 		}
 		// The releases that failed in that commit are tried again with it.
 		for rel, f := range g.Bad {
-			if matches(f.Commit) {
+			if f.Commit == commit {
 				if _, err := s.cli.Delete(ctx, s.key("groups", name, "bad", rel)); err != nil {
 					return n, fmt.Errorf("retry %s: %w", commitid.Short(commit), err)
 				}

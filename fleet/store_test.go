@@ -11,6 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/internal/testetcd"
 	"github.com/baton-fleet/baton/spec"
 )
@@ -77,6 +78,38 @@ func TestStoreAgainstEtcd(t *testing.T) {
 	snap, _ = s.Snapshot(ctx)
 	if len(snap.group("web").Failed) != 0 || snap.group("db").Paused != nil {
 		t.Errorf("after retry and resume: web %+v db %+v", snap.group("web"), snap.group("db"))
+	}
+}
+
+// TestRetryByPrefix: baton retry names a halt by a prefix of its commit, which must
+// name one commit of those the groups are halted on.
+func TestRetryByPrefix(t *testing.T) {
+	cli := testetcd.Start(t).Client(t)
+	ctx := context.Background()
+	s := NewStore(cli, "/baton")
+	a := "c0ffee0a" + strings.Repeat("0", 32)
+	b := "c0ffee0b" + strings.Repeat("0", 32)
+	for _, f := range []struct{ group, commit string }{{"web", a}, {"db", a}, {"db", b}} {
+		if err := s.Fail(ctx, nil, f.group, f.commit, "h1", "check failed"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		prefix string
+		want   int
+		err    error
+	}{
+		{"c0ffee0", 0, commitid.ErrAmbiguous},
+		{"c0ffee", 0, nil}, // shorter than a prefix may be: names nothing
+		{"c0ffee0a", 2, nil},
+		{"c0ffee0a", 0, nil},
+		{b, 1, nil},
+	}
+	for _, tt := range tests {
+		n, err := s.Retry(ctx, tt.prefix)
+		if n != tt.want || !errors.Is(err, tt.err) {
+			t.Errorf("Retry(%s) = %d, %v; want %d, %v", tt.prefix, n, err, tt.want, tt.err)
+		}
 	}
 }
 

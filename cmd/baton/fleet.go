@@ -262,23 +262,31 @@ func newPromoteCmd() *cobra.Command {
 	}
 }
 
-// resolveCommit expands a commit prefix with the commits the group's hosts know.
+// resolveCommit expands a commit prefix (commitid.Match) with the commits the group's
+// hosts run or go to; a full id no host knows yet is taken as it is.
 func resolveCommit(ctx context.Context, s *fleet.Store, group, prefix string) (string, error) {
+	prefix = strings.ToLower(prefix)
+	if err := commitid.CheckPrefix(prefix); err != nil {
+		return "", &exitError{code: 2, err: fmt.Errorf("%q: %w", prefix, err)}
+	}
 	snap, err := s.Snapshot(ctx)
 	if err != nil {
 		return "", err
 	}
+	var known []string
 	for _, h := range snap.Hosts {
-		for _, c := range []string{h.Commit, h.Target} {
-			if h.Group == group && c != "" && strings.HasPrefix(c, prefix) {
-				return c, nil
-			}
+		if h.Group == group {
+			known = append(known, h.Commit, h.Target)
 		}
 	}
-	if len(prefix) == 40 {
+	c, err := commitid.Match(prefix, known)
+	switch {
+	case errors.Is(err, commitid.ErrNoMatch) && commitid.IsFull(prefix):
 		return prefix, nil
+	case errors.Is(err, commitid.ErrNoMatch):
+		return "", fmt.Errorf("no host of group %s knows a commit %s; give all 40 digits", group, prefix)
 	}
-	return "", fmt.Errorf("no host of group %s knows a commit %s; give all 40 digits", group, prefix)
+	return c, err
 }
 
 func newLeaseCmd() *cobra.Command {

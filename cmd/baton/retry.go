@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/baton-fleet/baton/agent"
 	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/fleet"
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/rollback"
 )
 
@@ -23,12 +25,16 @@ func newRetryCmd() *cobra.Command {
 agent answers, it edits the state directory (--state) directly.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			commit := strings.ToLower(args[0])
+			if err := commitid.CheckPrefix(commit); err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("%q: %w", args[0], err)}
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), apiTimeout)
 			defer cancel()
 			// With the etcd lease, the commit also halted its group: lift that first.
 			lifted := 0
 			if cli, prefix, err := fleetClient(config); err == nil {
-				n, err := fleet.NewStore(cli, prefix).Retry(ctx, args[0])
+				n, err := fleet.NewStore(cli, prefix).Retry(ctx, commit)
 				cli.Close()
 				if err != nil {
 					return failed(err)
@@ -38,7 +44,7 @@ agent answers, it edits the state directory (--state) directly.`,
 					fmt.Fprintf(cmd.OutOrStdout(), "lifted the halt on %s in %d group(s)\n", args[0], n)
 				}
 			}
-			err := api.NewClient(socket).Retry(ctx, args[0])
+			err := api.NewClient(socket).Retry(ctx, commit)
 			if err == nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "lifted the quarantine of %s; the agent tries it now\n", args[0])
 				return nil
@@ -49,23 +55,12 @@ agent answers, it edits the state directory (--state) directly.`,
 			if errors.Is(err, api.ErrNotFound) || errors.Is(err, api.ErrInvalid) {
 				return failed(err)
 			}
-			store := &rollback.Store{Dir: state}
-			q, err := store.Quarantine()
+			commit, err = (&rollback.Store{Dir: state}).LiftQuarantine(commit)
+			if errors.Is(err, rollback.ErrNotQuarantined) && lifted > 0 {
+				return nil // as with the agent: the group's halt was what held it
+			}
 			if err != nil {
 				return failed(err)
-			}
-			commit := args[0]
-			for _, e := range q {
-				if len(commit) >= 7 && len(commit) <= len(e.Commit) && e.Commit[:len(commit)] == commit {
-					commit = e.Commit
-				}
-			}
-			ok, err := store.ClearQuarantine(commit)
-			if err != nil {
-				return failed(err)
-			}
-			if !ok {
-				return failed(fmt.Errorf("commit %s is not quarantined on this host", args[0]))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "lifted the quarantine of %s; the agent tries it at its next poll\n", commit)
 			return nil
