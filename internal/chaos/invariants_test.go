@@ -97,6 +97,23 @@ func TestCheck(t *testing.T) {
 			want: []string{MaxParallel},
 		},
 		{
+			name: "an interrupted switch reverted and aborted ends its window",
+			in: Input{Journals: map[string]string{
+				"h1": journal(upgrade("t1", "bbbbbbb", 0, 1, 0, ""), []string{
+					line(10, "resuming an interrupted transaction", "t1", "bbbbbbb", ""),
+					line(12, "upgrade aborted after reverting the host", "t1", "bbbbbbb", ""),
+				}, upgrade("t5", "bbbbbbb", 30, 31, 34, msgCommitted)),
+				"h2": journal(upgrade("t2", "bbbbbbb", 0, 13, 17, msgCommitted)),
+			}, Releases: releases, Hosts: settled("h1", "h2")},
+		},
+		{
+			name: "a line in a final state ends the window",
+			in: Input{Journals: map[string]string{
+				"h1": journal(upgrade("t1", "bbbbbbb", 0, 1, 0, ""), []string{line(4, "lease slot released", "t1", "bbbbbbb", "FAILED")}),
+				"h2": journal(upgrade("t2", "bbbbbbb", 0, 5, 9, msgCommitted)),
+			}, Releases: releases, Hosts: settled("h1", "h2")},
+		},
+		{
 			name: "an abort before switching takes no slot",
 			in: Input{Journals: map[string]string{
 				"h1": journal(upgrade("t1", "bbbbbbb", 0, -1, 3, msgAborted), upgrade("t4", "bbbbbbb", 10, 11, 14, msgCommitted)),

@@ -58,7 +58,7 @@ func ParseLine(s string) (Line, bool) {
 const (
 	msgCommitted   = "upgrade committed"
 	msgQuarantined = "upgrade failed; commit quarantined"
-	msgAborted     = "upgrade aborted before touching the host"
+	msgAborted     = "upgrade aborted" // before touching the host, or after reverting it
 	phaseSwitching = ": switching"
 )
 
@@ -109,14 +109,23 @@ func switched(l Line) bool {
 	return strings.HasSuffix(l.Msg, phaseSwitching)
 }
 
-// ended is how a line ends its transaction, "" when it does not.
+// ended is how a line ends its transaction, "" when it does not: by its message, or
+// by the state persisted (a line logged in COMMITTED, FAILED or ABORTED).
 func ended(l Line) Outcome {
 	switch {
 	case l.Msg == msgCommitted:
 		return Committed
 	case l.Msg == msgQuarantined:
 		return Failed
-	case l.Msg == msgAborted:
+	case strings.HasPrefix(l.Msg, msgAborted):
+		return Aborted
+	}
+	switch l.Attrs["step"] {
+	case "COMMITTED":
+		return Committed
+	case "FAILED":
+		return Failed
+	case "ABORTED":
 		return Aborted
 	}
 	return ""
