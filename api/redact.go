@@ -1,50 +1,13 @@
 package api
 
 import (
-	"net/url"
-	"regexp"
-
 	"github.com/baton-fleet/baton/events"
+	"github.com/baton-fleet/baton/internal/redact"
 )
 
-// urlPattern finds URLs in free text: error messages quote the URLs they failed on.
-var urlPattern = regexp.MustCompile(`[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"'<>]+`)
-
-// redactText replaces, in every URL of s, the user info (but a bare "git" user) and
-// the query values with "REDACTED". The Backend is to keep secrets out of what it
-// reports; this is the last line.
-func redactText(s string) string {
-	return urlPattern.ReplaceAllStringFunc(s, redactURL)
-}
-
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	changed := false
-	if u.User != nil {
-		if _, hasPassword := u.User.Password(); hasPassword || u.User.Username() != "git" {
-			u.User = url.User("REDACTED")
-			changed = true
-		}
-	}
-	if u.RawQuery != "" {
-		q := u.Query()
-		for k := range q {
-			q[k] = []string{"REDACTED"}
-		}
-		u.RawQuery = q.Encode()
-		changed = true
-	}
-	if !changed {
-		return raw
-	}
-	return u.String()
-}
-
-// redactState returns st with redactText applied to its free text, and its lists
-// empty rather than null, for jq.
+// redactState returns st with every URL in its free text shown by the redact policy,
+// and its lists empty rather than null, for jq. The Backend is to keep secrets out of
+// what it reports; this is the last line.
 func redactState(st State) State {
 	svcs := make([]ServiceState, len(st.Services))
 	for i, s := range st.Services {
@@ -54,36 +17,36 @@ func redactState(st State) State {
 		svcs[i] = s
 	}
 	st.Services = svcs
-	st.Phase = redactText(st.Phase)
+	st.Phase = redact.Text(st.Phase)
 	if st.Txn != nil {
 		t := *st.Txn
-		t.Reason = redactText(t.Reason)
+		t.Reason = redact.Text(t.Reason)
 		st.Txn = &t
 	}
 	if st.LastResult != nil {
 		r := *st.LastResult
-		r.Message, r.Output = redactText(r.Message), redactText(r.Output)
+		r.Message, r.Output = redact.Text(r.Message), redact.Text(r.Output)
 		st.LastResult = &r
 	}
 	if st.Rejected != nil {
 		r := *st.Rejected
-		r.Reason = redactText(r.Reason)
+		r.Reason = redact.Text(r.Reason)
 		st.Rejected = &r
 	}
 	qs := make([]Quarantined, len(st.Quarantined))
 	for i, q := range st.Quarantined {
-		q.Reason = redactText(q.Reason)
+		q.Reason = redact.Text(q.Reason)
 		qs[i] = q
 	}
 	st.Quarantined = qs
-	st.Fetch.Error = redactText(st.Fetch.Error)
+	st.Fetch.Error = redact.Text(st.Fetch.Error)
 	evs := make([]events.Event, len(st.Events))
 	for i, e := range st.Events {
-		e.Message = redactText(e.Message)
+		e.Message = redact.Text(e.Message)
 		if e.Fields != nil {
 			f := make(map[string]string, len(e.Fields))
 			for k, v := range e.Fields {
-				f[k] = redactText(v)
+				f[k] = redact.Text(v)
 			}
 			e.Fields = f
 		}

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/baton-fleet/baton/internal/redact"
 )
 
 // SocketMode is the mode of the socket: root and the socket's group may connect.
@@ -272,7 +274,7 @@ func (s *Server) command(w http.ResponseWriter, log *slog.Logger, bad error, do 
 
 func (s *Server) fail(w http.ResponseWriter, log *slog.Logger, err error) {
 	status := errorStatus(err)
-	msg := redactText(err.Error())
+	msg := redact.Text(err.Error())
 	if status >= 500 {
 		log.Warn("api request failed", "status", status, "err", msg)
 	} else {

@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/go-retryablehttp"
 
 	"github.com/baton-fleet/baton/internal/httpretry"
+	"github.com/baton-fleet/baton/internal/redact"
 )
 
 // The headers of a webhook request.
@@ -141,7 +142,7 @@ func NewSender(hooks []Webhook, logger *slog.Logger, opts ...Option) *Sender {
 		h := &hook{
 			index:  i,
 			url:    w.URL,
-			name:   RedactURL(w.URL),
+			name:   redact.URLHost(w.URL), // many webhook services put the token in the path
 			secret: bytes.Clone(w.Secret),
 			wake:   make(chan struct{}, 1),
 			queue:  queue{buf: make([]queued, s.queueSize)},
@@ -434,21 +435,6 @@ func Sign(secret, body []byte) string {
 // constant time. Receivers written in Go can use it.
 func VerifySignature(secret, body []byte, header string) bool {
 	return hmac.Equal([]byte(header), []byte(Sign(secret, body)))
-}
-
-// RedactURL returns raw reduced to its scheme and host, for logs: user info, path and
-// query may all hold credentials (many webhook services put the token in the path),
-// so a path or query is shown as "/…" or "?…".
-func RedactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "(invalid URL)"
-	}
-	out := u.Scheme + "://" + u.Host
-	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "" {
-		out += "/…"
-	}
-	return out
 }
 
 func newDeliveryID() string {

@@ -19,6 +19,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/storage/filesystem"
+
+	"github.com/baton-fleet/baton/internal/redact"
 )
 
 // Defaults for Options.
@@ -155,7 +157,7 @@ func New(opts Options, logger *slog.Logger) (*Syncer, error) {
 	s := &Syncer{
 		opts:   opts,
 		scheme: scheme,
-		log:    logger.With("repo", RedactURL(opts.URL), "branch", opts.Branch),
+		log:    logger.With("repo", redact.URL(opts.URL), "branch", opts.Branch),
 		http:   http.DefaultTransport.(*http.Transport).Clone(),
 
 		maxPacks: maxPacks,
@@ -261,7 +263,7 @@ func checkURL(raw string) (string, error) {
 	if u.Opaque != "" {
 		return "", errors.New("repo url: " + want)
 	}
-	shown := RedactURL(raw)
+	shown := redact.URL(raw)
 	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
 		return "", fmt.Errorf("repo url %s: a query or fragment is not allowed", shown)
 	}
@@ -301,19 +303,6 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// RedactURL returns raw without its userinfo (user name, password or
-// token), query and fragment, for logs and errors. A URL that does not
-// parse yields a placeholder.
-func RedactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<unparsable url>"
-	}
-	u.User = nil
-	u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = "", false, "", ""
-	return u.String()
 }
 
 // formatSize writes n bytes for a message: "128 MiB", "1536 KiB", "100 bytes".

@@ -84,21 +84,6 @@ func TestNew(t *testing.T) {
 	}
 }
 
-func TestRedactURL(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"https://user:pass@host/x.git", "https://host/x.git"},
-		{"ssh://git@host:22/x.git", "ssh://host:22/x.git"},
-		{"file:///srv/x.git", "file:///srv/x.git"},
-		{"https://host/x.git?token=abc#frag", "https://host/x.git"},
-		{"https://host/%zz", "<unparsable url>"},
-	}
-	for _, tc := range tests {
-		if got := RedactURL(tc.in); got != tc.want {
-			t.Errorf("RedactURL(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
 // FuzzNew checks that New never panics on a URL and that its errors never
 // repeat the user name or password of one.
 func FuzzNew(f *testing.F) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/baton-fleet/baton/internal/commitid"
+	"github.com/baton-fleet/baton/internal/redact"
 	"github.com/baton-fleet/baton/internal/testgit"
 )
 
@@ -72,7 +73,7 @@ func TestPollSizeLimits(t *testing.T) {
 					return
 				}
 
-				want := "fetch main from " + RedactURL(opts.URL) + ": " + tc.wantErr
+				want := "fetch main from " + redact.URL(opts.URL) + ": " + tc.wantErr
 				refused := func(step string, u Update, err error) {
 					t.Helper()
 					if err == nil || err.Error() != want {

@@ -18,6 +18,7 @@ import (
 	"github.com/go-git/go-git/v5/storage/filesystem"
 
 	"github.com/baton-fleet/baton/internal/commitid"
+	"github.com/baton-fleet/baton/internal/redact"
 )
 
 // History is cloned in full, never shallow. Rewind detection walks from the
@@ -68,7 +69,7 @@ func (s *Syncer) Poll(ctx context.Context) (u Update, err error) {
 		if r := recover(); r != nil {
 			s.repo = nil // its caches may be half updated: open it again next time
 			u = Update{Commit: s.Head(), Previous: s.Head()}
-			err = fmt.Errorf("poll %s: internal error in the git client: %v", RedactURL(s.opts.URL), r)
+			err = fmt.Errorf("poll %s: internal error in the git client: %v", redact.URL(s.opts.URL), r)
 		}
 		s.recordResult(err)
 	}()
@@ -76,7 +77,7 @@ func (s *Syncer) Poll(ctx context.Context) (u Update, err error) {
 }
 
 func (s *Syncer) poll(ctx context.Context) (Update, error) {
-	shown := RedactURL(s.opts.URL)
+	shown := redact.URL(s.opts.URL)
 	repo, err := s.openRepo()
 	if err != nil {
 		return Update{}, err

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/go-retryablehttp"
 
 	"github.com/baton-fleet/baton/internal/httpretry"
+	"github.com/baton-fleet/baton/internal/redact"
 	"github.com/baton-fleet/baton/spec"
 )
 
@@ -54,7 +55,7 @@ func newClient(log *slog.Logger) *retryablehttp.Client {
 	c.RetryWaitMin, c.RetryWaitMax = DefaultRetryWaitMin, DefaultRetryWaitMax
 	c.RequestLogHook = func(_ retryablehttp.Logger, req *http.Request, attempt int) {
 		if attempt > 0 {
-			log.Warn("retry artifact download", "url", redactURL(req.URL), "attempt", attempt+1)
+			log.Warn("retry artifact download", "url", redact.ParsedURL(req.URL), "attempt", attempt+1)
 		}
 	}
 	return c
@@ -119,7 +120,7 @@ func (e *refusedURL) Error() string {
 // check refuses u when the policy does not allow it.
 func (p policy) check(u *url.URL) *refusedURL {
 	refuse := func(format string, args ...any) *refusedURL {
-		return &refusedURL{url: redactURL(u), why: fmt.Sprintf(format, args...)}
+		return &refusedURL{url: redact.ParsedURL(u), why: fmt.Sprintf(format, args...)}
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
@@ -136,7 +137,7 @@ func (p policy) check(u *url.URL) *refusedURL {
 // chain that reached https never goes back to http, whatever host it names.
 func (p policy) checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= maxRedirects {
-		return &refusedURL{url: redactURL(req.URL), redirect: true, why: fmt.Sprintf("more than %d redirects", maxRedirects)}
+		return &refusedURL{url: redact.ParsedURL(req.URL), redirect: true, why: fmt.Sprintf("more than %d redirects", maxRedirects)}
 	}
 	if e := p.check(req.URL); e != nil {
 		e.redirect = true
@@ -145,7 +146,7 @@ func (p policy) checkRedirect(req *http.Request, via []*http.Request) error {
 	if req.URL.Scheme == "http" {
 		for _, r := range via {
 			if r.URL.Scheme == "https" {
-				return &refusedURL{url: redactURL(req.URL), redirect: true, why: "a downgrade from https:// to http://"}
+				return &refusedURL{url: redact.ParsedURL(req.URL), redirect: true, why: "a downgrade from https:// to http://"}
 			}
 		}
 	}
@@ -166,7 +167,7 @@ func (s *Stager) download(ctx context.Context, a spec.Artifact, i int, f *os.Fil
 	if err != nil {
 		return "", 0, fmt.Errorf("artifact %d: the URL does not parse", i+1) // the error would show the URL
 	}
-	where := redactURL(u)
+	where := redact.ParsedURL(u)
 	if e := s.policy().check(u); e != nil {
 		return where, 0, badArtifact{fmt.Errorf("artifact %s: %s", where, e.why)}
 	}
@@ -236,28 +237,6 @@ func (s *stallReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// redactURL shows u without its secrets: no user information, query values replaced.
-func redactURL(u *url.URL) string {
-	if u == nil {
-		return ""
-	}
-	r := *u
-	r.User = nil
-	r.Fragment, r.RawFragment = "", ""
-	if r.RawQuery != "" {
-		q, err := url.ParseQuery(r.RawQuery)
-		if err != nil {
-			r.RawQuery = "REDACTED"
-		} else {
-			for k := range q {
-				q[k] = []string{"REDACTED"}
-			}
-			r.RawQuery = q.Encode()
-		}
-	}
-	return r.String()
-}
-
 // scrubbed is an error whose text had a URL's secrets removed; it unwraps to the
 // original, so that errors.Is still finds context.Canceled and the like.
 type scrubbed struct {
@@ -269,10 +248,10 @@ func (e *scrubbed) Error() string { return e.msg }
 func (e *scrubbed) Unwrap() error { return e.err }
 
 // scrub removes every spelling of u (as given, as net/http and retryablehttp print it)
-// from err's text, replacing it with redactURL(u).
+// from err's text, replacing it with redact.ParsedURL(u).
 func scrub(err error, raw string, u *url.URL) error {
 	msg := err.Error()
-	safe := redactURL(u)
+	safe := redact.ParsedURL(u)
 	spellings := []string{raw, u.String(), u.Redacted()}
 	if u.User != nil {
 		name := u.User.Username()

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/baton-fleet/baton/agent"
+	"github.com/baton-fleet/baton/internal/redact"
 )
 
 func newAgentCmd() *cobra.Command {
@@ -36,7 +37,7 @@ any step is finished on the next start. It stops on SIGTERM or SIGINT.`,
 				return failed(err)
 			}
 			a.WatchConfig(configFile)
-			logger.Info("baton agent starting", "version", version, "repo", redactURL(cfg.Repo.URL), "branch", cfg.Repo.Branch)
+			logger.Info("baton agent starting", "version", version, "repo", redact.URL(cfg.Repo.URL), "branch", cfg.Repo.Branch)
 			err = a.Run(cmd.Context())
 			if errors.Is(err, agent.ErrRestartRequested) {
 				logger.Info("baton agent exiting to be restarted", "status", agent.RestartExitCode)
@@ -69,7 +70,7 @@ func newValidateConfigCmd() *cobra.Command {
 				printErrors(cmd.ErrOrStderr(), ".", err)
 				return failed(fmt.Errorf("%s is not valid", file))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "ok: host %s follows %s (branch %s) with the %s lease\n", cfg.Host, redactURL(cfg.Repo.URL), cfg.Repo.Branch, cfg.Lease.Backend)
+			fmt.Fprintf(cmd.OutOrStdout(), "ok: host %s follows %s (branch %s) with the %s lease\n", cfg.Host, redact.URL(cfg.Repo.URL), cfg.Repo.Branch, cfg.Lease.Backend)
 			return nil
 		},
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -73,12 +72,3 @@ func newRootCmd() *cobra.Command {
 
 // failed wraps an error from a command that ran and found a problem: exit code 1.
 func failed(err error) error { return &exitError{code: 1, err: err} }
-
-// redactURL removes any credentials from a URL before it is shown.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	return u.Redacted()
-}
