@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/baton-fleet/baton/internal/commitid"
 )
 
 // RetryRequest is the body of POST /v1/retry.
@@ -29,11 +31,8 @@ type RollbackAnswer struct {
 	To      string `json:"to"`
 }
 
-// Commit ids: a prefix of at least MinCommitPrefix hex digits, at most a SHA-256 id.
-const (
-	MinCommitPrefix = 7
-	maxCommitLen    = 64
-)
+// MinCommitPrefix is the fewest hex digits of a commit prefix (commitid.MinPrefix).
+const MinCommitPrefix = commitid.MinPrefix
 
 // parseRetry decodes the body of POST /v1/retry: one JSON object with exactly a
 // "commit" field, a hex commit id or prefix. It returns the commit in lower case.
@@ -73,16 +72,11 @@ func parseRollback(data []byte) (string, error) {
 	return to, CheckCommit(to)
 }
 
-// CheckCommit says why commit (lower case) is not a commit id or a prefix of one.
+// CheckCommit says why commit (lower case) is not a commit id or a prefix of one
+// (commitid.CheckPrefix); the error wraps ErrInvalid.
 func CheckCommit(commit string) error {
-	if len(commit) < MinCommitPrefix || len(commit) > maxCommitLen {
-		return fmt.Errorf("%w: commit must be %d to %d hex digits, got %d characters", ErrInvalid, MinCommitPrefix, maxCommitLen, len(commit))
-	}
-	for i := 0; i < len(commit); i++ {
-		c := commit[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return fmt.Errorf("%w: commit must be hex digits, got %q at %d", ErrInvalid, c, i)
-		}
+	if err := commitid.CheckPrefix(commit); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }
