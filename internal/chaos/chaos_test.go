@@ -37,8 +37,11 @@ func TestChaos(t *testing.T) {
 	kills := h.watchdogKills()
 
 	stop := make(chan struct{})
+	var stopOnce sync.Once
 	var wg sync.WaitGroup
 	var mu sync.Mutex
+	halt := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
+	defer halt() // before the fleet's cleanup, should the test end early
 	wg.Go(func() {
 		rng := rand.New(rand.NewPCG(uint64(seed), 1))
 		for {
@@ -75,8 +78,7 @@ func TestChaos(t *testing.T) {
 			rep.Unsettled++
 		}
 	}
-	close(stop)
-	wg.Wait()
+	halt()
 	if err := h.heal(); err != nil {
 		t.Error(err)
 	}
