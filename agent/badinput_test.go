@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/baton-fleet/baton/api"
+	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/internal/testfleet"
 )
 
@@ -493,7 +494,7 @@ func badFile(t *testing.T, name, content string) {
 }
 
 // badShort is a commit id as gitsync abbreviates it in its errors.
-func badShort(c string) string { return c[:12] }
+func badShort(c string) string { return commitid.Short(c) }
 
 // badArtifact is one artifacts: entry of service.yaml.
 type badArtifact struct{ url, sum, unpack, name string }
