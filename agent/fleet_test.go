@@ -2,58 +2,15 @@ package agent_test
 
 import (
 	"context"
-	"io"
-	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/baton-fleet/baton/fleet"
 	"github.com/baton-fleet/baton/internal/testetcd"
+	"github.com/baton-fleet/baton/internal/testfleet"
 )
-
-// forward relays connections from the machine's bridge address to etcd on loopback,
-// so that the test hosts reach it; everything closes with the test.
-func forward(t *testing.T, listen, target string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", listen+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, in, out)
-			mu.Unlock()
-			wg.Go(func() { io.Copy(out, in); out.Close() })
-			wg.Go(func() { io.Copy(in, out); in.Close() })
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
 
 // TestFleetHaltsABadRelease runs two hosts of one group on the etcd lease: a release
 // that fails on the first host to try it is reverted there and never started on the
@@ -62,7 +19,7 @@ func TestFleetHaltsABadRelease(t *testing.T) {
 	cluster := testetcd.Start(t)
 	h1 := newHarness(t)
 	endpoint := strings.TrimPrefix(cluster.Endpoints()[0], "http://")
-	relay := forward(t, h1.gateway, endpoint)
+	relay := testfleet.Forward(t, h1.gateway, endpoint)
 	h1.writeConfig("lease:\n  backend: etcd\n  etcd: {endpoints: [\"http://" + relay + "\"], prefix: /baton, ttl: 5s}\n")
 	h2 := h1.sibling("h2")
 	hosts := []*harness{h1, h2}
@@ -189,7 +146,7 @@ func newEtcdFleet(t *testing.T, n int) (*testetcd.Cluster, []*harness) {
 	t.Helper()
 	cluster := testetcd.Start(t)
 	h1 := newHarness(t)
-	relay := forward(t, h1.gateway, strings.TrimPrefix(cluster.Endpoints()[0], "http://"))
+	relay := testfleet.Forward(t, h1.gateway, strings.TrimPrefix(cluster.Endpoints()[0], "http://"))
 	h1.writeConfig("lease:\n  backend: etcd\n  etcd: {endpoints: [\"http://" + relay + "\"], prefix: /baton, ttl: 5s}\n")
 	hosts := []*harness{h1}
 	for i := 2; i <= n; i++ {

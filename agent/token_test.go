@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-fleet/baton/internal/testfleet"
 	"github.com/baton-fleet/baton/internal/testgit"
 )
 
@@ -26,7 +27,7 @@ func TestRepoToken(t *testing.T) {
 	}
 	// The agent takes http:// only to a loopback address: a socket proxy in the host
 	// listens on its loopback and relays to the server through the bridge.
-	relay := forward(t, h.gateway, u.Host)
+	relay := testfleet.Forward(t, h.gateway, u.Host)
 	h.host.MustExec(t, "systemd-run", "--unit=git-relay", "--socket-property=ListenStream=127.0.0.1:8418",
 		"/lib/systemd/systemd-socket-proxyd", relay)
 

@@ -79,9 +79,27 @@ func (s *Syncer) storePack(ctx context.Context, r io.Reader) (err error) {
 	if err := removeTemps(dir); err != nil {
 		return err
 	}
+	_, err = writePack(dir, func(f *os.File) (*packIndexer, plumbing.Hash, error) {
+		n, err := io.Copy(f, r)
+		if err != nil {
+			return nil, plumbing.ZeroHash, err
+		}
+		if n == 0 {
+			return nil, plumbing.ZeroHash, errors.New("the server sent no pack")
+		}
+		return indexPack(ctx, f, dir, s.opts.MaxFetch)
+	})
+	s.store.Reindex()
+	return err
+}
+
+// writePack makes a pack in dir: fill writes it into f, a temporary file there, and
+// indexes it; writePack then writes the index and installs both (installPack). It
+// returns the pack's checksum. On error nothing of it stays in dir.
+func writePack(dir string, fill func(f *os.File) (*packIndexer, plumbing.Hash, error)) (sum plumbing.Hash, err error) {
 	f, err := os.CreateTemp(dir, tmpPrefix+"pack_")
 	if err != nil {
-		return err
+		return sum, err
 	}
 	var idx *os.File
 	defer func() {
@@ -96,26 +114,17 @@ func (s *Syncer) storePack(ctx context.Context, r io.Reader) (err error) {
 			}
 		}
 	}()
-	n, err := io.Copy(f, r)
+	x, sum, err := fill(f)
 	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return errors.New("the server sent no pack")
-	}
-	x, sum, err := indexPack(ctx, f, dir, s.opts.MaxFetch)
-	if err != nil {
-		return err
+		return sum, err
 	}
 	if idx, err = os.CreateTemp(dir, tmpPrefix+"idx_"); err != nil {
-		return err
+		return sum, err
 	}
 	if err := x.writeIndex(idx, sum); err != nil {
-		return err
+		return sum, err
 	}
-	err = installPack(dir, f, idx, sum)
-	s.store.Reindex()
-	return err
+	return sum, installPack(dir, f, idx, sum)
 }
 
 // installPack moves pack file f and its index idx, temporary files in dir,

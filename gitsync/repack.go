@@ -206,72 +206,58 @@ func (s *Syncer) compactAfterFetch(ctx context.Context) {
 
 // mergePacks writes one pack holding the objects of packs, indexes it and
 // installs it in dir. It returns the new pack's checksum.
-func mergePacks(ctx context.Context, dir string, packs []packFile, maxFetch int64) (sum plumbing.Hash, err error) {
-	f, err := os.CreateTemp(dir, tmpPrefix+"pack_")
-	if err != nil {
-		return sum, err
-	}
-	var idx *os.File
-	defer func() {
-		_ = f.Close()
-		if idx != nil {
-			_ = idx.Close()
-		}
-		if err != nil {
-			_ = os.Remove(f.Name())
-			if idx != nil {
-				_ = os.Remove(idx.Name())
-			}
-		}
-	}()
+func mergePacks(ctx context.Context, dir string, packs []packFile, maxFetch int64) (plumbing.Hash, error) {
 	var count uint32
 	var size int64
 	for _, p := range packs {
 		n, err := packCount(p.path(dir, ".pack"))
 		if err != nil {
-			return sum, err
+			return plumbing.ZeroHash, err
 		}
 		if uint64(count)+uint64(n) > math.MaxUint32 {
-			return sum, errors.New("too many objects for one pack")
+			return plumbing.ZeroHash, errors.New("too many objects for one pack")
 		}
 		count += n
 		size += p.size
 	}
+	return writePack(dir, func(f *os.File) (*packIndexer, plumbing.Hash, error) {
+		if err := concatPacks(ctx, f, dir, packs, count); err != nil {
+			return nil, plumbing.ZeroHash, err
+		}
+		// The objects were all indexed once, under the bounds of their fetch;
+		// the bounds here only keep a damaged pack from costing without end.
+		x, sum, err := indexPackWithin(ctx, f, dir, packBounds{
+			objects:  int64(count),
+			unpacked: math.MaxInt64,
+			scratch:  scratchFactor * max(maxFetch, size),
+		})
+		if err != nil {
+			return nil, sum, fmt.Errorf("index the merged pack: %w", err)
+		}
+		return x, sum, nil
+	})
+}
+
+// concatPacks writes into f one pack of count objects: the objects of packs, copied
+// as they are stored, behind a new header and followed by the new checksum.
+func concatPacks(ctx context.Context, f *os.File, dir string, packs []packFile, count uint32) error {
 	h := sha1.New()
 	w := bufio.NewWriterSize(io.MultiWriter(f, h), 64<<10)
 	hdr := []byte{'P', 'A', 'C', 'K', 0, 0, 0, 2, 0, 0, 0, 0}
 	binary.BigEndian.PutUint32(hdr[8:], count)
 	if _, err := w.Write(hdr); err != nil {
-		return sum, err
+		return err
 	}
 	for _, p := range packs {
 		if err := copyObjects(ctx, w, p.path(dir, ".pack"), p.size); err != nil {
-			return sum, err
+			return err
 		}
 	}
 	if err := w.Flush(); err != nil {
-		return sum, err
+		return err
 	}
-	if _, err := f.Write(h.Sum(nil)); err != nil {
-		return sum, err
-	}
-	// The objects were all indexed once, under the bounds of their fetch;
-	// the bounds here only keep a damaged pack from costing without end.
-	x, sum, err := indexPackWithin(ctx, f, dir, packBounds{
-		objects:  int64(count),
-		unpacked: math.MaxInt64,
-		scratch:  scratchFactor * max(maxFetch, size),
-	})
-	if err != nil {
-		return sum, fmt.Errorf("index the merged pack: %w", err)
-	}
-	if idx, err = os.CreateTemp(dir, tmpPrefix+"idx_"); err != nil {
-		return sum, err
-	}
-	if err := x.writeIndex(idx, sum); err != nil {
-		return sum, err
-	}
-	return sum, installPack(dir, f, idx, sum)
+	_, err := f.Write(h.Sum(nil))
+	return err
 }
 
 // packCount reads the number of objects in the header of pack file path.

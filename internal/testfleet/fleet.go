@@ -185,7 +185,7 @@ func start(ctx context.Context, tb testing.TB, o Options) *Fleet {
 	f.Repo = testgit.NewRepo(tb)
 	f.Cluster, f.Etcd = startEtcd(tb, f.Gateway, max(o.EtcdMembers, 1))
 	if o.FleetLock != "" {
-		f.fleetLock = "http://" + forward(tb, f.Gateway, o.FleetLock)
+		f.fleetLock = "http://" + Forward(tb, f.Gateway, o.FleetLock)
 	}
 
 	for i := 1; i <= o.Hosts; i++ {

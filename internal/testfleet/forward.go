@@ -7,10 +7,10 @@ import (
 	"testing"
 )
 
-// forward relays TCP connections from a free port on addr (the gateway, which the
-// hosts reach) to target (a server on this machine's loopback), until tb ends. A
-// connection to a target that is down is closed at once.
-func forward(tb testing.TB, addr, target string) string {
+// Forward relays TCP connections from a free port on addr (the gateway, which the
+// hosts reach) to target (a server on this machine's loopback), until tb ends, and
+// returns the port's address. A connection to a target that is down is closed at once.
+func Forward(tb testing.TB, addr, target string) string {
 	tb.Helper()
 	ln, err := net.Listen("tcp", addr+":0")
 	if err != nil {
