@@ -31,17 +31,29 @@ func SlotKey(prefix, group, host string) string {
 	return fmt.Sprintf("%s/groups/%s/slots/%s", prefix, group, host)
 }
 
+// The bounds of one read of the fleet state (Store.Snapshot). A fleet of 10,000
+// hosts holds about two keys a host (its record, a slot while it upgrades) and a few
+// per group and commit, each of a few hundred bytes: some 20,000 keys and 10 MiB at
+// most. A state past either bound is not read at all (it grew without pruning, or
+// someone wrote to the prefix what baton never writes), so no gate passes.
+const (
+	SnapshotMaxKeys  = 100_000  // keys under the prefix
+	SnapshotMaxBytes = 64 << 20 // bytes of those keys and their values
+)
+
 // Store keeps the fleet state under a prefix in etcd.
 type Store struct {
 	cli    *clientv3.Client
 	prefix string
 	now    func() time.Time
 	seen   sightings // of the hosts' commits, for Snapshot.running
+	// maxKeys and maxBytes bound a Snapshot: SnapshotMaxKeys and SnapshotMaxBytes.
+	maxKeys, maxBytes int64
 }
 
 // NewStore returns a Store on cli under prefix (e.g. "/baton").
 func NewStore(cli *clientv3.Client, prefix string) *Store {
-	return &Store{cli: cli, prefix: strings.TrimSuffix(prefix, "/"), now: time.Now}
+	return &Store{cli: cli, prefix: strings.TrimSuffix(prefix, "/"), now: time.Now, maxKeys: SnapshotMaxKeys, maxBytes: SnapshotMaxBytes}
 }
 
 func (s *Store) key(parts ...string) string { return s.prefix + "/" + strings.Join(parts, "/") }
@@ -216,11 +228,25 @@ func (s *Store) ClaimCanary(ctx context.Context, f *Fence, group, commit, host s
 // reads it; an unreadable host record, canary list or promotion is left out (the
 // host is unknown, a canary claim then fails in ClaimCanary, no promotion). It notes,
 // on this host's clock, when this Store first saw each host run its commit: the canary
-// pause counts from that (see Gate).
+// pause counts from that (see Gate). A state of more than SnapshotMaxKeys keys, or
+// SnapshotMaxBytes bytes, is an error: etcd sends no more keys than that, and the
+// agent, whose gate then cannot read the state, starts no upgrade.
 func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
-	resp, err := s.cli.Get(ctx, s.prefix+"/", clientv3.WithPrefix())
+	resp, err := s.cli.Get(ctx, s.prefix+"/", clientv3.WithPrefix(), clientv3.WithLimit(s.maxKeys))
 	if err != nil {
 		return nil, fmt.Errorf("read fleet state: %w", err)
+	}
+	if resp.More {
+		return nil, fmt.Errorf("read fleet state: %s/ holds %d keys, over the limit of %d; list them with etcdctl get --prefix --keys-only %s/ and delete what baton does not write (baton fleet forget a host gone for good)",
+			s.prefix, resp.Count, s.maxKeys, s.prefix)
+	}
+	size := int64(0)
+	for _, kv := range resp.Kvs {
+		size += int64(len(kv.Key) + len(kv.Value))
+	}
+	if size > s.maxBytes {
+		return nil, fmt.Errorf("read fleet state: the %d keys under %s/ hold %d bytes, over the limit of %d; list them with etcdctl get --prefix --keys-only %s/ and delete what baton does not write (baton fleet forget a host gone for good)",
+			len(resp.Kvs), s.prefix, size, s.maxBytes, s.prefix)
 	}
 	snap := &Snapshot{Revision: resp.Header.Revision, Groups: map[string]*Group{}, Hosts: map[string]Host{}, revs: map[string]keyRev{}}
 	type slot struct {

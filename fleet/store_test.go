@@ -2,7 +2,9 @@ package fleet
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -361,5 +363,99 @@ func TestCanaryPauseOnOwnClock(t *testing.T) {
 	clock = clock.Add(time.Minute)
 	if v := gate(); !v.OK {
 		t.Errorf("Gate once the pause is over, on this host's clock = %+v", v)
+	}
+}
+
+// TestSnapshotBounded: a fleet of 10,000 hosts, each with its record and a heartbeat's
+// worth of result text, some of them upgrading (a slot each), is read well within the
+// bounds of a Snapshot; a state past either bound is not read, and the error names the
+// prefix and the limit. Nothing that reads the state (the gate, Prune) then goes on.
+func TestSnapshotBounded(t *testing.T) {
+	cli := testetcd.Start(t).Client(t)
+	ctx := t.Context()
+	s := NewStore(cli, "/baton")
+
+	const hosts, groups = 10_000, 20
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	var ops []clientv3.Op
+	flush := func() {
+		t.Helper()
+		if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+		ops = ops[:0]
+	}
+	for i := range hosts {
+		name, group := fmt.Sprintf("web-%05d", i), fmt.Sprintf("g%02d", i%groups)
+		h := Host{Host: name, Group: group, Commit: commitA, Target: commitB, State: "VERIFYING", Time: now, Seen: now,
+			Result: "committed upgrade " + commitid.Short(commitA) + " -> " + commitid.Short(commitB) + ": 3 services restarted, 12 checks passed"}
+		data, err := json.Marshal(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops = append(ops, clientv3.OpPut("/baton/hosts/"+name, string(data)))
+		if i/groups%10 == 0 { // a tenth of each group holds a slot
+			ops = append(ops, clientv3.OpPut(SlotKey("/baton", group, name), ""))
+		}
+		if len(ops) >= 100 {
+			flush()
+		}
+	}
+	flush()
+	for g := range groups {
+		group := fmt.Sprintf("g%02d", g)
+		ops = append(ops, clientv3.OpPut("/baton/groups/"+group+"/maxParallel", "50"))
+		data, _ := json.Marshal(Failure{Commit: commitB, Host: "web-00001", Reason: "verify: check health failed: " + strings.Repeat("x", 200), Time: now})
+		ops = append(ops, clientv3.OpPut("/baton/groups/"+group+"/failed/"+commitB, string(data)))
+	}
+	flush()
+
+	all, err := cli.Get(ctx, "/baton/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := 0
+	for _, kv := range all.Kvs {
+		size += len(kv.Key) + len(kv.Value)
+	}
+	t.Logf("%d hosts: %d keys, %d bytes; the bounds are %d keys, %d bytes", hosts, len(all.Kvs), size, SnapshotMaxKeys, SnapshotMaxBytes)
+	if len(all.Kvs)*4 > SnapshotMaxKeys || size*4 > SnapshotMaxBytes {
+		t.Errorf("a fleet of %d hosts is within a factor of 4 of the bounds", hosts)
+	}
+	snap, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatalf("Snapshot of %d hosts: %v", hosts, err)
+	}
+	if len(snap.Hosts) != hosts || len(snap.Problems) != 0 || len(snap.Groups["g07"].Holders) != hosts/groups/10 {
+		t.Fatalf("Snapshot of %d hosts read %d hosts, %d holders of g07, problems %v", hosts, len(snap.Hosts), len(snap.Groups["g07"].Holders), snap.Problems)
+	}
+
+	// Past the bound on keys: etcd sends no more than the limit, and nothing is read.
+	s.maxKeys = int64(len(all.Kvs) - 1)
+	_, err = s.Snapshot(ctx)
+	want := fmt.Sprintf("read fleet state: /baton/ holds %d keys, over the limit of %d; list them with etcdctl get --prefix --keys-only /baton/ and delete what baton does not write (baton fleet forget a host gone for good)", len(all.Kvs), len(all.Kvs)-1)
+	if err == nil || err.Error() != want {
+		t.Errorf("Snapshot over the key limit: %v\nwant %s", err, want)
+	}
+	s.maxKeys = SnapshotMaxKeys
+
+	// Past the bound on bytes: a writer that is not baton adds values of 1 MiB.
+	for i := range 4 {
+		put(t, cli, fmt.Sprintf("/baton/junk/%d", i), strings.Repeat("j", 1<<20))
+	}
+	s.maxBytes = int64(size + 3<<20)
+	_, err = s.Snapshot(ctx)
+	want = fmt.Sprintf("read fleet state: the %d keys under /baton/ hold %d bytes, over the limit of %d; list them with etcdctl get --prefix --keys-only /baton/ and delete what baton does not write (baton fleet forget a host gone for good)",
+		len(all.Kvs)+4, size+4*(len("/baton/junk/0")+1<<20), size+3<<20)
+	if err == nil || err.Error() != want {
+		t.Errorf("Snapshot over the byte limit: %v\nwant %s", err, want)
+	}
+	// What reads the state stops there: the gate gets no snapshot, Prune deletes nothing.
+	pruned, err := s.Prune(ctx, func(string, string) (bool, error) { return true, nil })
+	if err == nil || len(pruned) != 0 {
+		t.Errorf("Prune over the byte limit = %v, %v; want an error and nothing deleted", pruned, err)
+	}
+	if resp, err := cli.Get(ctx, "/baton/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != int64(len(all.Kvs)+4) {
+		t.Errorf("the state holds %v keys after Prune (%v), want %d", resp, err, len(all.Kvs)+4)
 	}
 }
