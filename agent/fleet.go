@@ -241,11 +241,11 @@ func releases(txn *rollback.Txn) []fleet.Release {
 }
 
 // haltCommit records in the fleet state that commit is bad in group, and so are rels,
-// the releases it changed. The halt must be
-// durable before the slot is released, or the next host would start commit: so it is
-// retried, with the watchdog fed and the phase saying why the group waits, until it is
-// written or ctx ends (false). A halt is never unsafe, so it is written unfenced: a
-// holder that lost its slot still halts the group.
+// the releases it changed. The halt must be durable before the slot is released, or
+// the next host would start commit: so it is retried, with the watchdog fed and the
+// phase saying why the group waits, until it is written or ctx ends (false). A halt is
+// never unsafe, so it is written unfenced: a holder that lost its slot still halts the
+// group.
 func (a *Agent) haltCommit(ctx context.Context, group, commit, reason string, rels ...fleet.Release) bool {
 	if a.fleet == nil || group == "" {
 		return true
