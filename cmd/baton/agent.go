@@ -29,7 +29,7 @@ any step is finished on the next start. It stops on SIGTERM or SIGINT.`,
 			}
 			cfg, err := agent.LoadConfig(configFile)
 			if err != nil {
-				printErrors(cmd.ErrOrStderr(), ".", err)
+				printErrors(cmd.ErrOrStderr(), "", err)
 				return failed(fmt.Errorf("%s is not valid", configFile))
 			}
 			a, err := agent.New(cfg, version, logger)
@@ -67,7 +67,7 @@ func newValidateConfigCmd() *cobra.Command {
 			}
 			cfg, err := agent.LoadConfig(file)
 			if err != nil {
-				printErrors(cmd.ErrOrStderr(), ".", err)
+				printErrors(cmd.ErrOrStderr(), "", err)
 				return failed(fmt.Errorf("%s is not valid", file))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "ok: host %s follows %s (branch %s) with the %s lease\n", cfg.Host, redact.URL(cfg.Repo.URL), cfg.Repo.Branch, cfg.Lease.Backend)
