@@ -7,33 +7,43 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/internal/testfleet"
+	stager "github.com/baton-fleet/baton/release"
 )
 
 // TestBadInput runs every kind of bad input of issues 7 and 18 through the real agent on one
 // real host: commits that are not signed by a trusted key (and the branch put back
 // after one), a developer's signed commit fast-forwarded onto a branch whose release
 // signers do not list the developer, a force-pushed branch, an older signed commit after a new clone,
-// artifacts that must not be installed, archives that try to leave their release
-// directory, unit names that would take over the host, and repository files built
+// artifacts that must not be installed, an artifact server that asks to be tried again
+// in a year, a redirect to a host the artifact policy does not allow, archives that
+// try to leave their release directory, unit names that would take over the host, unit
+// files that other readers read otherwise than systemd (an Alias= they hide), [Install]
+// Also=, an instance file overriding a template of the host, and repository files built
 // to exhaust or confuse the parser. Each case asserts the exact error the agent
 // reports (in `baton status --json`, in the quarantine and in the journal), and that
 // the running service was not touched: the same last good revision, the same
 // version served by the same main PID, and not one file changed under
-// /etc/systemd/system. A good commit then goes through: nothing wedged the agent.
+// /etc/systemd/system. validate-config on the host refuses etcd credentials over plain
+// http. A good commit then goes through: nothing wedged the agent.
 func TestBadInput(t *testing.T) {
 	h := newHarness(t)
 	// Every commit is signed by the key the agent trusts, unless a case says otherwise.
@@ -131,7 +141,70 @@ func TestBadInput(t *testing.T) {
 		quarantined = "quarantined" // failed before touching the host: quarantined
 		refused     = "refused"     // never accepted from the repository: status.fetch.error
 		blocked     = "blocked"     // the host is in the way: status.phase and lastResult, nothing quarantined
+		retried     = "retried"     // the host's trouble, not the release's: aborted before the switch, tried again after a backoff
 	)
+	// unitRow is the evil release with its unit file edited by edit.
+	unitRow := func(edit func(unit string) string) map[string]string {
+		files := maps.Clone(evil)
+		files["services/demo/demo.service"] = edit(demoUnit)
+		return files
+	}
+	// noAlias checks that no cron.service alias was linked to the repository's unit.
+	noAlias := func(t *testing.T) {
+		t.Helper()
+		if _, err := os.Lstat(h.host.Path("/etc/systemd/system/cron.service")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("/etc/systemd/system/cron.service exists (%v): the alias was linked", err)
+		}
+	}
+	debugShell := h.host.MustExec(t, "sh", "-c", "systemctl is-enabled debug-shell.service || true")
+	// The template of an instance the repository ships: modprobe@.service, as systemd
+	// finds it first on the host (units.Dir.Taken looks in the same order).
+	template := ""
+	for _, dir := range []string{"/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"} {
+		if _, err := os.Stat(h.host.Path(dir + "/modprobe@.service")); err == nil {
+			template = dir + "/modprobe@.service"
+			break
+		}
+	}
+	if template == "" {
+		t.Fatal("the host has no modprobe@.service")
+	}
+	templateSnap := badSnapshot(t, h.host.Path(template))
+	// A server on the machine's address, which artifacts.allowInsecure allows, and a
+	// name for the same address that it does not allow: a redirect to it is refused,
+	// and were it followed, this server would see the request.
+	var (
+		slowGets, mirrorGets atomic.Int32
+		oneYear              = strconv.Itoa(365 * 24 * 3600)
+	)
+	const mirror = "mirror.baton.test"
+	srv := badHTTP(t, h.gateway, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/busy/demo":
+			slowGets.Add(1)
+			w.Header().Set("Retry-After", oneYear)
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case r.URL.Path == "/moved/demo":
+			http.Redirect(w, r, "http://"+mirror+":"+strings.TrimPrefix(r.Host, h.gateway+":")+"/mirror/demo", http.StatusFound)
+		case r.URL.Path == "/mirror/demo":
+			mirrorGets.Add(1)
+			http.Redirect(w, r, evilURL, http.StatusFound)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	hosts, err := os.ReadFile(h.host.Path("/etc/hosts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(h.host.Path("/etc/hosts"), append(hosts, []byte(h.gateway+" "+mirror+"\n")...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.WriteFile(h.host.Path("/etc/hosts"), hosts, 0o644) })
+	if out := h.host.MustExec(t, "getent", "hosts", mirror); !strings.HasPrefix(out, h.gateway+" ") {
+		t.Fatalf("%s does not resolve to %s in the host: %q", mirror, h.gateway, out)
+	}
+
 	var beforeRewind string // the branch's head before the force-push
 	tests := []struct {
 		name string
@@ -289,6 +362,35 @@ func TestBadInput(t *testing.T) {
 			c := badCommit(h, "plain http", badFiles(fleetYAML, badServiceYAML("6.0.2", a)))
 			return c, stage("6.0.2", a) + "plain http:// is refused; use https://, or name the host releases.example.com in the agent's artifacts.allowInsecure"
 		}},
+		{name: "artifact server answering 503 with a one-year Retry-After", kind: retried, bad: func(t *testing.T) (string, string) {
+			// Issue 18: the wait is capped at 30 s whatever the Retry-After, and there are
+			// 5 attempts: staging fails after two minutes, as the host's trouble (the
+			// server may answer later), so the commit is tried again after a backoff,
+			// not quarantined. Nothing was switched: the lease was never asked for.
+			slowGets.Store(0)
+			a := badArtifact{url: srv + "/busy/demo", sum: evilSum, name: "demo"}
+			c := badCommit(h, "503, Retry-After: one year", badFiles(fleetYAML, badServiceYAML("6.0.3", a)))
+			return c, fmt.Sprintf("this host could not stage: stage demo release %s: download %s: GET %s giving up after %d attempt(s); trying again in 30s",
+				badReleaseID("6.0.3", a.sum), a.url, a.url, 1+stager.DefaultRetryMax)
+		}, after: func(t *testing.T) {
+			if got, want := slowGets.Load(), int32(1+stager.DefaultRetryMax); got != want {
+				t.Errorf("the busy server got %d requests, want %d", got, want)
+			}
+		}},
+		{name: "artifact redirected to a host not allowed", kind: quarantined, bad: func(t *testing.T) (string, string) {
+			// Issue 18: the first URL is on an allowed host; the hop it redirects to is
+			// checked as the first URL was, and refused before it is requested.
+			mirrorGets.Store(0)
+			a := badArtifact{url: srv + "/moved/demo", sum: evilSum, name: "demo"}
+			c := badCommit(h, "redirect to a host not allowed", badFiles(fleetYAML, badServiceYAML("6.0.4", a)))
+			to := "http://" + mirror + ":" + strings.TrimPrefix(srv, "http://"+h.gateway+":") + "/mirror/demo"
+			return c, fmt.Sprintf("stage: stage demo release %s: download %s: redirect to %s refused: plain http:// is refused; use https://, or name the host %s in the agent's artifacts.allowInsecure",
+				badReleaseID("6.0.4", a.sum), a.url, to, mirror)
+		}, after: func(t *testing.T) {
+			if n := mirrorGets.Load(); n != 0 {
+				t.Errorf("the host the redirect named got %d requests", n)
+			}
+		}},
 		{name: "archive with a dot-dot entry", kind: quarantined, bad: func(t *testing.T) (string, string) {
 			a, files := archive("dotdot.tar.gz", "6.1.0", readme, badEntry{name: "../../../../../../../../etc/baton-pwned-dotdot", body: "pwned\n"})
 			c := badCommit(h, "archive with ../", files)
@@ -336,6 +438,45 @@ func TestBadInput(t *testing.T) {
 			files["services/other/foreign.service"] = "[Service]\nExecStart=/bin/sh -c 'echo owned > /etc/baton-pwned-foreign'\n"
 			c := badCommit(h, "claim a foreign unit", files)
 			return c, "blocked: unit file foreign.service exists in /etc/systemd/system and baton does not own it; remove it, or rename the unit in the repository"
+		}},
+		{name: "a comment ending in a backslash hides Alias=cron.service", kind: rejected, bad: func(t *testing.T) (string, string) {
+			// Issue 18: go-systemd's parser continued the comment and hid the Alias= line,
+			// which systemd reads: enabling the unit linked cron.service to it.
+			c := badCommit(h, "Alias= behind a comment", unitRow(func(u string) string { return u + "# note \\\nAlias=cron.service\n" }))
+			return c, "services/demo/demo.service:11: ambiguous unit file: a comment that ends in a backslash: systemd ends the comment at the end of the line, other readers continue it onto the next line (and hide that line); remove the backslash"
+		}, after: noAlias},
+		{name: "a line ending in two backslashes hides Alias=cron.service", kind: rejected, bad: func(t *testing.T) (string, string) {
+			// Issue 18: systemd reads a trailing "\\" as an escaped backslash and does not
+			// continue the line; go-systemd continued it, and hid the Alias= line.
+			c := badCommit(h, "Alias= behind a double backslash", unitRow(func(u string) string {
+				return strings.Replace(u, "WantedBy=multi-user.target\n", "WantedBy=multi-user.target \\\\\nAlias=cron.service\n", 1)
+			}))
+			return c, `services/demo/demo.service:10: ambiguous unit file: a line that ends in more than one backslash: systemd reads "\\" as an escaped backslash and continues the line only after an odd count, other readers continue after any; rewrite the line`
+		}, after: noAlias},
+		{name: "[Install] Also= naming units of the host", kind: rejected, bad: func(t *testing.T) (string, string) {
+			// Issue 18: enabling the unit enabled a root shell on tty9, disabling it
+			// disabled SSH.
+			c := badCommit(h, "Also=", unitRow(func(u string) string { return u + "Also=ssh.service debug-shell.service\n" }))
+			return c, "services/demo/demo.service:11: [Install] Also=ssh.service debug-shell.service is refused: enabling or disabling this unit would enable or disable ssh.service, debug-shell.service too, which baton does not own; list the units this service needs in units instead"
+		}, after: func(t *testing.T) {
+			if got := h.host.MustExec(t, "sh", "-c", "systemctl is-enabled debug-shell.service || true"); got != debugShell {
+				t.Errorf("debug-shell.service is %q, was %q", got, debugShell)
+			}
+		}},
+		{name: "an instance of a template of the host", kind: blocked, bad: func(t *testing.T) (string, string) {
+			// Issue 18: modprobe@baton.service in /etc/systemd/system would override the
+			// host's modprobe@.service for that instance, and systemd lists only the
+			// template as taken. The agent stops before the lease.
+			files := maps.Clone(evil)
+			files["fleet.yaml"] = strings.Replace(fleetYAML, "services: [demo]", "services: [demo, other]", 1)
+			files["services/other/service.yaml"] = "version: \"1\"\nunits: [modprobe@baton.service]\n"
+			files["services/other/modprobe@baton.service"] = "[Service]\nExecStart=/bin/sh -c 'echo owned > /etc/baton-pwned-instance'\n"
+			c := badCommit(h, "override a template of the host for one instance", files)
+			return c, "blocked: unit modprobe@baton.service would override " + template + ", which baton does not own; remove it, or rename the unit in the repository"
+		}, after: func(t *testing.T) {
+			if got := badSnapshot(t, h.host.Path(template)); !maps.Equal(got, templateSnap) {
+				t.Errorf("%s changed", template)
+			}
 		}},
 		{name: "YAML billion laughs", kind: rejected, bad: func(t *testing.T) (string, string) {
 			files := maps.Clone(good)
@@ -390,7 +531,7 @@ func TestBadInput(t *testing.T) {
 				switch {
 				case st.Rejected != nil && st.Rejected.Commit == c,
 					tt.kind == refused && strings.Contains(st.Fetch.Error, short(c)),
-					tt.kind == blocked && st.LastResult != nil && st.LastResult.To == c,
+					(tt.kind == blocked || tt.kind == retried) && st.LastResult != nil && st.LastResult.To == c,
 					h.quarantined(c) && h.txnState() == "",
 					h.lastGood().Revision == c:
 					return true
@@ -437,6 +578,22 @@ func TestBadInput(t *testing.T) {
 				if !badLogged(j, "not upgrading: a unit file of the release belongs to someone else", "commit="+short(c), "reason="+strconv.Quote(want)) {
 					t.Errorf("the journal does not report the conflict on %s", short(c))
 				}
+			case tt.kind == retried:
+				if st.LastResult == nil || st.LastResult.Outcome != api.OutcomeAborted || st.LastResult.Message != want {
+					t.Errorf("last result %+v; want it aborted with\n%s", st.LastResult, want)
+				}
+				if p := fmt.Sprintf("to try %s again (attempt 1 failed on this host: could not stage: ", short(c)); !strings.HasPrefix(st.Phase, "waiting until ") || !strings.Contains(st.Phase, p) {
+					t.Errorf("phase %q, want it waiting to try %s again", st.Phase, short(c))
+				}
+				if gotQ != "" || st.Rejected != nil && st.Rejected.Commit == c {
+					t.Errorf("the host's trouble quarantined or rejected %s: %q, %+v", short(c), gotQ, st.Rejected)
+				}
+				if !badLogged(j, "upgrade aborted before touching the host", "reason="+strconv.Quote(want)) {
+					t.Errorf("the journal has no abort of %s with the reason", short(c))
+				}
+				if took > stager.DefaultRetryBudget {
+					t.Errorf("the verdict took %v, over the retry budget of %v", took, stager.DefaultRetryBudget)
+				}
 			case tt.kind == refused:
 				if st.Fetch.Error != want {
 					t.Errorf("the fetch error is\n%s\nwant\n%s", st.Fetch.Error, want)
@@ -457,6 +614,31 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
+	// Issue 18: etcd credentials over plain http:// to a host that is not loopback are
+	// refused by validate-config on the host (and so by the agent at start: the same
+	// file is a case of TestParseConfigBad), every such endpoint named at its line.
+	t.Run("etcd credentials over plain http", func(t *testing.T) {
+		h.t = t
+		data, err := os.ReadFile("testdata/config/bad/etcd-credentials-plain.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		const file = "/etc/baton/etcd-plain.yaml"
+		if err := os.WriteFile(h.host.Path(file), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(h.host.Path(file))
+		out, err := h.host.Command(context.Background(), "/usr/local/bin/baton", "validate-config", file).CombinedOutput()
+		want := file + `:9: lease.etcd.endpoints[1]: plain http:// to "10.0.0.6", which is not a loopback host, would send the etcd password (lease.etcd.passwordFile) in clear; use https://
+` + file + `:11: lease.etcd.endpoints[3]: plain http:// to "etcd.internal", which is not a loopback host, would send the etcd password (lease.etcd.passwordFile) in clear; use https://
+2 error(s)
+baton: ` + file + " is not valid\n"
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || string(out) != want {
+			t.Errorf("baton validate-config %s: %v\n%s\nwant exit 1 and\n%s", file, err, out, want)
+		}
+		untouched(t)
+	})
 	h.t = t
 
 	// The bad commits wedged nothing: a good one goes through.
@@ -608,6 +790,20 @@ func badServe(t *testing.T, h *harness, name string, data []byte) (string, strin
 	h.rel.mu.Unlock()
 	sum := sha256.Sum256(data)
 	return h.rel.URL + path, hex.EncodeToString(sum[:])
+}
+
+// badHTTP serves handler on addr (a port of its own) for the test, and returns its
+// http:// URL.
+func badHTTP(t *testing.T, addr string, handler http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: handler}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
 }
 
 // badEntry is one entry of a test archive: a file, or a symlink when link is set.
