@@ -27,6 +27,7 @@ import (
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/internal/testfleet"
 	stager "github.com/baton-fleet/baton/release"
+	"github.com/baton-fleet/baton/spec"
 )
 
 // TestBadInput runs every kind of bad input of issues 7 and 18 through the real agent on one
@@ -710,7 +711,7 @@ func badFiles(fleet, service string) map[string]string {
 // badReleaseID is spec.Service.ReleaseID of a version with one artifact.
 func badReleaseID(version, sum string) string {
 	s := sha256.Sum256([]byte(sum + "\n"))
-	return version + "-" + hex.EncodeToString(s[:])[:8]
+	return version + "-" + hex.EncodeToString(s[:])[:spec.ReleaseDigits]
 }
 
 // badClear empties the work clone but for .git, so that a commit holds only what the

@@ -132,7 +132,7 @@ func TestWriteTextShowsDiff(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"host web-01 (group web): 3f2a1c -> 9b8e7d6", "~ api.service (api) changed",
-		"-ExecStart=/var/lib/baton/releases/api/1.4.3-bb2e6f6c/api --listen-fd 4", "+ExecStart=/var/lib/baton/releases/api/1.4.3-bb2e6f6c/api --listen-fd 3",
+		"-ExecStart=/var/lib/baton/releases/api/1.4.3-bb2e6f6cd2d2af14/api --listen-fd 4", "+ExecStart=/var/lib/baton/releases/api/1.4.3-bb2e6f6cd2d2af14/api --listen-fd 3",
 		"0 new, 1 changed, 0 removed, 1 unchanged"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("text plan lacks %q:\n%s", want, b.String())

@@ -52,7 +52,7 @@ func (lg *LastGood) NextHistory() []string {
 // ServiceRecord is one service as installed.
 type ServiceRecord struct {
 	Version string   `json:"version"`
-	Release string   `json:"release"` // the release directory's name, <version>-<sha8>
+	Release string   `json:"release"` // the release directory's name, <version>-<digest>
 	Units   []string `json:"units"`
 	Restart []string `json:"restart,omitempty"` // the units an upgrade or revert restarts
 	// Fingerprint is the release as every host renders it (spec.Service.Fingerprint):

@@ -31,7 +31,7 @@ type Vars struct {
 type Rendered struct {
 	Service               // a copy, with every template field rendered
 	Vars        Vars      // what the templates saw
-	ReleaseID   string    // <version>-<sha8>: the release directory's name
+	ReleaseID   string    // <version>-<digest>: the release directory's name
 	Fingerprint string    // the release as every host renders it, see Service.Fingerprint
 	Units       UnitFiles // the rendered unit files
 }
@@ -42,15 +42,21 @@ type UnitFiles map[string][]byte
 // Names returns the unit names in order.
 func (u UnitFiles) Names() []string { return slices.Sorted(maps.Keys(u)) }
 
-// ReleaseID names a version's release directory: the version, then the first 8 hex
-// digits of the SHA-256 of its artifacts' digests, so that re-publishing a version with
-// other artifacts never reuses a directory.
+// ReleaseDigits is how many hex digits of the artifacts' digest a release directory's
+// name keeps: 64 bits, so that no repository can make two releases of a version share
+// a directory by searching for a collision. (Names of 8 digits, from baton before it,
+// are left to the pruning of old releases.)
+const ReleaseDigits = 16
+
+// ReleaseID names a version's release directory: the version, then the first
+// ReleaseDigits hex digits of the SHA-256 of its artifacts' digests, so that
+// re-publishing a version with other artifacts never reuses a directory.
 func (s *Service) ReleaseID() string {
 	h := sha256.New()
 	for _, a := range s.Artifacts {
 		fmt.Fprintln(h, a.SHA256)
 	}
-	return s.Version + "-" + hex.EncodeToString(h.Sum(nil))[:8]
+	return s.Version + "-" + hex.EncodeToString(h.Sum(nil))[:ReleaseDigits]
 }
 
 // ReleaseDir is where the service's current version lives under the state directory.

@@ -161,8 +161,8 @@ func TestReleaseIDChangesWithArtifacts(t *testing.T) {
 	s := &Service{Name: "api", Version: "1.0", Artifacts: []Artifact{{SHA256: strings.Repeat("a", 64)}}}
 	a := s.ReleaseID()
 	s.Artifacts[0].SHA256 = strings.Repeat("b", 64)
-	if b := s.ReleaseID(); a == b || !strings.HasPrefix(a, "1.0-") || len(a) != len("1.0-")+8 {
-		t.Errorf("ReleaseID = %q then %q; want 1.0-<8 hex>, different for other artifacts", a, b)
+	if b := s.ReleaseID(); a == b || !strings.HasPrefix(a, "1.0-") || len(a) != len("1.0-")+ReleaseDigits {
+		t.Errorf("ReleaseID = %q then %q; want 1.0-<%d hex>, different for other artifacts", a, b, ReleaseDigits)
 	}
 }
 
