@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,7 +16,6 @@ import (
 	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/checks"
 	"github.com/baton-fleet/baton/events"
-	"github.com/baton-fleet/baton/gitsync"
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/lease"
 	"github.com/baton-fleet/baton/metrics"
@@ -27,261 +25,6 @@ import (
 	"github.com/baton-fleet/baton/spec"
 	"github.com/baton-fleet/baton/units"
 )
-
-// reconcile moves the host to commit, when it is new, good and not quarantined.
-func (a *Agent) reconcile(ctx context.Context, commit string) {
-	if commit == "" {
-		return
-	}
-	lg, err := a.store.LastGood()
-	if err != nil {
-		a.log.Error("read the last good record", "err", err)
-		return
-	}
-	st := a.Status()
-	if commit == lg.Revision || commit == st.Rejected {
-		return
-	}
-	if open, err := a.store.Load(); err != nil || open != nil {
-		// Never start a transaction while one is open: a new PREPARED would overwrite
-		// the state a crash left, and with it the only record of what to revert.
-		why := "an interrupted transaction is open; it is finished first"
-		if err != nil {
-			why = "the open transaction cannot be read: " + err.Error()
-		}
-		if st.Phase != why {
-			a.phase("%s", why)
-			a.log.Error("not starting a new upgrade", "reason", why)
-		}
-		return
-	}
-	if why := a.trouble.waiting(commit, time.Now()); why != "" {
-		if st.Phase != why {
-			a.phase("%s", why)
-		}
-		return
-	}
-	log := a.log.With("commit", commitid.ShortOrNone(commit))
-	q, err := a.store.IsQuarantined(commit)
-	if err != nil {
-		// Not knowing whether the commit failed here is no licence to try it.
-		if why := "the quarantine cannot be read: " + err.Error(); st.Phase != why {
-			a.phase("%s", why)
-			log.Error("not starting the upgrade", "reason", why)
-		}
-		return
-	}
-	if q != nil {
-		if said := fmt.Sprintf("quarantined %s: %s", commitid.ShortOrNone(commit), q.Reason); st.LastResult != said {
-			a.setStatus(func(s *Status) { s.LastResult = said })
-			log.Warn("commit is quarantined on this host; waiting for a newer one or baton retry", "reason", q.Reason)
-		}
-		return
-	}
-	if a.signedOnly {
-		signer, err := a.git.Verify(commit)
-		if err != nil {
-			a.reject(log, commit, fmt.Errorf("signature: %w", err))
-			return
-		}
-		log.Info("commit signature verified", "signer", signer.String())
-	}
-	if lg.Revision != "" && !a.cfg.Repo.AllowRewind {
-		// A commit not shown to descend from the applied one could be a downgrade:
-		// an error refuses as a "no" does.
-		ok, err := a.git.Descends(lg.Revision, commit)
-		switch {
-		case errors.Is(err, gitsync.ErrUnknownCommit):
-			a.reject(log, commit, fmt.Errorf("the applied commit %s is not in the local clone (it was cloned again or cleaned up), so commit %s cannot be shown to descend from it and could be a downgrade; set repo.allowRewind: true in agent.yaml to accept it", commitid.ShortOrNone(lg.Revision), commitid.ShortOrNone(commit)))
-			return
-		case err != nil:
-			a.reject(log, commit, fmt.Errorf("commit %s cannot be shown to descend from the applied %s, so it could be a downgrade: %w; set repo.allowRewind: true in agent.yaml to accept it", commitid.ShortOrNone(commit), commitid.ShortOrNone(lg.Revision), err))
-			return
-		case !ok:
-			a.reject(log, commit, fmt.Errorf("commit %s does not descend from the applied %s (rewound or force-pushed); set repo.allowRewind to accept it", commitid.ShortOrNone(commit), commitid.ShortOrNone(lg.Revision)))
-			return
-		}
-	}
-	hs, repo, err := a.load(ctx, commit)
-	if errors.Is(err, errExport) {
-		// The host could not write the tree out (a full disk, a damaged clone): the
-		// commit is not bad input, and is tried again after a backoff.
-		why := err.Error()
-		retry := a.trouble.add(commit, time.Now(), why)
-		log.Warn("commit not loaded; trying again later", "err", err, "in", retry.Round(time.Second))
-		a.phase("%s", a.trouble.waiting(commit, time.Now()))
-		return
-	}
-	if err != nil {
-		a.reject(log, commit, err)
-		return
-	}
-	log = log.With("group", hs.Group.Name)
-	a.setStatus(func(s *Status) { s.Group = hs.Group.Name })
-	a.obs.metrics.Host(a.cfg.Host, hs.Group.Name)
-	p, err := plan.Compute(hs, lg, a.unitDir.Path)
-	if err != nil {
-		log.Error("plan", "err", err)
-		return
-	}
-	if !p.Changed() {
-		// Nothing of this host changes: the commit is good here as it is.
-		lg.History = lg.NextHistory()
-		lg.Revision, lg.Time, lg.Host, lg.Group = commit, time.Now().UTC(), hs.Host, hs.Group.Name
-		if err := a.store.SetLastGood(lg); err != nil {
-			log.Error("record the last good revision", "err", err)
-			return
-		}
-		a.setStatus(func(s *Status) {
-			s.Applied, s.LastResult = commit, "nothing to change at "+commitid.ShortOrNone(commit)
-		})
-		a.idle()
-		a.recordIdle(ctx, hs.Group.Name, commit, "unchanged")
-		log.Info("commit changes nothing on this host")
-		return
-	}
-	if why := a.foreignUnits(hs, lg); why != "" {
-		// The host, not the release, is in the way: nothing is quarantined or halted,
-		// and the next poll looks again.
-		if st.Phase != why {
-			a.phase("%s", why)
-			a.result(api.Result{Outcome: api.OutcomeAborted, From: lg.Revision, To: commit, Message: why})
-			log.Error("not upgrading: a unit file of the release belongs to someone else", "reason", why)
-		}
-		return
-	}
-	if repo.Fleet.Freeze {
-		if st.Phase != "frozen" {
-			a.phase("frozen")
-			log.Info("fleet.yaml sets freeze: not starting the upgrade")
-		}
-		return
-	}
-	txn := newTxn(hs, lg, p)
-	v, err := a.gate(ctx, hs.Group, txn)
-	if err != nil {
-		log.Warn("read the fleet state", "err", err)
-		return
-	}
-	if !v.OK {
-		if st.Phase != v.Why {
-			a.phase("%s", v.Why)
-		}
-		a.obs.metrics.Halted(v.Halted)
-		return
-	}
-	a.upgrade(ctx, log.With("txn", txn.ID), txn, hs)
-}
-
-// foreignUnits says which unit files of hs are taken on the host without baton
-// owning them (units.Dir.Taken: a file of that name, or the template of an instance),
-// "" when none: baton never overwrites or overrides them, so the upgrade cannot start.
-// It is checked again under the lease, before switching.
-func (a *Agent) foreignUnits(hs *spec.HostSpec, lg *rollback.LastGood) string {
-	owned := func(name string) bool { _, ok := lg.Files[name]; return ok }
-	var foreign, others []string
-	for _, r := range hs.Services {
-		for name := range r.Units {
-			p, err := a.unitDir.Taken(name, owned)
-			switch {
-			case err != nil:
-				others = append(others, err.Error())
-			case p == filepath.Join(a.unitDir.Path, name):
-				foreign = append(foreign, name)
-			case p != "":
-				others = append(others, fmt.Sprintf("unit %s would override %s, which baton does not own", name, p))
-			}
-		}
-	}
-	var why []string
-	if len(foreign) > 0 {
-		slices.Sort(foreign)
-		why = append(why, fmt.Sprintf("unit file %s exists in %s and baton does not own it", strings.Join(foreign, ", "), a.unitDir.Path))
-	}
-	if len(why)+len(others) == 0 {
-		return ""
-	}
-	slices.Sort(others)
-	return "blocked: " + strings.Join(append(why, others...), "; ") + "; remove it, or rename the unit in the repository"
-}
-
-// errExport is wrapped in an error of load that is the host's, not the commit's: the
-// tree could not be written out.
-var errExport = errors.New("could not export the commit")
-
-// load exports commit, parses and validates it, and renders it for this host.
-func (a *Agent) load(ctx context.Context, commit string) (*spec.HostSpec, *spec.Repo, error) {
-	dir, err := a.export(ctx, commit)
-	if err != nil && !errors.Is(err, gitsync.ErrBadTree) {
-		return nil, nil, fmt.Errorf("%w: %w", errExport, err)
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	repo, err := spec.LoadWith(os.DirFS(dir), spec.LoadOptions{AllowUnits: a.cfg.AllowUnits})
-	if err != nil {
-		return nil, nil, err
-	}
-	hs, err := repo.ForHost(a.cfg.Host, commit, a.cfg.Paths.State)
-	if err != nil {
-		return nil, nil, err
-	}
-	return hs, repo, nil
-}
-
-// export writes the tree of commit under the state directory once, atomically, and
-// removes the trees of other commits.
-func (a *Agent) export(ctx context.Context, commit string) (string, error) {
-	root := filepath.Join(a.cfg.Paths.State, "revisions")
-	dir := filepath.Join(root, commit)
-	if _, err := os.Stat(dir); err == nil {
-		return dir, nil
-	}
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return "", fmt.Errorf("export %s: %w", commitid.ShortOrNone(commit), err)
-	}
-	tmp := filepath.Join(root, ".tmp-"+commit)
-	_ = os.RemoveAll(tmp)
-	if err := a.git.Export(ctx, commit, tmp); err != nil {
-		_ = os.RemoveAll(tmp)
-		return "", err
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return "", fmt.Errorf("export %s: %w", commitid.ShortOrNone(commit), err)
-	}
-	// Every other name goes: the trees of other commits, and the .tmp- trees that a
-	// crash left half written. Only the agent's loop exports, one commit at a time, so
-	// no other export is under way.
-	entries, _ := os.ReadDir(root)
-	for _, e := range entries {
-		if e.Name() != commit {
-			_ = os.RemoveAll(filepath.Join(root, e.Name()))
-		}
-	}
-	return dir, nil
-}
-
-// idle sets the phase to "idle at <applied>", in place of one that said why a
-// commit waited (frozen, blocked, the fleet's gate), when the agent has moved on.
-func (a *Agent) idle() {
-	st := a.Status()
-	if p := "idle at " + commitid.ShortOrNone(st.Applied); st.Phase != p {
-		a.phase("%s", p)
-	}
-}
-
-// reject records a commit refused as bad input. Nothing on the host is touched.
-func (a *Agent) reject(log *slog.Logger, commit string, err error) {
-	a.setStatus(func(s *Status) {
-		s.Rejected, s.RejectReason = commit, err.Error()
-		s.LastResult = fmt.Sprintf("rejected %s: %v", commitid.ShortOrNone(commit), err)
-	})
-	a.obs.metrics.Rejected()
-	a.idle()
-	a.result(api.Result{Outcome: api.OutcomeRejected, To: commit, Message: err.Error()})
-	a.emit(events.CommitRejected, commit, "", err.Error(), nil)
-	log.Error("commit rejected; keeping the last good revision", "err", err)
-}
 
 func newTxn(hs *spec.HostSpec, lg *rollback.LastGood, p *plan.Plan) *rollback.Txn {
 	id := make([]byte, 4)
@@ -371,7 +114,8 @@ func (a *Agent) save(txn *rollback.Txn, state rollback.State) error {
 	return nil
 }
 
-// upgrade runs the transaction from PREPARED to COMMITTED or FAILED.
+// upgrade runs the transaction from PREPARED to COMMITTED or FAILED. Each step ends
+// the transaction itself, and says so (false), when the upgrade cannot go on.
 func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) {
 	txn.Attempts = 1
 	a.tlog.track(txn)
@@ -380,6 +124,13 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 		log.Error("persist the transaction", "err", err)
 		return
 	}
+	if a.stageAll(ctx, log, txn, hs) && a.takeLease(ctx, log, txn, hs) && a.lookAgain(ctx, log, txn, hs) {
+		a.drainAndSwitch(ctx, log, txn, hs)
+	}
+}
+
+// stageAll stages the releases of the services txn changes, then records STAGED.
+func (a *Agent) stageAll(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) bool {
 	a.txnPhase(txn, "preparing")
 	for _, r := range hs.Services {
 		if !slices.Contains(txn.Services, r.Name) {
@@ -391,28 +142,33 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 		a.notify.busy(0)
 		if ctx.Err() != nil {
 			a.abort(log, txn, "the agent is stopping")
-			return
+			return false
 		}
 		switch {
 		case errors.Is(err, release.ErrBadArtifact):
 			// The release is wrong the same way on every host, and nothing switched:
 			// quarantined here, the group not halted (each host finds it for itself).
 			a.fail(ctx, log, txn, "stage", err.Error(), "")
-			return
+			return false
 		case err != nil:
 			a.hostTrouble(log, txn, "stage", err)
-			return
+			return false
 		}
 	}
 	if err := a.save(txn, rollback.Staged); err != nil {
 		a.abort(log, txn, "persist the transaction: "+err.Error())
-		return
+		return false
 	}
+	return true
+}
+
+// takeLease waits for a slot of the group's lease, records LEASED and checks the hold.
+func (a *Agent) takeLease(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) bool {
 	a.txnPhase(txn, "waiting for the "+txn.Group+" lease")
 	if a.fleet != nil && !txn.Rollback { // a rollback's old revision does not set the group's slots
 		if err := a.fleet.lease.SetSlots(ctx, txn.Group, hs.Group.Rollout.MaxParallel); err != nil {
 			a.abort(log, txn, "set the group's slots: "+err.Error())
-			return
+			return false
 		}
 	}
 	a.notify.busy(24 * time.Hour) // other hosts' upgrades may hold the lease that long
@@ -425,21 +181,27 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 		// The server's configuration refuses this host (an unknown group, say): ask
 		// again after a backoff, not at every poll.
 		a.hostTrouble(log, txn, "take the lease", err)
-		return
+		return false
 	}
 	if err != nil {
 		a.abort(log, txn, "lease: "+err.Error())
-		return
+		return false
 	}
 	if err := a.save(txn, rollback.Leased); err != nil {
 		a.abort(log, txn, "persist the transaction: "+err.Error())
-		return
+		return false
 	}
 	if err := a.lease.Check(ctx); err != nil {
 		a.abort(log, txn, "lease lost before switching: "+err.Error())
-		return
+		return false
 	}
-	// The fleet may have changed while this host waited: look again, under the lease.
+	return true
+}
+
+// lookAgain checks, under the lease, what may have changed while the host waited for
+// it: the fleet's gate (and a canary spot), and unit files put in the way. It records
+// which unit files the transaction creates.
+func (a *Agent) lookAgain(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) bool {
 	// An operator's rollback goes back to a revision the host ran: no gate holds it.
 	if txn.Rollback {
 		log.Info("rolling back on an operator's request")
@@ -449,14 +211,14 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 			why = "read the fleet state: " + err.Error()
 		}
 		a.abort(log, txn, why)
-		return
+		return false
 	} else if v.Canary && a.fleet != nil {
 		cctx, cancel := a.fleetCall(ctx)
 		ok, err := a.fleet.store.ClaimCanary(cctx, a.fleet.fence(), txn.Group, txn.To, a.cfg.Host, hs.Group.Rollout.Canary)
 		cancel()
 		if err != nil || !ok {
 			a.abort(log, txn, fmt.Sprintf("no canary spot left for %s (%v)", commitid.ShortOrNone(txn.To), err))
-			return
+			return false
 		}
 		log.Info("upgrading as a canary of the group")
 	}
@@ -464,12 +226,11 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 	lg, err := a.store.LastGood()
 	if err != nil {
 		a.abort(log, txn, err.Error())
-		return
+		return false
 	}
-	// Someone may have put a unit file in the way while this host waited: look again.
 	if why := a.foreignUnits(hs, lg); why != "" {
 		a.hostTrouble(log, txn, "switch", errors.New(why))
-		return
+		return false
 	}
 	txn.Created = nil
 	for _, name := range slices.Sorted(maps.Keys(txn.Target.Files)) {
@@ -477,7 +238,21 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 			txn.Created = append(txn.Created, name)
 		}
 	}
+	return true
+}
+
+// drainAndSwitch takes the host out of its load balancers, checks the hold once more
+// right before the first unit file is written, switches, then verifies and commits or
+// reverts.
+func (a *Agent) drainAndSwitch(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) {
 	ds := a.drainers(hs, txn)
+	undrain := func() {
+		if len(ds) > 0 {
+			if err := a.undrainAll(context.WithoutCancel(ctx), ds); err != nil {
+				log.Error("undrain after giving up the switch", "err", err)
+			}
+		}
+	}
 	if len(ds) > 0 {
 		a.txnPhase(txn, "draining")
 		if err := a.save(txn, rollback.Draining); err != nil {
@@ -500,19 +275,13 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 	// A drain can outlast the lease (HAProxy waits for sessions, hooks run for a
 	// minute): the hold is checked again right before the first unit file is written.
 	if err := a.mayswitch(ctx, txn); err != nil {
-		if len(ds) > 0 {
-			if uerr := a.undrainAll(context.WithoutCancel(ctx), ds); uerr != nil {
-				log.Error("undrain after giving up the switch", "err", uerr)
-			}
-		}
+		undrain()
 		a.abort(log, txn, err.Error())
 		return
 	}
 	a.txnPhase(txn, "switching")
 	if err := a.save(txn, rollback.Switching); err != nil {
-		if len(ds) > 0 {
-			_ = a.undrainAll(context.WithoutCancel(ctx), ds)
-		}
+		undrain()
 		a.abort(log, txn, "persist the transaction: "+err.Error())
 		return
 	}
