@@ -27,8 +27,15 @@ func TestExportRemovesLeftovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := &Agent{cfg: &Config{Paths: PathsConfig{State: state}}, git: git}
+	// An older baton left the directory readable by all: an export closes it.
+	if err := os.Mkdir(filepath.Join(state, "revisions"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := a.export(ctx, first); err != nil {
 		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(state, "revisions")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("revisions/ after an export: %v, %v; want mode 0700", fi.Mode(), err)
 	}
 
 	// Crashes in earlier exports, of a commit that will never be exported again.

@@ -257,12 +257,18 @@ func (a *Agent) load(ctx context.Context, commit string) (*spec.HostSpec, *spec.
 // removes the trees of other commits.
 func (a *Agent) export(ctx context.Context, commit string) (string, error) {
 	root := filepath.Join(a.cfg.Paths.State, "revisions")
+	// The repository's files may hold what others on the host must not read (a token
+	// in an artifact's URL, say): the exported trees are the agent's alone, also where
+	// an older baton made the directory readable by all.
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return "", fmt.Errorf("export %s: %w", commitid.ShortOrNone(commit), err)
+	}
+	if err := os.Chmod(root, 0o700); err != nil {
+		return "", fmt.Errorf("export %s: %w", commitid.ShortOrNone(commit), err)
+	}
 	dir := filepath.Join(root, commit)
 	if _, err := os.Stat(dir); err == nil {
 		return dir, nil
-	}
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return "", fmt.Errorf("export %s: %w", commitid.ShortOrNone(commit), err)
 	}
 	tmp := filepath.Join(root, ".tmp-"+commit)
 	_ = os.RemoveAll(tmp)
