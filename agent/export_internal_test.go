@@ -17,16 +17,9 @@ import (
 func TestExportRemovesLeftovers(t *testing.T) {
 	repo := testgit.NewRepo(t)
 	first := repo.CommitFiles("first", map[string]string{"fleet.yaml": "a: 1\n"})
-	state := t.TempDir()
-	git, err := gitsync.New(gitsync.Options{URL: repo.FileURL(), Dir: filepath.Join(state, "repo.git")}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, state := exportAgent(t, repo)
+	git := a.git
 	ctx := context.Background()
-	if _, err := git.Poll(ctx); err != nil {
-		t.Fatal(err)
-	}
-	a := &Agent{cfg: &Config{Paths: PathsConfig{State: state}}, git: git}
 	// An older baton left the directory readable by all: an export closes it.
 	if err := os.Mkdir(filepath.Join(state, "revisions"), 0o755); err != nil {
 		t.Fatal(err)
@@ -77,16 +70,9 @@ func TestExportRemovesLeftovers(t *testing.T) {
 func TestLoadTellsExportTroubleFromBadInput(t *testing.T) {
 	repo := testgit.NewRepo(t)
 	good := repo.CommitFiles("good", map[string]string{"fleet.yaml": "a: 1\n"})
-	state := t.TempDir()
-	git, err := gitsync.New(gitsync.Options{URL: repo.FileURL(), Dir: filepath.Join(state, "repo.git")}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, state := exportAgent(t, repo)
+	git := a.git
 	ctx := context.Background()
-	if _, err := git.Poll(ctx); err != nil {
-		t.Fatal(err)
-	}
-	a := &Agent{cfg: &Config{Paths: PathsConfig{State: state}}, git: git}
 	// The revisions directory cannot be made: a file is in its way.
 	if err := os.WriteFile(filepath.Join(state, "revisions"), nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -102,8 +88,23 @@ func TestLoadTellsExportTroubleFromBadInput(t *testing.T) {
 	if _, err := git.Poll(ctx); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = a.load(ctx, bad)
+	_, _, err := a.load(ctx, bad)
 	if err == nil || errors.Is(err, errExport) || !errors.Is(err, gitsync.ErrBadTree) {
 		t.Fatalf("load of a tree with a symlink = %v, want ErrBadTree, not errExport", err)
 	}
+}
+
+// exportAgent is an agent with only what export and load need: a state directory and
+// the repository repo, polled once.
+func exportAgent(t *testing.T, repo *testgit.Repo) (*Agent, string) {
+	t.Helper()
+	state := t.TempDir()
+	git, err := gitsync.New(gitsync.Options{URL: repo.FileURL(), Dir: filepath.Join(state, "repo.git")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := git.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return &Agent{cfg: &Config{Paths: PathsConfig{State: state}}, git: git}, state
 }

@@ -58,11 +58,7 @@ func TestEtcdKilledHolderResumesOrFreesAfterTTL(t *testing.T) {
 func TestEtcdPartitionedHolderStopsBeforeItsLeaseExpires(t *testing.T) {
 	t.Parallel() // mostly waits for a TTL or a timeout
 	c := testetcd.Start(t)
-	p := testetcd.NewProxy(t, c.Members()[0].ClientURL)
-	hcfg := c.ClientConfig()
-	hcfg.Endpoints = []string{p.URL()}
-	hcfg.DialKeepAliveTime, hcfg.DialKeepAliveTimeout = time.Second, time.Second
-	h := newEtcd(t, c.ClientWith(t, hcfg), "h")
+	h, p := proxied(t, c, "h")
 	cli := c.Client(t)
 	w := newEtcd(t, cli, "w")
 	ctx := ctxT(t, 60*time.Second)
@@ -168,11 +164,7 @@ func TestEtcdPartitionedHolderStopsBeforeItsLeaseExpires(t *testing.T) {
 func TestEtcdFailedReleaseFreesTheSlotWithinTheTTL(t *testing.T) {
 	t.Parallel() // mostly waits for a TTL
 	c := testetcd.Start(t)
-	p := testetcd.NewProxy(t, c.Members()[0].ClientURL)
-	hcfg := c.ClientConfig()
-	hcfg.Endpoints = []string{p.URL()}
-	hcfg.DialKeepAliveTime, hcfg.DialKeepAliveTimeout = time.Second, time.Second
-	h := newEtcd(t, c.ClientWith(t, hcfg), "h")
+	h, p := proxied(t, c, "h")
 	w := newEtcd(t, c.Client(t), "w")
 	ctx := ctxT(t, 60*time.Second)
 
@@ -217,11 +209,7 @@ func TestEtcdFailedReleaseFreesTheSlotWithinTheTTL(t *testing.T) {
 func TestEtcdFenceOutlivesTheLocalHold(t *testing.T) {
 	t.Parallel() // waits for a TTL
 	c := testetcd.Start(t)
-	p := testetcd.NewProxy(t, c.Members()[0].ClientURL)
-	hcfg := c.ClientConfig()
-	hcfg.Endpoints = []string{p.URL()}
-	hcfg.DialKeepAliveTime, hcfg.DialKeepAliveTimeout = time.Second, time.Second
-	h := newEtcd(t, c.ClientWith(t, hcfg), "h")
+	h, p := proxied(t, c, "h")
 	cli := c.Client(t)
 	w := newEtcd(t, cli, "w")
 	ctx := ctxT(t, 60*time.Second)
@@ -263,4 +251,15 @@ func TestEtcdFenceOutlivesTheLocalHold(t *testing.T) {
 	if resp.Succeeded {
 		t.Fatal("a write fenced by the lapsed holder's token went through")
 	}
+}
+
+// proxied is the lease of host on c, reaching etcd through a proxy the test can block
+// (a silent partition: packets go nowhere, nothing is refused).
+func proxied(t *testing.T, c *testetcd.Cluster, host string) (*Etcd, *testetcd.Proxy) {
+	t.Helper()
+	p := testetcd.NewProxy(t, c.Members()[0].ClientURL)
+	cfg := c.ClientConfig()
+	cfg.Endpoints = []string{p.URL()}
+	cfg.DialKeepAliveTime, cfg.DialKeepAliveTimeout = time.Second, time.Second
+	return newEtcd(t, c.ClientWith(t, cfg), host), p
 }
