@@ -648,16 +648,7 @@ func jsonString(s string) string {
 // refused with its field.
 func TestReleaseSignersAreTrustAnchors(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name string, mode os.FileMode) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte("ssh-ed25519 AAAA"), mode); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(p, mode); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name string, mode os.FileMode) string { return writeMode(t, dir, name, "ssh-ed25519 AAAA", mode) }
 	signers, keyring := write("allowed_signers", 0o644), write("trusted.asc", 0o644)
 	release := func(ssh, pgp string) *Config {
 		return &Config{Repo: RepoConfig{Verify: VerifyConfig{SSHAllowedSigners: signers, OpenPGPKeyring: keyring,

@@ -11,16 +11,7 @@ import (
 
 func TestCheckSecrets(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name string, mode os.FileMode) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte("s3cret"), mode); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(p, mode); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name string, mode os.FileMode) string { return writeMode(t, dir, name, "s3cret", mode) }
 	for _, tt := range []struct {
 		name string
 		cfg  Config
@@ -52,16 +43,7 @@ func TestCheckSecrets(t *testing.T) {
 // or the agent's user: a keyring anyone can write defeats signing.
 func TestCheckTrustAnchors(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name string, mode os.FileMode) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte("ssh-ed25519 AAAA"), mode); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(p, mode); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name string, mode os.FileMode) string { return writeMode(t, dir, name, "ssh-ed25519 AAAA", mode) }
 	verify := func(signers, keyring string) Config {
 		return Config{Repo: RepoConfig{Verify: VerifyConfig{SSHAllowedSigners: signers, OpenPGPKeyring: keyring}}}
 	}
@@ -227,4 +209,18 @@ func TestReloadChecksFiles(t *testing.T) {
 	if a.cfg.Repo.Poll.D() != 7*time.Second {
 		t.Errorf("poll %v after a good reload; log:\n%s", a.cfg.Repo.Poll, logs.String())
 	}
+}
+
+// writeMode writes a file of content in dir with exactly mode (whatever the umask),
+// and returns its path.
+func writeMode(t *testing.T, dir, name, content string, mode os.FileMode) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

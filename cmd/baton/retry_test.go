@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -41,19 +38,10 @@ func TestRetryWithoutAgent(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, rollback.QuarantineFile), data, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.Command(binary, "retry", tt.commit, "--state", dir,
+			code, stdout, stderr := runBinary(t, "retry", tt.commit, "--state", dir,
 				"--socket", filepath.Join(dir, "no-agent.sock"), "--config", filepath.Join(dir, "no-agent.yaml"))
-			var out bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			err := cmd.Run()
-			code := 0
-			if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
-				code = ee.ExitCode()
-			} else if err != nil {
-				t.Fatal(err)
-			}
-			if code != tt.code || !strings.Contains(out.String(), tt.out) {
-				t.Errorf("baton retry %s: exit %d, %q; want exit %d, %q", tt.commit, code, out.String(), tt.code, tt.out)
+			if out := stdout + stderr; code != tt.code || !strings.Contains(out, tt.out) {
+				t.Errorf("baton retry %s: exit %d, %q; want exit %d, %q", tt.commit, code, out, tt.code, tt.out)
 			}
 			left, err := (&rollback.Store{Dir: dir}).Quarantine()
 			if err != nil || len(left) != tt.left {

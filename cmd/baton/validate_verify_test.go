@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"errors"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -123,20 +121,10 @@ func TestValidateVerify(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r.Git("checkout", "--quiet", "--detach", tt.head)
-			cmd := exec.Command(binary, append([]string{"validate"}, tt.args...)...)
-			var stdout, stderr bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			err := cmd.Run()
-			code := 0
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				code = ee.ExitCode()
-			} else if err != nil {
-				t.Fatal(err)
-			}
-			if code != tt.code || stdout.String() != tt.stdout || (tt.stderr != "*" && stderr.String() != tt.stderr) {
+			code, stdout, stderr := runBinary(t, append([]string{"validate"}, tt.args...)...)
+			if code != tt.code || stdout != tt.stdout || (tt.stderr != "*" && stderr != tt.stderr) {
 				t.Errorf("baton validate %s:\nexit %d\n--- stdout\n%s--- stderr\n%s\nwant:\nexit %d\n--- stdout\n%s--- stderr\n%s",
-					strings.Join(tt.args, " "), code, stdout.String(), stderr.String(), tt.code, tt.stdout, tt.stderr)
+					strings.Join(tt.args, " "), code, stdout, stderr, tt.code, tt.stdout, tt.stderr)
 			}
 		})
 	}
