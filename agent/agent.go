@@ -373,7 +373,7 @@ func (a *Agent) tick(ctx context.Context) error {
 // fleetAnswers looks whether etcd answers, when the agent would need it to move to
 // head (with the etcd backend, a commit it has not applied). While etcd does not
 // answer, the host stays as it is: no upgrade starts, the phase says why, and the
-// loop polls on. The look is one read of the fleet state, bounded by etcdBound; the
+// loop polls on. The look is one read of one small key, bounded by etcdBound; the
 // first look that fails and the first that works again are logged.
 func (a *Agent) fleetAnswers(ctx context.Context, head string) bool {
 	if a.fleet == nil {
@@ -388,7 +388,7 @@ func (a *Agent) fleetAnswers(ctx context.Context, head string) bool {
 	}
 	cctx, cancel := context.WithTimeout(ctx, etcdBound)
 	a.notify.busy(2 * etcdBound)
-	_, err := a.fleet.store.Snapshot(cctx)
+	err := a.fleet.store.Ping(cctx)
 	cancel()
 	a.notify.busy(0)
 	if err == nil {

@@ -174,6 +174,15 @@ func (s *Store) Pause(ctx context.Context, group, by, reason string) error {
 	return s.put(ctx, nil, k, Mark{By: by, Reason: reason, Time: s.now().UTC()})
 }
 
+// Ping reads one small key of the fleet state: whether etcd answers now, at the cost
+// of a few bytes rather than a Snapshot.
+func (s *Store) Ping(ctx context.Context) error {
+	if _, err := s.cli.Get(ctx, s.key("paused"), clientv3.WithCountOnly()); err != nil {
+		return fmt.Errorf("read fleet state: %w", err)
+	}
+	return nil
+}
+
 // Resume lifts a pause of group ("" for the fleet-wide pause).
 func (s *Store) Resume(ctx context.Context, group string) error {
 	k := s.key("paused")

@@ -459,3 +459,18 @@ func TestSnapshotBounded(t *testing.T) {
 		t.Errorf("the state holds %v keys after Prune (%v), want %d", resp, err, len(all.Kvs)+4)
 	}
 }
+
+// Ping says whether etcd answers, and fails once it does not.
+func TestPing(t *testing.T) {
+	c := testetcd.Start(t)
+	s := NewStore(c.Client(t), "/baton")
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping with etcd up: %v", err)
+	}
+	c.Stop(0)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.Ping(ctx); err == nil {
+		t.Fatal("Ping with etcd stopped succeeded")
+	}
+}
