@@ -31,8 +31,8 @@ func NewClock() *Clock { return &Clock{} }
 // Now returns the virtual time.
 func (c *Clock) Now() time.Time { return Epoch.Add(c.now) }
 
-// Since returns the virtual time elapsed since Epoch.
-func (c *Clock) Since() time.Duration { return c.now }
+// Elapsed returns the virtual time elapsed since Epoch.
+func (c *Clock) Elapsed() time.Duration { return c.now }
 
 // After schedules fn to run d from now (a negative d counts as 0) and returns its
 // Timer, for Cancel.

@@ -33,14 +33,14 @@ func TestClockOrder(t *testing.T) {
 			t.Fatalf("ran %v, want %v", got, want)
 		}
 	}
-	if now := c.Since(); now != 3*time.Second {
+	if now := c.Elapsed(); now != 3*time.Second {
 		t.Errorf("after RunUntil(3s): now %v, want 3s", now)
 	}
 	if c.Pending() != 1 {
 		t.Errorf("pending %d, want 1 (later)", c.Pending())
 	}
-	if !c.Step() || c.Since() != time.Second+time.Hour || c.Step() {
-		t.Errorf("Step: want one more event at 1h1s, then none; now %v", c.Since())
+	if !c.Step() || c.Elapsed() != time.Second+time.Hour || c.Step() {
+		t.Errorf("Step: want one more event at 1h1s, then none; now %v", c.Elapsed())
 	}
 }
 

@@ -197,6 +197,7 @@ type lease struct {
 	ttl    time.Duration
 	expiry time.Duration // on the clock, since Epoch
 	timer  *Timer        // the pending check of expiry, nil when none
+	check  func()        // e.check(l), made once
 	keys   map[string]struct{}
 }
 
@@ -277,7 +278,7 @@ func (e *Etcd) txn(cmps []Cmp, then, els []Op) (TxnResult, error) {
 		ops = els
 	}
 	for _, op := range ops {
-		if op.Kind == KindPut && op.Lease != 0 && e.leases[op.Lease] == nil {
+		if op.Kind == KindPut && op.Lease != 0 && e.live(op.Lease) == nil {
 			return TxnResult{}, ErrLeaseNotFound
 		}
 	}
@@ -501,6 +502,7 @@ func (e *Etcd) Grant(client string, ttl time.Duration) (int64, error) {
 	}
 	e.lastID++
 	l := &lease{id: e.lastID, ttl: ttl, keys: map[string]struct{}{}}
+	l.check = func() { e.check(l) }
 	e.leases[l.id] = l
 	e.setExpiry(l, e.clock.now+ttl)
 	if lost {
@@ -515,7 +517,7 @@ func (e *Etcd) KeepAlive(client string, id int64) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	l := e.leases[id]
+	l := e.live(id)
 	if l != nil {
 		e.setExpiry(l, e.clock.now+l.ttl)
 	}
@@ -534,7 +536,7 @@ func (e *Etcd) Revoke(client string, id int64) error {
 	if err != nil {
 		return err
 	}
-	l := e.leases[id]
+	l := e.live(id)
 	if l != nil {
 		e.end(l)
 	}
@@ -545,6 +547,18 @@ func (e *Etcd) Revoke(client string, id int64) error {
 		return ErrLeaseNotFound
 	}
 	return nil
+}
+
+// live returns lease id, or nil when it is gone. A lease whose expiry is now, and
+// whose check on the clock has not run yet, ends now: etcd answers a request on a
+// lease past its expiry as it would once the lease is revoked.
+func (e *Etcd) live(id int64) *lease {
+	l := e.leases[id]
+	if l != nil && l.expiry <= e.clock.now && !e.down {
+		e.end(l)
+		return nil
+	}
+	return l
 }
 
 // setExpiry moves l's expiry to at and has the clock check it then (not while the
@@ -558,7 +572,7 @@ func (e *Etcd) setExpiry(l *lease, at time.Duration) {
 	if l.timer != nil || e.down {
 		return // a check before at finds it extended and checks again at at
 	}
-	l.timer = e.clock.After(at-e.clock.now, func() { e.check(l) })
+	l.timer = e.clock.After(at-e.clock.now, l.check)
 }
 
 // check ends l if its expiry passed; it runs on the clock.

@@ -267,13 +267,27 @@ func TestKeepAliveAndRevoke(t *testing.T) {
 	if has(e, "a") {
 		t.Fatal("key still there after the extended expiry")
 	}
+	// A keep-alive at the very instant of the expiry, before the clock's check of it,
+	// finds the lease gone.
+	var l1 int64
+	c.After(10*time.Second, func() { // scheduled before the lease's check: runs first
+		if _, err := e.KeepAlive("h1", l1); !errors.Is(err, ErrLeaseNotFound) {
+			t.Errorf("keep-alive at the expiry: %v, want ErrLeaseNotFound", err)
+		}
+	})
+	l1, _ = e.Grant("h1", 10*time.Second)
+	mustPut(t, e, "a", "", l1)
+	runTo(c, 26*time.Second)
+	if has(e, "a") {
+		t.Fatal("key still there after a keep-alive at the expiry")
+	}
 	l2, _ := e.Grant("h1", 10*time.Second)
 	mustPut(t, e, "b", "", l2)
 	if err := e.Revoke("h1", l2); err != nil || has(e, "b") {
 		t.Fatalf("revoke: %v, key left %v", err, has(e, "b"))
 	}
-	if l2 != l+1 {
-		t.Errorf("lease IDs %d, %d: want consecutive", l, l2)
+	if l2 != l1+1 {
+		t.Errorf("lease IDs %d, %d: want consecutive", l1, l2)
 	}
 }
 
@@ -444,7 +458,7 @@ func record(c *Clock, got *[]delivery) func(int64, []Event) {
 		for _, ev := range evs {
 			s = append(s, fmt.Sprintf("%d:%s", ev.Type, ev.KV.Key))
 		}
-		*got = append(*got, delivery{c.Since(), rev, strings.Join(s, " ")})
+		*got = append(*got, delivery{c.Elapsed(), rev, strings.Join(s, " ")})
 	}
 }
 
@@ -523,7 +537,7 @@ func scenario(seed uint64) run {
 	e := NewEtcd(c, rng)
 	var r run
 	e.Watch("observer", "/baton/", func(rev int64, evs []Event) {
-		r.trace = append(r.trace, delivery{c.Since(), rev, evs[len(evs)-1].KV.Key})
+		r.trace = append(r.trace, delivery{c.Elapsed(), rev, evs[len(evs)-1].KV.Key})
 	})
 	hosts := []string{"h1", "h2", "h3", "h4", "h5"}
 	for _, h := range hosts {
@@ -580,7 +594,7 @@ func runHost(c *Clock, e *Etcd, rng *rand.Rand, h string, requests *int) {
 			}
 			token = r.Revision
 		}
-		value := strconv.AppendInt([]byte(`{"seen":`), int64(c.Since()), 10)
+		value := strconv.AppendInt([]byte(`{"seen":`), int64(c.Elapsed()), 10)
 		e.Txn(h, []Cmp{Compare(slot, TargetCreate, Equal, token)},
 			[]Op{OpPut(record, append(value, '}'), 0), OpGet("/baton/groups/g/slots/", true)}, nil)
 	}
