@@ -77,7 +77,7 @@ func (m *Machine) reverted(next func() Step) func(Event) Step {
 
 // fail ends a transaction whose release failed: the commit is quarantined on this host
 // and, when the release ran here (Switched), its group halts on it. A halt that cannot
-// be written is retried (the agent holds its slot meanwhile); a stop before it is
+// be written is asked for again (the slot held meanwhile); a stop before it is
 // written leaves the transaction FAILED, and the next start halts again.
 func (m *Machine) fail(step, reason, output string) Step {
 	return m.failThen(step, reason, output, nil)
@@ -101,12 +101,19 @@ func (m *Machine) failThen(step, reason, output string, last func(end Step) Step
 		if !o.Halts {
 			return finish().persist(rollback.Failed)
 		}
-		return m.then(Step{Do: Halt, Persist: rollback.Failed}, func(ev Event) Step {
-			if ev.Result != OK {
+		var halted func(Event) Step
+		halted = func(ev Event) Step {
+			switch ev.Result {
+			case OK:
+				return finish()
+			case Stopped:
 				return m.leave()
 			}
-			return finish()
-		})
+			// Not written: asked again, the slot held meanwhile, so that no other
+			// host starts the release before its halt is in the fleet state.
+			return m.then(Step{Do: Halt}, halted)
+		}
+		return m.then(Step{Do: Halt, Persist: rollback.Failed}, halted)
 	})
 }
 

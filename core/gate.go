@@ -30,20 +30,23 @@ func Gate(snap *fleet.Snapshot, g *spec.Group, commit, host string, rels []fleet
 		return fleet.Verdict{Halted: true, Why: fmt.Sprintf("release %s failed on %s in commit %s (%s); the group is halted on it until a commit changes it, or baton retry %s",
 			f.Release, f.Host, commitid.ShortOrNone(f.Commit), f.Reason, commitid.ShortOrNone(f.Commit))}
 	}
-	if w := silence.Wait(Stranded(snap, holding, g.Name, commit, host), g, commit, now); !w.OK {
+	if w := silence.Wait(Stranded(snap, holding, g.Name, host), g, commit, now); !w.OK {
 		return w
 	}
 	return v
 }
 
-// Stranded names the other hosts of group that switched to commit and neither
-// finished nor hold a slot any more: cut off or stopped between their switch and their
-// verdict. Whether commit failed its checks there is not known, and a halt may be on
-// its way.
-func Stranded(snap *fleet.Snapshot, holding []string, group, commit, self string) []string {
+// Stranded names the other hosts of group that switched and neither finished nor hold
+// a slot any more: cut off or stopped between their switch and their verdict. Whether
+// their release failed its checks there is not known, and a halt may be on its way;
+// and whatever commit they switched to, they may still be out of service, counted
+// against the group's maxParallel. (Keyed by the commit at first, this let a host
+// start a newer commit while one stranded on an older one was still switching: the
+// fleet simulation found it.)
+func Stranded(snap *fleet.Snapshot, holding []string, group, self string) []string {
 	var hosts []string
 	for _, h := range snap.Hosts {
-		if h.Host != self && h.Group == group && h.Target == commit && h.State == string(rollback.Switching) && !slices.Contains(holding, h.Host) {
+		if h.Host != self && h.Group == group && h.Target != "" && h.State == string(rollback.Switching) && !slices.Contains(holding, h.Host) {
 			hosts = append(hosts, h.Host)
 		}
 	}
@@ -75,7 +78,7 @@ func (s *Silence) Wait(hosts []string, g *spec.Group, commit string, now time.Ti
 	}
 	until := since.Add(g.Rollout.HealthyDeadline.D() + RevertDeadline)
 	if now.Before(until) {
-		return fleet.Verdict{Why: fmt.Sprintf("waiting until %s for %s: switched to %s and silent since (its verdict is unknown; a halt may be on its way)",
+		return fleet.Verdict{Why: fmt.Sprintf("waiting until %s for %s: switched (to %s or an earlier commit) and silent since (its verdict is unknown; a halt may be on its way)",
 			until.UTC().Format(time.TimeOnly), strings.Join(hosts, ", "), commitid.ShortOrNone(commit))}
 	}
 	return fleet.Verdict{OK: true}

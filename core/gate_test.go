@@ -34,13 +34,13 @@ func TestStranded(t *testing.T) {
 		{"switched to it and still holds its slot", snap(host("h2", "web", c, "SWITCHING")), []string{"h2"}, ""},
 		{"only leased, never switched", snap(host("h2", "web", c, "LEASED")), nil, ""},
 		{"finished", snap(host("h2", "web", "", "IDLE")), nil, ""},
-		{"another commit", snap(host("h2", "web", other, "SWITCHING")), nil, ""},
+		{"another commit: still out of service", snap(host("h2", "web", other, "SWITCHING")), nil, "h2"},
 		{"another group", snap(host("h2", "db", c, "SWITCHING")), nil, ""},
 		{"two, in order", snap(host("h3", "web", c, "SWITCHING"), host("h2", "web", c, "SWITCHING")), nil, "h2, h3"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := strings.Join(Stranded(tt.snap, tt.line, "web", c, "h1"), ", "); got != tt.want {
+			if got := strings.Join(Stranded(tt.snap, tt.line, "web", "h1"), ", "); got != tt.want {
 				t.Errorf("stranded = %q, want %q", got, tt.want)
 			}
 		})
