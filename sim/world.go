@@ -215,4 +215,3 @@ func (w *World) violate(format string, args ...any) {
 
 // short is the last digits of a commit id, for traces.
 func short(id string) string { return id[max(0, len(id)-4):] }
-
