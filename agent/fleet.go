@@ -170,11 +170,12 @@ func (a *Agent) putHost(ctx context.Context, h fleet.Host) error {
 	return a.fleet.store.PutHost(ctx, nil, h)
 }
 
-// halt records in the fleet state that txn's commit failed here: no other host of the
-// group starts it until a newer commit or `baton retry`. It returns only once the halt
-// is written, or ctx ended first (false).
-func (a *Agent) halt(ctx context.Context, txn *rollback.Txn, reason string) bool {
-	return a.haltCommit(ctx, txn.Group, txn.To, reason, releases(txn)...)
+// haltTry makes one attempt, the attempt-th, at halting txn's group on its commit and
+// its releases (see haltCommit); after a failure it waits a backoff, with the watchdog
+// fed, so that the core's next ask is the next attempt. It is false when the halt was
+// not written.
+func (a *Agent) haltTry(ctx context.Context, txn *rollback.Txn, attempt int) bool {
+	return a.haltAttempt(ctx, txn.Group, txn.To, fmt.Sprintf("%s: %s", txn.Step, txn.Reason), attempt, releases(txn)...)
 }
 
 // releases are the releases txn changes, as the group halts on them.
@@ -190,39 +191,46 @@ func releases(txn *rollback.Txn) []fleet.Release {
 
 // haltCommit records in the fleet state that commit is bad in group, and so are rels,
 // the releases it changed. The halt must be durable before the slot is released, or
-// the next host would start commit: so it is retried, with the watchdog fed and the
-// phase saying why the group waits, until it is written or ctx ends (false). A halt is
-// never unsafe, so it is written unfenced: a holder that lost its slot still halts the
-// group.
+// the next host would start commit: so it is retried until it is written or ctx ends
+// (false).
 func (a *Agent) haltCommit(ctx context.Context, group, commit, reason string, rels ...fleet.Release) bool {
+	for attempt := 1; ctx.Err() == nil; attempt++ {
+		if a.haltAttempt(ctx, group, commit, reason, attempt, rels...) {
+			return true
+		}
+	}
+	return false
+}
+
+// haltAttempt is one attempt at haltCommit. A halt is never unsafe, so it is written
+// unfenced: a holder that lost its slot still halts the group. After a failure it
+// waits (500 ms doubling up to 5 s), the watchdog fed, and says why the group waits.
+func (a *Agent) haltAttempt(ctx context.Context, group, commit, reason string, attempt int, rels ...fleet.Release) bool {
 	if a.fleet == nil || group == "" {
 		return true
 	}
-	var backoff time.Duration
-	for attempt := 1; ; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
-		err := a.fleet.store.Fail(cctx, nil, group, commit, a.cfg.Host, reason, rels...)
-		cancel()
-		if err == nil {
-			if attempt > 1 {
-				a.log.Info("group halted in the fleet state", "attempts", attempt)
-			}
-			a.obs.metrics.Halted(true)
-			return true
+	cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+	err := a.fleet.store.Fail(cctx, nil, group, commit, a.cfg.Host, reason, rels...)
+	cancel()
+	if err == nil {
+		if attempt > 1 {
+			a.log.Info("group halted in the fleet state", "attempts", attempt)
 		}
-		if attempt == 1 {
-			a.phase("halting group %s on %s: the fleet state cannot be written (%v); keeping the lease slot so that no other host starts it", group, commitid.ShortOrNone(commit), err)
-		}
-		a.log.Error("halt the group in the fleet state; retrying, and keeping the lease slot meanwhile", "attempt", attempt, "err", err)
-		backoff = min(max(2*backoff, 500*time.Millisecond), 5*time.Second)
-		a.notify.alive()
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(backoff):
-		}
-		a.notify.alive()
+		a.obs.metrics.Halted(true)
+		return true
 	}
+	if attempt == 1 {
+		a.phase("halting group %s on %s: the fleet state cannot be written (%v); keeping the lease slot so that no other host starts it", group, commitid.ShortOrNone(commit), err)
+	}
+	a.log.Error("halt the group in the fleet state; retrying, and keeping the lease slot meanwhile", "attempt", attempt, "err", err)
+	backoff := min(500*time.Millisecond<<min(attempt-1, 4), 5*time.Second)
+	a.notify.alive()
+	select {
+	case <-ctx.Done():
+	case <-time.After(backoff):
+	}
+	a.notify.alive()
+	return false
 }
 
 // pruneFleetState removes the fleet state that a committed upgrade made obsolete:

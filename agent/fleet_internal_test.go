@@ -206,7 +206,7 @@ func TestGateWaitsForAHostSilentSinceItsSwitch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.OK || !strings.Contains(v.Why, "for h2: switched to bbbbbbb and silent since") {
+	if v.OK || !strings.Contains(v.Why, "for h2: switched (to bbbbbbb or an earlier commit) and silent since") {
 		t.Fatalf("gate of the next holder = %+v, want a wait for h2", v)
 	}
 }

@@ -134,6 +134,7 @@ type work struct {
 	log    *slog.Logger
 	hs     *spec.HostSpec
 	drains []drain.Drainer
+	halts  int // attempts at the group's halt
 }
 
 // load keeps hs, the target revision as rendered for this host, and its drainers.
@@ -205,11 +206,15 @@ func (a *Agent) perform(ctx context.Context, w *work, do core.Action) core.Event
 		}
 		return core.Event{}
 	case core.Halt:
-		if !a.halt(ctx, w.txn, fmt.Sprintf("%s: %s", w.txn.Step, w.txn.Reason)) {
+		w.halts++
+		switch {
+		case a.haltTry(ctx, w.txn, w.halts):
+			return core.Event{}
+		case ctx.Err() != nil:
 			w.log.Warn("stopping before the group's halt was written; the next start writes it")
 			return core.Event{Result: core.Stopped}
 		}
-		return core.Event{}
+		return core.Event{Result: core.Failed, Reason: "the fleet state cannot be written"}
 	}
 	panic("agent: the core asked for an unknown action " + string(do))
 }

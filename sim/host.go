@@ -58,7 +58,6 @@ func (h *Host) start() {
 	h.up = true
 	h.m, h.live, h.session, h.token, h.switched = nil, nil, 0, 0, false
 	h.backoff, h.silence = core.Backoff{}, core.Silence{}
-	h.keepAlive()
 	if h.txn == nil {
 		h.after(h.w.between(0, pollEvery), h.poll)
 		return
@@ -93,19 +92,22 @@ func (h *Host) state() rollback.State {
 	return h.txn.State
 }
 
-// keepAlive renews the session's lease every third of its TTL while the agent runs.
+// keepAlive renews the session's lease every third of its TTL while the agent runs and
+// has a session (takeSlot starts it).
 func (h *Host) keepAlive() {
 	h.after(ttl/3, func() {
-		if h.session != 0 {
-			sent := h.w.clock.Elapsed()
-			_, err := h.w.etcd.KeepAlive(h.name, h.session)
-			switch {
-			case err == nil:
-				h.heldUntil = sent + ttl - time.Second
-			case errors.Is(err, ErrLeaseNotFound):
-				h.w.tracef(h.name, "session %d gone", h.session)
-				h.session, h.token = 0, 0
-			}
+		if h.session == 0 {
+			return
+		}
+		sent := h.w.clock.Elapsed()
+		_, err := h.w.etcd.KeepAlive(h.name, h.session)
+		switch {
+		case err == nil:
+			h.heldUntil = sent + ttl - time.Second
+		case errors.Is(err, ErrLeaseNotFound):
+			h.w.tracef(h.name, "session %d gone", h.session)
+			h.session, h.token = 0, 0
+			return
 		}
 		h.keepAlive()
 	})

@@ -11,8 +11,11 @@ import (
 	"time"
 )
 
+// defaultSeeds is how many seeds TestSimulation runs without -seeds.
+var defaultSeeds = 10000
+
 var (
-	seeds    = flag.Int("seeds", 10000, "how many seeds TestSimulation runs")
+	seeds    = flag.Int("seeds", 0, "how many seeds TestSimulation runs (default 10,000; 300 with -race)")
 	seed     = flag.Uint64("seed", 0, "replay this one seed, with its trace")
 	firstArg = flag.Uint64("first", 1, "the first seed TestSimulation runs")
 )
@@ -34,6 +37,9 @@ func TestSimulation(t *testing.T) {
 			t.Fatalf("seed %d: %s", res.Seed, res.Violation)
 		}
 		return
+	}
+	if *seeds == 0 {
+		*seeds = defaultSeeds
 	}
 	start := time.Now()
 	var events, steps, faults atomic.Int64

@@ -110,6 +110,7 @@ func (h *Host) takeSlot() (bool, error) {
 			return false, err
 		}
 		h.session, h.heldUntil = id, h.w.clock.Elapsed()+ttl-time.Second
+		h.keepAlive()
 	}
 	if h.token == 0 {
 		res, err := e.Txn(h.name, []Cmp{Compare(key, TargetCreate, Equal, 0)}, []Op{OpPut(key, []byte(h.name), h.session)}, []Op{OpGet(key, false)})
