@@ -341,6 +341,10 @@ func FuzzLoad(f *testing.F) {
 		}
 		f.Add(get("fleet.yaml"), get("services/api/service.yaml"), get("services/api/api.service"))
 	}
+	f.Add([]byte("apiVersion: baton/v1\ngroups: [{name: web, hosts: [\"web-*\"], services: [api]}]\n"),
+		[]byte("version: \"2\"\nunits: [api.service]\ndeploy: {strategy: bluegreen, colors: {blue: {port: 8081}, green: {port: 8082}}, drainIdle: 2s}\n"+
+			"drain: {haproxy: {socket: /run/h.sock, backend: web, server: \"{{ .Host }}-{{ .Color }}\"}}\nchecks: [{name: up, tcp: {address: \"127.0.0.1:{{ .Port }}\"}}]\n"),
+		[]byte("[Service]\nExecStart={{ .Release }}/api -port {{ .Port }} -color {{ .Color }}\n"))
 	f.Fuzz(func(t *testing.T, fleet, svc, unit []byte) {
 		fsys := fstest.MapFS{
 			"fleet.yaml":                {Data: fleet},
