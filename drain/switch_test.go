@@ -83,6 +83,19 @@ func (s *session) get(t testing.TB, hold time.Duration) string {
 	return string(b)
 }
 
+// stickToBlueAndSwitch starts a session on blue, then switches from blue to green.
+func stickToBlueAndSwitch(t *testing.T, lb *testhaproxy.HAProxy) *session {
+	t.Helper()
+	s := newSession(lb)
+	if got := s.get(t, 0); got != "blue" {
+		t.Fatalf("first session on %q, want blue", got)
+	}
+	if err := Switch(context.Background(), color(lb, "blue"), color(lb, "green")); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // TestSwitchAndBackUnderLoad switches from blue to green and back while clients
 // without cookies send a steady load through HAProxy: not one request fails, new
 // requests go to the color switched to, and the color switched away from gets none
@@ -139,13 +152,7 @@ func TestStickySessionStaysOnTheDrainingColor(t *testing.T) {
 	testhaproxy.Require(t)
 	lb, _, green := startColors(t)
 	ctx := context.Background()
-	old := newSession(lb)
-	if got := old.get(t, 0); got != "blue" {
-		t.Fatalf("first session on %q, want blue", got)
-	}
-	if err := Switch(ctx, color(lb, "blue"), color(lb, "green")); err != nil {
-		t.Fatal(err)
-	}
+	old := stickToBlueAndSwitch(t, lb)
 	for range 3 {
 		if got := old.get(t, 0); got != "blue" {
 			t.Errorf("sticky session moved to %q during the drain", got)
@@ -199,13 +206,7 @@ func TestWaitIdleBound(t *testing.T) {
 	testhaproxy.Require(t)
 	lb, blue, _ := startColors(t)
 	ctx := context.Background()
-	long := newSession(lb)
-	if got := long.get(t, 0); got != "blue" {
-		t.Fatalf("session on %q, want blue", got)
-	}
-	if err := Switch(ctx, color(lb, "blue"), color(lb, "green")); err != nil {
-		t.Fatal(err)
-	}
+	long := stickToBlueAndSwitch(t, lb)
 	held := make(chan string, 1)
 	go func() { held <- long.get(t, 3*time.Second) }()
 	waitFor(t, 5*time.Second, "the long request on blue", func() bool { return blue.inflight.Load() == 1 })

@@ -2,7 +2,6 @@ package spec
 
 import (
 	"encoding/json"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,14 +10,7 @@ import (
 	"time"
 )
 
-func loadBlueGreen(t *testing.T) *Repo {
-	t.Helper()
-	r, err := Load(os.DirFS("testdata/bluegreen"))
-	if err != nil {
-		t.Fatalf("Load(testdata/bluegreen): %v", err)
-	}
-	return r
-}
+func loadBlueGreen(t *testing.T) *Repo { t.Helper(); return loadDir(t, "testdata/bluegreen") }
 
 // TestBlueGreenParse loads a bluegreen service: the colors keep the order of the
 // file, the defaults fill in, restart stays empty, and an explicit strategy:
@@ -73,30 +65,8 @@ drain: {haproxy: {socket: /run/h.sock, backend: web, server: "s-{{ .Color }}"}}
 // color's units under their own names with the color's port, drain server and
 // checks; testdata/bluegreen-web-01.golden holds the result.
 func TestBlueGreenForHostGolden(t *testing.T) {
-	r := loadBlueGreen(t)
-	hs, err := r.ForHost("web-01", "3f2a1c0000000000000000000000000000000000", "/var/lib/baton")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	for _, s := range hs.Services {
-		j, _ := json.MarshalIndent(s.Service, "", "  ")
-		b.WriteString("== service " + s.Name + " release " + s.ReleaseID + "\n" + string(j) + "\n")
-		for _, u := range s.Units.Names() {
-			b.WriteString("== unit " + u + "\n" + string(s.Units[u]))
-		}
-		for _, c := range s.Colors {
-			j, _ := json.MarshalIndent(struct {
-				Drain  *Drain
-				Checks []Check
-			}{c.Drain, c.Checks}, "", "  ")
-			b.WriteString("== color " + c.Name + " port " + itoa(c.Port) + "\n" + string(j) + "\n")
-			for _, u := range c.Units.Names() {
-				b.WriteString("== unit " + u + "\n" + string(c.Units[u]))
-			}
-		}
-	}
-	golden(t, "testdata/bluegreen-web-01.golden", b.String())
+	hs, got := renderWeb01(t, loadBlueGreen(t))
+	golden(t, "testdata/bluegreen-web-01.golden", got)
 
 	shop := hs.Services[0]
 	if shop.Units != nil || shop.Drain != nil || shop.Checks != nil || len(shop.Colors) != 2 {
@@ -119,7 +89,7 @@ func TestBlueGreenForHostGolden(t *testing.T) {
 		if got := c.Units.Names(); !slices.Equal(got, []string{tt.unit}) || !strings.Contains(string(c.Units[tt.unit]), tt.listen) {
 			t.Errorf("%s: units %v: %s; want %s listening on %s", tt.color, got, c.Units[tt.unit], tt.unit, tt.listen)
 		}
-		if port := ":" + itoa(c.Port); !strings.Contains(c.Checks[0].HTTP.URL, port) || !strings.HasSuffix(c.Checks[1].TCP.Address, port) || c.Checks[2].Exec.Command[2] != itoa(c.Port) {
+		if port := ":" + strconv.Itoa(c.Port); !strings.Contains(c.Checks[0].HTTP.URL, port) || !strings.HasSuffix(c.Checks[1].TCP.Address, port) || c.Checks[2].Exec.Command[2] != strconv.Itoa(c.Port) {
 			t.Errorf("%s: checks not rendered for port %d: %+v %+v %+v", tt.color, c.Port, c.Checks[0].HTTP, c.Checks[1].TCP, c.Checks[2].Exec)
 		}
 		if c.Checks[0].HTTP.Contains != tt.color || c.Vars.Color != tt.color || c.Vars.Host != "web-01" {
@@ -217,5 +187,3 @@ func repoFS(files map[string]string) fstest.MapFS {
 	}
 	return fsys
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
