@@ -187,3 +187,39 @@ func repoFS(files map[string]string) fstest.MapFS {
 	}
 	return fsys
 }
+
+// TestWarningsColorBlindChecks: a bluegreen check that reaches the same address
+// for both colors is warned of; one on the color's port, an exec check and a
+// service deployed by restart are not.
+func TestWarningsColorBlindChecks(t *testing.T) {
+	r, err := Load(repoFS(map[string]string{
+		"services/shop/service.yaml": `version: "1"
+units: [shop.service]
+deploy: {strategy: bluegreen, colors: {blue: {port: 8081}, green: {port: 8082}}}
+drain: {haproxy: {socket: /run/h.sock, backend: web, server: "s-{{ .Color }}"}}
+checks:
+  - name: through-the-balancer
+    http: {url: "http://127.0.0.1:80/healthz"}
+  - name: own-port
+    http: {url: "http://127.0.0.1:{{ .Port }}/healthz"}
+  - name: tcp
+    tcp: {address: "127.0.0.1:8080"}
+  - name: by-name
+    tcp: {address: "{{ .Color }}.shop.internal:80"}
+  - name: smoke
+    exec: {command: [/usr/local/bin/smoke]}
+`,
+		"services/shop/shop.service": "[Service]\nExecStart=/bin/true {{ .Port }}\n",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `services/shop/service.yaml:7: check "through-the-balancer": http.url uses neither {{ .Port }} nor {{ .Color }}: it reaches the same place for both colors, not the new color on its own port before clients do
+services/shop/service.yaml:11: check "tcp": tcp.address uses neither {{ .Port }} nor {{ .Color }}: it reaches the same place for both colors, not the new color on its own port before clients do`
+	if got := r.Warnings().Error(); got != want {
+		t.Errorf("warnings:\n%s\nwant:\n%s", got, want)
+	}
+	if w := loadBlueGreen(t).Warnings(); len(w) != 0 {
+		t.Errorf("testdata/bluegreen: %v", w)
+	}
+}
