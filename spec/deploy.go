@@ -75,7 +75,7 @@ func (s *Service) ColorUnits() []string {
 }
 
 // checkDeploy checks the deploy block and fills in its defaults.
-func (s *Service) checkDeploy(doc *yamldoc.Doc) yamldoc.Errors {
+func (s *Service) checkDeploy(doc *yamldoc.Doc, opts LoadOptions) yamldoc.Errors {
 	d := s.Deploy
 	if d == nil {
 		return nil
@@ -97,6 +97,9 @@ func (s *Service) checkDeploy(doc *yamldoc.Doc) yamldoc.Errors {
 			}
 		}
 		return errs
+	}
+	if !opts.BlueGreen {
+		errs.Add(at("strategy").Errorf("deploy.strategy: bluegreen is not run by this agent yet; it keeps the last good revision"))
 	}
 	errs = append(errs, d.checkColors(doc)...)
 	errs = append(errs, d.checkDrainTimes(doc)...)

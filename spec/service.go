@@ -151,7 +151,7 @@ func parseService(name, file string, data []byte, unitFile func(string) (string,
 	}
 	errs = append(errs, s.checkArtifacts(doc)...)
 	errs = append(errs, s.checkDrain(doc)...)
-	errs = append(errs, s.checkDeploy(doc)...)
+	errs = append(errs, s.checkDeploy(doc, opts)...)
 	errs = append(errs, s.checkColorUnitNames(doc, opts)...)
 	errs = append(errs, s.checkRestart(doc)...)
 	errs = append(errs, s.checkChecks(doc)...)
