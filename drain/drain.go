@@ -1,4 +1,4 @@
-// Package drain takes a host out of its load balancer around a restart and puts it back.
+// Package drain takes a host out of its load balancer around a restart and puts it back, and switches a bluegreen service from one color to the other.
 package drain
 
 import (

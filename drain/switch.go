@@ -88,6 +88,8 @@ func (h *HAProxy) Counters(ctx context.Context) (Counters, error) {
 //
 // A to that is not in maint skips step 1. When to does not pass its check in time,
 // it goes back to maint, from is left as it was, and Switch returns the error.
+// Switch and SwitchBack are idempotent: run again after a crash, they end in the
+// same states.
 func Switch(ctx context.Context, from, to *HAProxy) error {
 	return hand(ctx, from, to, StateDrain)
 }

@@ -223,6 +223,27 @@ func TestWaitIdleBound(t *testing.T) {
 	}
 }
 
+// TestSwitchTwice: a switch or a switch back run again, as after a crash, ends in
+// the same states.
+func TestSwitchTwice(t *testing.T) {
+	testhaproxy.Require(t)
+	lb, _, _ := startColors(t)
+	ctx := context.Background()
+	blue, green := color(lb, "blue"), color(lb, "green")
+	for range 2 {
+		if err := Switch(ctx, blue, green); err != nil {
+			t.Fatal(err)
+		}
+		wantAdmin(t, lb, "green", StateReady, "blue", StateDrain)
+	}
+	for range 2 {
+		if err := SwitchBack(ctx, green, blue); err != nil {
+			t.Fatal(err)
+		}
+		wantAdmin(t, lb, "blue", StateReady, "green", StateMaint)
+	}
+}
+
 // TestSwitchToAServerThatIsDown: when the color switched to does not come up in
 // HAProxy, it goes back to maint and the other keeps the traffic.
 func TestSwitchToAServerThatIsDown(t *testing.T) {
