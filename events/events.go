@@ -16,6 +16,8 @@ const (
 	RolloutHalted    = "rollout.halted"    // the commit is quarantined: no other host of the group starts it
 	DriftFound       = "drift.found"       // a managed unit file was edited, or a drop-in added, outside baton
 	CommitRejected   = "commit.rejected"   // the commit is bad input; the host keeps its last good revision
+	ColorSwitched    = "color.switched"    // bluegreen: the load balancer sends new clients to the new color; Fields: from, to
+	ColorRetired     = "color.retired"     // bluegreen: the old color drained and stopped; Fields: color, took, sessionsCut
 )
 
 // Types lists every event type, in the order above.
