@@ -39,8 +39,10 @@ type Lease interface {
 }
 
 // FailpointEnv names an environment variable for crash tests: set to a transaction
-// state, the agent kills itself (SIGKILL) right after persisting that state; set to
-// HANG, its main loop blocks for good once it is ready (for watchdog tests).
+// state, the agent kills itself (SIGKILL) right after persisting that state (with
+// "+cutover", such as VERIFYING+cutover, only once a bluegreen transaction moved its
+// clients to the new color); set to HANG, its main loop blocks for good once it is
+// ready (for watchdog tests).
 const FailpointEnv = "BATON_FAILPOINT"
 
 // Bounds of the main loop's waits. Each wait is bounded, and declared to the watchdog
@@ -431,12 +433,12 @@ func (a *Agent) hang() {
 // It tells the watchdog that a step touching the host may now keep the main loop
 // busy up to stepBound (a verification declares its own bound; the loop's next turn
 // ends the declaration), and kills the agent at the failpoint state, for crash tests.
-func (a *Agent) hit(state rollback.State) {
+func (a *Agent) hit(txn *rollback.Txn, state rollback.State) {
 	switch state {
 	case rollback.Draining, rollback.Switching, rollback.RollingBack, rollback.Committed:
 		a.notify.busy(stepBound)
 	}
-	if a.failpoint != "" && a.failpoint == state {
+	if a.failpoint != "" && (a.failpoint == state || (txn.CutOver && a.failpoint == state+"+cutover")) {
 		a.log.Warn("failpoint: killing the agent", "state", state)
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {} // the signal is on its way

@@ -112,13 +112,21 @@ func (a *Agent) retire(ctx context.Context, w *work) core.Event {
 }
 
 // stopColor stops and disables a color's units: its files stay, for the next release
-// to start in.
+// to start in. A unit whose file is not there (a switch interrupted before it wrote
+// it) has nothing to stop.
 func (a *Agent) stopColor(ctx context.Context, c *spec.RenderedColor) error {
 	var errs []error
+	var installed []string
 	for _, u := range c.Units.Names() {
-		errs = append(errs, a.systemd.Stop(ctx, u))
+		if exists(a.unitDir, u) {
+			installed = append(installed, u)
+			errs = append(errs, a.systemd.Stop(ctx, u))
+		}
 	}
-	return errors.Join(append(errs, a.systemd.Disable(ctx, c.Units.Names()...))...)
+	if len(installed) > 0 {
+		errs = append(errs, a.systemd.Disable(ctx, installed...))
+	}
+	return errors.Join(errs...)
 }
 
 // switchBack undoes a bluegreen transaction's colors, before the generic revert puts

@@ -176,3 +176,64 @@ func TestBlueGreenKeepsSessions(t *testing.T) {
 		t.Errorf("HAProxy: blue %s after the bad release, want maint", got)
 	}
 }
+
+// TestBlueGreenCrashAtEveryStep kills the agent (SIGKILL) right after it persists each
+// state of a bluegreen upgrade, starts it again, and checks that one color runs and
+// serves, the one the last good record names, ready in HAProxy with the other in maint:
+// never two colors left running, never none.
+func TestBlueGreenCrashAtEveryStep(t *testing.T) {
+	h := newHarness(t)
+	lb := testhaproxy.Start(t, testhaproxy.Config{Backend: "web", AdminTCP: h.gateway + ":0", Cookie: "SRV insert indirect nocache", Servers: []testhaproxy.Server{
+		{Name: "h1-blue", Addr: h.host.IP + ":8081", Check: true}, {Name: "h1-green", Addr: h.host.IP + ":8082", Check: true}}})
+	c := h.pushBlueGreen("1.0.0", "ok", lb.AdminTCP)
+	h.startAgent()
+	h.settled(c)
+	h.stopAgent()
+	tests := []struct {
+		failpoint string
+		mode      string
+		committed bool // else quarantined, and the old color serves
+	}{
+		{"SWITCHING", "ok", true}, // the new color stopped, not quarantined, then tried again
+		{"VERIFYING", "ok", true}, // checked again on its port
+		{"VERIFYING+cutover", "ok", true},
+		{"COMMITTED", "ok", true},
+		{"ROLLING_BACK", "fail-health", false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.failpoint, func(t *testing.T) {
+			h.t = t
+			before := h.lastGood()
+			c := h.pushBlueGreen(fmt.Sprintf("5.%d.0", i), tt.mode, lb.AdminTCP)
+			h.startAgent("BATON_FAILPOINT=" + tt.failpoint)
+			h.waitFor("the agent to crash at "+tt.failpoint, 3*time.Minute, func() bool { return !h.agentActive() })
+			h.startAgent()
+			h.settled(c)
+			h.stopAgent()
+			lg := h.lastGood()
+			switch {
+			case tt.committed && lg.Revision != c:
+				t.Fatalf("last good is %s, want %s\n%s", short(lg.Revision), short(c), h.journal())
+			case !tt.committed && (lg.Revision != before.Revision || !h.quarantined(c)):
+				t.Fatalf("last good is %s (want %s), quarantined %v", short(lg.Revision), short(before.Revision), h.quarantined(c))
+			}
+			active := lg.Services["demo"].Color
+			idle := map[string]string{"blue": "green", "green": "blue"}[active]
+			if a, b := h.active("demo@"+active+".service"), h.active("demo@"+idle+".service"); a != "active" || b == "active" {
+				t.Errorf("the active color %s is %s and the idle %s is %s: want one color running", active, a, idle, b)
+			}
+			h.waitFor("HAProxy to send clients to "+active+" alone", 30*time.Second, func() bool {
+				return colorState(lb, "h1", active) == "ready" && colorState(lb, "h1", idle) == "maint"
+			})
+			version := lg.Services["demo"].Version
+			resp, err := testClient.Get(lb.URL + "/version")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := resp.Header.Get("X-Demo-Version"); got != version {
+				t.Errorf("HAProxy answers with %q, want %s", got, version)
+			}
+		})
+	}
+}

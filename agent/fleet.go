@@ -178,6 +178,27 @@ func (a *Agent) haltTry(ctx context.Context, txn *rollback.Txn, attempt int) boo
 	return a.haltAttempt(ctx, txn.Group, txn.To, fmt.Sprintf("%s: %s", txn.Step, txn.Reason), attempt, releases(txn)...)
 }
 
+// haltEarlyTimeout bounds the one try at the halt before a revert: the revert waits
+// for it, with the failed release running.
+const haltEarlyTimeout = 2 * time.Second
+
+// haltOnce makes one quick try at halting txn's group, before the revert (see
+// core.Machine.revert): no backoff, no retry; the halt after the revert retries.
+func (a *Agent) haltOnce(ctx context.Context, txn *rollback.Txn) bool {
+	if a.fleet == nil || txn.Group == "" {
+		return true
+	}
+	cctx, cancel := context.WithTimeout(ctx, haltEarlyTimeout)
+	defer cancel()
+	err := a.fleet.store.Fail(cctx, nil, txn.Group, txn.To, a.cfg.Host, fmt.Sprintf("%s: %s", txn.Step, txn.Reason), releases(txn)...)
+	if err != nil {
+		a.log.Warn("halt the group before reverting; it is written after the revert", "err", err)
+		return false
+	}
+	a.obs.metrics.Halted(true)
+	return true
+}
+
 // releases are the releases txn changes, as the group halts on them.
 func releases(txn *rollback.Txn) []fleet.Release {
 	var out []fleet.Release

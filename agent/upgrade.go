@@ -138,7 +138,7 @@ func (a *Agent) save(txn *rollback.Txn, state rollback.State) error {
 	}
 	a.tlog.track(txn)
 	a.obs.metrics.TxnState(string(state))
-	a.hit(state)
+	a.hit(txn, state)
 	return nil
 }
 
@@ -240,6 +240,11 @@ func (a *Agent) perform(ctx context.Context, w *work, do core.Action) core.Event
 			w.log.Error("quarantine the commit", "err", err)
 		}
 		return core.Event{}
+	case core.HaltEarly:
+		if a.haltOnce(ctx, w.txn) {
+			return core.Event{}
+		}
+		return core.Event{Result: core.Failed}
 	case core.Halt:
 		w.halts++
 		switch {

@@ -48,6 +48,7 @@ const (
 	Revert      Action = "revert"       // put the last good revision back, and check it
 	Quarantine  Action = "quarantine"   // mark the commit failed on this host
 	Halt        Action = "halt"         // halt the group on the commit and its releases; retried until written
+	HaltEarly   Action = "halt-early"   // one quick try at the halt, before the revert
 	Done        Action = "done"         // ending: release the slot, prune, close the record, report
 	Leave       Action = "leave"        // ending: the agent is stopping; the record stays open for the next start
 )

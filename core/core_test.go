@@ -77,19 +77,19 @@ func TestForward(t *testing.T) {
 		{name: "SWITCHING not written", drains: true, script: map[Action][]Result{Switch: {Unpersisted}},
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, confirm-hold, SWITCHING switch, undrain, done", kind: Aborted, reason: "persist the transaction: switch unpersisted"},
 		{name: "systemd refuses", script: map[Action][]Result{Switch: {Failed}},
-			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, ROLLING_BACK check-hold, revert, quarantine, FAILED halt, done", kind: Reverted, reason: "switch failed", halts: true},
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, ROLLING_BACK check-hold, halt-early, revert, quarantine, FAILED halt, done", kind: Reverted, reason: "switch failed", halts: true},
 		{name: "stopped mid-switch", script: map[Action][]Result{Switch: {Stopped}},
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, acquire-soon, ROLLING_BACK revert, done", kind: Aborted, reason: "the agent was stopped while switching units; reverted to none", retry: RetryInterrupted},
 		{name: "a check fails", drains: true, script: map[Action][]Result{Verify: {Failed}},
-			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, confirm-hold, SWITCHING switch, VERIFYING verify, ROLLING_BACK check-hold, revert, undrain, quarantine, FAILED halt, done", kind: Reverted, reason: "verify failed", halts: true},
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, confirm-hold, SWITCHING switch, VERIFYING verify, ROLLING_BACK check-hold, halt-early, revert, undrain, quarantine, FAILED halt, done", kind: Reverted, reason: "verify failed", halts: true},
 		{name: "the revert fails too", drains: true, script: map[Action][]Result{Verify: {Failed}, Revert: {Failed}},
-			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, confirm-hold, SWITCHING switch, VERIFYING verify, ROLLING_BACK check-hold, revert, quarantine, FAILED halt, done", kind: RevertFailed, reason: "verify failed; the revert failed too: revert failed", halts: true},
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, confirm-hold, SWITCHING switch, VERIFYING verify, ROLLING_BACK check-hold, halt-early, revert, quarantine, FAILED halt, done", kind: RevertFailed, reason: "verify failed; the revert failed too: revert failed", halts: true},
 		{name: "halt not written before stopping", script: map[Action][]Result{Verify: {Failed}, Halt: {Stopped}},
-			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, ROLLING_BACK check-hold, revert, quarantine, FAILED halt, leave"},
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, ROLLING_BACK check-hold, halt-early, revert, quarantine, FAILED halt, leave"},
 		{name: "stopped while verifying", script: map[Action][]Result{Verify: {Stopped}},
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, leave"},
 		{name: "VERIFYING not written", script: map[Action][]Result{Verify: {Unpersisted}},
-			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, ROLLING_BACK check-hold, revert, quarantine, FAILED halt, done", kind: Reverted, reason: "persist the transaction: verify unpersisted", halts: true},
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, ROLLING_BACK check-hold, halt-early, revert, quarantine, FAILED halt, done", kind: Reverted, reason: "persist the transaction: verify unpersisted", halts: true},
 		{name: "COMMITTED not written", script: map[Action][]Result{Commit: {Unpersisted}},
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, COMMITTED commit, leave"},
 	}
@@ -119,6 +119,7 @@ func TestResume(t *testing.T) {
 		state    rollback.State
 		step     string // the record's Step
 		attempts int    // after this start is counted
+		reverted bool   // the record says the revert verified
 		script   map[Action][]Result
 		want     string
 		kind     Kind
@@ -138,7 +139,7 @@ func TestResume(t *testing.T) {
 			reason: "the agent stopped while switching units; the revert failed too: revert failed"},
 		{name: "VERIFYING, healthy", state: rollback.Verifying, attempts: 2, want: "acquire-soon, load, VERIFYING verify, undrain, COMMITTED commit, done", kind: Committed},
 		{name: "VERIFYING, a check fails", state: rollback.Verifying, attempts: 2, script: map[Action][]Result{Verify: {Failed}},
-			want: "acquire-soon, load, VERIFYING verify, ROLLING_BACK check-hold, revert, undrain, quarantine, FAILED halt, done", kind: Reverted, halts: true},
+			want: "acquire-soon, load, VERIFYING verify, ROLLING_BACK check-hold, halt-early, revert, undrain, quarantine, FAILED halt, done", kind: Reverted, halts: true},
 		{name: "VERIFYING, no lease", state: rollback.Verifying, attempts: 2, script: map[Action][]Result{AcquireSoon: {Failed}},
 			want: "acquire-soon, acquire-soon, ROLLING_BACK revert, undrain, done", kind: Aborted, retry: RetryInterrupted,
 			reason: "the agent stopped while verifying, and the lease to verify again could not be had: acquire-soon failed; reverted to abc1234"},
@@ -147,11 +148,15 @@ func TestResume(t *testing.T) {
 		{name: "VERIFYING a second time", state: rollback.Verifying, attempts: 3, want: "acquire-soon, ROLLING_BACK revert, undrain, done", kind: Aborted,
 			reason: "the agent stopped twice while verifying; reverted to abc1234", retry: RetryInterrupted},
 		{name: "ROLLING_BACK after a failed check", state: rollback.RollingBack, step: "verify", attempts: 2,
-			want: "acquire-soon, ROLLING_BACK check-hold, revert, undrain, quarantine, FAILED halt, done", kind: Reverted, halts: true, reason: "check failed"},
+			want: "acquire-soon, ROLLING_BACK check-hold, halt-early, revert, undrain, quarantine, FAILED halt, done", kind: Reverted, halts: true, reason: "check failed"},
 		{name: "ROLLING_BACK after an interruption", state: rollback.RollingBack, step: StepInterrupted, attempts: 2,
 			want: "acquire-soon, ROLLING_BACK revert, undrain, done", kind: Aborted, retry: RetryInterrupted, reason: "check failed; reverted to abc1234"},
 		{name: "COMMITTED", state: rollback.Committed, attempts: 2, want: "commit, done", kind: Committed},
-		{name: "FAILED", state: rollback.Failed, step: "verify", attempts: 2, want: "quarantine, FAILED halt, done", kind: Reverted, halts: true, reason: "check failed"},
+		{name: "FAILED after the revert", state: rollback.Failed, step: "verify", attempts: 2, reverted: true, want: "quarantine, FAILED halt, done", kind: Reverted, halts: true, reason: "check failed"},
+		{name: "FAILED before the revert", state: rollback.Failed, step: "verify", attempts: 2,
+			want: "quarantine, FAILED halt, acquire-soon, revert, undrain, done", kind: Reverted, halts: true, reason: "check failed"},
+		{name: "FAILED, and the revert keeps stopping the agent", state: rollback.Failed, step: "verify", attempts: 2*MaxAttempts + 1,
+			want: "quarantine, FAILED halt, done", kind: RevertFailed, halts: true},
 		{name: "ABORTED", state: rollback.Aborted, attempts: 2, want: "done", kind: Aborted},
 		// The loop guard, after MaxAttempts starts.
 		{name: "guard: SWITCHING", state: rollback.Switching, attempts: MaxAttempts + 1, want: "acquire-soon, revert, undrain, done", kind: Aborted,
@@ -160,12 +165,12 @@ func TestResume(t *testing.T) {
 		{name: "guard: ROLLING_BACK after a failed check", state: rollback.RollingBack, step: "verify", attempts: MaxAttempts + 1,
 			want: "quarantine, FAILED halt, acquire-soon, revert, undrain, done", kind: Reverted, halts: true,
 			reason: "the agent stopped 3 times during this transaction (last in ROLLING_BACK); reverting after: check failed"},
-		{name: "guard: FAILED", state: rollback.Failed, step: "verify", attempts: MaxAttempts + 1, want: "quarantine, FAILED halt, done", kind: Reverted, halts: true},
+		{name: "guard: FAILED", state: rollback.Failed, step: "verify", attempts: MaxAttempts + 1, reverted: true, want: "quarantine, FAILED halt, done", kind: Reverted, halts: true},
 		{name: "guard: STAGED", state: rollback.Staged, attempts: MaxAttempts + 1, want: "done", kind: Aborted, retry: RetryInterrupted},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			txn := &rollback.Txn{From: "abc1234abc1234", State: tt.state, Step: tt.step, Reason: "check failed", Attempts: tt.attempts,
+			txn := &rollback.Txn{From: "abc1234abc1234", State: tt.state, Step: tt.step, Reason: "check failed", Attempts: tt.attempts, Reverted: tt.reverted,
 				History: []rollback.Step{{State: rollback.Prepared}, {State: tt.state}}}
 			if tt.state.Touched() {
 				txn.History = []rollback.Step{{State: rollback.Switching}, {State: tt.state}}
@@ -211,19 +216,19 @@ func TestBlueGreenAnalysisAndMigrations(t *testing.T) {
 		{name: "bluegreen", blueGreen: true, kind: Committed,
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, cutover, VERIFYING verify, retire, COMMITTED commit, done"},
 		{name: "bluegreen: the new color fails before any client reaches it", blueGreen: true, script: map[Action][]Result{Verify: {Failed}}, kind: Reverted, halts: true,
-			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, ROLLING_BACK check-hold, revert, quarantine, FAILED halt, done"},
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, ROLLING_BACK check-hold, halt-early, revert, quarantine, FAILED halt, done"},
 		{name: "bluegreen: the new color does not come up in the balancer", blueGreen: true, script: map[Action][]Result{Cutover: {Failed}}, kind: Reverted, halts: true,
-			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, cutover, ROLLING_BACK check-hold, revert, quarantine, FAILED halt, done"},
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, cutover, ROLLING_BACK check-hold, halt-early, revert, quarantine, FAILED halt, done"},
 		{name: "bluegreen: the soak fails, switched back", blueGreen: true, script: map[Action][]Result{Verify: {OK, Failed}}, kind: Reverted, halts: true,
-			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, cutover, VERIFYING verify, ROLLING_BACK check-hold, revert, quarantine, FAILED halt, done"},
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, cutover, VERIFYING verify, ROLLING_BACK check-hold, halt-early, revert, quarantine, FAILED halt, done"},
 		{name: "bluegreen: the old color's sessions cut at the bound", blueGreen: true, script: map[Action][]Result{Retire: {Failed}}, kind: Committed,
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, cutover, VERIFYING verify, retire, COMMITTED commit, done"},
 		{name: "analysis", analyzes: true, drains: true, kind: Committed,
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, confirm-hold, SWITCHING switch, VERIFYING verify, undrain, ANALYZING analyze, COMMITTED commit, done"},
 		{name: "analysis fails: drained again, reverted", analyzes: true, drains: true, script: map[Action][]Result{Analyze: {Failed}}, kind: Reverted, halts: true,
-			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, confirm-hold, SWITCHING switch, VERIFYING verify, undrain, ANALYZING analyze, ROLLING_BACK check-hold, drain, revert, undrain, quarantine, FAILED halt, done"},
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, confirm-hold, SWITCHING switch, VERIFYING verify, undrain, ANALYZING analyze, ROLLING_BACK check-hold, halt-early, drain, revert, undrain, quarantine, FAILED halt, done"},
 		{name: "bluegreen with analysis: a failure switches back", blueGreen: true, analyzes: true, script: map[Action][]Result{Analyze: {Failed}}, kind: Reverted, halts: true,
-			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, cutover, VERIFYING verify, ANALYZING analyze, ROLLING_BACK check-hold, revert, quarantine, FAILED halt, done"},
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, cutover, VERIFYING verify, ANALYZING analyze, ROLLING_BACK check-hold, halt-early, revert, quarantine, FAILED halt, done"},
 		{name: "expand migrations", migr: true, drains: true, kind: Committed,
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, migrate, confirm-hold, SWITCHING switch, VERIFYING verify, undrain, COMMITTED commit, done"},
 		{name: "a migration fails: halts though nothing switched", migr: true, drains: true, script: map[Action][]Result{Migrate: {Failed}}, kind: Reverted, halts: true,

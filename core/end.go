@@ -58,12 +58,22 @@ func (m *Machine) revert(step, reason, output string) Step {
 	revert := func(Event) Step {
 		return m.then(Step{Do: Revert}, m.reverted(func() Step { return m.fail(t.Step, t.Reason, t.Output) }))
 	}
-	return m.then(Step{Do: CheckHold, Persist: rollback.RollingBack}, func(ev Event) Step {
+	drain := func(ev Event) Step {
 		if step == string(Analyze) && m.Drains {
 			// The host served the release: it leaves its load balancers again first.
 			return m.then(Step{Do: Drain}, revert)
 		}
 		return revert(ev)
+	}
+	return m.then(Step{Do: CheckHold, Persist: rollback.RollingBack}, func(ev Event) Step {
+		if Switched(t) || m.halts {
+			// The verdict is known: it goes to the fleet first, in one try, so that a
+			// host that dies while it reverts does not take it along (the fleet
+			// simulation found a bad release started on a second host that way). The
+			// halt is asked for again, until written, once the host is back.
+			return m.then(Step{Do: HaltEarly}, drain)
+		}
+		return drain(ev)
 	})
 }
 
@@ -72,12 +82,13 @@ func (m *Machine) revert(step, reason, output string) Step {
 // an operator, and fails the transaction.
 func (m *Machine) reverted(next func() Step) func(Event) Step {
 	return func(ev Event) Step {
+		t := m.Txn
 		if ev.Result != OK {
-			t := m.Txn
 			t.RevertFailed = true
 			t.Reason = fmt.Sprintf("%s; the revert failed too: %s", t.Reason, ev.Reason)
 			return m.fail(t.Step, t.Reason, t.Output)
 		}
+		t.Reverted = true
 		return m.undrainThen(next)
 	}
 }
@@ -153,14 +164,28 @@ func (m *Machine) GiveUp(why string) Step {
 		})
 	case t.State == rollback.Failed || (t.State == rollback.RollingBack && t.Step != StepInterrupted):
 		reason := fmt.Sprintf("%s; reverting after: %s", why, t.Reason)
-		if t.State == rollback.Failed {
-			return m.fail("recover", reason, t.Output)
-		}
-		return m.failThen("recover", reason, t.Output, m.revertLast)
+		return m.failed("recover", reason, t.Output)
 	case t.State.Touched():
 		return m.then(Step{Do: AcquireSoon}, func(Event) Step { return m.revertInterrupted(why) })
 	}
 	return m.done(&Outcome{Kind: Aborted, Reason: why, Retry: RetryInterrupted})
+}
+
+// failed finishes a failure found after the switch whose revert may not have
+// happened (the loop guard persists FAILED before its last revert, or the host was
+// still reverting): it is quarantined and halted, then the host is reverted once more
+// unless its revert verified or failed already. A revert that keeps stopping the agent
+// is given up after twice the loop guard's starts: the host then needs an operator.
+func (m *Machine) failed(step, reason, output string) Step {
+	t := m.Txn
+	switch {
+	case !t.State.Touched() || !Switched(t) || t.Reverted || t.RevertFailed:
+		return m.fail(step, reason, output)
+	case t.Attempts > 2*MaxAttempts:
+		t.RevertFailed = true
+		return m.fail(step, reason+fmt.Sprintf("; the revert stopped the agent %d times: the host needs an operator", t.Attempts-1), output)
+	}
+	return m.failThen(step, reason, output, m.revertLast)
 }
 
 // revertLast is one last revert before end, for a release that failed its checks and
@@ -172,6 +197,7 @@ func (m *Machine) revertLast(end Step) Step {
 			if ev.Result != OK {
 				return end
 			}
+			m.Txn.Reverted = true
 			return m.undrainThen(func() Step { return end })
 		})
 	})
@@ -242,7 +268,7 @@ func (m *Machine) resume() Step {
 	case rollback.Committed:
 		return m.then(Step{Do: Commit}, func(Event) Step { return m.done(&Outcome{Kind: Committed}) })
 	case rollback.Failed:
-		return m.fail(t.Step, t.Reason, t.Output)
+		return m.failed(t.Step, t.Reason, t.Output)
 	}
 	return m.GiveUp(fmt.Sprintf("the transaction is in unknown state %q", t.State))
 }

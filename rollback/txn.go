@@ -64,6 +64,10 @@ type Txn struct {
 	// RevertFailed says that the last good revision did not come back either: the
 	// host needs an operator.
 	RevertFailed bool `json:"revertFailed,omitempty"`
+	// Reverted says that the revert of a touched host verified: the last good
+	// revision runs again. A FAILED transaction without it (the loop guard persists
+	// FAILED before its last revert) is reverted when it is resumed.
+	Reverted bool `json:"reverted,omitempty"`
 	// Rollback marks an operator's `baton rollback`: To is a revision the host ran
 	// before; no fleet gate holds it, and it ends rolledBack. Request is the id the
 	// API gave the operator's request, echoed in its result.

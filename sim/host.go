@@ -40,6 +40,14 @@ type Host struct {
 	token     int64         // the slot key's create revision, 0 when none
 	heldUntil time.Duration // the hold is certain until then, by the last keep-alive
 	switched  bool          // between its switch and its verdict, in this life
+
+	// poison, until poisonUntil, crashes the agent each time it persists that state:
+	// a step that kills it every time (an OOM, a hang the watchdog ends).
+	poison      rollback.State
+	poisonUntil time.Duration
+	// touchedSince is when the open transaction first reached a state that may have
+	// changed the host, -1 when it has not.
+	touchedSince time.Duration
 }
 
 // after runs fn after d in this life of the agent only.
@@ -164,6 +172,13 @@ func (h *Host) exec(s core.Step) {
 		h.live.State = s.Persist
 		h.live.History = append(h.live.History, rollback.Step{State: s.Persist})
 		h.txn = clone(h.live)
+		if s.Persist.Touched() && h.touchedSince < 0 {
+			h.touchedSince = h.w.clock.Elapsed()
+		}
+		if s.Persist == h.poison && h.w.clock.Elapsed() < h.poisonUntil {
+			h.crash(h.w.between(time.Second, 10*time.Second))
+			return
+		}
 	}
 	if s.Do.Ended() {
 		h.end(s)

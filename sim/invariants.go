@@ -7,6 +7,11 @@ import "time"
 // lease (draining) when it landed.
 const haltSlack = 45 * time.Second
 
+// maxTouched bounds how long a host may stay touched by one transaction (switched and
+// not yet committed or reverted), crashes and restarts included: the loop guard stops
+// resuming a transaction that keeps killing the agent.
+const maxTouched = 10 * time.Minute
+
 // checkSwitch checks, as h switches to c, the promises that a switch can break:
 //
 //   - the lease bounds the disruption: no more than maxParallel hosts of the group are
@@ -33,9 +38,13 @@ func (w *World) checkSwitch(h *Host, c commit) {
 // its last good revision and is in its load balancer (no host is left half-upgraded),
 // and notes when a host that found a bad release could write its halt.
 func (w *World) checkAlways() {
+	now := w.clock.Elapsed()
 	for _, h := range w.hosts {
 		if h.up && h.txn == nil && (h.units != h.lastGood || h.drained) {
 			w.violate("%s is idle but runs %s (last good %s), drained=%v", h.name, short(h.units), short(h.lastGood), h.drained)
+		}
+		if h.txn != nil && h.touchedSince >= 0 && now-h.touchedSince > maxTouched {
+			w.violate("%s has been half-upgraded (its transaction in %s, attempt %d) for over %v", h.name, h.txn.State, h.txn.Attempts, maxTouched)
 		}
 	}
 	for _, v := range w.verdicts {

@@ -65,7 +65,9 @@ func (h *Host) perform(do core.Action) {
 		h.quarantine[t.To] = true
 		ok(0)
 	case core.Halt:
-		h.halt()
+		h.halt(true)
+	case core.HaltEarly:
+		h.halt(false)
 	default:
 		panic("sim: no simulation of " + string(do))
 	}
@@ -194,9 +196,9 @@ func (h *Host) verify() {
 	})
 }
 
-// halt writes the group's halt on the commit and its release, unfenced; the core asks
-// again until it is written.
-func (h *Host) halt() {
+// halt writes the group's halt on the commit and its release, unfenced. After a
+// failure the core asks again, a second later (again), or goes on (the early try).
+func (h *Host) halt(again bool) {
 	t, c := h.live, h.w.commitOf(h.live.To)
 	if c.good {
 		h.w.violate("%s halts the group on the good release %s (%s: %s)", h.name, c.rel.Version, t.Step, t.Reason)
@@ -208,11 +210,15 @@ func (h *Host) halt() {
 		OpPut(fleet.FailedKey(prefix, group, t.To), jsonOf(f), 0),
 		OpPut(fleet.BadKey(prefix, group, c.rel), jsonOf(rf), 0),
 	}, nil)
+	do, pause := core.HaltEarly, time.Duration(0)
+	if again {
+		do, pause = core.Halt, time.Second
+	}
 	if err != nil {
-		h.finish(time.Second, core.Halt, core.Failed, err.Error()) // asked again a second later
+		h.finish(pause, do, core.Failed, err.Error())
 		return
 	}
-	h.finish(0, core.Halt, core.OK, "")
+	h.finish(0, do, core.OK, "")
 }
 
 // end closes the transaction: the slot released (or the session abandoned), the
@@ -236,6 +242,6 @@ func (h *Host) end(s core.Step) {
 		h.backoff.Add(t.To, Epoch.Add(h.w.clock.Elapsed()), o.Reason)
 	}
 	_ = h.record("IDLE", "", false)
-	h.txn, h.live, h.m, h.switched = nil, nil, nil, false
+	h.txn, h.live, h.m, h.switched, h.touchedSince = nil, nil, nil, false, -1
 	h.after(pollEvery, h.poll)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/baton-fleet/baton/fleet"
 	"github.com/baton-fleet/baton/internal/yamldoc"
+	"github.com/baton-fleet/baton/rollback"
 	"github.com/baton-fleet/baton/spec"
 )
 
@@ -116,7 +117,7 @@ func newWorld(cfg Config) *World {
 	w.group.Rollout.HealthyDeadline = yamldoc.Duration(healthyDeadline)
 	w.push(true) // the revision every host runs at the start
 	for i := range cfg.Hosts {
-		h := &Host{w: w, name: fmt.Sprintf("h%d", i+1), up: true, quarantine: map[string]bool{}}
+		h := &Host{w: w, name: fmt.Sprintf("h%d", i+1), up: true, quarantine: map[string]bool{}, touchedSince: -1}
 		h.lastGood, h.units = w.commits[0].id, w.commits[0].id
 		w.hosts = append(w.hosts, h)
 	}
@@ -190,6 +191,10 @@ func (w *World) fault() {
 	case k < 8:
 		w.tracef("-", "fault: etcd leader change")
 		w.etcd.LeaderChange()
+	case k < 9 && w.rng.IntN(3) == 0:
+		states := []rollback.State{rollback.Switching, rollback.Verifying, rollback.RollingBack}
+		h.poison, h.poisonUntil = states[w.rng.IntN(len(states))], w.clock.Elapsed()+20*time.Minute
+		w.tracef(h.name, "fault: the agent dies each time it enters %s, for 20m", h.poison)
 	default:
 		mode := FailMode(w.rng.IntN(2))
 		w.tracef(h.name, "fault: its next etcd request is lost (mode %d)", mode)
