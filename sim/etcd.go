@@ -182,7 +182,7 @@ type Etcd struct {
 	kvs      map[string]*KV
 	keys     []string // of kvs, sorted
 	events   []Event  // of the write transaction under way
-	leases   map[int64]*lease
+	leases   map[int64]*etcdLease
 	lastID   int64
 	clients  map[string]*client
 	watchers []*watcher
@@ -191,8 +191,8 @@ type Etcd struct {
 	noLeaderUntil time.Duration // on the clock, since Epoch
 }
 
-// lease is one etcd lease and the keys bound to it.
-type lease struct {
+// etcdLease is one etcd lease and the keys bound to it.
+type etcdLease struct {
 	id     int64
 	ttl    time.Duration
 	expiry time.Duration // on the clock, since Epoch
@@ -213,7 +213,7 @@ func NewEtcd(clock *Clock, rng *rand.Rand) *Etcd {
 	return &Etcd{
 		WatchDelay: DefaultWatchDelay, WatchJitter: DefaultWatchJitter, Election: DefaultElection,
 		clock: clock, rng: rng, rev: 1,
-		kvs: map[string]*KV{}, leases: map[int64]*lease{}, clients: map[string]*client{},
+		kvs: map[string]*KV{}, leases: map[int64]*etcdLease{}, clients: map[string]*client{},
 	}
 }
 
@@ -501,7 +501,7 @@ func (e *Etcd) Grant(client string, ttl time.Duration) (int64, error) {
 		return 0, err
 	}
 	e.lastID++
-	l := &lease{id: e.lastID, ttl: ttl, keys: map[string]struct{}{}}
+	l := &etcdLease{id: e.lastID, ttl: ttl, keys: map[string]struct{}{}}
 	l.check = func() { e.check(l) }
 	e.leases[l.id] = l
 	e.setExpiry(l, e.clock.now+ttl)
@@ -552,7 +552,7 @@ func (e *Etcd) Revoke(client string, id int64) error {
 // live returns lease id, or nil when it is gone. A lease whose expiry is now, and
 // whose check on the clock has not run yet, ends now: etcd answers a request on a
 // lease past its expiry as it would once the lease is revoked.
-func (e *Etcd) live(id int64) *lease {
+func (e *Etcd) live(id int64) *etcdLease {
 	l := e.leases[id]
 	if l != nil && l.expiry <= e.clock.now && !e.down {
 		e.end(l)
@@ -563,7 +563,7 @@ func (e *Etcd) live(id int64) *lease {
 
 // setExpiry moves l's expiry to at and has the clock check it then (not while the
 // cluster is down: Up sets every expiry again).
-func (e *Etcd) setExpiry(l *lease, at time.Duration) {
+func (e *Etcd) setExpiry(l *etcdLease, at time.Duration) {
 	l.expiry = at
 	if l.timer != nil && l.timer.at > at {
 		e.clock.Cancel(l.timer)
@@ -576,7 +576,7 @@ func (e *Etcd) setExpiry(l *lease, at time.Duration) {
 }
 
 // check ends l if its expiry passed; it runs on the clock.
-func (e *Etcd) check(l *lease) {
+func (e *Etcd) check(l *etcdLease) {
 	l.timer = nil
 	if e.leases[l.id] != l || e.down {
 		return
@@ -589,7 +589,7 @@ func (e *Etcd) check(l *lease) {
 }
 
 // end deletes l and its keys, in one revision.
-func (e *Etcd) end(l *lease) {
+func (e *Etcd) end(l *etcdLease) {
 	delete(e.leases, l.id)
 	e.clock.Cancel(l.timer)
 	l.timer = nil

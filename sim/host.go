@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
 	"github.com/baton-fleet/baton/core"
 	"github.com/baton-fleet/baton/fleet"
+	"github.com/baton-fleet/baton/lease"
 	"github.com/baton-fleet/baton/rollback"
 )
 
@@ -157,8 +159,16 @@ func (h *Host) gate(c commit) (fleet.Verdict, error) {
 		kvs = append(kvs, &mvccpb.KeyValue{Key: []byte(kv.Key), Value: kv.Value, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Lease: kv.Lease})
 	}
 	snap := fleet.ReadSnapshot(prefix, res.Revision, kvs)
-	if g := snap.Groups[group]; g != nil {
-		holding = g.Holders[:min(len(g.Holders), h.w.cfg.MaxParallel)]
+	var keys []lease.SlotKey
+	for _, kv := range kvs {
+		if host, ok := strings.CutPrefix(string(kv.Key), slotsPrefix); ok {
+			keys = append(keys, lease.SlotKey{Host: host, CreateRevision: kv.CreateRevision})
+		}
+	}
+	for _, hd := range lease.Rank(keys, h.w.cfg.MaxParallel) {
+		if hd.Holding {
+			holding = append(holding, hd.Host)
+		}
 	}
 	now := Epoch.Add(h.w.clock.Elapsed())
 	return core.Gate(snap, h.w.group, c.id, h.name, []fleet.Release{c.rel}, holding, &h.silence, now), nil

@@ -2,12 +2,17 @@ package sim
 
 import (
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/baton-fleet/baton/core"
 	"github.com/baton-fleet/baton/fleet"
+	"github.com/baton-fleet/baton/lease"
 	"github.com/baton-fleet/baton/rollback"
 )
+
+// slotsPrefix is where the group's slot keys are, one per host in line.
+var slotsPrefix = prefix + "/groups/" + group + "/slots/"
 
 // perform does the action do with simulated I/O, and hands the core its event when it
 // ends.
@@ -127,13 +132,17 @@ func (h *Host) takeSlot() (bool, error) {
 			return false, errors.New("the slot key is bound to another session")
 		}
 	}
-	res, err := e.Txn(h.name, nil, []Op{{Kind: KindGet, Key: prefix + "/groups/" + group + "/slots/", Prefix: true, SortByCreate: true}}, nil)
+	res, err := e.Txn(h.name, nil, []Op{OpGet(slotsPrefix, true)}, nil)
 	if err != nil {
 		return false, err
 	}
-	for i, kv := range res.Results[0].KVs {
-		if kv.Key == key {
-			return kv.CreateRevision == h.token && i < h.w.cfg.MaxParallel, nil
+	var keys []lease.SlotKey
+	for _, kv := range res.Results[0].KVs {
+		keys = append(keys, lease.SlotKey{Host: strings.TrimPrefix(kv.Key, slotsPrefix), CreateRevision: kv.CreateRevision})
+	}
+	for _, hd := range lease.Rank(keys, h.w.cfg.MaxParallel) { // as the etcd lease ranks its line
+		if hd.Host == h.name {
+			return hd.CreateRevision == h.token && hd.Holding, nil
 		}
 	}
 	h.token = 0 // gone: the session expired
