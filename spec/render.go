@@ -128,6 +128,7 @@ func (s *Service) Render(v Vars) (*Rendered, error) {
 			c.Exec = &ExecCheck{Command: ren.argv(c.Exec.Command, "checks", i, "exec", "command"), User: c.Exec.User}
 		}
 	}
+	r.Analysis = ren.renderAnalysis(s.Analysis)
 	for _, name := range s.Units {
 		text, ok := s.UnitFiles[name]
 		if !ok {

@@ -30,7 +30,7 @@ const (
 )
 
 // Service is services/<name>/service.yaml: one service's version, units, artifacts,
-// drain and checks. String fields marked "template" are rendered per host.
+// drain, checks and analysis. String fields marked "template" are rendered per host.
 type Service struct {
 	Name      string     `yaml:"-" json:"name"`
 	Version   string     `yaml:"version" json:"version"`
@@ -39,6 +39,7 @@ type Service struct {
 	Artifacts []Artifact `yaml:"artifacts" json:"artifacts,omitempty"`
 	Drain     *Drain     `yaml:"drain" json:"drain,omitempty"`
 	Checks    []Check    `yaml:"checks" json:"checks,omitempty"`
+	Analysis  *Analysis  `yaml:"analysis" json:"analysis,omitempty"`
 
 	// UnitFiles holds each unit file's template text, by unit name.
 	UnitFiles map[string]string `yaml:"-" json:"-"`
@@ -152,6 +153,7 @@ func parseService(name, file string, data []byte, unitFile func(string) (string,
 	errs = append(errs, s.checkArtifacts(doc)...)
 	errs = append(errs, s.checkDrain(doc)...)
 	errs = append(errs, s.checkChecks(doc)...)
+	errs = append(errs, s.checkAnalysis(doc)...)
 	return &s, errs
 }
 
