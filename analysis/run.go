@@ -1,0 +1,176 @@
+package analysis
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/baton-fleet/baton/checks"
+)
+
+// Outcome is how an analysis ended.
+type Outcome int
+
+// Outcomes of an analysis.
+const (
+	Passed       Outcome = iota // every check passed at the end of the window
+	Failed                      // a check failed its failures in a row: the release is at fault
+	Inconclusive                // a check had no answer or no data to the end: the release is not blamed
+)
+
+var outcomeNames = [...]string{Passed: "passed", Failed: "failed", Inconclusive: "inconclusive"}
+
+func (o Outcome) String() string { return outcomeNames[o] }
+
+// Result is how an analysis ended and what each check last said.
+type Result struct {
+	Outcome Outcome
+	Last    []Sample // the last sample of each check, in the order of the checks
+	Decided *Sample  // the sample that decided a Failed or Inconclusive outcome
+}
+
+// String is the result on one line:
+//
+//	analysis passed: errors: 0.002 <= max 0.01; latency-vs-fleet: 0.21 / baseline 0.2 = 1.05 <= maxRatio 1.5
+//	analysis failed: errors: 0.034 > max 0.01 (2 of 2 failures)
+//	analysis inconclusive: errors: Prometheus did not answer: ...
+func (r Result) String() string {
+	if r.Decided != nil {
+		return fmt.Sprintf("analysis %s: %s", r.Outcome, r.Decided)
+	}
+	texts := make([]string, len(r.Last))
+	for i, s := range r.Last {
+		texts[i] = s.String()
+	}
+	return fmt.Sprintf("analysis %s: %s", r.Outcome, strings.Join(texts, "; "))
+}
+
+// Run is one analysis of a host: its checks, each evaluated every Interval from the
+// start, for Window.
+//
+// A check fails the analysis at once when it fails Failures times in a row (a pass
+// resets the count; no data with noData: wait, and no answer, leave it as it was).
+// When the window ends, a check whose last evaluation passed is done; one that did
+// not pass last goes on, for at most Failures more intervals, until it passes or
+// fails: so a release failing as the window closes is still caught. A check that
+// still has no answer or no data then makes the analysis Inconclusive: Prometheus
+// down, or no traffic to judge, is not the release's fault, and not a pass either.
+type Run struct {
+	Window time.Duration
+	Checks []Check
+	Clock  checks.Clock
+	// Report, when set, is called with each sample as it is taken, in the goroutine
+	// of Analyze: for status, events, metrics and the journal.
+	Report func(Sample)
+}
+
+// checkState is where one check of a run stands.
+type checkState struct {
+	check    Check
+	next     time.Time // when it is evaluated next
+	failures int       // in a row
+	last     *Sample
+	done     bool
+}
+
+// Analyze runs the analysis to its outcome. It returns an error only when ctx ends
+// first; a crash or an error leaves nothing to resume but the run itself: a resumed
+// analysis starts its window over.
+func (r *Run) Analyze(ctx context.Context) (Result, error) {
+	start := r.Clock.Now()
+	states := make([]*checkState, len(r.Checks))
+	for i, c := range r.Checks {
+		states[i] = &checkState{check: c, next: start.Add(c.Interval)}
+	}
+	for {
+		st := earliest(states)
+		if st == nil {
+			return result(states), nil
+		}
+		if err := r.sleepUntil(ctx, st.next); err != nil {
+			return Result{}, err
+		}
+		now := r.Clock.Now()
+		s := Evaluate(ctx, st.check, st.failures, now)
+		if ctx.Err() != nil {
+			return Result{}, ctx.Err()
+		}
+		if r.Report != nil {
+			r.Report(s)
+		}
+		if over := st.record(s, now.Sub(start) >= r.Window, now.Sub(start) >= r.deadline(st.check)); over {
+			return Result{Outcome: Failed, Last: lastSamples(states), Decided: st.last}, nil
+		}
+		st.next = st.next.Add(st.check.Interval)
+	}
+}
+
+// deadline is how long after the start c is evaluated at most: the window, then
+// Failures more intervals for a check that did not pass last.
+func (r *Run) deadline(c Check) time.Duration {
+	return r.Window + time.Duration(c.Failures)*c.Interval
+}
+
+// record takes a sample; it reports whether the check failed the analysis.
+func (st *checkState) record(s Sample, windowOver, pastDeadline bool) bool {
+	st.last = &s
+	switch s.Verdict {
+	case Fail:
+		st.failures = s.Failures
+		if st.failures >= st.check.Failures {
+			return true
+		}
+	case Pass:
+		st.failures = 0
+	}
+	st.done = (windowOver && s.Verdict == Pass) || pastDeadline
+	return false
+}
+
+// earliest is the check evaluated next, nil when all are done.
+func earliest(states []*checkState) *checkState {
+	var first *checkState
+	for _, st := range states {
+		if !st.done && (first == nil || st.next.Before(first.next)) {
+			first = st
+		}
+	}
+	return first
+}
+
+func (r *Run) sleepUntil(ctx context.Context, t time.Time) error {
+	d := t.Sub(r.Clock.Now())
+	if d <= 0 {
+		return ctx.Err()
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-r.Clock.After(d):
+		return nil
+	}
+}
+
+// result is the outcome once every check is done: Inconclusive when one did not
+// pass last, else Passed.
+func result(states []*checkState) Result {
+	res := Result{Outcome: Passed, Last: lastSamples(states)}
+	for _, st := range states {
+		if st.last == nil || st.last.Verdict != Pass {
+			res.Outcome, res.Decided = Inconclusive, st.last
+			break
+		}
+	}
+	return res
+}
+
+func lastSamples(states []*checkState) []Sample {
+	var out []Sample
+	for _, st := range states {
+		if st.last != nil {
+			out = append(out, *st.last)
+		}
+	}
+	return out
+}

@@ -1,0 +1,254 @@
+// Package testprom runs a real Prometheus for tests (Debian's prometheus package), scraping exporters the test runs and sets.
+package testprom
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"text/template"
+	"time"
+)
+
+// Defaults of Config.
+const (
+	DefaultScrapeInterval = 250 * time.Millisecond
+)
+
+// StartTimeout bounds how long Prometheus may take to be ready.
+var StartTimeout = 30 * time.Second
+
+// Config describes the Prometheus to run.
+type Config struct {
+	// Targets are host:port addresses scraped at /metrics, as job "test". A series
+	// gets the label instance="<host:port>" unless it has its own: the exporter's
+	// labels are kept (honor_labels), so a test can export instance="db-02".
+	Targets []string
+	// Rules is the text of an alerting and recording rules file (Prometheus' YAML
+	// format); "" for none. Rules are evaluated every ScrapeInterval.
+	Rules string
+	// ScrapeInterval is how often targets are scraped and rules evaluated; default
+	// DefaultScrapeInterval.
+	ScrapeInterval time.Duration
+}
+
+// Prometheus is a running prometheus process owned by one test, with its own storage
+// directory and loopback port.
+type Prometheus struct {
+	URL     string // http://127.0.0.1:<port>
+	LogFile string // Prometheus' output
+
+	cfg  Config
+	dir  string
+	bin  string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited and was reaped
+}
+
+// Binary is the prometheus binary Start runs: found in PATH, else /usr/bin/prometheus.
+func Binary() (string, error) {
+	if p, err := exec.LookPath("prometheus"); err == nil {
+		return p, nil
+	}
+	const debian = "/usr/bin/prometheus"
+	if _, err := os.Stat(debian); err == nil {
+		return debian, nil
+	}
+	return "", errors.New("prometheus is not installed (Debian package prometheus)")
+}
+
+// Require skips the test when prometheus is missing; in CI (CI=true) it fails instead.
+func Require(t testing.TB) string {
+	t.Helper()
+	bin, err := Binary()
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("testprom: %v (CI must install it)", err)
+		}
+		t.Skipf("testprom: %v", err)
+	}
+	return bin
+}
+
+// Start writes a prometheus.yml (and the rules file) for cfg in a temporary
+// directory, starts Prometheus on a free loopback port with its storage there, and
+// waits until it is ready. t.Cleanup stops it (by its PID: SIGTERM, then SIGKILL) and
+// waits for it to exit before the directory is removed.
+func Start(t testing.TB, cfg Config) *Prometheus {
+	t.Helper()
+	bin := Require(t)
+	if cfg.ScrapeInterval <= 0 {
+		cfg.ScrapeInterval = DefaultScrapeInterval
+	}
+	dir := t.TempDir()
+	p := &Prometheus{cfg: cfg, dir: dir, bin: bin, LogFile: filepath.Join(dir, "prometheus.log")}
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			if b, err := os.ReadFile(p.LogFile); err == nil && len(b) > 0 {
+				t.Logf("prometheus log (tail):\n%s", tail(b, 4096))
+			}
+		}
+	})
+	if err := p.writeConfig(); err != nil {
+		t.Fatalf("testprom: %v", err)
+	}
+	// A free port found by listening and closing can be taken before Prometheus
+	// binds it: try a few times.
+	var err error
+	for range 3 {
+		if err = p.start(); err == nil {
+			return p
+		}
+		p.Stop()
+	}
+	t.Fatalf("testprom: %v", err)
+	return nil
+}
+
+var configTemplate = template.Must(template.New("prometheus.yml").Parse(`# written by testprom
+global:
+  scrape_interval: {{ .Interval }}
+  scrape_timeout: {{ .Interval }}
+  evaluation_interval: {{ .Interval }}
+{{- if .Rules }}
+rule_files: ["{{ .RulesFile }}"]
+{{- end }}
+scrape_configs:
+  - job_name: test
+    honor_labels: true
+    static_configs:
+      - targets: [{{ range $i, $t := .Targets }}{{ if $i }}, {{ end }}"{{ $t }}"{{ end }}]
+`))
+
+func (p *Prometheus) writeConfig() error {
+	rulesFile := filepath.Join(p.dir, "rules.yml")
+	if p.cfg.Rules != "" {
+		if err := os.WriteFile(rulesFile, []byte(p.cfg.Rules), 0o600); err != nil {
+			return err
+		}
+	}
+	var b strings.Builder
+	err := configTemplate.Execute(&b, map[string]any{
+		"Interval": p.cfg.ScrapeInterval.String(), "Rules": p.cfg.Rules != "", "RulesFile": rulesFile, "Targets": p.cfg.Targets,
+	})
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(p.dir, "prometheus.yml"), []byte(b.String()), 0o600)
+}
+
+func (p *Prometheus) start() error {
+	addr, err := freeLoopback()
+	if err != nil {
+		return err
+	}
+	p.URL = "http://" + addr
+	logf, err := os.OpenFile(p.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(p.bin,
+		"--config.file="+filepath.Join(p.dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(p.dir, "data"),
+		"--web.listen-address="+addr,
+		"--log.level=warn",
+	)
+	cmd.Dir = p.dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Killed if this test process dies first.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", p.bin, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	p.mu.Lock()
+	p.cmd, p.done = cmd, done
+	p.mu.Unlock()
+	return p.waitReady(done)
+}
+
+func (p *Prometheus) waitReady(done chan struct{}) error {
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(StartTimeout)
+	for {
+		resp, err := client.Get(p.URL + "/-/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-done:
+			b, _ := os.ReadFile(p.LogFile)
+			return fmt.Errorf("prometheus exited: %s", tail(b, 2048))
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("prometheus not ready at %s after %s", p.URL, StartTimeout)
+		}
+	}
+}
+
+// Stop ends Prometheus by its PID (SIGTERM, SIGKILL after 5 s) and waits for it to
+// exit: a test stops it to see what its absence does. Stopping twice is harmless.
+func (p *Prometheus) Stop() {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.cmd = nil
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-done:
+		return
+	default:
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// PID is the process id of the running Prometheus, 0 when it is stopped.
+func (p *Prometheus) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// freeLoopback is a loopback address with a port free a moment ago.
+func freeLoopback() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// tail keeps the last n bytes of b.
+func tail(b []byte, n int) []byte {
+	if len(b) <= n {
+		return b
+	}
+	return b[len(b)-n:]
+}
