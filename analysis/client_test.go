@@ -242,3 +242,27 @@ func TestFixedLabels(t *testing.T) {
 }
 
 func pemOf(der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}) }
+
+// TestForServiceSharesClients: checks that name one server share a client; a server
+// that cannot be used is an error naming the check.
+func TestForServiceSharesClients(t *testing.T) {
+	check := func(name, url, ca string) spec.AnalysisCheck {
+		return spec.AnalysisCheck{Name: name, Prometheus: &spec.PrometheusCheck{URL: url, Query: "up", Max: ptr(1), CAFile: ca}, Failures: 1}
+	}
+	a := &spec.Analysis{Window: yamldoc.Duration(time.Minute), Checks: []spec.AnalysisCheck{
+		check("a", "http://p1:9090", ""), check("b", "http://p1:9090", ""), check("c", "http://p2:9090", ""),
+	}}
+	run, closeRun, err := ForService(a, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeRun()
+	if len(run.Checks) != 3 || run.Checks[0].Server != run.Checks[1].Server || run.Checks[0].Server == run.Checks[2].Server || run.Window != time.Minute {
+		t.Errorf("run = %+v", run)
+	}
+	missing := filepath.Join(t.TempDir(), "ca.pem")
+	a.Checks = append(a.Checks, check("d", "https://p3", missing))
+	if _, _, err := ForService(a, nil); err == nil || !strings.HasPrefix(err.Error(), "analysis check d: prometheus caFile: open "+missing) {
+		t.Errorf("ForService with a missing caFile = %v", err)
+	}
+}

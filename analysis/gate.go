@@ -138,3 +138,14 @@ func seriesString(m model.Metric, hidden map[string]bool) string {
 	}
 	return b.String()
 }
+
+// GateFor makes the gate of a group's rollout (spec.Rollout.Gate) and its client;
+// close releases the client's connections.
+func GateFor(g *spec.Gate) (gate *Gate, close func(), err error) {
+	p := g.Prometheus
+	c, err := NewClient(Server{URL: p.URL, TokenFile: p.TokenFile, CAFile: p.CAFile})
+	if err != nil {
+		return nil, nil, fmt.Errorf("rollout.gate: %w", err)
+	}
+	return NewGate(*p, c), c.Close, nil
+}

@@ -143,11 +143,26 @@ func TestAnalysisPrometheusDown(t *testing.T) {
 	e, p, c := realProm(t, "")
 	e.Set("error_ratio", host, 0.001)
 	waitSeries(t, c, "error_ratio", 1)
+	a := &spec.Analysis{Window: yamldoc.Duration(realWindow), Checks: []spec.AnalysisCheck{{
+		Name:       "errors",
+		Prometheus: &spec.PrometheusCheck{URL: p.URL, Query: `error_ratio{host="web-01"}`, Max: ptr(0.01), NoData: spec.NoDataFail},
+		Interval:   yamldoc.Duration(realInterval), Timeout: yamldoc.Duration(time.Second), Failures: 2,
+	}}}
+	run, closeRun, err := ForService(a, checks.RealClock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeRun()
+	var seen []Sample
+	run.Report = func(s Sample) { seen = append(seen, s) }
 	go func() {
 		time.Sleep(realWindow / 2)
 		p.Stop()
 	}()
-	res, seen := realRun(realCheck(t, c, "errors", `query=error_ratio{host="web-01"}; max=0.01; noData=fail`))
+	res, err := run.Analyze(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if res.Outcome != Inconclusive || !strings.HasPrefix(res.String(), "analysis inconclusive: errors: Prometheus did not answer: "+p.URL+": ") ||
 		!strings.Contains(res.String(), "connection refused") {
 		t.Errorf("result = %s", res)
@@ -170,7 +185,11 @@ func TestGateAgainstPrometheus(t *testing.T) {
 	disk := map[string]string{"instance": "db-02"}
 	e.Set("disk_full", disk, 0)
 	waitSeries(t, c, "disk_full", 1)
-	gate := NewGate(spec.PrometheusGate{Query: `ALERTS{alertstate="firing",severity="page"}`, Timeout: yamldoc.Duration(time.Second)}, c)
+	gate, closeGate, err := GateFor(&spec.Gate{Prometheus: &spec.PrometheusGate{URL: p.URL, Query: `ALERTS{alertstate="firing",severity="page"}`, Timeout: yamldoc.Duration(time.Second)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeGate()
 	if r := gate.Check(context.Background()); r.String() != "open" {
 		t.Errorf("gate with no alert: %s", r)
 	}

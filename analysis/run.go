@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/baton-fleet/baton/checks"
+	"github.com/baton-fleet/baton/spec"
 )
 
 // Outcome is how an analysis ended.
@@ -173,4 +174,31 @@ func lastSamples(states []*checkState) []Sample {
 		}
 	}
 	return out
+}
+
+// ForService makes the analysis of a rendered service (spec.Rendered.Analysis): one
+// client for each Prometheus server its checks name. The caller sets Report, runs
+// Analyze, then calls close, which releases the clients' connections.
+func ForService(a *spec.Analysis, clock checks.Clock) (run *Run, close func(), err error) {
+	clients := map[Server]*Client{}
+	close = func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}
+	run = &Run{Window: a.Window.D(), Clock: clock}
+	for _, c := range a.Checks {
+		p := c.Prometheus
+		s := Server{URL: p.URL, TokenFile: p.TokenFile, CAFile: p.CAFile}
+		client, ok := clients[s]
+		if !ok {
+			if client, err = NewClient(s); err != nil {
+				close()
+				return nil, nil, fmt.Errorf("analysis check %s: %w", c.Name, err)
+			}
+			clients[s] = client
+		}
+		run.Checks = append(run.Checks, NewCheck(c, client))
+	}
+	return run, close, nil
 }
