@@ -109,11 +109,11 @@ func (c *Client) query(ctx context.Context, query string) (Vector, error) {
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
 	if c.tokenFile != "" {
-		token, err := os.ReadFile(c.tokenFile)
+		token, err := readToken(c.tokenFile)
 		if err != nil {
-			return nil, fmt.Errorf("read tokenFile: %w", err)
+			return nil, err
 		}
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -131,6 +131,30 @@ func (c *Client) query(ctx context.Context, query string) (Vector, error) {
 		return nil, fmt.Errorf("the answer is over %d bytes", MaxAnswer)
 	}
 	return ParseAnswer(resp.StatusCode, body)
+}
+
+// readToken reads a bearer token from path, a regular file that other users cannot
+// read (the rule of the agent's own secret files).
+func readToken(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("read tokenFile: %w", err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("read tokenFile: %w", err)
+	case !info.Mode().IsRegular():
+		return "", fmt.Errorf("tokenFile %s is not a regular file", path)
+	case info.Mode().Perm()&0o007 != 0:
+		return "", fmt.Errorf("tokenFile %s can be read by any user (mode %04o); run chmod o-rwx %s", path, info.Mode().Perm(), path)
+	}
+	token, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return "", fmt.Errorf("read tokenFile: %w", err)
+	}
+	return strings.TrimSpace(string(token)), nil
 }
 
 // Vector is the answer to an instant query: one number per series (a scalar is one

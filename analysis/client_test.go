@@ -125,9 +125,13 @@ func TestClientSendsTokenAndHidesIt(t *testing.T) {
 			t.Errorf("error of a redirect = %v; want HTTP 302 Found, without the token", err)
 		}
 	}
+	os.Chmod(tokenFile, 0o644)
+	if _, err := c.Query(context.Background(), "up"); err == nil || !strings.Contains(err.Error(), "can be read by any user (mode 0644); run chmod o-rwx") || len(got) != 2 {
+		t.Errorf("query with a token file any user can read = %v (%d requests)", err, len(got))
+	}
 	os.Remove(tokenFile)
-	if _, err := c.Query(context.Background(), "up"); err == nil || !strings.Contains(err.Error(), "read tokenFile") {
-		t.Errorf("query without its token file = %v", err)
+	if _, err := c.Query(context.Background(), "up"); err == nil || !strings.Contains(err.Error(), "read tokenFile") || len(got) != 2 {
+		t.Errorf("query without its token file = %v (%d requests)", err, len(got))
 	}
 }
 
