@@ -2,7 +2,6 @@
 package testprom
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,10 +10,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/baton-fleet/baton/internal/testproc"
 )
 
 // Defaults of Config.
@@ -49,33 +49,18 @@ type Prometheus struct {
 	dir  string
 	bin  string
 	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited and was reaped
+	proc *testproc.Proc
 }
 
 // Binary is the prometheus binary Start runs: found in PATH, else /usr/bin/prometheus.
 func Binary() (string, error) {
-	if p, err := exec.LookPath("prometheus"); err == nil {
-		return p, nil
-	}
-	const debian = "/usr/bin/prometheus"
-	if _, err := os.Stat(debian); err == nil {
-		return debian, nil
-	}
-	return "", errors.New("prometheus is not installed (Debian package prometheus)")
+	return testproc.Find("prometheus", "/usr/bin/prometheus", "prometheus")
 }
 
 // Require skips the test when prometheus is missing; in CI (CI=true) it fails instead.
 func Require(t testing.TB) string {
 	t.Helper()
-	bin, err := Binary()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("testprom: %v (CI must install it)", err)
-		}
-		t.Skipf("testprom: %v", err)
-	}
-	return bin
+	return testproc.Require(t, "testprom", "prometheus", "/usr/bin/prometheus", "prometheus")
 }
 
 // Start writes a prometheus.yml (and the rules file) for cfg in a temporary
@@ -94,7 +79,7 @@ func Start(t testing.TB, cfg Config) *Prometheus {
 		p.Stop()
 		if t.Failed() {
 			if b, err := os.ReadFile(p.LogFile); err == nil && len(b) > 0 {
-				t.Logf("prometheus log (tail):\n%s", tail(b, 4096))
+				t.Logf("prometheus log (tail):\n%s", testproc.Tail(b, 4096))
 			}
 		}
 	})
@@ -152,11 +137,6 @@ func (p *Prometheus) start() error {
 		return err
 	}
 	p.URL = "http://" + addr
-	logf, err := os.OpenFile(p.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
 	cmd := exec.Command(p.bin,
 		"--config.file="+filepath.Join(p.dir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(p.dir, "data"),
@@ -164,21 +144,17 @@ func (p *Prometheus) start() error {
 		"--log.level=warn",
 	)
 	cmd.Dir = p.dir
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Killed if this test process dies first.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", p.bin, err)
+	proc, err := testproc.Start(cmd, p.LogFile, false)
+	if err != nil {
+		return err
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	p.mu.Lock()
-	p.cmd, p.done = cmd, done
+	p.proc = proc
 	p.mu.Unlock()
-	return p.waitReady(done)
+	return p.waitReady(proc.Done())
 }
 
-func (p *Prometheus) waitReady(done chan struct{}) error {
+func (p *Prometheus) waitReady(done <-chan struct{}) error {
 	client := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(StartTimeout)
 	for {
@@ -192,7 +168,7 @@ func (p *Prometheus) waitReady(done chan struct{}) error {
 		select {
 		case <-done:
 			b, _ := os.ReadFile(p.LogFile)
-			return fmt.Errorf("prometheus exited: %s", tail(b, 2048))
+			return fmt.Errorf("prometheus exited: %s", testproc.Tail(b, 2048))
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -205,34 +181,19 @@ func (p *Prometheus) waitReady(done chan struct{}) error {
 // exit: a test stops it to see what its absence does. Stopping twice is harmless.
 func (p *Prometheus) Stop() {
 	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.cmd = nil
+	proc := p.proc
 	p.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	select {
-	case <-done:
-		return
-	default:
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
+	proc.Stop(5 * time.Second)
 }
 
 // PID is the process id of the running Prometheus, 0 when it is stopped.
 func (p *Prometheus) PID() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cmd == nil {
+	if p.proc == nil {
 		return 0
 	}
-	return p.cmd.Process.Pid
+	return p.proc.PID()
 }
 
 // freeLoopback is a loopback address with a port free a moment ago.
@@ -243,12 +204,4 @@ func freeLoopback() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
-}
-
-// tail keeps the last n bytes of b.
-func tail(b []byte, n int) []byte {
-	if len(b) <= n {
-		return b
-	}
-	return b[len(b)-n:]
 }
