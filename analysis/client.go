@@ -224,8 +224,24 @@ func ParseAnswer(status int, body []byte) (Vector, error) {
 	default:
 		return nil, fmt.Errorf("the query returns a %q, not an instant vector or a scalar", shorten(a.Data.ResultType, 64))
 	}
-	slices.SortFunc(v, func(a, b Series) int { return strings.Compare(a.String(), b.String()) })
+	sortSeries(v)
 	return v, nil
+}
+
+// sortSeries sorts v by the series' names, each written once.
+func sortSeries(v Vector) {
+	type named struct {
+		name string
+		s    Series
+	}
+	list := make([]named, len(v))
+	for i, s := range v {
+		list[i] = named{s.String(), s}
+	}
+	slices.SortFunc(list, func(a, b named) int { return strings.Compare(a.name, b.name) })
+	for i, n := range list {
+		v[i] = n.s
+	}
 }
 
 // shorten cuts s, text from outside, to at most n bytes of valid UTF-8 on one line.

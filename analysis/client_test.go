@@ -270,3 +270,32 @@ func TestForServiceSharesClients(t *testing.T) {
 		t.Errorf("ForService with a missing caFile = %v", err)
 	}
 }
+
+// TestEvaluateBoundedByTimeout: a Prometheus that does not answer costs one check's
+// timeout, and is no answer, not a failure.
+func TestEvaluateBoundedByTimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	c, err := NewClient(Server{URL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	check := Check{Name: "errors", Query: "up", Max: ptr(1), NoData: spec.NoDataFail, Timeout: 200 * time.Millisecond, Failures: 2, Server: c}
+	start := time.Now()
+	s := Evaluate(context.Background(), check, 1, start)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("evaluation took %v with a timeout of 200ms", took)
+	}
+	want := "errors: Prometheus did not answer: " + srv.URL + ": no answer within the check's timeout: context deadline exceeded"
+	if s.Verdict != NoAnswer || s.Failures != 1 || s.String() != want {
+		t.Errorf("sample = %s (%v, %d failures), want %s", s, s.Verdict, s.Failures, want)
+	}
+}
