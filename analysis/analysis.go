@@ -114,6 +114,7 @@ func num(v float64) string { return strconv.FormatFloat(v, 'g', 4, 64) }
 // c.Timeout, and judges the answer. failures is the count of failures in a row before
 // this one.
 func Evaluate(ctx context.Context, c Check, failures int, now time.Time) Sample {
+	c = withDefaults(c)
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 	q, qerr := c.Server.Query(ctx, c.Query)

@@ -82,6 +82,7 @@ func (r *Run) Analyze(ctx context.Context) (Result, error) {
 	start := r.Clock.Now()
 	states := make([]*checkState, len(r.Checks))
 	for i, c := range r.Checks {
+		c = withDefaults(c)
 		states[i] = &checkState{check: c, next: start.Add(c.Interval)}
 	}
 	for {
@@ -105,6 +106,24 @@ func (r *Run) Analyze(ctx context.Context) (Result, error) {
 		}
 		st.next = st.next.Add(st.check.Interval)
 	}
+}
+
+// withDefaults fills the knobs that a check built in code (rather than parsed by
+// spec, which sets them) leaves at zero.
+func withDefaults(c Check) Check {
+	if c.Interval <= 0 {
+		c.Interval = spec.DefaultAnalysisInterval
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = spec.DefaultAnalysisTimeout
+	}
+	if c.Failures < 1 {
+		c.Failures = spec.DefaultAnalysisFailures
+	}
+	if c.NoData == "" {
+		c.NoData = spec.NoDataWait
+	}
+	return c
 }
 
 // deadline is how long after the start c is evaluated at most: the window, then

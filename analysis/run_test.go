@@ -158,6 +158,16 @@ func TestRunStopsWithContext(t *testing.T) {
 	}
 }
 
+// TestRunDefaults: a check built in code with its knobs left at zero runs with
+// spec's defaults (an interval of 0 would never end).
+func TestRunDefaults(t *testing.T) {
+	res, seen, took := analyze(t, time.Minute, Check{Name: "errors", Query: "errors", Max: ptr(0.01), Server: script{"errors": {empty}}})
+	want := "analysis inconclusive: errors: no data, noData: wait"
+	if res.String() != want || len(seen) != 8 || took != 80*time.Second { // every 10s for 1m, then 2 more
+		t.Errorf("result %s after %d samples over %v, want %s after 8 over 1m20s", res, len(seen), took, want)
+	}
+}
+
 func TestJudge(t *testing.T) {
 	many := Vector{
 		{Metric: model.Metric{"host": "a"}, Value: 0.001},
