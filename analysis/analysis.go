@@ -107,6 +107,25 @@ func (s Sample) String() string {
 	return text
 }
 
+// Fields are the sample for an event's fields: check, verdict, value, baseline,
+// bound, limit, failures; a value the sample has not is left out.
+func (s Sample) Fields() map[string]string {
+	f := map[string]string{"check": s.Check, "verdict": s.Verdict.String(), "text": s.String()}
+	if !math.IsNaN(s.Value) {
+		f["value"] = num(s.Value)
+	}
+	if !math.IsNaN(s.Baseline) {
+		f["baseline"] = num(s.Baseline)
+	}
+	if s.Bound != "" {
+		f["bound"], f["limit"] = s.Bound, num(s.Limit)
+	}
+	if s.Of > 0 {
+		f["failures"] = fmt.Sprintf("%d of %d", s.Failures, s.Of)
+	}
+	return f
+}
+
 // num writes a value with at most 4 significant digits: 0.034, 1.5, 1.235e+06.
 func num(v float64) string { return strconv.FormatFloat(v, 'g', 4, 64) }
 

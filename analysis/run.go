@@ -47,6 +47,20 @@ func (r Result) String() string {
 	return fmt.Sprintf("analysis %s: %s", r.Outcome, strings.Join(texts, "; "))
 }
 
+// Fields are the result for an event's fields: the outcome, and the deciding (or,
+// for a pass, the first) check's sample.
+func (r Result) Fields() map[string]string {
+	f := map[string]string{}
+	switch {
+	case r.Decided != nil:
+		f = r.Decided.Fields()
+	case len(r.Last) > 0:
+		f = r.Last[0].Fields()
+	}
+	f["outcome"] = r.Outcome.String()
+	return f
+}
+
 // Run is one analysis of a host: its checks, each evaluated every Interval from the
 // start, for Window.
 //

@@ -208,3 +208,18 @@ func TestNoAnswerIsOneBoundedLine(t *testing.T) {
 		t.Errorf("sample text = %q", got)
 	}
 }
+
+func TestResultFields(t *testing.T) {
+	res, _, _ := analyze(t, time.Minute, errorsCheck(script{"errors": {val(0.034)}}, spec.NoDataWait))
+	got := res.Fields()
+	want := map[string]string{"outcome": "failed", "check": "errors", "verdict": "fail", "value": "0.034", "bound": "max", "limit": "0.01",
+		"failures": "2 of 2", "text": "errors: 0.034 > max 0.01 (2 of 2 failures)"}
+	if len(got) != len(want) {
+		t.Errorf("fields = %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("fields[%s] = %q, want %q", k, got[k], v)
+		}
+	}
+}
