@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/baton-fleet/baton/checks"
+	"github.com/baton-fleet/baton/internal/testetcd"
 	"github.com/baton-fleet/baton/internal/testprom"
 	"github.com/baton-fleet/baton/internal/yamldoc"
 	"github.com/baton-fleet/baton/spec"
@@ -206,5 +207,35 @@ func TestGateAgainstPrometheus(t *testing.T) {
 	p.Stop()
 	if r := gate.Check(context.Background()); !r.Held || !strings.HasPrefix(r.String(), "held: Prometheus did not answer: "+p.URL) {
 		t.Errorf("gate with Prometheus stopped: %s", r)
+	}
+}
+
+// TestClientHTTPSAgainstPrometheus: a Prometheus serving https is asked with the CA
+// of caFile; with the system's CAs, or another CA, the query is refused and the
+// analysis has no answer.
+func TestClientHTTPSAgainstPrometheus(t *testing.T) {
+	certs := testetcd.NewCerts(t)
+	e := testprom.NewExporter(t)
+	e.Set("error_ratio", host, 0.001)
+	p := testprom.Start(t, testprom.Config{Targets: []string{e.Addr}, TLS: &testprom.TLS{CertFile: certs.ServerCert, KeyFile: certs.ServerKey, CAFile: certs.CAFile}})
+	if !strings.HasPrefix(p.URL, "https://") {
+		t.Fatalf("URL = %s", p.URL)
+	}
+	c, err := NewClient(Server{URL: p.URL, CAFile: certs.CAFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitSeries(t, c, "error_ratio", 1)
+	for _, ca := range []string{"", certs.OtherCAFile} {
+		other, err := NewClient(Server{URL: p.URL, CAFile: ca})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := Evaluate(context.Background(), realCheck(t, other, "errors", `query=error_ratio; max=0.01`), 0, time.Now())
+		if s.Verdict != NoAnswer || !strings.Contains(s.String(), "certificate") {
+			t.Errorf("with caFile %q: %s", ca, s)
+		}
+		other.Close()
 	}
 }

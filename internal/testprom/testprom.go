@@ -2,6 +2,8 @@
 package testprom
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -37,6 +39,14 @@ type Config struct {
 	// ScrapeInterval is how often targets are scraped and rules evaluated; default
 	// DefaultScrapeInterval.
 	ScrapeInterval time.Duration
+	// TLS, when set, makes Prometheus serve https with this certificate and key
+	// (PEM files), signed by CAFile; URL is then https://.
+	TLS *TLS
+}
+
+// TLS is the certificate Prometheus serves, and the CA that signed it.
+type TLS struct {
+	CertFile, KeyFile, CAFile string
 }
 
 // Prometheus is a running prometheus process owned by one test, with its own storage
@@ -128,7 +138,14 @@ func (p *Prometheus) writeConfig() error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(p.dir, "prometheus.yml"), []byte(b.String()), 0o600)
+	if err := os.WriteFile(filepath.Join(p.dir, "prometheus.yml"), []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	if t := p.cfg.TLS; t != nil {
+		web := fmt.Sprintf("tls_server_config:\n  cert_file: %q\n  key_file: %q\n", t.CertFile, t.KeyFile)
+		return os.WriteFile(filepath.Join(p.dir, "web.yml"), []byte(web), 0o600)
+	}
+	return nil
 }
 
 func (p *Prometheus) start() error {
@@ -137,12 +154,17 @@ func (p *Prometheus) start() error {
 		return err
 	}
 	p.URL = "http://" + addr
-	cmd := exec.Command(p.bin,
-		"--config.file="+filepath.Join(p.dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(p.dir, "data"),
-		"--web.listen-address="+addr,
+	args := []string{
+		"--config.file=" + filepath.Join(p.dir, "prometheus.yml"),
+		"--storage.tsdb.path=" + filepath.Join(p.dir, "data"),
+		"--web.listen-address=" + addr,
 		"--log.level=warn",
-	)
+	}
+	if p.cfg.TLS != nil {
+		p.URL = "https://" + addr
+		args = append(args, "--web.config.file="+filepath.Join(p.dir, "web.yml"))
+	}
+	cmd := exec.Command(p.bin, args...)
 	cmd.Dir = p.dir
 	proc, err := testproc.Start(cmd, p.LogFile, false)
 	if err != nil {
@@ -155,7 +177,10 @@ func (p *Prometheus) start() error {
 }
 
 func (p *Prometheus) waitReady(done <-chan struct{}) error {
-	client := &http.Client{Timeout: time.Second}
+	client, err := p.readyClient()
+	if err != nil {
+		return err
+	}
 	deadline := time.Now().Add(StartTimeout)
 	for {
 		resp, err := client.Get(p.URL + "/-/ready")
@@ -175,6 +200,22 @@ func (p *Prometheus) waitReady(done <-chan struct{}) error {
 			return fmt.Errorf("prometheus not ready at %s after %s", p.URL, StartTimeout)
 		}
 	}
+}
+
+// readyClient is the client that asks whether Prometheus is ready: over https, it
+// trusts the CA of Config.TLS.
+func (p *Prometheus) readyClient() (*http.Client, error) {
+	c := &http.Client{Timeout: time.Second}
+	if t := p.cfg.TLS; t != nil {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	}
+	return c, nil
 }
 
 // Stop ends Prometheus by its PID (SIGTERM, SIGKILL after 5 s) and waits for it to
