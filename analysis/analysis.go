@@ -19,6 +19,7 @@ type Querier interface {
 
 // Check is one analysis check of a rendered service, ready to run.
 type Check struct {
+	Service  string // the service whose analysis it is
 	Name     string
 	Query    string
 	Baseline string   // "" when there is none
@@ -28,14 +29,15 @@ type Check struct {
 	Interval time.Duration
 	Timeout  time.Duration // of one evaluation: the query and its baseline
 	Failures int           // failures in a row that fail the check
+	Window   time.Duration // its service's window; 0: the Run's
 	Server   Querier
 }
 
-// NewCheck makes the check c of a rendered service, asking server.
-func NewCheck(c spec.AnalysisCheck, server Querier) Check {
+// NewCheck makes the check c of the analysis a of a rendered service, asking server.
+func NewCheck(service string, a *spec.Analysis, c spec.AnalysisCheck, server Querier) Check {
 	p := c.Prometheus
 	return Check{
-		Name: c.Name, Query: p.Query, Baseline: p.Baseline,
+		Service: service, Window: a.Window.D(), Name: c.Name, Query: p.Query, Baseline: p.Baseline,
 		Min: p.Min, Max: p.Max, MaxRatio: p.MaxRatio, NoData: p.NoData,
 		Interval: c.Interval.D(), Timeout: c.Timeout.D(), Failures: c.Failures,
 		Server: server,
@@ -60,6 +62,7 @@ func (v Verdict) String() string { return verdictNames[v] }
 // Sample is one evaluation of one check: a value, the bound it was held to, and the
 // count of failures in a row so far.
 type Sample struct {
+	Service  string
 	Check    string
 	Verdict  Verdict
 	Value    float64 // the query's value; NaN when it had none
@@ -107,10 +110,10 @@ func (s Sample) String() string {
 	return text
 }
 
-// Fields are the sample for an event's fields: check, verdict, value, baseline,
+// Fields are the sample for an event's fields: service, check, verdict, value, baseline,
 // bound, limit, failures; a value the sample has not is left out.
 func (s Sample) Fields() map[string]string {
-	f := map[string]string{"check": s.Check, "verdict": s.Verdict.String(), "text": s.String()}
+	f := map[string]string{"service": s.Service, "check": s.Check, "verdict": s.Verdict.String(), "text": s.String()}
 	if !math.IsNaN(s.Value) {
 		f["value"] = num(s.Value)
 	}
@@ -162,7 +165,7 @@ type Answer struct {
 // Judge decides what an answer says of c: a pure function of the two. A NaN value
 // (0/0: a rate of errors over no requests) is no data.
 func Judge(c Check, a Answer) Sample {
-	s := Sample{Check: c.Name, Value: math.NaN(), Baseline: math.NaN()}
+	s := Sample{Service: c.Service, Check: c.Name, Value: math.NaN(), Baseline: math.NaN()}
 	if err := firstErr(a.QueryErr, a.BaselineErr); err != nil {
 		s.Verdict, s.Reason = NoAnswer, "Prometheus did not answer: "+shorten(err.Error(), 512)
 		return s

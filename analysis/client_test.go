@@ -3,6 +3,7 @@ package analysis
 import (
 	"context"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -247,27 +248,37 @@ func TestFixedLabels(t *testing.T) {
 
 func pemOf(der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}) }
 
-// TestForServiceSharesClients: checks that name one server share a client; a server
-// that cannot be used is an error naming the check.
-func TestForServiceSharesClients(t *testing.T) {
+// TestForServicesSharesClients: checks that name one server share a client, across
+// services; a service without analysis adds nothing; a server that cannot be used is
+// an error naming the service and the check.
+func TestForServicesSharesClients(t *testing.T) {
 	check := func(name, url, ca string) spec.AnalysisCheck {
 		return spec.AnalysisCheck{Name: name, Prometheus: &spec.PrometheusCheck{URL: url, Query: "up", Max: ptr(1), CAFile: ca}, Failures: 1}
 	}
-	a := &spec.Analysis{Window: yamldoc.Duration(time.Minute), Checks: []spec.AnalysisCheck{
-		check("a", "http://p1:9090", ""), check("b", "http://p1:9090", ""), check("c", "http://p2:9090", ""),
-	}}
-	run, closeRun, err := ForService(a, nil)
+	api := &spec.Analysis{Window: yamldoc.Duration(time.Minute), Checks: []spec.AnalysisCheck{check("a", "http://p1:9090", ""), check("b", "http://p2:9090", "")}}
+	db := &spec.Analysis{Window: yamldoc.Duration(3 * time.Minute), Checks: []spec.AnalysisCheck{check("a", "http://p1:9090", "")}}
+	run, closeRun, err := ForServices(map[string]*spec.Analysis{"db": db, "api": api, "cron": nil}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer closeRun()
-	if len(run.Checks) != 3 || run.Checks[0].Server != run.Checks[1].Server || run.Checks[0].Server == run.Checks[2].Server || run.Window != time.Minute {
-		t.Errorf("run = %+v", run)
+	var got []string
+	for _, c := range run.Checks {
+		got = append(got, fmt.Sprintf("%s/%s %v", c.Service, c.Name, c.Window))
+	}
+	if strings.Join(got, ", ") != "api/a 1m0s, api/b 1m0s, db/a 3m0s" || run.Window != 3*time.Minute {
+		t.Errorf("checks = %v, window %v", got, run.Window)
+	}
+	if run.Checks[0].Server != run.Checks[2].Server || run.Checks[0].Server == run.Checks[1].Server {
+		t.Error("the checks of one server do not share its client")
+	}
+	if none, _, err := ForServices(map[string]*spec.Analysis{"cron": nil}, nil); none != nil || err != nil {
+		t.Errorf("ForServices without analysis = %v, %v", none, err)
 	}
 	missing := filepath.Join(t.TempDir(), "ca.pem")
-	a.Checks = append(a.Checks, check("d", "https://p3", missing))
-	if _, _, err := ForService(a, nil); err == nil || !strings.HasPrefix(err.Error(), "analysis check d: prometheus caFile: open "+missing) {
-		t.Errorf("ForService with a missing caFile = %v", err)
+	db.Checks = append(db.Checks, check("d", "https://p3", missing))
+	if _, _, err := ForServices(map[string]*spec.Analysis{"db": db}, nil); err == nil || !strings.HasPrefix(err.Error(), "service db: analysis check d: prometheus caFile: open "+missing) {
+		t.Errorf("ForServices with a missing caFile = %v", err)
 	}
 }
 

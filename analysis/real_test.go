@@ -72,7 +72,7 @@ func realCheck(t *testing.T, c *Client, name, prometheus string) Check {
 			p.MaxRatio = ptr(mustFloat(t, v))
 		}
 	}
-	return NewCheck(spec.AnalysisCheck{Name: name, Prometheus: &p, Interval: yamldoc.Duration(realInterval),
+	return NewCheck("api", &spec.Analysis{Window: yamldoc.Duration(realWindow)}, spec.AnalysisCheck{Name: name, Prometheus: &p, Interval: yamldoc.Duration(realInterval),
 		Timeout: yamldoc.Duration(time.Second), Failures: 2}, c)
 }
 
@@ -149,7 +149,7 @@ func TestAnalysisPrometheusDown(t *testing.T) {
 		Prometheus: &spec.PrometheusCheck{URL: p.URL, Query: `error_ratio{host="web-01"}`, Max: ptr(0.01), NoData: spec.NoDataFail},
 		Interval:   yamldoc.Duration(realInterval), Timeout: yamldoc.Duration(time.Second), Failures: 2,
 	}}}
-	run, closeRun, err := ForService(a, checks.RealClock)
+	run, closeRun, err := ForServices(map[string]*spec.Analysis{"api": a}, checks.RealClock)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package analysis
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,8 +63,8 @@ func (r Result) Fields() map[string]string {
 	return f
 }
 
-// Run is one analysis of a host: its checks, each evaluated every Interval from the
-// start, for Window.
+// Run is one analysis of a host: the checks of the services it changed, each
+// evaluated every Interval from the start, for its service's window (or Window).
 //
 // A check fails the analysis at once when it fails Failures times in a row (a pass
 // resets the count; no data with noData: wait, and no answer, leave it as it was).
@@ -72,7 +74,7 @@ func (r Result) Fields() map[string]string {
 // still has no answer or no data then makes the analysis Inconclusive: Prometheus
 // down, or no traffic to judge, is not the release's fault, and not a pass either.
 type Run struct {
-	Window time.Duration
+	Window time.Duration // of the checks that have none of their own
 	Checks []Check
 	Clock  checks.Clock
 	// Report, when set, is called with each sample as it is taken, in the goroutine
@@ -97,6 +99,9 @@ func (r *Run) Analyze(ctx context.Context) (Result, error) {
 	states := make([]*checkState, len(r.Checks))
 	for i, c := range r.Checks {
 		c = withDefaults(c)
+		if c.Window <= 0 {
+			c.Window = r.Window
+		}
 		states[i] = &checkState{check: c, next: start.Add(c.Interval)}
 	}
 	for {
@@ -115,7 +120,7 @@ func (r *Run) Analyze(ctx context.Context) (Result, error) {
 		if r.Report != nil {
 			r.Report(s)
 		}
-		if over := st.record(s, now.Sub(start) >= r.Window, now.Sub(start) >= r.deadline(st.check)); over {
+		if over := st.record(s, now.Sub(start) >= st.check.Window, now.Sub(start) >= deadline(st.check)); over {
 			return Result{Outcome: Failed, Last: lastSamples(states), Decided: st.last}, nil
 		}
 		st.next = st.next.Add(st.check.Interval)
@@ -140,10 +145,10 @@ func withDefaults(c Check) Check {
 	return c
 }
 
-// deadline is how long after the start c is evaluated at most: the window, then
+// deadline is how long after the start c is evaluated at most: its window, then
 // Failures more intervals for a check that did not pass last.
-func (r *Run) deadline(c Check) time.Duration {
-	return r.Window + time.Duration(c.Failures)*c.Interval
+func deadline(c Check) time.Duration {
+	return c.Window + time.Duration(c.Failures)*c.Interval
 }
 
 // record takes a sample; it reports whether the check failed the analysis.
@@ -209,29 +214,41 @@ func lastSamples(states []*checkState) []Sample {
 	return out
 }
 
-// ForService makes the analysis of a rendered service (spec.Rendered.Analysis): one
-// client for each Prometheus server its checks name. The caller sets Report, runs
-// Analyze, then calls close, which releases the clients' connections.
-func ForService(a *spec.Analysis, clock checks.Clock) (run *Run, close func(), err error) {
+// ForServices makes one analysis of the rendered services a transaction changed
+// (spec.Rendered.Analysis, by service name; those without analysis left out): their
+// checks run side by side, each for its own service's window, and the first to fail
+// ends it. There is one client for each Prometheus server the checks name. The
+// caller sets Report, runs Analyze, then calls close, which releases the clients'
+// connections. A nil run means no service has an analysis.
+func ForServices(analyses map[string]*spec.Analysis, clock checks.Clock) (run *Run, close func(), err error) {
 	clients := map[Server]*Client{}
 	close = func() {
 		for _, c := range clients {
 			c.Close()
 		}
 	}
-	run = &Run{Window: a.Window.D(), Clock: clock}
-	for _, c := range a.Checks {
-		p := c.Prometheus
-		s := Server{URL: p.URL, TokenFile: p.TokenFile, CAFile: p.CAFile}
-		client, ok := clients[s]
-		if !ok {
-			if client, err = NewClient(s); err != nil {
-				close()
-				return nil, nil, fmt.Errorf("analysis check %s: %w", c.Name, err)
-			}
-			clients[s] = client
+	for _, service := range slices.Sorted(maps.Keys(analyses)) {
+		a := analyses[service]
+		if a == nil {
+			continue
 		}
-		run.Checks = append(run.Checks, NewCheck(c, client))
+		if run == nil {
+			run = &Run{Clock: clock}
+		}
+		run.Window = max(run.Window, a.Window.D())
+		for _, c := range a.Checks {
+			p := c.Prometheus
+			s := Server{URL: p.URL, TokenFile: p.TokenFile, CAFile: p.CAFile}
+			client, ok := clients[s]
+			if !ok {
+				if client, err = NewClient(s); err != nil {
+					close()
+					return nil, nil, fmt.Errorf("service %s: analysis check %s: %w", service, c.Name, err)
+				}
+				clients[s] = client
+			}
+			run.Checks = append(run.Checks, NewCheck(service, a, c, client))
+		}
 	}
 	return run, close, nil
 }

@@ -149,6 +149,22 @@ func TestRunTwoChecks(t *testing.T) {
 	}
 }
 
+// TestRunServicesWindows: the checks of two services run side by side, each for its
+// own service's window; the samples name their service.
+func TestRunServicesWindows(t *testing.T) {
+	s := script{"errors": {val(0.001)}, "slow": {val(0.1)}}
+	api := errorsCheck(s, spec.NoDataWait)
+	api.Service, api.Window = "api", time.Minute
+	db := Check{Service: "db", Window: 3 * time.Minute, Name: "slow", Query: "slow", Max: ptr(1), Interval: 30 * time.Second, Timeout: time.Second, Failures: 1, Server: s}
+	res, seen, took := analyze(t, 0, api, db)
+	if res.Outcome != Passed || took != 3*time.Minute || len(seen) != 6+6 {
+		t.Errorf("%s after %d samples over %v", res, len(seen), took)
+	}
+	if seen[0].Service != "api" || seen[len(seen)-1].Service != "db" || res.Last[1].Fields()["service"] != "db" {
+		t.Errorf("samples name services %q ... %q", seen[0].Service, seen[len(seen)-1].Service)
+	}
+}
+
 func TestRunStopsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -212,7 +228,7 @@ func TestNoAnswerIsOneBoundedLine(t *testing.T) {
 func TestResultFields(t *testing.T) {
 	res, _, _ := analyze(t, time.Minute, errorsCheck(script{"errors": {val(0.034)}}, spec.NoDataWait))
 	got := res.Fields()
-	want := map[string]string{"outcome": "failed", "check": "errors", "verdict": "fail", "value": "0.034", "bound": "max", "limit": "0.01",
+	want := map[string]string{"outcome": "failed", "service": "", "check": "errors", "verdict": "fail", "value": "0.034", "bound": "max", "limit": "0.01",
 		"failures": "2 of 2", "text": "errors: 0.034 > max 0.01 (2 of 2 failures)"}
 	if len(got) != len(want) {
 		t.Errorf("fields = %v, want %v", got, want)

@@ -38,11 +38,11 @@ func newAnalysisMetrics(f factory) analysisMetrics {
 	return a
 }
 
-// AnalysisSample records one evaluation of an analysis check of service: its value,
-// baseline and bound, and its verdict. Its signature, with the service bound, fits
-// analysis.Run.Report.
-func (m *Metrics) AnalysisSample(service string, s analysis.Sample) {
+// AnalysisSample records one evaluation of an analysis check: its value, baseline and
+// bound, and its verdict. Its signature fits analysis.Run.Report.
+func (m *Metrics) AnalysisSample(s analysis.Sample) {
 	a := &m.analysis
+	service := s.Service
 	setOrDelete(a.value, s.Value, service, s.Check)
 	setOrDelete(a.baseline, s.Baseline, service, s.Check)
 	if s.Bound != "" {
@@ -51,9 +51,15 @@ func (m *Metrics) AnalysisSample(service string, s analysis.Sample) {
 	a.evaluations.WithLabelValues(service, s.Check, s.Verdict.String()).Inc()
 }
 
-// Analysis counts a finished analysis of service.
-func (m *Metrics) Analysis(service string, o analysis.Outcome) {
-	m.analysis.analyses.WithLabelValues(service, o.String()).Inc()
+// Analysis counts a finished analysis once for each service it checked.
+func (m *Metrics) Analysis(r analysis.Result) {
+	seen := map[string]bool{}
+	for _, s := range r.Last {
+		if !seen[s.Service] {
+			seen[s.Service] = true
+			m.analysis.analyses.WithLabelValues(s.Service, r.Outcome.String()).Inc()
+		}
+	}
 }
 
 // Gate records what the group's gate said when last asked.

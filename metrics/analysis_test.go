@@ -14,11 +14,11 @@ import (
 // exerciseAnalysis records an analysis that failed on its error rate while the
 // latency check had lost its baseline, and a gate held by two series.
 func exerciseAnalysis(m *Metrics) {
-	m.AnalysisSample("api", analysis.Sample{Check: "latency", Verdict: analysis.Pass, Value: 0.2, Baseline: 0.18, Bound: "maxRatio", Limit: 1.5})
-	m.AnalysisSample("api", analysis.Sample{Check: "latency", Verdict: analysis.Wait, Value: math.NaN(), Baseline: math.NaN()})
-	m.AnalysisSample("api", analysis.Sample{Check: "errors", Verdict: analysis.Fail, Value: 0.034, Baseline: math.NaN(), Bound: "max", Limit: 0.01})
-	m.AnalysisSample("api", analysis.Sample{Check: "errors", Verdict: analysis.Fail, Value: 0.05, Baseline: math.NaN(), Bound: "max", Limit: 0.01})
-	m.Analysis("api", analysis.Failed)
+	m.AnalysisSample(analysis.Sample{Service: "api", Check: "latency", Verdict: analysis.Pass, Value: 0.2, Baseline: 0.18, Bound: "maxRatio", Limit: 1.5})
+	m.AnalysisSample(analysis.Sample{Service: "api", Check: "latency", Verdict: analysis.Wait, Value: math.NaN(), Baseline: math.NaN()})
+	m.AnalysisSample(analysis.Sample{Service: "api", Check: "errors", Verdict: analysis.Fail, Value: 0.034, Baseline: math.NaN(), Bound: "max", Limit: 0.01})
+	m.AnalysisSample(analysis.Sample{Service: "api", Check: "errors", Verdict: analysis.Fail, Value: 0.05, Baseline: math.NaN(), Bound: "max", Limit: 0.01})
+	m.Analysis(analysis.Result{Outcome: analysis.Failed, Last: []analysis.Sample{{Service: "api", Check: "latency"}, {Service: "api", Check: "errors"}}})
 	m.Gate(analysis.GateResult{Held: true, Series: []string{`ALERTS{alertname="DiskFull"}`}, More: 1})
 }
 
