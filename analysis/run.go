@@ -80,6 +80,11 @@ type Run struct {
 	// Report, when set, is called with each sample as it is taken, in the goroutine
 	// of Analyze: for status, events, metrics and the journal.
 	Report func(Sample)
+	// Hold, when set, keeps every check going past its window until it is closed: a
+	// canary's analysis runs through the group's canaryPause (closed when the pause
+	// ends, or at `baton promote`). A failure still ends the run at once. Its closing
+	// is seen at the next evaluation; the windows then end no sooner than that.
+	Hold <-chan struct{}
 }
 
 // checkState is where one check of a run stands.
@@ -104,6 +109,7 @@ func (r *Run) Analyze(ctx context.Context) (Result, error) {
 		}
 		states[i] = &checkState{check: c, next: start.Add(c.Interval)}
 	}
+	held := r.Hold != nil
 	for {
 		st := earliest(states)
 		if st == nil {
@@ -120,10 +126,27 @@ func (r *Run) Analyze(ctx context.Context) (Result, error) {
 		if r.Report != nil {
 			r.Report(s)
 		}
-		if over := st.record(s, now.Sub(start) >= st.check.Window, now.Sub(start) >= deadline(st.check)); over {
+		if held && released(r.Hold) {
+			held = false
+			for _, other := range states {
+				other.check.Window = max(other.check.Window, now.Sub(start))
+			}
+		}
+		elapsed := now.Sub(start)
+		if over := st.record(s, !held && elapsed >= st.check.Window, !held && elapsed >= deadline(st.check)); over {
 			return Result{Outcome: Failed, Last: lastSamples(states), Decided: st.last}, nil
 		}
 		st.next = st.next.Add(st.check.Interval)
+	}
+}
+
+// released reports whether hold is closed.
+func released(hold <-chan struct{}) bool {
+	select {
+	case <-hold:
+		return true
+	default:
+		return false
 	}
 }
 

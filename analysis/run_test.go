@@ -165,6 +165,30 @@ func TestRunServicesWindows(t *testing.T) {
 	}
 }
 
+// TestRunHold: a canary's analysis goes on past its window while the hold is on (a
+// failure still ends it), and ends its window no sooner than the hold's release.
+func TestRunHold(t *testing.T) {
+	hold := make(chan struct{})
+	n := 0
+	clock := &fastClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	start := clock.now
+	r := &Run{Window: time.Minute, Checks: []Check{errorsCheck(script{"errors": {val(0.001)}}, spec.NoDataWait)}, Clock: clock, Hold: hold,
+		Report: func(Sample) {
+			if n++; n == 20 { // 200 s: the pause ends
+				close(hold)
+			}
+		}}
+	res, err := r.Analyze(context.Background())
+	if err != nil || res.Outcome != Passed || n != 20 || clock.now.Sub(start) != 200*time.Second {
+		t.Errorf("held run: %s, %v after %d samples over %v; want passed after 20 over 200s", res, err, n, clock.now.Sub(start))
+	}
+
+	failing := &Run{Window: time.Minute, Checks: []Check{errorsCheck(script{"errors": {val(0.001), val(0.5)}}, spec.NoDataWait)}, Clock: clock, Hold: make(chan struct{})}
+	if res, _ := failing.Analyze(context.Background()); res.String() != "analysis failed: errors: 0.5 > max 0.01 (2 of 2 failures)" {
+		t.Errorf("failing held run: %s", res)
+	}
+}
+
 func TestRunStopsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
