@@ -239,3 +239,30 @@ func TestClientHTTPSAgainstPrometheus(t *testing.T) {
 		other.Close()
 	}
 }
+
+// BenchmarkEvaluateAgainstPrometheus is one evaluation of a check with a baseline
+// (two instant queries) against a real Prometheus on loopback: what each interval of
+// an analysis costs beyond waiting.
+func BenchmarkEvaluateAgainstPrometheus(b *testing.B) {
+	e := testprom.NewExporter(b)
+	e.Set("p99_seconds", host, 0.2)
+	e.Set("p99_seconds", map[string]string{"host": "web-02"}, 0.18)
+	p := testprom.Start(b, testprom.Config{Targets: []string{e.Addr}})
+	c, err := NewClient(Server{URL: p.URL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	check := Check{Name: "latency", Query: `p99_seconds{host="web-01"}`, Baseline: `avg(p99_seconds{host!="web-01"})`,
+		MaxRatio: ptr(1.5), Timeout: 5 * time.Second, Failures: 1, Server: c}
+	for deadline := time.Now().Add(20 * time.Second); Evaluate(context.Background(), check, 0, time.Now()).Verdict != Pass; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatal("no pass from Prometheus within 20s")
+		}
+	}
+	for b.Loop() {
+		if s := Evaluate(context.Background(), check, 0, time.Now()); s.Verdict != Pass {
+			b.Fatal(s)
+		}
+	}
+}
