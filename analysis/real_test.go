@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/baton-fleet/baton/checks"
@@ -264,5 +265,69 @@ func BenchmarkEvaluateAgainstPrometheus(b *testing.B) {
 		if s := Evaluate(context.Background(), check, 0, time.Now()); s.Verdict != Pass {
 			b.Fatal(s)
 		}
+	}
+}
+
+// TestRepositoryAgainstPrometheus: from the fleet repository's YAML (templates with
+// the host's name) to the analysis' verdict and the gate's, against a real Prometheus.
+func TestRepositoryAgainstPrometheus(t *testing.T) {
+	e, p, c := realProm(t, "")
+	e.Set("error_ratio", host, 0.034)
+	e.Set("error_ratio", map[string]string{"host": "web-02"}, 0.001)
+	waitSeries(t, c, "error_ratio", 2)
+	fleetYAML := `apiVersion: baton/v1
+groups:
+  - name: web
+    hosts: ["web-*"]
+    services: [api]
+    rollout:
+      gate:
+        prometheus: {url: "` + p.URL + `", query: 'ALERTS{alertstate="firing"}'}
+`
+	serviceYAML := `version: "1.0.0"
+units: [api.service]
+analysis:
+  window: 2s
+  checks:
+    - name: errors
+      prometheus:
+        url: "` + p.URL + `"
+        query: 'error_ratio{host="{{ .Host }}"}'
+        max: 0.01
+      interval: 250ms
+`
+	repo, err := spec.Load(fstest.MapFS{
+		"fleet.yaml":                {Data: []byte(fleetYAML)},
+		"services/api/service.yaml": {Data: []byte(serviceYAML)},
+		"services/api/api.service":  {Data: []byte("[Service]\nExecStart={{ .Release }}/api\n")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for h, want := range map[string]string{
+		"web-01": "analysis failed: errors: 0.034 > max 0.01 (2 of 2 failures)",
+		"web-02": "analysis passed: errors: 0.001 <= max 0.01",
+	} {
+		hs, err := repo.ForHost(h, "0", t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		run, closeRun, err := ForServices(map[string]*spec.Analysis{"api": hs.Services[0].Analysis}, checks.RealClock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := run.Analyze(context.Background())
+		closeRun()
+		if err != nil || res.String() != want {
+			t.Errorf("%s: %s (%v), want %s", h, res, err, want)
+		}
+		gate, closeGate, err := GateFor(hs.Group.Rollout.Gate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := gate.Check(context.Background()); r.String() != "open" {
+			t.Errorf("%s: gate %s", h, r)
+		}
+		closeGate()
 	}
 }
