@@ -118,7 +118,7 @@ func (c *Client) query(ctx context.Context, query string) (Vector, error) {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("no answer within the check's timeout: %w", ctx.Err())
+			return nil, fmt.Errorf("no answer within the timeout: %w", ctx.Err())
 		}
 		return nil, err
 	}

@@ -305,7 +305,7 @@ func TestEvaluateBoundedByTimeout(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("evaluation took %v with a timeout of 200ms", took)
 	}
-	want := "errors: Prometheus did not answer: " + srv.URL + ": no answer within the check's timeout: context deadline exceeded"
+	want := "errors: Prometheus did not answer: " + srv.URL + ": no answer within the timeout: context deadline exceeded"
 	if s.Verdict != NoAnswer || s.Failures != 1 || s.String() != want {
 		t.Errorf("sample = %s (%v, %d failures), want %s", s, s.Verdict, s.Failures, want)
 	}

@@ -66,7 +66,11 @@ func (r GateResult) String() string {
 // Check asks the gate's query once, within its timeout. Any series holds the gate;
 // no answer holds it too (the safe side: a new upgrade waits for Prometheus).
 func (g *Gate) Check(ctx context.Context) GateResult {
-	ctx, cancel := context.WithTimeout(ctx, g.Timeout)
+	timeout := g.Timeout
+	if timeout <= 0 {
+		timeout = spec.DefaultGateTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	v, err := g.Server.Query(ctx, g.Query)
 	if err != nil {
