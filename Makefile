@@ -6,7 +6,7 @@ DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 FUZZTIME ?= 20s
 
-.PHONY: help build test lint unit demo fuzz bench-gitsync bench-lease bench-fleetlock bench-upgrade clean
+.PHONY: help build test lint unit demo fuzz sim bench-gitsync bench-lease bench-fleetlock bench-upgrade clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -28,6 +28,14 @@ demo: ## (root) the demo fleet, live: 3 real systemd hosts behind HAProxy, a rol
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
 	./scripts/fuzz $(FUZZTIME)
+
+SEEDS ?= 100000
+sim: ## the deterministic fleet simulation: SEEDS seeded rollouts under faults (SEEDS=1000000 for a night); SEED=N replays one with its trace
+ifdef SEED
+	$(GO) test -count=1 -v -run '^TestSimulation$$' ./sim/ -seed $(SEED)
+else
+	$(GO) test -count=1 -v -timeout 0 -run '^TestSimulation$$' ./sim/ -seeds $(SEEDS)
+endif
 
 bench-gitsync: ## poll and fetch on a repository of 10,000 commits and 5,000 files; peak memory of fetching a 100 MB file
 	$(GO) test -run '^$$' -bench BenchmarkPoll -benchtime 20x ./gitsync/

@@ -17,6 +17,7 @@ import (
 
 	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/checks"
+	"github.com/baton-fleet/baton/core"
 	"github.com/baton-fleet/baton/gitsync"
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/lease"
@@ -41,11 +42,6 @@ type Lease interface {
 // state, the agent kills itself (SIGKILL) right after persisting that state; set to
 // HANG, its main loop blocks for good once it is ready (for watchdog tests).
 const FailpointEnv = "BATON_FAILPOINT"
-
-// maxAttempts is the loop guard: an agent that stopped this many times in one
-// transaction stops resuming it (see giveUp): it reverts if it can and reports, and
-// quarantines the commit only if the release had failed its checks.
-const maxAttempts = 3
 
 // Bounds of the main loop's waits. Each wait is bounded, and declared to the watchdog
 // (notifier.busy) when it may outlast the watchdog's interval.
@@ -73,7 +69,7 @@ type Agent struct {
 	clock   checks.Clock
 
 	fleet     *fleetState    // nil without the etcd backend
-	trouble   hostTroubles   // a commit this host could not carry out, and when to try again
+	trouble   core.Backoff   // a commit this host could not carry out, and when to try again
 	systemd   *units.Systemd // set by Run
 	failpoint rollback.State
 
@@ -256,7 +252,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// The state is loaded: systemd may consider the agent started. Finishing an
 	// interrupted transaction can wait long for the lease, so it comes after.
 	a.notify.send(daemon.SdNotifyReady)
-	if err := a.recover(ctx); err != nil {
+	if err := a.resumeOpen(ctx); err != nil {
 		a.log.Error("recover the open transaction", "err", err)
 	}
 	if lg, err := a.store.LastGood(); err == nil && lg.Revision != "" {

@@ -29,6 +29,8 @@ const (
 type Drift struct {
 	Unit   string `json:"unit"`
 	Reason string `json:"reason"` // "modified", "missing", or "drop-in <dir>/<file>"
+	// DropIn is the drop-in file, relative to the unit directory, when the drift is one.
+	DropIn string `json:"-"`
 }
 
 // detectDrift compares the managed units in unitDir with the last good record: a unit
@@ -52,7 +54,8 @@ func detectDrift(unitDir string, lg *rollback.LastGood) []Drift {
 		if entries, err := os.ReadDir(filepath.Join(unitDir, name+".d")); err == nil {
 			for _, e := range entries {
 				if !e.IsDir() {
-					out = append(out, Drift{Unit: name, Reason: "drop-in " + name + ".d/" + e.Name()})
+					file := name + ".d/" + e.Name()
+					out = append(out, Drift{Unit: name, Reason: "drop-in " + file, DropIn: file})
 				}
 			}
 		}
@@ -180,8 +183,8 @@ func (a *Agent) restore(ctx context.Context, lg *rollback.LastGood, found []Drif
 	change := units.Change{Install: map[string][]byte{}}
 	restart := map[string]bool{}
 	for _, d := range found {
-		if strings.HasPrefix(d.Reason, "drop-in ") {
-			if err := os.Remove(filepath.Join(a.cfg.Paths.Units, strings.TrimPrefix(d.Reason, "drop-in "))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if d.DropIn != "" {
+			if err := os.Remove(filepath.Join(a.cfg.Paths.Units, d.DropIn)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
 		} else {

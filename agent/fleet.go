@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
+	"github.com/baton-fleet/baton/core"
 	"github.com/baton-fleet/baton/fleet"
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/lease"
@@ -24,8 +24,8 @@ type fleetState struct {
 	lease  *lease.Etcd
 	prefix string
 
-	silentSince map[string]time.Time // see silence; only the agent's loop uses it
-	lastBeat    time.Time            // the last heartbeat written, see heartbeat
+	silence  core.Silence // hosts stranded on a commit; only the agent's loop uses it
+	lastBeat time.Time    // the last heartbeat written, see heartbeat
 }
 
 // heartbeatEvery is how often an idle agent tells the fleet state that it is alive:
@@ -99,8 +99,8 @@ func (a *Agent) fleetCall(ctx context.Context) (context.Context, context.CancelF
 	return context.WithTimeout(ctx, d)
 }
 
-// gate asks the fleet state whether this host may start txn now. With no fleet state
-// every transaction may start.
+// gate asks the fleet state whether this host may start txn now (core.Gate). With no
+// fleet state every transaction may start.
 func (a *Agent) gate(ctx context.Context, g *spec.Group, txn *rollback.Txn) (fleet.Verdict, error) {
 	if a.fleet == nil {
 		return fleet.Verdict{OK: true}, nil
@@ -111,69 +111,17 @@ func (a *Agent) gate(ctx context.Context, g *spec.Group, txn *rollback.Txn) (fle
 	if err != nil {
 		return fleet.Verdict{}, err
 	}
-	commit := txn.To
-	v := snap.Gate(g, commit, a.cfg.Host, time.Now())
-	if !v.OK {
-		return v, nil
-	}
-	if f, bad := snap.BadRelease(g.Name, releases(txn)); bad {
-		return fleet.Verdict{Halted: true, Why: fmt.Sprintf("release %s failed on %s in commit %s (%s); the group is halted on it until a commit changes it, or baton retry %s",
-			f.Release, f.Host, commitid.ShortOrNone(f.Commit), f.Reason, commitid.ShortOrNone(f.Commit))}, nil
-	}
 	line, _, err := a.fleet.lease.Line(ctx, g.Name)
 	if err != nil {
 		return fleet.Verdict{}, err
 	}
-	if w := a.fleet.silence(stranded(snap, line, g.Name, commit, a.cfg.Host), g, commit, time.Now()); !w.OK {
-		return w, nil
-	}
-	return v, nil
-}
-
-// stranded names the other hosts of group that switched to commit and neither
-// finished nor hold a slot any more: cut off or stopped between their switch and their
-// verdict. Whether commit failed its checks there is not known, and a halt may be on
-// its way.
-func stranded(snap *fleet.Snapshot, line []lease.Holder, group, commit, self string) []string {
-	holding := map[string]bool{}
+	var holding []string
 	for _, h := range line {
-		holding[h.Host] = h.Holding
-	}
-	var hosts []string
-	for _, h := range snap.Hosts {
-		if h.Host != self && h.Group == group && h.Target == commit && h.State == string(rollback.Switching) && !holding[h.Host] {
-			hosts = append(hosts, h.Host)
+		if h.Holding {
+			holding = append(holding, h.Host)
 		}
 	}
-	slices.Sort(hosts)
-	return hosts
-}
-
-// silence decides what hosts stranded on commit mean for this host: the group waits
-// for them (the safe side: their halt may be on its way) for as long as a live host
-// needs to reach its verdict and revert, the group's healthyDeadline and a revert's,
-// counted on this host's clock from when it first saw them silent. A host that stays
-// silent longer is dead or cut off for good, and the rollout goes on without it
-// rather than wait for an operator.
-func (f *fleetState) silence(hosts []string, g *spec.Group, commit string, now time.Time) fleet.Verdict {
-	if len(hosts) == 0 {
-		return fleet.Verdict{OK: true}
-	}
-	key := commit + " " + strings.Join(hosts, ",")
-	if f.silentSince == nil {
-		f.silentSince = map[string]time.Time{}
-	}
-	since, ok := f.silentSince[key]
-	if !ok {
-		since = now
-		f.silentSince = map[string]time.Time{key: now} // one wait at a time
-	}
-	until := since.Add(g.Rollout.HealthyDeadline.D() + revertDeadline)
-	if now.Before(until) {
-		return fleet.Verdict{Why: fmt.Sprintf("waiting until %s for %s: switched to %s and silent since (its verdict is unknown; a halt may be on its way)",
-			until.UTC().Format(time.TimeOnly), strings.Join(hosts, ", "), commitid.ShortOrNone(commit))}
-	}
-	return fleet.Verdict{OK: true}
+	return core.Gate(snap, g, txn.To, a.cfg.Host, releases(txn), holding, &a.fleet.silence, time.Now()), nil
 }
 
 // record writes this host's record in the fleet state for txn. Under the lease the
@@ -222,11 +170,12 @@ func (a *Agent) putHost(ctx context.Context, h fleet.Host) error {
 	return a.fleet.store.PutHost(ctx, nil, h)
 }
 
-// halt records in the fleet state that txn's commit failed here: no other host of the
-// group starts it until a newer commit or `baton retry`. It returns only once the halt
-// is written, or ctx ended first (false).
-func (a *Agent) halt(ctx context.Context, txn *rollback.Txn, reason string) bool {
-	return a.haltCommit(ctx, txn.Group, txn.To, reason, releases(txn)...)
+// haltTry makes one attempt, the attempt-th, at halting txn's group on its commit and
+// its releases (see haltCommit); after a failure it waits a backoff, with the watchdog
+// fed, so that the core's next ask is the next attempt. It is false when the halt was
+// not written.
+func (a *Agent) haltTry(ctx context.Context, txn *rollback.Txn, attempt int) bool {
+	return a.haltAttempt(ctx, txn.Group, txn.To, fmt.Sprintf("%s: %s", txn.Step, txn.Reason), attempt, releases(txn)...)
 }
 
 // releases are the releases txn changes, as the group halts on them.
@@ -242,39 +191,46 @@ func releases(txn *rollback.Txn) []fleet.Release {
 
 // haltCommit records in the fleet state that commit is bad in group, and so are rels,
 // the releases it changed. The halt must be durable before the slot is released, or
-// the next host would start commit: so it is retried, with the watchdog fed and the
-// phase saying why the group waits, until it is written or ctx ends (false). A halt is
-// never unsafe, so it is written unfenced: a holder that lost its slot still halts the
-// group.
+// the next host would start commit: so it is retried until it is written or ctx ends
+// (false).
 func (a *Agent) haltCommit(ctx context.Context, group, commit, reason string, rels ...fleet.Release) bool {
+	for attempt := 1; ctx.Err() == nil; attempt++ {
+		if a.haltAttempt(ctx, group, commit, reason, attempt, rels...) {
+			return true
+		}
+	}
+	return false
+}
+
+// haltAttempt is one attempt at haltCommit. A halt is never unsafe, so it is written
+// unfenced: a holder that lost its slot still halts the group. After a failure it
+// waits (500 ms doubling up to 5 s), the watchdog fed, and says why the group waits.
+func (a *Agent) haltAttempt(ctx context.Context, group, commit, reason string, attempt int, rels ...fleet.Release) bool {
 	if a.fleet == nil || group == "" {
 		return true
 	}
-	var backoff time.Duration
-	for attempt := 1; ; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
-		err := a.fleet.store.Fail(cctx, nil, group, commit, a.cfg.Host, reason, rels...)
-		cancel()
-		if err == nil {
-			if attempt > 1 {
-				a.log.Info("group halted in the fleet state", "attempts", attempt)
-			}
-			a.obs.metrics.Halted(true)
-			return true
+	cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+	err := a.fleet.store.Fail(cctx, nil, group, commit, a.cfg.Host, reason, rels...)
+	cancel()
+	if err == nil {
+		if attempt > 1 {
+			a.log.Info("group halted in the fleet state", "attempts", attempt)
 		}
-		if attempt == 1 {
-			a.phase("halting group %s on %s: the fleet state cannot be written (%v); keeping the lease slot so that no other host starts it", group, commitid.ShortOrNone(commit), err)
-		}
-		a.log.Error("halt the group in the fleet state; retrying, and keeping the lease slot meanwhile", "attempt", attempt, "err", err)
-		backoff = min(max(2*backoff, 500*time.Millisecond), 5*time.Second)
-		a.notify.alive()
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(backoff):
-		}
-		a.notify.alive()
+		a.obs.metrics.Halted(true)
+		return true
 	}
+	if attempt == 1 {
+		a.phase("halting group %s on %s: the fleet state cannot be written (%v); keeping the lease slot so that no other host starts it", group, commitid.ShortOrNone(commit), err)
+	}
+	a.log.Error("halt the group in the fleet state; retrying, and keeping the lease slot meanwhile", "attempt", attempt, "err", err)
+	backoff := min(500*time.Millisecond<<min(attempt-1, 4), 5*time.Second)
+	a.notify.alive()
+	select {
+	case <-ctx.Done():
+	case <-time.After(backoff):
+	}
+	a.notify.alive()
+	return false
 }
 
 // pruneFleetState removes the fleet state that a committed upgrade made obsolete:

@@ -46,9 +46,9 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 	if errors.Is(err, errExport) {
 		// The host could not write the tree out (a full disk, a damaged clone): the
 		// commit is not bad input, and is tried again after a backoff.
-		retry := a.trouble.add(commit, time.Now(), err.Error())
+		retry := a.trouble.Add(commit, time.Now(), err.Error())
 		log.Warn("commit not loaded; trying again later", "err", err, "in", retry.Round(time.Second))
-		a.phase("%s", a.trouble.waiting(commit, time.Now()))
+		a.phase("%s", a.trouble.Waiting(commit, time.Now()))
 		return
 	}
 	if err != nil {
@@ -90,7 +90,7 @@ func (a *Agent) mayTry(log *slog.Logger, st Status, commit string) bool {
 		}
 		return false
 	}
-	if why := a.trouble.waiting(commit, time.Now()); why != "" {
+	if why := a.trouble.Waiting(commit, time.Now()); why != "" {
 		if st.Phase != why {
 			a.phase("%s", why)
 		}

@@ -13,8 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/checks"
+	"github.com/baton-fleet/baton/core"
+	"github.com/baton-fleet/baton/drain"
 	"github.com/baton-fleet/baton/events"
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/lease"
@@ -114,25 +115,132 @@ func (a *Agent) save(txn *rollback.Txn, state rollback.State) error {
 	return nil
 }
 
-// upgrade runs the transaction from PREPARED to COMMITTED or FAILED. Each step ends
-// the transaction itself, and says so (false), when the upgrade cannot go on.
+// upgrade runs a new transaction, step by step as the core decides, to its ending.
 func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) {
-	txn.Attempts = 1
 	a.tlog.track(txn)
 	a.emit(events.UpgradeStarted, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s %s -> %s", doing(txn), commitid.ShortOrNone(txn.From), commitid.ShortOrNone(txn.To)), txnFields(txn, nil))
-	if err := a.save(txn, rollback.Prepared); err != nil {
-		log.Error("persist the transaction", "err", err)
-		return
-	}
-	if a.stageAll(ctx, log, txn, hs) && a.takeLease(ctx, log, txn, hs) && a.lookAgain(ctx, log, txn, hs) {
-		a.drainAndSwitch(ctx, log, txn, hs)
+	w := &work{txn: txn, log: log}
+	w.load(a, hs)
+	w.m = &core.Machine{Txn: txn, Drains: len(w.drains) > 0}
+	a.drive(ctx, w, w.m.Begin())
+}
+
+// work is a transaction the agent performs the steps of: its record, the core that
+// decides them, and what the steps need of the target revision (nil in recovery until
+// it is loaded again).
+type work struct {
+	txn    *rollback.Txn
+	m      *core.Machine
+	log    *slog.Logger
+	hs     *spec.HostSpec
+	drains []drain.Drainer
+	halts  int // attempts at the group's halt
+}
+
+// load keeps hs, the target revision as rendered for this host, and its drainers.
+func (w *work) load(a *Agent, hs *spec.HostSpec) {
+	w.hs = hs
+	w.drains = a.drainers(hs, w.txn)
+}
+
+// drive performs steps from s on until an ending: it persists each step's state, does
+// its action and hands the core the event.
+func (a *Agent) drive(ctx context.Context, w *work, s core.Step) {
+	for {
+		if s.Persist != "" {
+			if err := a.save(w.txn, s.Persist); err != nil {
+				w.log.Error("persist the transaction", "state", s.Persist, "err", err)
+				s = w.m.Next(core.Event{Did: s.Do, Result: core.Unpersisted, Reason: err.Error()})
+				continue
+			}
+		}
+		if s.Do.Ended() {
+			a.end(ctx, w, s)
+			return
+		}
+		ev := a.perform(ctx, w, s.Do)
+		ev.Did = s.Do
+		s = w.m.Next(ev)
 	}
 }
 
-// stageAll stages the releases of the services txn changes, then records STAGED.
-func (a *Agent) stageAll(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) bool {
+// perform does one action of a transaction and says how it ended.
+func (a *Agent) perform(ctx context.Context, w *work, do core.Action) core.Event {
+	switch do {
+	case core.Stage:
+		return a.stageAll(ctx, w)
+	case core.Acquire:
+		return a.takeLease(ctx, w)
+	case core.AcquireSoon:
+		return a.acquireSoon(ctx, w)
+	case core.CheckHold:
+		return a.checkHold(ctx, w)
+	case core.LookAgain:
+		return a.lookAgain(ctx, w)
+	case core.Drain:
+		return a.drainHost(ctx, w)
+	case core.ConfirmHold:
+		return outcomeOf(a.mayswitch(ctx, w.txn), core.Failed)
+	case core.Switch:
+		a.txnPhase(w.txn, "switching")
+		return stopOr(ctx, a.switchTo(ctx, w.txn))
+	case core.Load:
+		hs, _, err := a.load(ctx, w.txn.To)
+		if err == nil {
+			w.load(a, hs)
+		}
+		return outcomeOf(err, core.Failed)
+	case core.Verify:
+		return a.verifyTarget(ctx, w)
+	case core.Undrain:
+		a.rejoin(ctx, w)
+		return core.Event{}
+	case core.Commit:
+		return a.commitTarget(ctx, w)
+	case core.Revert:
+		return a.revertHost(ctx, w)
+	case core.Quarantine:
+		txn := w.txn
+		if err := a.store.AddQuarantine(txn.To, fmt.Sprintf("%s: %s", txn.Step, txn.Reason)); err != nil {
+			w.log.Error("quarantine the commit", "err", err)
+		}
+		return core.Event{}
+	case core.Halt:
+		w.halts++
+		switch {
+		case a.haltTry(ctx, w.txn, w.halts):
+			return core.Event{}
+		case ctx.Err() != nil:
+			w.log.Warn("stopping before the group's halt was written; the next start writes it")
+			return core.Event{Result: core.Stopped}
+		}
+		return core.Event{Result: core.Failed, Reason: "the fleet state cannot be written"}
+	}
+	panic("agent: the core asked for an unknown action " + string(do))
+}
+
+// outcomeOf is OK for no error, or else the result r with the error's words.
+func outcomeOf(err error, r core.Result) core.Event {
+	if err == nil {
+		return core.Event{}
+	}
+	return core.Event{Result: r, Reason: err.Error()}
+}
+
+// stopOr is outcomeOf(err, Failed), except that an error while the agent stops is an
+// interruption (Stopped), not a failure of the step.
+func stopOr(ctx context.Context, err error) core.Event {
+	if err != nil && ctx.Err() != nil {
+		return core.Event{Result: core.Stopped, Reason: err.Error()}
+	}
+	return outcomeOf(err, core.Failed)
+}
+
+// stageAll stages the releases of the services txn changes.
+func (a *Agent) stageAll(ctx context.Context, w *work) core.Event {
+	txn := w.txn
 	a.txnPhase(txn, "preparing")
-	for _, r := range hs.Services {
+	for _, r := range w.hs.Services {
 		if !slices.Contains(txn.Services, r.Name) {
 			continue
 		}
@@ -140,35 +248,25 @@ func (a *Agent) stageAll(ctx context.Context, log *slog.Logger, txn *rollback.Tx
 		a.notify.busy(time.Hour)
 		_, err := a.stager.Stage(ctx, r)
 		a.notify.busy(0)
-		if ctx.Err() != nil {
-			a.abort(log, txn, "the agent is stopping")
-			return false
-		}
 		switch {
+		case ctx.Err() != nil:
+			return core.Event{Result: core.Stopped}
 		case errors.Is(err, release.ErrBadArtifact):
-			// The release is wrong the same way on every host, and nothing switched:
-			// quarantined here, the group not halted (each host finds it for itself).
-			a.fail(ctx, log, txn, "stage", err.Error(), "")
-			return false
+			return core.Event{Result: core.BadRelease, Reason: err.Error()}
 		case err != nil:
-			a.hostTrouble(log, txn, "stage", err)
-			return false
+			return core.Event{Result: core.HostTrouble, Reason: err.Error()}
 		}
 	}
-	if err := a.save(txn, rollback.Staged); err != nil {
-		a.abort(log, txn, "persist the transaction: "+err.Error())
-		return false
-	}
-	return true
+	return core.Event{}
 }
 
-// takeLease waits for a slot of the group's lease, records LEASED and checks the hold.
-func (a *Agent) takeLease(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) bool {
+// takeLease waits for a slot of the group's lease.
+func (a *Agent) takeLease(ctx context.Context, w *work) core.Event {
+	txn := w.txn
 	a.txnPhase(txn, "waiting for the "+txn.Group+" lease")
 	if a.fleet != nil && !txn.Rollback { // a rollback's old revision does not set the group's slots
-		if err := a.fleet.lease.SetSlots(ctx, txn.Group, hs.Group.Rollout.MaxParallel); err != nil {
-			a.abort(log, txn, "set the group's slots: "+err.Error())
-			return false
+		if err := a.fleet.lease.SetSlots(ctx, txn.Group, w.hs.Group.Rollout.MaxParallel); err != nil {
+			return core.Event{Result: core.Failed, Reason: "set the group's slots: " + err.Error()}
 		}
 	}
 	a.notify.busy(24 * time.Hour) // other hosts' upgrades may hold the lease that long
@@ -180,28 +278,26 @@ func (a *Agent) takeLease(ctx context.Context, log *slog.Logger, txn *rollback.T
 	if errors.Is(err, lease.ErrFleetlockRefused) {
 		// The server's configuration refuses this host (an unknown group, say): ask
 		// again after a backoff, not at every poll.
-		a.hostTrouble(log, txn, "take the lease", err)
-		return false
+		return core.Event{Result: core.HostTrouble, Reason: err.Error()}
 	}
-	if err != nil {
-		a.abort(log, txn, "lease: "+err.Error())
-		return false
+	return stopOr(ctx, err)
+}
+
+// checkHold checks that the slot is certainly still held. Before a revert a hold that
+// is not certain is logged, and the revert goes on (see core.Machine.revert).
+func (a *Agent) checkHold(ctx context.Context, w *work) core.Event {
+	err := a.lease.Check(ctx)
+	if err != nil && w.txn.State == rollback.RollingBack {
+		w.log.Warn("reverting without a certain hold of the lease", "err", err)
 	}
-	if err := a.save(txn, rollback.Leased); err != nil {
-		a.abort(log, txn, "persist the transaction: "+err.Error())
-		return false
-	}
-	if err := a.lease.Check(ctx); err != nil {
-		a.abort(log, txn, "lease lost before switching: "+err.Error())
-		return false
-	}
-	return true
+	return outcomeOf(err, core.Failed)
 }
 
 // lookAgain checks, under the lease, what may have changed while the host waited for
 // it: the fleet's gate (and a canary spot), and unit files put in the way. It records
 // which unit files the transaction creates.
-func (a *Agent) lookAgain(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) bool {
+func (a *Agent) lookAgain(ctx context.Context, w *work) core.Event {
+	txn, hs, log := w.txn, w.hs, w.log
 	// An operator's rollback goes back to a revision the host ran: no gate holds it.
 	if txn.Rollback {
 		log.Info("rolling back on an operator's request")
@@ -210,27 +306,23 @@ func (a *Agent) lookAgain(ctx context.Context, log *slog.Logger, txn *rollback.T
 		if err != nil {
 			why = "read the fleet state: " + err.Error()
 		}
-		a.abort(log, txn, why)
-		return false
+		return core.Event{Result: core.Failed, Reason: why}
 	} else if v.Canary && a.fleet != nil {
 		cctx, cancel := a.fleetCall(ctx)
 		ok, err := a.fleet.store.ClaimCanary(cctx, a.fleet.fence(), txn.Group, txn.To, a.cfg.Host, hs.Group.Rollout.Canary)
 		cancel()
 		if err != nil || !ok {
-			a.abort(log, txn, fmt.Sprintf("no canary spot left for %s (%v)", commitid.ShortOrNone(txn.To), err))
-			return false
+			return core.Event{Result: core.Failed, Reason: fmt.Sprintf("no canary spot left for %s (%v)", commitid.ShortOrNone(txn.To), err)}
 		}
 		log.Info("upgrading as a canary of the group")
 	}
 	_ = a.record(ctx, txn, rollback.Leased, txn.From, "")
 	lg, err := a.store.LastGood()
 	if err != nil {
-		a.abort(log, txn, err.Error())
-		return false
+		return core.Event{Result: core.Failed, Reason: err.Error()}
 	}
 	if why := a.foreignUnits(hs, lg); why != "" {
-		a.hostTrouble(log, txn, "switch", errors.New(why))
-		return false
+		return core.Event{Result: core.HostTrouble, Reason: why}
 	}
 	txn.Created = nil
 	for _, name := range slices.Sorted(maps.Keys(txn.Target.Files)) {
@@ -238,70 +330,38 @@ func (a *Agent) lookAgain(ctx context.Context, log *slog.Logger, txn *rollback.T
 			txn.Created = append(txn.Created, name)
 		}
 	}
-	return true
+	return core.Event{}
 }
 
-// drainAndSwitch takes the host out of its load balancers, checks the hold once more
-// right before the first unit file is written, switches, then verifies and commits or
-// reverts.
-func (a *Agent) drainAndSwitch(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) {
-	ds := a.drainers(hs, txn)
-	undrain := func() {
-		if len(ds) > 0 {
-			if err := a.undrainAll(context.WithoutCancel(ctx), ds); err != nil {
-				log.Error("undrain after giving up the switch", "err", err)
-			}
-		}
+// drainHost takes the host out of its load balancers.
+func (a *Agent) drainHost(ctx context.Context, w *work) core.Event {
+	a.txnPhase(w.txn, "draining")
+	err := a.drainAll(ctx, w.drains)
+	if err != nil && ctx.Err() != nil {
+		return core.Event{Result: core.Stopped}
 	}
-	if len(ds) > 0 {
-		a.txnPhase(txn, "draining")
-		if err := a.save(txn, rollback.Draining); err != nil {
-			a.abort(log, txn, "persist the transaction: "+err.Error())
-			return
-		}
-		if err := a.lease.Check(ctx); err != nil {
-			a.abort(log, txn, "lease lost before draining: "+err.Error())
-			return
-		}
-		if err := a.drainAll(ctx, ds); err != nil {
-			if ctx.Err() != nil {
-				a.abort(log, txn, "the agent is stopping")
-				return
-			}
-			a.hostTrouble(log, txn, "drain", err)
-			return
-		}
+	return outcomeOf(err, core.HostTrouble)
+}
+
+// rejoin puts the host back into its load balancers; a failure leaves it out, and says so.
+func (a *Agent) rejoin(ctx context.Context, w *work) {
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	if w.hs != nil {
+		err = a.undrainAll(ctx, w.drains)
+	} else {
+		err = a.undrainTxn(ctx, w.txn)
 	}
-	// A drain can outlast the lease (HAProxy waits for sessions, hooks run for a
-	// minute): the hold is checked again right before the first unit file is written.
-	if err := a.mayswitch(ctx, txn); err != nil {
-		undrain()
-		a.abort(log, txn, err.Error())
-		return
+	if err != nil {
+		w.log.Error("undrain; the host stays out of its load balancer", "state", w.txn.State, "err", err)
 	}
-	a.txnPhase(txn, "switching")
-	if err := a.save(txn, rollback.Switching); err != nil {
-		undrain()
-		a.abort(log, txn, "persist the transaction: "+err.Error())
-		return
-	}
-	if err := a.switchTo(ctx, txn); err != nil {
-		if ctx.Err() != nil {
-			// Stopped mid-switch: an interruption, not a release systemd refused.
-			a.giveUp(context.WithoutCancel(ctx), log, txn, "the agent was stopped while switching units")
-			return
-		}
-		a.rollback(ctx, log, txn, "switch", err.Error(), "")
-		return
-	}
-	a.verifyAndCommit(ctx, log, txn, hs)
 }
 
 // mayswitch says whether the host may switch now, right before the first unit file is
 // written: the lease is still certainly held, and the fleet state records that this
 // host switches to txn.To, written through the slot's fence so that etcd itself refuses
 // it once the slot is another host's. A host whose switch is recorded and that then
-// goes silent holds the group (see stranded) until it reports.
+// goes silent holds the group (see core.Stranded) until it reports.
 func (a *Agent) mayswitch(ctx context.Context, txn *rollback.Txn) error {
 	if ctx.Err() != nil {
 		return errors.New("the agent is stopping")
@@ -315,49 +375,31 @@ func (a *Agent) mayswitch(ctx context.Context, txn *rollback.Txn) error {
 	return nil
 }
 
-// hostTrouble ends a transaction that this host, not the release, could not carry out
-// (staging on a full disk or without network, a drain the load balancer refused, a
-// unit file someone else put in the way): nothing was switched, the commit is not
-// quarantined and the group not halted. The host tries it again after a backoff.
-func (a *Agent) hostTrouble(log *slog.Logger, txn *rollback.Txn, step string, err error) {
-	why := fmt.Sprintf("could not %s: %v", step, err)
-	retry := a.trouble.add(txn.To, time.Now(), why)
-	reason := fmt.Sprintf("this host %s; trying again in %v", why, retry.Round(time.Second))
-	a.abort(log, txn, reason)
-	a.phase("%s", a.trouble.waiting(txn.To, time.Now()))
-}
-
-// verifyAndCommit runs the checks of the changed services and commits or reverts.
-func (a *Agent) verifyAndCommit(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) {
-	if err := a.save(txn, rollback.Verifying); err != nil {
-		a.rollback(ctx, log, txn, "switch", "persist the transaction: "+err.Error(), "")
-		return
+// verifyTarget runs the checks of the changed services. A check that fails is counted
+// in the metrics, and named in the record.
+func (a *Agent) verifyTarget(ctx context.Context, w *work) core.Event {
+	txn := w.txn
+	rep := a.verify(ctx, txn, w.hs)
+	switch {
+	case rep.OK:
+		return core.Event{}
+	case ctx.Err() != nil:
+		w.log.Warn("stopping while verifying; the next start verifies again")
+		return core.Event{Result: core.Stopped}
 	}
-	rep := a.verify(ctx, txn, hs)
-	if !rep.OK && ctx.Err() != nil {
-		log.Warn("stopping while verifying; the next start verifies again")
-		return
-	}
-	if !rep.OK {
-		out := ""
-		if rep.Failed != nil {
-			out = rep.Failed.Output
-			txn.Check = rep.Failed.Check
-			for _, r := range hs.Services {
-				for _, c := range r.Checks {
-					if c.Name == rep.Failed.Check && slices.Contains(txn.Services, r.Name) {
-						a.obs.metrics.CheckFailure(r.Name, c.Name)
-					}
+	out := ""
+	if rep.Failed != nil {
+		out = rep.Failed.Output
+		txn.Check = rep.Failed.Check
+		for _, r := range w.hs.Services {
+			for _, c := range r.Checks {
+				if c.Name == rep.Failed.Check && slices.Contains(txn.Services, r.Name) {
+					a.obs.metrics.CheckFailure(r.Name, c.Name)
 				}
 			}
 		}
-		a.rollback(ctx, log, txn, "verify", rep.Reason, out)
-		return
 	}
-	if err := a.undrainAll(ctx, a.drainers(hs, txn)); err != nil {
-		log.Error("undrain after a healthy upgrade; the host stays out of its load balancer", "err", err)
-	}
-	a.commit(ctx, log, txn, hs.Group.Rollout.Bake.D())
+	return core.Event{Result: core.Failed, Reason: rep.Reason, Output: out}
 }
 
 // verify checks the new revision: the changed services' checks and the implicit
@@ -417,203 +459,67 @@ func owns(lg *rollback.LastGood, txn *rollback.Txn) func(string) bool {
 	}
 }
 
-// commit makes the target the last good revision, then lets the lease go.
-func (a *Agent) commit(ctx context.Context, log *slog.Logger, txn *rollback.Txn, bake time.Duration) {
-	if err := a.save(txn, rollback.Committed); err != nil {
-		log.Error("persist the transaction", "err", err)
-		return
-	}
-	target := txn.Target
+// commitTarget makes the target the last good revision, then bakes: the slot is held
+// for the group's bake before the next host may start.
+func (a *Agent) commitTarget(ctx context.Context, w *work) core.Event {
+	target := w.txn.Target
 	target.Time = time.Now().UTC()
 	if err := a.store.SetLastGood(&target); err != nil {
-		log.Error("record the last good revision", "err", err)
-		return
+		w.log.Error("record the last good revision", "err", err)
+		return core.Event{Result: core.Unpersisted, Reason: err.Error()}
 	}
-	if bake > 0 {
-		a.phase("upgraded to %s: baking %v before releasing the lease", commitid.ShortOrNone(txn.To), bake)
+	if w.hs == nil {
+		return core.Event{} // finishing after a crash: the bake is not served again
+	}
+	if bake := w.hs.Group.Rollout.Bake.D(); bake > 0 {
+		a.phase("upgraded to %s: baking %v before releasing the lease", commitid.ShortOrNone(w.txn.To), bake)
 		a.notify.busy(bake + time.Minute)
 		select {
 		case <-ctx.Done():
 		case <-a.clock.After(bake):
 		}
 	}
-	took := time.Since(txn.Started)
-	log.Info("upgrade committed", "took", took.Round(time.Millisecond), "steps", strings.Join(txn.Durations(time.Now()), " "))
-	for _, svc := range txn.Services {
-		a.obs.metrics.Upgrade(svc, metrics.Succeeded, took)
-	}
-	outcome, done := api.OutcomeUpgraded, "upgraded"
-	if txn.Rollback {
-		outcome, done = api.OutcomeRolledBack, "rolled back"
-	}
-	a.result(api.Result{Outcome: outcome, From: txn.From, To: txn.To, Request: txn.Request})
-	_ = a.record(context.WithoutCancel(ctx), txn, rollback.Committed, txn.To, done)
-	if !txn.Rollback {
-		a.pruneFleetState(ctx)
-	}
-	a.emit(events.UpgradeSucceeded, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s %s -> %s in %v", done, commitid.ShortOrNone(txn.From), commitid.ShortOrNone(txn.To), took.Round(time.Millisecond)), txnFields(txn, nil))
-	a.finish(ctx, log, txn)
-	a.setStatus(func(s *Status) {
-		s.Applied = txn.To
-		s.LastResult = fmt.Sprintf("%s %s -> %s", done, commitid.ShortOrNone(txn.From), commitid.ShortOrNone(txn.To))
-	})
-	a.phase("idle at %s", commitid.ShortOrNone(txn.To))
+	return core.Event{}
 }
 
-// finish releases the lease, prunes old releases and closes the transaction.
-func (a *Agent) finish(ctx context.Context, log *slog.Logger, txn *rollback.Txn) {
-	a.releaseLease(ctx, log)
-	a.obs.metrics.LeaseHeld(false)
-	lg, err := a.store.LastGood()
-	if err == nil {
-		for name, rec := range lg.Services {
-			keep := []string{rec.Release}
-			if t, ok := txn.Target.Services[name]; ok {
-				keep = append(keep, t.Release)
-			}
-			if _, err := release.Prune(a.cfg.Paths.State, name, keep, 2); err != nil {
-				log.Warn("prune old releases", "service", name, "err", err)
-			}
-		}
-		// Services the host no longer runs, or never committed, keep nothing.
-		if removed, err := release.PruneServices(a.cfg.Paths.State, slices.Collect(maps.Keys(lg.Services))); err != nil {
-			log.Warn("prune the releases of services this host does not run", "err", err)
-		} else if len(removed) > 0 {
-			log.Info("pruned the releases of services this host does not run", "removed", len(removed))
-		}
+// acquireSoon takes the group's lease in recovery, waiting at most recoverLeaseWait.
+func (a *Agent) acquireSoon(ctx context.Context, w *work) core.Event {
+	err := a.acquireBounded(ctx, w.txn.Group)
+	if err != nil && w.txn.State != rollback.Verifying {
+		w.log.Warn("reverting without the lease: the host is already out of service, and waiting would keep it so", "err", err)
 	}
-	if err := a.store.End(); err != nil {
-		log.Error("close the transaction", "err", err)
-	}
-	a.tlog.done()
-	a.obs.metrics.TxnState("")
-	if q, err := a.store.Quarantine(); err == nil {
-		a.obs.metrics.Quarantined(len(q))
-	}
+	return outcomeOf(err, core.Failed)
 }
 
-// releaseTimeout bounds the release of the lease at the end of a transaction.
-const releaseTimeout = 10 * time.Second
-
-// releaseLease gives the slot back at the end of a transaction, also when the agent is
-// stopping (SIGTERM during the bake): a FleetLock slot never expires by itself. A
-// release that fails is the backend's to finish (an etcd slot expires within its TTL).
-func (a *Agent) releaseLease(ctx context.Context, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
-	defer cancel()
-	if err := a.lease.Release(ctx); err != nil {
-		log.Warn("release the lease", "err", err)
-	}
-}
-
-// abort ends a transaction that has not touched the host, or that an interruption
-// made revert (giveUp). The commit is not quarantined: the next poll tries it again.
-func (a *Agent) abort(log *slog.Logger, txn *rollback.Txn, reason string) {
-	if txn.Rollback {
-		reason = fmt.Sprintf("the rollback was interrupted (%s); %s stays quarantined: run baton rollback again, or baton retry %s", reason, commitid.ShortOrNone(txn.From), commitid.ShortOrNone(txn.From))
-	}
-	txn.Reason = reason
-	_ = a.store.Save(txn, rollback.Aborted)
-	a.tlog.track(txn)
-	if switched(txn) {
-		log.Warn("upgrade aborted after reverting the host", "reason", reason)
-	} else {
-		log.Warn("upgrade aborted before touching the host", "reason", reason)
-	}
-	a.releaseLease(context.Background(), log)
-	if err := a.store.End(); err != nil {
-		log.Error("close the transaction", "err", err)
-	}
-	a.tlog.done()
-	a.result(api.Result{Outcome: api.OutcomeAborted, From: txn.From, To: txn.To, Message: reason, Request: txn.Request})
-	a.setStatus(func(s *Status) {
-		s.LastResult = fmt.Sprintf("aborted %s to %s: %s", doing(txn), commitid.ShortOrNone(txn.To), reason)
-	})
-	a.phase("idle at %s", commitid.ShortOrNone(txn.From))
-}
-
-// fail ends a transaction whose release failed: the commit is quarantined on this host
-// and, when the release ran here (see switched), its group halts on it. Any revert is
-// done.
-func (a *Agent) fail(ctx context.Context, log *slog.Logger, txn *rollback.Txn, step, reason, output string) {
-	txn.Step, txn.Reason, txn.Output = step, reason, output
-	if err := a.store.AddQuarantine(txn.To, fmt.Sprintf("%s: %s", step, reason)); err != nil {
-		log.Error("quarantine the commit", "err", err)
-	}
-	_ = a.save(txn, rollback.Failed)
-	halts := switched(txn)
-	if halts && !a.halt(ctx, txn, fmt.Sprintf("%s: %s", step, reason)) {
-		// Stopping before the halt is written: the transaction stays FAILED, with the
-		// slot (an etcd slot expires, and the host's SWITCHING record keeps the group
-		// waiting: see stranded), and the next start halts the group again.
-		log.Warn("stopping before the group's halt was written; the next start writes it")
-		return
-	}
-	_ = a.record(context.WithoutCancel(ctx), txn, rollback.Failed, txn.From, "failed: "+reason)
-	log.Error("upgrade failed; commit quarantined", "step", step, "reason", reason, "steps", strings.Join(txn.Durations(time.Now()), " "))
-	a.finish(context.WithoutCancel(ctx), log, txn)
-	a.setStatus(func(s *Status) {
-		s.LastResult = fmt.Sprintf("failed %s -> %s in %s: %s", commitid.ShortOrNone(txn.From), commitid.ShortOrNone(txn.To), step, reason)
-	})
-	a.phase("idle at %s", commitid.ShortOrNone(txn.From))
-	for _, svc := range txn.Services {
-		a.obs.metrics.Upgrade(svc, metrics.Failed, time.Since(txn.Started))
-	}
-	outcome := api.OutcomeReverted // the last good revision runs: it never stopped, or it is back
-	if txn.RevertFailed {
-		outcome = api.OutcomeFailed
-	}
-	a.result(api.Result{Outcome: outcome, From: txn.From, To: txn.To, Step: step, Message: reason, Output: output, Check: txn.Check, Request: txn.Request})
-	a.emit(events.UpgradeFailed, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s: %s", step, reason), txnFields(txn, map[string]string{"step": step}))
-	if halts {
-		a.emit(events.RolloutHalted, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s quarantined: %s: %s", commitid.ShortOrNone(txn.To), step, reason), txnFields(txn, map[string]string{"step": step}))
-	}
-}
-
-// switched reports whether txn reached SWITCHING. Only a release that ran on the host
-// can have failed its checks there, and only such a failure halts the group: one found
-// before (an artifact that does not match its sha256) is found by every host for
-// itself, with nothing switched.
-func switched(txn *rollback.Txn) bool {
-	return slices.ContainsFunc(txn.History, func(s rollback.Step) bool { return s.State == rollback.Switching })
-}
-
-// rollback reverts a transaction that touched the host, then fails it.
-func (a *Agent) rollback(ctx context.Context, log *slog.Logger, txn *rollback.Txn, step, reason, output string) {
-	stopping := ctx
+// revertHost puts the last good revision back (see revert), and reports the revert.
+func (a *Agent) revertHost(ctx context.Context, w *work) core.Event {
+	txn, log := w.txn, w.log
 	ctx = context.WithoutCancel(ctx) // a revert, once started, finishes
-	txn.Step, txn.Reason, txn.Output = step, reason, output
-	log.Error("upgrade failed; reverting", "step", step, "reason", reason, "output", output)
-	a.phase("reverting %s -> %s: %s", commitid.ShortOrNone(txn.To), commitid.ShortOrNone(txn.From), reason)
-	if err := a.save(txn, rollback.RollingBack); err != nil {
-		log.Error("persist the transaction", "err", err)
-		return
+	if txn.Step == core.StepInterrupted || txn.Step == "" {
+		log.Warn("interrupted: reverting to the last good revision; the commit is not quarantined", "reason", txn.Reason)
+	} else {
+		log.Error("upgrade failed; reverting", "step", txn.Step, "reason", txn.Reason, "output", txn.Output)
 	}
-	if err := a.lease.Check(ctx); err != nil {
-		// The revert goes on: the host is out of its load balancer and only goes back
-		// to what it ran; waiting for a slot would leave the failed release running.
-		log.Warn("reverting without a certain hold of the lease", "err", err)
-	}
+	a.phase("reverting %s -> %s: %s", commitid.ShortOrNone(txn.To), commitid.ShortOrNone(txn.From), txn.Reason)
+	a.notify.busy(stepBound)
+	defer a.notify.busy(0)
 	start := time.Now()
-	revertResult := metrics.Succeeded
-	if err := a.revert(ctx, txn); err != nil {
-		reason = fmt.Sprintf("%s; the revert failed too: %v", reason, err)
-		txn.RevertFailed = true
-		revertResult = metrics.Failed
+	result := metrics.Succeeded
+	err := a.revert(ctx, txn)
+	if err != nil {
+		result = metrics.Failed
 		log.Error("revert failed: the host needs an operator; it stays out of its load balancer", "err", err)
-	} else if err := a.undrainTxn(ctx, txn); err != nil {
-		log.Error("undrain after the revert", "err", err)
 	}
 	for _, svc := range txn.Services {
-		a.obs.metrics.Revert(svc, revertResult, time.Since(start))
+		a.obs.metrics.Revert(svc, result, time.Since(start))
 	}
-	a.emit(events.RevertDone, txn.From, strings.Join(txn.Services, ","), fmt.Sprintf("reverted %s -> %s", commitid.ShortOrNone(txn.To), commitid.ShortOrNone(txn.From)), txnFields(txn, map[string]string{"result": revertResult}))
-	a.fail(stopping, log, txn, step, reason, output)
+	a.emit(events.RevertDone, txn.From, strings.Join(txn.Services, ","), fmt.Sprintf("reverted %s -> %s", commitid.ShortOrNone(txn.To), commitid.ShortOrNone(txn.From)), txnFields(txn, map[string]string{"result": result}))
+	return outcomeOf(err, core.Failed)
 }
 
 // revertDeadline is how long the last good revision has to be healthy again after
 // a revert.
-const revertDeadline = time.Minute
+const revertDeadline = core.RevertDeadline
 
 // revert puts the last good revision's unit files back, removes the units the
 // transaction added, and restarts the last good versions of the changed services.

@@ -1,4 +1,4 @@
-// Package drain takes a host out of its load balancer around a restart and puts it back.
+// Package drain takes a host out of its load balancer around a restart and puts it back, and switches a bluegreen service from one color to the other.
 package drain
 
 import (
@@ -44,15 +44,9 @@ func NewWithState(d *spec.Drain, stateDir string, logger *slog.Logger) Drainer {
 	case d == nil:
 		return Nop{}
 	case d.HAProxy != nil:
-		h := d.HAProxy
-		return &HAProxy{
-			Addr:     h.Socket,
-			Backend:  h.Backend,
-			Server:   h.Server,
-			Timeout:  h.Timeout.D(),
-			StateDir: stateDir,
-			Logger:   logger.With("drain", "haproxy", "server", h.Backend+"/"+h.Server),
-		}
+		h := NewHAProxy(d, logger)
+		h.StateDir = stateDir
+		return h
 	case d.Exec != nil:
 		return &Exec{
 			DrainCmd:   d.Exec.Drain,
@@ -62,6 +56,27 @@ func NewWithState(d *spec.Drain, stateDir string, logger *slog.Logger) Drainer {
 		}
 	}
 	return Nop{}
+}
+
+// NewHAProxy returns the HAProxy drainer of a rendered drain.haproxy, such as the
+// server of one color of a bluegreen service (spec.RenderedColor.Drain), or nil
+// when d has none. It records nothing (StateDir is ""): a bluegreen switch
+// persists which color is active itself. A nil logger discards.
+func NewHAProxy(d *spec.Drain, logger *slog.Logger) *HAProxy {
+	if d == nil || d.HAProxy == nil {
+		return nil
+	}
+	if logger == nil {
+		logger = discard
+	}
+	h := d.HAProxy
+	return &HAProxy{
+		Addr:    h.Socket,
+		Backend: h.Backend,
+		Server:  h.Server,
+		Timeout: h.Timeout.D(),
+		Logger:  logger.With("drain", "haproxy", "server", h.Backend+"/"+h.Server),
+	}
 }
 
 // Nop is the Drainer of a service behind no load balancer: it does nothing.

@@ -125,6 +125,16 @@ func TestNew(t *testing.T) {
 		t.Errorf("New(haproxy) = %+v", h)
 	}
 
+	if h := NewWithState(&spec.Drain{HAProxy: &spec.HAProxyDrain{Socket: "/s", Backend: "web", Server: "a"}}, "/state", nil).(*HAProxy); h.StateDir != "/state" {
+		t.Errorf("NewWithState(haproxy) = %+v, want its StateDir", h)
+	}
+	if h := NewHAProxy(&spec.Drain{HAProxy: &spec.HAProxyDrain{Socket: "/s", Backend: "web", Server: "web-01-blue"}}, nil); h == nil || h.Server != "web-01-blue" || h.StateDir != "" || h.Logger == nil {
+		t.Errorf("NewHAProxy = %+v, want the server, recording nothing", h)
+	}
+	if h := NewHAProxy(&spec.Drain{Exec: &spec.ExecDrain{}}, nil); h != nil {
+		t.Errorf("NewHAProxy(exec) = %+v, want nil", h)
+	}
+
 	d = New(&spec.Drain{Exec: &spec.ExecDrain{Drain: []string{"/bin/true", "a"}, Undrain: []string{"/bin/false"}}}, nil)
 	e, ok := d.(*Exec)
 	if !ok {

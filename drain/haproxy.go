@@ -67,6 +67,7 @@ type HAProxy struct {
 	Timeout         time.Duration // longest wait for sessions to end; 0: DefaultTimeout
 	Poll            time.Duration // how often to read the session count; 0: DefaultPoll
 	StateDir        string        // where Drain records the state it found; "": nowhere (Undrain sets ready)
+	UpTimeout       time.Duration // longest wait in Switch for the server to pass a check; 0: DefaultUpTimeout
 	Logger          *slog.Logger  // nil: discard
 }
 

@@ -28,7 +28,7 @@ type backend struct {
 	done     chan struct{} // closed when srv's Serve returned
 }
 
-func startBackend(t *testing.T, name string) *backend {
+func startBackend(t testing.TB, name string) *backend {
 	t.Helper()
 	b := &backend{name: name}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -195,7 +195,7 @@ func (ld *load) wait(stop bool) loadResult {
 }
 
 // waitFor polls cond every 10 ms until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

@@ -84,6 +84,10 @@ type ServerState struct {
 type statRow struct {
 	Backend, Server, Status string
 	Sessions, Queued        int
+	Total                   int64  // stot: sessions ever sent to the server (one per HTTP request)
+	Requests                int64  // req_tot: HTTP requests it answered; 0 where HAProxy does not count them
+	LastSess                int    // lastsess: seconds since its last session; -1 for none or not reported
+	Check                   string // check_status: the last health check's result, "INI" before the first; "" unchecked
 }
 
 // serverStateRow is the part of one `show servers state` line that drain uses.
@@ -149,9 +153,38 @@ func parseStat(answer string) ([]statRow, error) {
 		if row.Queued, err = count(field("qcur")); err != nil {
 			return nil, fmt.Errorf("show stat: line %d: qcur: %v", line, err)
 		}
+		if err := row.parseCounters(col, rec); err != nil {
+			return nil, fmt.Errorf("show stat: line %d: %v", line, err)
+		}
 		rows = append(rows, row)
 	}
 	return rows, nil
+}
+
+// parseCounters reads the columns that older or other HAProxies may lack: stot,
+// req_tot and lastsess. A missing column or an empty field reads as none.
+func (row *statRow) parseCounters(col map[string]int, rec []string) error {
+	field := func(n string) string {
+		if i, ok := col[n]; ok && i < len(rec) {
+			return rec[i]
+		}
+		return ""
+	}
+	var err error
+	if row.Total, err = count64(field("stot")); err != nil {
+		return fmt.Errorf("stot: %v", err)
+	}
+	if row.Requests, err = count64(field("req_tot")); err != nil {
+		return fmt.Errorf("req_tot: %v", err)
+	}
+	row.Check = field("check_status")
+	row.LastSess = -1
+	if s := field("lastsess"); s != "" && s != "-1" {
+		if row.LastSess, err = count(s); err != nil {
+			return fmt.Errorf("lastsess: %v", err)
+		}
+	}
+	return nil
 }
 
 // parseServersState parses HAProxy's answer to `show servers state [<backend>]`:
@@ -234,6 +267,19 @@ func count(s string) (int, error) {
 		return 0, nil
 	}
 	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a count", clip(s))
+	}
+	return n, nil
+}
+
+// count64 parses a non-negative 64-bit counter, such as a total since HAProxy
+// started; empty is 0.
+func count64(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n < 0 {
 		return 0, fmt.Errorf("%q is not a count", clip(s))
 	}

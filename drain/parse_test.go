@@ -31,8 +31,8 @@ func TestParseStat(t *testing.T) {
 			name:   "haproxy 2.6, one backend",
 			answer: readTestdata(t, "show_stat.txt"),
 			want: []statRow{
-				{Backend: "web", Server: "a", Status: "DOWN"},
-				{Backend: "web", Server: "b", Status: "DRAIN"},
+				{Backend: "web", Server: "a", Status: "DOWN", LastSess: -1, Check: "L4CON"},
+				{Backend: "web", Server: "b", Status: "DRAIN", LastSess: -1},
 			},
 		},
 		{
@@ -40,8 +40,8 @@ func TestParseStat(t *testing.T) {
 			answer: readTestdata(t, "show_stat_all.txt"),
 			want: []statRow{
 				{Backend: "fe", Server: "FRONTEND", Status: "OPEN"},
-				{Backend: "web", Server: "a", Status: "DOWN"},
-				{Backend: "web", Server: "b", Status: "DRAIN"},
+				{Backend: "web", Server: "a", Status: "DOWN", LastSess: -1, Check: "L4CON"},
+				{Backend: "web", Server: "b", Status: "DRAIN", LastSess: -1},
 				{Backend: "web", Server: "BACKEND", Status: "DOWN"},
 			},
 		},
@@ -49,29 +49,38 @@ func TestParseStat(t *testing.T) {
 			name:   "sessions and queue",
 			answer: statHeader + "web,a,2,5,7,9,UP,\nweb,b,0,0,1,1,UP 1/2,\n\n",
 			want: []statRow{
-				{Backend: "web", Server: "a", Status: "UP", Sessions: 7, Queued: 2},
-				{Backend: "web", Server: "b", Status: "UP 1/2", Sessions: 1},
+				{Backend: "web", Server: "a", Status: "UP", Sessions: 7, Queued: 2, LastSess: -1},
+				{Backend: "web", Server: "b", Status: "UP 1/2", Sessions: 1, LastSess: -1},
 			},
 		},
 		{
 			name:   "columns in another order, more of them, no trailing comma",
 			answer: "# status,scur,svname,x,pxname,qcur\nMAINT,3,s1,zz,be,0\n",
-			want:   []statRow{{Backend: "be", Server: "s1", Status: "MAINT", Sessions: 3}},
+			want:   []statRow{{Backend: "be", Server: "s1", Status: "MAINT", Sessions: 3, LastSess: -1}},
 		},
 		{
 			name:   "quoted field holding a comma",
 			answer: "# pxname,svname,check_desc,qcur,scur,status\nweb,a,\"Layer7 wrong status, 503\",0,4,DOWN\n",
-			want:   []statRow{{Backend: "web", Server: "a", Status: "DOWN", Sessions: 4}},
+			want:   []statRow{{Backend: "web", Server: "a", Status: "DOWN", Sessions: 4, LastSess: -1}},
 		},
 		{
 			name:   "empty counters are 0",
 			answer: statHeader + "web,a,,,,,no check,\n",
-			want:   []statRow{{Backend: "web", Server: "a", Status: "no check"}},
+			want:   []statRow{{Backend: "web", Server: "a", Status: "no check", LastSess: -1}},
 		},
 		{
 			name:   "CRLF line ends",
 			answer: "# pxname,svname,qcur,scur,status\r\nweb,a,0,1,UP\r\n\r\n",
-			want:   []statRow{{Backend: "web", Server: "a", Status: "UP", Sessions: 1}},
+			want:   []statRow{{Backend: "web", Server: "a", Status: "UP", Sessions: 1, LastSess: -1}},
+		},
+		{
+			name:   "totals and the last session",
+			answer: "# pxname,svname,qcur,scur,stot,status,req_tot,lastsess,check_status\nweb,blue,0,2,9000000000,UP,17,3,L7OK\nweb,green,0,0,0,DRAIN,,-1,INI\nweb,BACKEND,0,2,9000000000,UP,17,3,\n",
+			want: []statRow{
+				{Backend: "web", Server: "blue", Status: "UP", Sessions: 2, Total: 9000000000, Requests: 17, LastSess: 3, Check: "L7OK"},
+				{Backend: "web", Server: "green", Status: "DRAIN", LastSess: -1, Check: "INI"},
+				{Backend: "web", Server: "BACKEND", Status: "UP"},
+			},
 		},
 		{name: "header only", answer: statHeader + "\n", want: nil},
 		{name: "no such proxy", answer: "No such proxy.\n\n", wantErr: `HAProxy answered "No such proxy."`},
@@ -84,6 +93,11 @@ func TestParseStat(t *testing.T) {
 		{name: "negative sessions", answer: statHeader + "web,a,0,0,-1,0,UP,\n", wantErr: `scur: "-1" is not a count`},
 		{name: "sessions not a number", answer: statHeader + "web,a,0,0,lots,0,UP,\n", wantErr: `scur: "lots" is not a count`},
 		{name: "queue not a number", answer: statHeader + "web,a,x,0,0,0,UP,\n", wantErr: `qcur: "x" is not a count`},
+		{name: "negative total", answer: "# pxname,svname,qcur,scur,stot,status\nweb,a,0,0,-5,UP\n", wantErr: `line 2: stot: "-5" is not a count`},
+		{name: "requests not a number", answer: "# pxname,svname,qcur,scur,req_tot,status\nweb,a,0,0,1e3,UP\n", wantErr: `req_tot: "1e3" is not a count`},
+		{name: "last session not a number", answer: "# pxname,svname,qcur,scur,lastsess,status\nweb,a,0,0,soon,UP\n", wantErr: `lastsess: "soon" is not a count`},
+		{name: "last session below -1", answer: "# pxname,svname,qcur,scur,lastsess,status\nweb,a,0,0,-2,UP\n", wantErr: `lastsess: "-2" is not a count`},
+		{name: "total past 64 bits", answer: "# pxname,svname,qcur,scur,stot,status\nweb,a,0,0,99999999999999999999,UP\n", wantErr: `stot: "99999999999999999999" is not a count`},
 		{name: "huge count", answer: statHeader + "web,a,0,0,99999999999999999999999,0,UP,\n", wantErr: "is not a count"},
 	}
 	for _, tt := range tests {
@@ -233,13 +247,14 @@ func FuzzParseStat(f *testing.F) {
 	f.Add("# pxname,svname,check_desc,qcur,scur,status\nweb,a,\"x, \"\"y\"\"\",0,4,DOWN\n")
 	f.Add("No such proxy.\n\n")
 	f.Add("# \n,,,\n")
+	f.Add("# pxname,svname,qcur,scur,stot,status,req_tot,lastsess\nweb,blue,0,2,9000000000,UP,17,3\nweb,green,0,0,0,DRAIN,,-1\n")
 	f.Fuzz(func(t *testing.T, answer string) {
 		rows, err := parseStat(answer)
 		if err != nil {
 			return
 		}
 		for _, r := range rows {
-			if r.Sessions < 0 || r.Queued < 0 {
+			if r.Sessions < 0 || r.Queued < 0 || r.Total < 0 || r.Requests < 0 || r.LastSess < -1 {
 				t.Fatalf("negative count in %+v", r)
 			}
 			if _, err := findStat(rows, r.Backend, r.Server); err != nil {

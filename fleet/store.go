@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/baton-fleet/baton/internal/commitid"
@@ -29,6 +30,19 @@ type Fence struct {
 // SlotKey is the key of host's slot in group's lease.
 func SlotKey(prefix, group, host string) string {
 	return fmt.Sprintf("%s/groups/%s/slots/%s", prefix, group, host)
+}
+
+// HostKey is the key of host's record.
+func HostKey(prefix, host string) string { return prefix + "/hosts/" + host }
+
+// FailedKey is the key of group's halt on commit.
+func FailedKey(prefix, group, commit string) string {
+	return prefix + "/groups/" + group + "/failed/" + commit
+}
+
+// BadKey is the key of group's halt on the release r.
+func BadKey(prefix, group string, r Release) string {
+	return prefix + "/groups/" + group + "/bad/" + r.key()
 }
 
 // The bounds of one read of the fleet state (Store.Snapshot). A fleet of 10,000
@@ -92,7 +106,7 @@ func (s *Store) PutHost(ctx context.Context, f *Fence, h Host) error {
 	if h.Time.IsZero() {
 		h.Time = s.now().UTC()
 	}
-	if err := s.put(ctx, f, s.key("hosts", h.Host), h); err != nil {
+	if err := s.put(ctx, f, HostKey(s.prefix, h.Host), h); err != nil {
 		return fmt.Errorf("record host %s: %w", h.Host, err)
 	}
 	return nil
@@ -111,12 +125,12 @@ func (s *Store) Fail(ctx context.Context, f *Fence, group, commit, host, reason 
 		ops = append(ops, clientv3.OpPut(key, string(data)))
 		return nil
 	}
-	err := put(s.key("groups", group, "failed", commit), fl)
+	err := put(FailedKey(s.prefix, group, commit), fl)
 	for _, r := range releases {
 		if err == nil {
 			rf := fl
 			rf.Release = r.Service + " " + r.Version
-			err = put(s.key("groups", group, "bad", r.key()), rf)
+			err = put(BadKey(s.prefix, group, r), rf)
 		}
 	}
 	if err == nil {
@@ -257,14 +271,23 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 		return nil, fmt.Errorf("read fleet state: the %d keys under %s/ hold %d bytes, over the limit of %d; list them with etcdctl get --prefix --keys-only %s/ and delete what baton does not write (baton fleet forget a host gone for good)",
 			len(resp.Kvs), s.prefix, size, s.maxBytes, s.prefix)
 	}
-	snap := &Snapshot{Revision: resp.Header.Revision, Groups: map[string]*Group{}, Hosts: map[string]Host{}, revs: map[string]keyRev{}}
+	snap := ReadSnapshot(s.prefix, resp.Header.Revision, resp.Kvs)
+	snap.running = s.seen.see(snap.Hosts, s.now()) // the monotonic clock kept: no UTC()
+	return snap, nil
+}
+
+// ReadSnapshot reads the keys of the fleet state under prefix, as read at revision
+// rev, into a Snapshot. It does no I/O: Store.Snapshot reads the keys from etcd, the
+// fleet simulation from its own.
+func ReadSnapshot(prefix string, rev int64, kvs []*mvccpb.KeyValue) *Snapshot {
+	snap := &Snapshot{Revision: rev, Groups: map[string]*Group{}, Hosts: map[string]Host{}, revs: map[string]keyRev{}}
 	type slot struct {
 		host string
 		rev  int64
 	}
 	slots := map[string][]slot{}
-	for _, kv := range resp.Kvs {
-		rel := strings.TrimPrefix(string(kv.Key), s.prefix+"/")
+	for _, kv := range kvs {
+		rel := strings.TrimPrefix(string(kv.Key), prefix+"/")
 		parts := strings.Split(rel, "/")
 		snap.revs[rel] = keyRev{create: kv.CreateRevision, mod: kv.ModRevision}
 		if err := snap.add(parts, kv.Value); err != nil {
@@ -281,8 +304,7 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 			g.Holders = append(g.Holders, sl.host)
 		}
 	}
-	snap.running = s.seen.see(snap.Hosts, s.now()) // the monotonic clock kept: no UTC()
-	return snap, nil
+	return snap
 }
 
 func (snap *Snapshot) groupFor(name string) *Group {

@@ -8,11 +8,13 @@ import (
 	"maps"
 	"path"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"text/template"
+	"text/template/parse"
 
 	"github.com/baton-fleet/baton/internal/yamldoc"
 )
@@ -25,6 +27,8 @@ type Vars struct {
 	Service  string // the service's name
 	Revision string // the fleet repository commit
 	Release  string // absolute path of this version's release directory
+	Color    string // bluegreen: the color rendered (units, drain, checks); "" otherwise
+	Port     int    // bluegreen: that color's port; 0 otherwise
 }
 
 // Rendered is a service as one host runs it: templates filled in, unit files parsed.
@@ -33,7 +37,42 @@ type Rendered struct {
 	Vars        Vars      // what the templates saw
 	ReleaseID   string    // <version>-<digest>: the release directory's name
 	Fingerprint string    // the release as every host renders it, see Service.Fingerprint
-	Units       UnitFiles // the rendered unit files
+	Units       UnitFiles // the rendered unit files; nil for bluegreen (see Colors)
+
+	// Colors are the two colors of a bluegreen service, in the order service.yaml
+	// lists them; nil for a service deployed by restart.
+	Colors []RenderedColor
+}
+
+// RenderedColor is one color of a bluegreen service as one host runs it.
+type RenderedColor struct {
+	Name   string    // as deploy.colors names it
+	Port   int       // where this color's copy listens
+	Vars   Vars      // what its templates saw
+	Units  UnitFiles // its unit files, by ColorUnit name: shop@blue.service
+	Drain  *Drain    // its server in the load balancer
+	Checks []Check   // run against this color directly, on its port
+}
+
+// Color returns the rendered color of that name.
+func (r *Rendered) Color(name string) (*RenderedColor, bool) {
+	for i := range r.Colors {
+		if r.Colors[i].Name == name {
+			return &r.Colors[i], true
+		}
+	}
+	return nil, false
+}
+
+// OtherColor returns the color that is not name: the idle one when name is active.
+func (r *Rendered) OtherColor(name string) (*RenderedColor, bool) {
+	if _, ok := r.Color(name); !ok || len(r.Colors) != 2 {
+		return nil, false
+	}
+	if r.Colors[0].Name == name {
+		return &r.Colors[1], true
+	}
+	return &r.Colors[0], true
 }
 
 // UnitFiles maps unit names to their rendered content.
@@ -65,8 +104,11 @@ func (s *Service) ReleaseDir(stateDir string) string {
 }
 
 // Render fills in the service's templates with v (Version, Service and Release are
-// set from the service itself when empty) and parses every rendered unit file.
-// Its errors are a yamldoc.Errors naming the file and line of each template at fault.
+// set from the service itself when empty; Color and Port are set per color) and
+// parses every rendered unit file. A service deployed by restart is rendered once,
+// into Units, Drain and Checks; a bluegreen one once per color, into Colors, with
+// Units, Drain, Checks and Restart left empty. Its errors are a yamldoc.Errors
+// naming the file and line of each template at fault.
 func (s *Service) Render(v Vars) (*Rendered, error) {
 	if v.Version == "" {
 		v.Version = s.Version
@@ -74,82 +116,129 @@ func (s *Service) Render(v Vars) (*Rendered, error) {
 	if v.Service == "" {
 		v.Service = s.Name
 	}
-	r := &Rendered{Service: *s, Vars: v, ReleaseID: s.ReleaseID(), Fingerprint: s.Fingerprint(), Units: UnitFiles{}}
+	v.Color, v.Port = "", 0
+	r := &Rendered{Service: *s, Vars: v, ReleaseID: s.ReleaseID(), Fingerprint: s.Fingerprint()}
 	var errs yamldoc.Errors
 	ren := &renderer{vars: v, doc: s.doc, errs: &errs}
-	r.Artifacts = slices.Clone(s.Artifacts)
-	for i := range r.Artifacts {
-		a := &r.Artifacts[i]
-		a.URL = ren.str(a.URL, "artifacts", i, "url")
+	r.Artifacts = ren.artifacts(s.Artifacts)
+	if s.BlueGreen() {
+		r.Drain, r.Checks = nil, nil
+		for _, name := range s.Deploy.ColorNames {
+			cv := v.color(name, s.Deploy.Colors[name])
+			cren := &renderer{vars: cv, doc: s.doc, errs: &errs}
+			r.Colors = append(r.Colors, RenderedColor{
+				Name: name, Port: cv.Port, Vars: cv,
+				Units:  cren.units(s, name),
+				Drain:  cren.drain(s.Drain),
+				Checks: cren.checks(s.Checks),
+			})
+		}
+		if e := checkColorsDiffer(s, r.Colors); e != nil {
+			errs.Add(*e)
+		}
+	} else {
+		r.Drain = ren.drain(s.Drain)
+		r.Checks = ren.checks(s.Checks)
+		r.Units = ren.units(s, "")
+	}
+	// The analysis reads the host as its clients see it, whatever color serves: it
+	// is rendered once, with the host's variables.
+	r.Analysis = ren.renderAnalysis(s.Analysis)
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *renderer) artifacts(in []Artifact) []Artifact {
+	out := slices.Clone(in)
+	for i := range out {
+		a := &out[i]
+		a.URL = r.str(a.URL, "artifacts", i, "url")
 		if a.URL != "" {
 			if err := checkHTTPURL(a.URL); err != nil {
-				errs.Add(s.doc.At("artifacts", i, "url").Errorf("artifacts: url: %v", err))
+				r.errs.Add(r.doc.At("artifacts", i, "url").Errorf("artifacts: url: %v", err))
 			}
 		}
 	}
-	if d := s.Drain; d != nil {
-		r.Drain = &Drain{}
-		if h := d.HAProxy; h != nil {
-			r.Drain.HAProxy = &HAProxyDrain{
-				Socket:  ren.str(h.Socket, "drain", "haproxy", "socket"),
-				Backend: ren.str(h.Backend, "drain", "haproxy", "backend"),
-				Server:  ren.str(h.Server, "drain", "haproxy", "server"),
-				Timeout: h.Timeout,
-			}
-		}
-		if e := d.Exec; e != nil {
-			r.Drain.Exec = &ExecDrain{
-				Drain:   ren.argv(e.Drain, "drain", "exec", "drain"),
-				Undrain: ren.argv(e.Undrain, "drain", "exec", "undrain"),
-				User:    e.User,
-			}
+	return out
+}
+
+func (r *renderer) drain(d *Drain) *Drain {
+	if d == nil {
+		return nil
+	}
+	out := &Drain{}
+	if h := d.HAProxy; h != nil {
+		out.HAProxy = &HAProxyDrain{
+			Socket:  r.str(h.Socket, "drain", "haproxy", "socket"),
+			Backend: r.str(h.Backend, "drain", "haproxy", "backend"),
+			Server:  r.str(h.Server, "drain", "haproxy", "server"),
+			Timeout: h.Timeout,
 		}
 	}
-	r.Checks = slices.Clone(s.Checks)
-	for i := range r.Checks {
-		c := &r.Checks[i]
+	if e := d.Exec; e != nil {
+		out.Exec = &ExecDrain{
+			Drain:   r.argv(e.Drain, "drain", "exec", "drain"),
+			Undrain: r.argv(e.Undrain, "drain", "exec", "undrain"),
+			User:    e.User,
+		}
+	}
+	return out
+}
+
+func (r *renderer) checks(in []Check) []Check {
+	out := slices.Clone(in)
+	for i := range out {
+		c := &out[i]
 		if c.HTTP != nil {
 			h := *c.HTTP
-			h.URL = ren.str(h.URL, "checks", i, "http", "url")
-			h.Contains = ren.str(h.Contains, "checks", i, "http", "contains")
-			if err := checkHTTPURL(h.URL); err != nil {
-				errs.Add(s.doc.At("checks", i, "http", "url").Errorf("check %q: http.url: %v", c.Name, err))
+			h.URL = r.str(h.URL, "checks", i, "http", "url")
+			h.Contains = r.str(h.Contains, "checks", i, "http", "contains")
+			if err := checkHTTPURL(h.URL); err != nil && h.URL != "" { // "": the template failed
+				r.errs.Add(r.doc.At("checks", i, "http", "url").Errorf("check %q: http.url: %v", c.Name, err))
 			}
 			c.HTTP = &h
 		}
 		if c.TCP != nil {
-			t := TCPCheck{Address: ren.str(c.TCP.Address, "checks", i, "tcp", "address")}
-			if !isHostPort(t.Address) {
-				errs.Add(s.doc.At("checks", i, "tcp", "address").Errorf("check %q: tcp.address: %q is not host:port", c.Name, t.Address))
+			t := TCPCheck{Address: r.str(c.TCP.Address, "checks", i, "tcp", "address")}
+			if !isHostPort(t.Address) && t.Address != "" { // "": the template failed
+				r.errs.Add(r.doc.At("checks", i, "tcp", "address").Errorf("check %q: tcp.address: %q is not host:port", c.Name, t.Address))
 			}
 			c.TCP = &t
 		}
 		if c.Exec != nil {
-			c.Exec = &ExecCheck{Command: ren.argv(c.Exec.Command, "checks", i, "exec", "command"), User: c.Exec.User}
+			c.Exec = &ExecCheck{Command: r.argv(c.Exec.Command, "checks", i, "exec", "command"), User: c.Exec.User}
 		}
 	}
-	r.Analysis = ren.renderAnalysis(s.Analysis)
+	return out
+}
+
+// units renders and checks the service's unit files, named for color when it is
+// not "" (see ColorUnit).
+func (r *renderer) units(s *Service, color string) UnitFiles {
+	out := UnitFiles{}
 	for _, name := range s.Units {
 		text, ok := s.UnitFiles[name]
 		if !ok {
 			continue // reported by parseService
 		}
 		file := path.Join("services", s.Name, name)
-		out, err := renderTemplate(file, text, v)
+		if color != "" {
+			name = ColorUnit(name, color)
+		}
+		data, err := renderTemplate(file, text, r.vars)
 		if err != nil {
-			errs.Add(*err)
+			r.errs.Add(*err)
 			continue
 		}
-		if e := checkUnit(file, name, out); e != nil {
-			errs.Add(*e)
+		if e := checkUnit(file, name, data); e != nil {
+			r.errs.Add(*e)
 			continue
 		}
-		r.Units[name] = out
+		out[name] = data
 	}
-	if err := errs.Err(); err != nil {
-		return nil, err
-	}
-	return r, nil
+	return out
 }
 
 type renderer struct {
@@ -206,7 +295,7 @@ func renderTemplate(file, text string, v Vars) ([]byte, *yamldoc.Error) {
 			e.Line, _ = strconv.Atoi(g[1])
 			e.Msg = "template: " + g[2]
 			if u := unknownVarRE.FindStringSubmatch(g[2]); u != nil {
-				e.Msg = fmt.Sprintf("template: unknown variable .%s; there are .Version .Host .Group .Service .Revision .Release", u[1])
+				e.Msg = fmt.Sprintf("template: unknown variable .%s; there are .Version .Host .Group .Service .Revision .Release, and .Color .Port for bluegreen", u[1])
 			}
 		}
 		return e
@@ -214,6 +303,11 @@ func renderTemplate(file, text string, v Vars) ([]byte, *yamldoc.Error) {
 	t, err := template.New(path.Base(file)).Option("missingkey=error").Parse(text)
 	if err != nil {
 		return nil, fail(err)
+	}
+	if v.Color == "" {
+		if e := refuseColorVars(file, text, t); e != nil {
+			return nil, e
+		}
 	}
 	var b bytes.Buffer
 	if err := t.Execute(&b, v); err != nil {
@@ -314,4 +408,69 @@ func alsoRefused(value string) string {
 	names := strings.Fields(value)
 	return fmt.Sprintf("[Install] Also=%s is refused: enabling or disabling this unit would enable or disable %s too, which baton does not own; list the units this service needs in units instead",
 		strings.Join(names, " "), strings.Join(names, ", "))
+}
+
+// refuseColorVars is the error for a template that uses .Color or .Port where they
+// are not set: outside the units, drain and checks of a bluegreen service.
+func refuseColorVars(file, text string, t *template.Template) *yamldoc.Error {
+	for _, tt := range t.Templates() {
+		if tt.Tree == nil {
+			continue
+		}
+		if name, offset, ok := colorVar(tt.Root); ok && offset <= len(text) {
+			return &yamldoc.Error{File: file, Line: 1 + strings.Count(text[:offset], "\n"),
+				Msg: fmt.Sprintf("template: .%s is set only in the units, drain and checks of a service with deploy.strategy: bluegreen", name)}
+		}
+	}
+	return nil
+}
+
+// colorVar finds the first use of .Color or .Port (or $.Color, $.Port) in a
+// template's parse tree, and its byte offset in the text.
+func colorVar(n parse.Node) (name string, offset int, ok bool) {
+	if n == nil || reflect.ValueOf(n).IsNil() {
+		return "", 0, false
+	}
+	var children []parse.Node
+	switch n := n.(type) {
+	case *parse.FieldNode:
+		return colorIdent(n.Ident, n.Pos)
+	case *parse.VariableNode:
+		if len(n.Ident) > 1 && n.Ident[0] == "$" {
+			return colorIdent(n.Ident[1:], n.Pos)
+		}
+	case *parse.ListNode:
+		children = append(children, n.Nodes...)
+	case *parse.ActionNode:
+		children = append(children, n.Pipe)
+	case *parse.PipeNode:
+		for _, c := range n.Cmds {
+			children = append(children, c)
+		}
+	case *parse.CommandNode:
+		children = append(children, n.Args...)
+	case *parse.ChainNode:
+		children = append(children, n.Node)
+	case *parse.IfNode:
+		children = append(children, n.Pipe, n.List, n.ElseList)
+	case *parse.RangeNode:
+		children = append(children, n.Pipe, n.List, n.ElseList)
+	case *parse.WithNode:
+		children = append(children, n.Pipe, n.List, n.ElseList)
+	case *parse.TemplateNode:
+		children = append(children, n.Pipe)
+	}
+	for _, c := range children {
+		if name, offset, ok := colorVar(c); ok {
+			return name, offset, true
+		}
+	}
+	return "", 0, false
+}
+
+func colorIdent(ident []string, pos parse.Pos) (string, int, bool) {
+	if len(ident) > 0 && (ident[0] == "Color" || ident[0] == "Port") {
+		return ident[0], int(pos), true
+	}
+	return "", 0, false
 }

@@ -38,9 +38,10 @@ type Repo struct {
 // Load reads and validates the fleet repository at the root of fsys. It checks every
 // file, renders every template once with sample values, and returns all problems as a
 // yamldoc.Errors, each naming its file (relative to the repository) and line. It is
-// LoadWith with no options: every reserved unit name (ReservedUnit) is refused.
+// LoadWith with BlueGreen alone: every reserved unit name (ReservedUnit) is refused,
+// bluegreen services are accepted.
 func Load(fsys fs.FS) (*Repo, error) {
-	return LoadWith(fsys, LoadOptions{})
+	return LoadWith(fsys, LoadOptions{BlueGreen: true})
 }
 
 // LoadWith is Load with the allowances of opts.
@@ -87,12 +88,7 @@ func LoadWith(fsys fs.FS, opts LoadOptions) (*Repo, error) {
 			continue
 		}
 		r.Services[name] = s
-		for i, u := range s.Units {
-			if other, dup := owner[u]; dup && other != name {
-				errs.Add(s.doc.At("units", i).Errorf("units: %s is also a unit of service %q; a unit belongs to one service", u, other))
-			}
-			owner[u] = name
-		}
+		errs = append(errs, s.claimUnits(owner)...)
 	}
 	if len(errs) == 0 {
 		errs = append(errs, r.renderAll()...)
@@ -101,6 +97,33 @@ func LoadWith(fsys fs.FS, opts LoadOptions) (*Repo, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// claimUnits records in owner (unit -> service) the units the service installs, the
+// names of each color's units for bluegreen, and reports those another service
+// already installs.
+func (s *Service) claimUnits(owner map[string]string) yamldoc.Errors {
+	var errs yamldoc.Errors
+	claim := func(i int, u, as string) {
+		if other, dup := owner[as]; dup && other != s.Name {
+			what := u
+			if as != u {
+				what = u + " (as " + as + ")"
+			}
+			errs.Add(s.doc.At("units", i).Errorf("units: %s is also a unit of service %q; a unit belongs to one service", what, other))
+		}
+		owner[as] = s.Name
+	}
+	for i, u := range s.Units {
+		if !s.BlueGreen() {
+			claim(i, u, u)
+			continue
+		}
+		for _, c := range s.Deploy.ColorNames {
+			claim(i, u, ColorUnit(u, c))
+		}
+	}
+	return errs
 }
 
 // renderAll renders every service once for each group that runs it (once with no

@@ -39,6 +39,7 @@ type Service struct {
 	Artifacts []Artifact `yaml:"artifacts" json:"artifacts,omitempty"`
 	Drain     *Drain     `yaml:"drain" json:"drain,omitempty"`
 	Checks    []Check    `yaml:"checks" json:"checks,omitempty"`
+	Deploy    *Deploy    `yaml:"deploy" json:"deploy,omitempty"` // nil: deployed by restart
 	Analysis  *Analysis  `yaml:"analysis" json:"analysis,omitempty"`
 
 	// UnitFiles holds each unit file's template text, by unit name.
@@ -149,9 +150,11 @@ func parseService(name, file string, data []byte, unitFile func(string) (string,
 		}
 		s.UnitFiles[u] = text
 	}
-	errs = append(errs, s.checkRestart(doc)...)
 	errs = append(errs, s.checkArtifacts(doc)...)
 	errs = append(errs, s.checkDrain(doc)...)
+	errs = append(errs, s.checkDeploy(doc, opts)...)
+	errs = append(errs, s.checkColorUnitNames(doc, opts)...)
+	errs = append(errs, s.checkRestart(doc)...)
 	errs = append(errs, s.checkChecks(doc)...)
 	errs = append(errs, s.checkAnalysis(doc)...)
 	return &s, errs
@@ -159,6 +162,10 @@ func parseService(name, file string, data []byte, unitFile func(string) (string,
 
 func (s *Service) checkRestart(doc *yamldoc.Doc) yamldoc.Errors {
 	var errs yamldoc.Errors
+	if s.BlueGreen() {
+		s.Restart = nil // refused by checkDeploy when given
+		return nil
+	}
 	if !doc.Has("restart") {
 		s.Restart = nil
 		for _, u := range s.Units {

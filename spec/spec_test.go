@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -66,11 +67,14 @@ func TestLoadBad(t *testing.T) {
 	}
 }
 
-func loadExample(t *testing.T) *Repo {
+func loadExample(t *testing.T) *Repo { t.Helper(); return loadDir(t, "../examples/fleet") }
+
+// loadDir loads the repository in dir, failing the test on any error.
+func loadDir(t *testing.T, dir string) *Repo {
 	t.Helper()
-	r, err := Load(os.DirFS("../examples/fleet"))
+	r, err := Load(os.DirFS(dir))
 	if err != nil {
-		t.Fatalf("Load(examples/fleet): %v", err)
+		t.Fatalf("Load(%s): %v", dir, err)
 	}
 	return r
 }
@@ -133,23 +137,41 @@ func TestGroupFor(t *testing.T) {
 // TestForHostGolden renders the example fleet for one host and compares the result,
 // templates filled in, with testdata/forhost-web-01.golden.
 func TestForHostGolden(t *testing.T) {
-	r := loadExample(t)
+	hs, got := renderWeb01(t, loadExample(t))
+	golden(t, "testdata/forhost-web-01.golden", got)
+	if !strings.Contains(got, "/var/lib/baton/releases/api/1.4.3-") || !strings.Contains(got, `"server": "web-01"`) || len(hs.Services[0].Colors) != 0 {
+		t.Errorf("templates not rendered for the host:\n%s", got)
+	}
+}
+
+// renderWeb01 renders r for host web-01 and writes out each service, its unit
+// files and, for bluegreen, each color's drain, checks and unit files.
+func renderWeb01(t *testing.T, r *Repo) (*HostSpec, string) {
+	t.Helper()
 	hs, err := r.ForHost("web-01", "3f2a1c0000000000000000000000000000000000", "/var/lib/baton")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var b strings.Builder
+	units := func(files UnitFiles) {
+		for _, u := range files.Names() {
+			b.WriteString("== unit " + u + "\n" + string(files[u]))
+		}
+	}
 	for _, s := range hs.Services {
 		j, _ := json.MarshalIndent(s.Service, "", "  ")
 		b.WriteString("== service " + s.Name + " release " + s.ReleaseID + "\n" + string(j) + "\n")
-		for _, u := range s.Units.Names() {
-			b.WriteString("== unit " + u + "\n" + string(s.Units[u]))
+		units(s.Units)
+		for _, c := range s.Colors {
+			j, _ := json.MarshalIndent(struct {
+				Drain  *Drain
+				Checks []Check
+			}{c.Drain, c.Checks}, "", "  ")
+			b.WriteString("== color " + c.Name + " port " + strconv.Itoa(c.Port) + "\n" + string(j) + "\n")
+			units(c.Units)
 		}
 	}
-	golden(t, "testdata/forhost-web-01.golden", b.String())
-	if !strings.Contains(b.String(), "/var/lib/baton/releases/api/1.4.3-") || !strings.Contains(b.String(), `"server": "web-01"`) {
-		t.Errorf("templates not rendered for the host:\n%s", b.String())
-	}
+	return hs, b.String()
 }
 
 func golden(t *testing.T, file, got string) {
@@ -341,6 +363,10 @@ func FuzzLoad(f *testing.F) {
 		}
 		f.Add(get("fleet.yaml"), get("services/api/service.yaml"), get("services/api/api.service"))
 	}
+	f.Add([]byte("apiVersion: baton/v1\ngroups: [{name: web, hosts: [\"web-*\"], services: [api]}]\n"),
+		[]byte("version: \"2\"\nunits: [api.service]\ndeploy: {strategy: bluegreen, colors: {blue: {port: 8081}, green: {port: 8082}}, drainIdle: 2s}\n"+
+			"drain: {haproxy: {socket: /run/h.sock, backend: web, server: \"{{ .Host }}-{{ .Color }}\"}}\nchecks: [{name: up, tcp: {address: \"127.0.0.1:{{ .Port }}\"}}]\n"),
+		[]byte("[Service]\nExecStart={{ .Release }}/api -port {{ .Port }} -color {{ .Color }}\n"))
 	f.Fuzz(func(t *testing.T, fleet, svc, unit []byte) {
 		fsys := fstest.MapFS{
 			"fleet.yaml":                {Data: fleet},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"path"
 	"strings"
@@ -358,19 +359,51 @@ func (s *Systemd) Status(ctx context.Context, unit string) (Status, error) {
 	default:
 		props = append(props, property{t, "Result", &st.Result})
 	}
+	if err := s.read(ctx, c, unit, props); err != nil {
+		return st, fmt.Errorf("status %s: %w", unit, err)
+	}
+	if enter != 0 {
+		st.ActiveEnter = time.UnixMicro(int64(enter))
+	}
+	return st, nil
+}
+
+// read reads each property of unit into its dst, one by one.
+func (s *Systemd) read(ctx context.Context, c *dbus.Conn, unit string, props []property) error {
 	for _, p := range props {
 		prop, err := c.GetUnitTypePropertyContext(ctx, unit, p.iface, p.name)
 		if err == nil {
 			err = prop.Value.Store(p.dst)
 		}
 		if err != nil {
-			return st, fmt.Errorf("status %s: read %s: %w", unit, p.name, s.lost(c, err))
+			return fmt.Errorf("read %s: %w", p.name, s.lost(c, err))
 		}
 	}
-	if enter != 0 {
-		st.ActiveEnter = time.UnixMicro(int64(enter))
+	return nil
+}
+
+// memoryUnknown is MemoryCurrent when systemd does not know a unit's memory.
+const memoryUnknown = math.MaxUint64
+
+// MemoryCurrent reads the memory that a service's processes use now, in bytes:
+// its control group's, as systemd accounts it (MemoryCurrent, what `systemctl
+// status` shows as Memory:). known is false when systemd does not account it:
+// MemoryAccounting=no, or the service is not running.
+func (s *Systemd) MemoryCurrent(ctx context.Context, unit string) (bytes uint64, known bool, err error) {
+	if typeInterface(unit) != "Service" {
+		return 0, false, fmt.Errorf("memory of %s: only a .service is read", unit)
 	}
-	return st, nil
+	c, err := s.get(ctx)
+	if err != nil {
+		return 0, false, fmt.Errorf("memory of %s: %w", unit, err)
+	}
+	if err := s.read(ctx, c, unit, []property{{"Service", "MemoryCurrent", &bytes}}); err != nil {
+		return 0, false, fmt.Errorf("memory of %s: %w", unit, err)
+	}
+	if bytes == memoryUnknown {
+		return 0, false, nil
+	}
+	return bytes, true, nil
 }
 
 func isSocket(unit string) bool { return path.Ext(unit) == ".socket" }

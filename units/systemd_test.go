@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,8 +23,11 @@ import (
 const helperEnv = "BATON_UNITS_TEST_HELPER"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "pid-server" {
+	switch os.Getenv(helperEnv) {
+	case "pid-server":
 		os.Exit(pidServer())
+	case "hold-memory":
+		os.Exit(holdMemory())
 	}
 	os.Exit(testbed.Main(m))
 }
@@ -44,6 +48,22 @@ func pidServer() int {
 		}
 		fmt.Fprintf(c, "%d\n", os.Getpid())
 		c.Close()
+	}
+}
+
+// heldMemory is what holdMemory allocates and keeps.
+const heldMemory = 64 << 20
+
+// holdMemory allocates heldMemory, writes every page of it so that the kernel
+// backs it, and sleeps.
+func holdMemory() int {
+	b := make([]byte, heldMemory)
+	for i := range b {
+		b[i] = byte(i)
+	}
+	for {
+		time.Sleep(time.Hour)
+		b[0]++ // keep b alive
 	}
 }
 
@@ -173,6 +193,62 @@ func TestStartStatusRestartStop(t *testing.T) {
 	if err := s.Stop(ctx, u); err != nil {
 		t.Errorf("stop of a stopped unit: %v", err)
 	}
+}
+
+// memoryAccounted reports whether systemd on this host can account memory: a
+// cgroup v2 tree with the memory controller, or a cgroup v1 memory hierarchy that
+// systemd manages (it holds system.slice). A host in a container on cgroup v1
+// has neither: systemd then knows no unit's memory.
+func memoryAccounted() bool {
+	if b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		return slices.Contains(strings.Fields(string(b)), "memory")
+	}
+	_, err := os.Stat("/sys/fs/cgroup/memory/system.slice")
+	return err == nil
+}
+
+// TestMemoryCurrent reads the memory of a service that holds 64 MiB: at least
+// that while it runs where systemd accounts memory, unknown (not an error) where
+// it cannot; unknown once it stopped, or for a unit never loaded.
+func TestMemoryCurrent(t *testing.T) {
+	s := connect(t)
+	ctx := context.Background()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := unitName(t, "mem.service")
+	install(t, s, u, fmt.Sprintf("[Service]\nEnvironment=%s=hold-memory\nExecStart=%s\nMemoryAccounting=yes\n", helperEnv, exe))
+	if err := s.Start(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	accounted := memoryAccounted()
+	var got uint64
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		b, known, err := s.MemoryCurrent(ctx, u)
+		if err != nil || known != accounted {
+			t.Fatalf("MemoryCurrent(%s) = %d, %v, %v; want known=%v (this host accounts memory: %v)", u, b, known, err, accounted, accounted)
+		}
+		if got = b; got >= heldMemory || !accounted { // the helper writes its pages after it started
+			break
+		}
+	}
+	if accounted && (got < heldMemory || got > 4*heldMemory) {
+		t.Errorf("MemoryCurrent = %d MiB, want at least the %d MiB held", got>>20, heldMemory>>20)
+	}
+	if err := s.Stop(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if b, known, err := s.MemoryCurrent(ctx, u); err != nil || known {
+		t.Errorf("MemoryCurrent of a stopped service = %d, %v, %v; want unknown", b, known, err)
+	}
+	if b, known, err := s.MemoryCurrent(ctx, unitName(t, "none.service")); err != nil || known {
+		t.Errorf("MemoryCurrent of a unit never loaded = %d, %v, %v; want unknown", b, known, err)
+	}
+	if _, _, err := s.MemoryCurrent(ctx, unitName(t, "x.socket")); err == nil {
+		t.Errorf("MemoryCurrent of a socket: no error")
+	}
+	t.Logf("memory accounted on this host: %v; a service holding %d MiB: MemoryCurrent %d MiB", accounted, heldMemory>>20, got>>20)
 }
 
 func TestStatusAndStopOfUnknownUnit(t *testing.T) {

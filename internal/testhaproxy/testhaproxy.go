@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +47,10 @@ type Config struct {
 	BackendLines []string
 	// TimeoutServer is HAProxy's "timeout server" (and "timeout client"); default 30s.
 	TimeoutServer time.Duration
+	// Cookie, when set, makes sessions sticky: the backend's "cookie" directive
+	// with these arguments, such as "SRV insert indirect nocache"; each server's
+	// Cookie is its value.
+	Cookie string
 }
 
 // Server is one server line of the backend.
@@ -56,6 +61,9 @@ type Server struct {
 	Check bool
 	// CheckInter is the check interval; default DefaultCheckInter.
 	CheckInter time.Duration
+	// Cookie is the value of Config.Cookie's cookie that sticks a client to
+	// this server; default its Name when Config.Cookie is set.
+	Cookie string
 }
 
 // HAProxy is a running haproxy -W (master-worker) process owned by one test.
@@ -298,11 +306,14 @@ frontend fe
 
 backend {{ .C.Backend }}
     balance roundrobin
+{{- if .C.Cookie }}
+    cookie {{ .C.Cookie }}
+{{- end }}
 {{- range .C.BackendLines }}
     {{ . }}
 {{- end }}
 {{- range .C.Servers }}
-    server {{ .Name }} {{ .Addr }}{{ if .Check }} check inter {{ ms .CheckInter }} fall 2 rise 2{{ end }}
+    server {{ .Name }} {{ .Addr }}{{ if .Check }} check inter {{ ms .CheckInter }} fall 2 rise 2{{ end }}{{ if .Cookie }} cookie {{ .Cookie }}{{ end }}
 {{- end }}
 `))
 
@@ -314,11 +325,14 @@ func (h *HAProxy) writeConfig() error {
 		if s.CheckInter <= 0 {
 			s.CheckInter = DefaultCheckInter
 		}
-		if s.Name == "" || strings.ContainsAny(s.Name, " \t\n#/") || strings.ContainsAny(s.Addr, " \t\n#") {
-			return fmt.Errorf("server %q at %q: bad name or address", s.Name, s.Addr)
+		if cfg.Cookie != "" && s.Cookie == "" {
+			s.Cookie = s.Name
+		}
+		if s.Name == "" || strings.ContainsAny(s.Name, " \t\n#/") || strings.ContainsAny(s.Addr+s.Cookie, " \t\n#") {
+			return fmt.Errorf("server %q at %q: bad name, address or cookie", s.Name, s.Addr)
 		}
 	}
-	for _, l := range cfg.BackendLines {
+	for _, l := range append(slices.Clone(cfg.BackendLines), cfg.Cookie) {
 		if strings.Contains(l, "\n") {
 			return fmt.Errorf("backend line %q holds a newline", l)
 		}

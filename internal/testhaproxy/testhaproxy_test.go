@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -115,5 +116,60 @@ func TestBadServerName(t *testing.T) {
 	h := &HAProxy{cfg: Config{Servers: []Server{{Name: "a b", Addr: "127.0.0.1:1"}}}, ConfigFile: filepath.Join(t.TempDir(), "haproxy.cfg")}
 	if err := h.writeConfig(); err == nil {
 		t.Error("a server name with a space was written")
+	}
+}
+
+// TestCookiePersistence: with Config.Cookie, a client that keeps HAProxy's cookie
+// stays on its server, and one that does not is balanced; in drain, a server keeps
+// its sticky clients and gets no new ones.
+func TestCookiePersistence(t *testing.T) {
+	a, b := named("a"), named("b")
+	defer a.Close()
+	defer b.Close()
+	h := Start(t, Config{Cookie: "SRV insert indirect nocache", Servers: []Server{
+		{Name: "a", Addr: a.Listener.Addr().String()},
+		{Name: "b", Addr: b.Listener.Addr().String(), Cookie: "bee"},
+	}})
+	cfg, _ := os.ReadFile(h.ConfigFile)
+	for _, want := range []string{"    cookie SRV insert indirect nocache\n", " cookie a\n", " cookie bee\n"} {
+		if !strings.Contains(string(cfg), want) {
+			t.Errorf("haproxy.cfg lacks %q:\n%s", want, cfg)
+		}
+	}
+	jar, _ := cookiejar.New(nil)
+	sticky := &http.Client{Jar: jar, Transport: &http.Transport{DisableKeepAlives: true}}
+	answer := func(c *http.Client) string {
+		t.Helper()
+		resp, err := c.Get(h.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	first := answer(sticky)
+	for range 5 {
+		if got := answer(sticky); got != first {
+			t.Fatalf("a client with the cookie moved from %s to %s", first, got)
+		}
+	}
+	seen := map[string]int{}
+	for range 4 {
+		seen[get(t, h.URL)]++
+	}
+	if seen["a"] != 2 || seen["b"] != 2 {
+		t.Errorf("clients without the cookie: %v, want 2 each", seen)
+	}
+	if out, err := h.Command("set server web/" + first + " state drain"); err != nil || strings.TrimSpace(out) != "" {
+		t.Fatalf("set drain: %v %q", err, out)
+	}
+	if got := answer(sticky); got != first {
+		t.Errorf("sticky client moved off a draining server to %s", got)
+	}
+	for range 3 {
+		if got := get(t, h.URL); got == first {
+			t.Errorf("a new client reached the draining server %s", first)
+		}
 	}
 }

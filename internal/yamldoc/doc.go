@@ -271,6 +271,22 @@ func (d *Doc) Has(path ...any) bool {
 	return ok && n != nil && n.Tag != "!!null"
 }
 
+// Keys returns the keys of the mapping at path, in the order the file writes them;
+// nil when path holds no mapping.
+func (d *Doc) Keys(path ...any) []string {
+	n, ok := d.lookup(path)
+	if !ok || n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	var keys []string
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i].Value; k != "<<" {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
 // lookup returns the node at path (for a mapping key, the key node, which carries the
 // line a person looks for) and whether the whole path was found; when it was not, the
 // deepest node reached.

@@ -129,6 +129,35 @@ func TestDocAtAndHas(t *testing.T) {
 	}
 }
 
+func TestDocKeys(t *testing.T) {
+	in := "colors:\n  zeta: {port: 1}\n  alpha: {port: 2}\nlist: [a]\nempty:\n"
+	var v struct {
+		Colors map[string]struct {
+			Port int `yaml:"port"`
+		} `yaml:"colors"`
+		List  []string `yaml:"list"`
+		Empty any      `yaml:"empty"`
+	}
+	doc, err := Decode("f.yaml", []byte(in), &v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		path []any
+		want string
+	}{
+		{[]any{"colors"}, "zeta alpha"}, // the order of the file
+		{nil, "colors list empty"},
+		{[]any{"list"}, ""},
+		{[]any{"empty"}, ""},
+		{[]any{"missing"}, ""},
+	} {
+		if got := strings.Join(doc.Keys(tt.path...), " "); got != tt.want {
+			t.Errorf("Keys(%v) = %q, want %q", tt.path, got, tt.want)
+		}
+	}
+}
+
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte("name: a\ninner: {maxParallel: 2}\nitems: [{pause: x}]\n"))
 	f.Add([]byte("a: &a [1]\nb: *a\n"))

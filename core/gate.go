@@ -1,0 +1,85 @@
+package core
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/baton-fleet/baton/fleet"
+	"github.com/baton-fleet/baton/internal/commitid"
+	"github.com/baton-fleet/baton/rollback"
+	"github.com/baton-fleet/baton/spec"
+)
+
+// RevertDeadline is how long the last good revision has to be healthy again after a
+// revert.
+const RevertDeadline = time.Minute
+
+// Gate decides whether host, of group g, may start upgrading to commit now, whose
+// changed releases are rels: the fleet's own gate (pauses, halts, after, canaries:
+// fleet.Snapshot.Gate), a halt on one of the releases, and hosts stranded on the
+// commit (see Stranded and Silence). holding lists the hosts that hold a slot of the
+// group's lease.
+func Gate(snap *fleet.Snapshot, g *spec.Group, commit, host string, rels []fleet.Release, holding []string, silence *Silence, now time.Time) fleet.Verdict {
+	v := snap.Gate(g, commit, host, now)
+	if !v.OK {
+		return v
+	}
+	if f, bad := snap.BadRelease(g.Name, rels); bad {
+		return fleet.Verdict{Halted: true, Why: fmt.Sprintf("release %s failed on %s in commit %s (%s); the group is halted on it until a commit changes it, or baton retry %s",
+			f.Release, f.Host, commitid.ShortOrNone(f.Commit), f.Reason, commitid.ShortOrNone(f.Commit))}
+	}
+	if w := silence.Wait(Stranded(snap, holding, g.Name, host), g, commit, now); !w.OK {
+		return w
+	}
+	return v
+}
+
+// Stranded names the other hosts of group that switched and neither finished nor hold
+// a slot any more: cut off or stopped between their switch and their verdict. Whether
+// their release failed its checks there is not known, and a halt may be on its way;
+// and whatever commit they switched to, they may still be out of service, counted
+// against the group's maxParallel. (Keyed by the commit at first, this let a host
+// start a newer commit while one stranded on an older one was still switching: the
+// fleet simulation found it.)
+func Stranded(snap *fleet.Snapshot, holding []string, group, self string) []string {
+	var hosts []string
+	for _, h := range snap.Hosts {
+		if h.Host != self && h.Group == group && h.Target != "" && h.State == string(rollback.Switching) && !slices.Contains(holding, h.Host) {
+			hosts = append(hosts, h.Host)
+		}
+	}
+	slices.Sort(hosts)
+	return hosts
+}
+
+// Silence decides what hosts stranded on a commit mean for this host: the group waits
+// for them (the safe side: their halt may be on its way) for as long as a live host
+// needs to reach its verdict and revert, the group's healthyDeadline and a revert's,
+// counted on this host's clock from when it first saw them silent. A host that stays
+// silent longer is dead or cut off for good, and the rollout goes on without it
+// rather than wait for an operator. The zero value is ready; only one goroutine may
+// use it.
+type Silence struct {
+	since map[string]time.Time // one wait at a time, by commit and hosts
+}
+
+// Wait is the verdict on hosts, stranded on commit, at now.
+func (s *Silence) Wait(hosts []string, g *spec.Group, commit string, now time.Time) fleet.Verdict {
+	if len(hosts) == 0 {
+		return fleet.Verdict{OK: true}
+	}
+	key := commit + " " + strings.Join(hosts, ",")
+	since, ok := s.since[key]
+	if !ok {
+		since = now
+		s.since = map[string]time.Time{key: now}
+	}
+	until := since.Add(g.Rollout.HealthyDeadline.D() + RevertDeadline)
+	if now.Before(until) {
+		return fleet.Verdict{Why: fmt.Sprintf("waiting until %s for %s: switched (to %s or an earlier commit) and silent since (its verdict is unknown; a halt may be on its way)",
+			until.UTC().Format(time.TimeOnly), strings.Join(hosts, ", "), commitid.ShortOrNone(commit))}
+	}
+	return fleet.Verdict{OK: true}
+}

@@ -1,0 +1,7 @@
+package sim
+
+// Reachable says whether client's requests reach a working cluster now: it is not
+// partitioned, and the cluster is up. For the invariant checker, not for clients.
+func (e *Etcd) Reachable(client string) bool {
+	return !e.down && !e.client(client).partitioned
+}
