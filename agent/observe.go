@@ -171,10 +171,13 @@ func (b apiBackend) State(ctx context.Context) (api.State, error) {
 	}
 	for _, name := range slices.Sorted(maps.Keys(services)) {
 		rec := services[name]
-		ss := api.ServiceState{Name: name, Version: rec.Version}
+		ss := api.ServiceState{Name: name, Version: rec.Version, Color: rec.Color}
 		if txn != nil {
 			if t, ok := txn.Target.Services[name]; ok && t.Version != rec.Version {
 				ss.Target = t.Version
+			}
+			if t, ok := txn.Target.Services[name]; ok && t.Color != rec.Color {
+				ss.TargetColor = t.Color
 			}
 		}
 		for _, u := range rec.Units {

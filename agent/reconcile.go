@@ -205,7 +205,11 @@ func (a *Agent) foreignUnits(hs *spec.HostSpec, lg *rollback.LastGood) string {
 	owned := func(name string) bool { _, ok := lg.Files[name]; return ok }
 	var foreign, others []string
 	for _, r := range hs.Services {
-		for name := range r.Units {
+		names := r.Units.Names()
+		for _, c := range r.Colors {
+			names = append(names, c.Units.Names()...)
+		}
+		for _, name := range names {
 			p, err := a.unitDir.Taken(name, owned)
 			switch {
 			case err != nil:

@@ -45,28 +45,55 @@ func newTxn(hs *spec.HostSpec, lg *rollback.LastGood, p *plan.Plan) *rollback.Tx
 		}
 	}
 	for _, r := range hs.Services {
-		rec := rollback.ServiceRecord{Version: r.Version, Release: r.ReleaseID, Units: r.Units.Names(), Restart: r.Restart, Fingerprint: r.Fingerprint}
+		old := lg.Services[r.Name]
+		rec := targetRecord(t, r, lg, changed[r.Name])
 		t.Target.Services[r.Name] = rec
-		for name, data := range r.Units {
-			t.Target.Files[name] = string(data)
-		}
 		if !changed[r.Name] {
 			continue
 		}
 		t.Services = append(t.Services, r.Name)
-		t.Restart = append(t.Restart, r.Restart...)
+		t.Restart = append(t.Restart, rec.Restart...)
 		for _, u := range rec.Units {
-			if !slices.Contains(lg.Services[r.Name].Units, u) && !slices.Contains(r.Restart, u) && startable(u) {
+			if !slices.Contains(old.Units, u) && !slices.Contains(rec.Restart, u) && startable(u) {
 				t.Start = append(t.Start, u)
 			}
 		}
-		for _, u := range lg.Services[r.Name].Units {
+		for _, u := range old.Units {
 			if !slices.Contains(rec.Units, u) {
 				t.Remove = append(t.Remove, u)
 			}
 		}
 	}
 	return t
+}
+
+// targetRecord is what the last good record says of r once t commits, with r's unit
+// files added to t's target. A bluegreen service that changes starts its idle color
+// (plan.NextColor), which becomes the active one; the other color's files stay
+// installed, and its units stopped once the new one held (see retire).
+func targetRecord(t *rollback.Txn, r *spec.Rendered, lg *rollback.LastGood, changed bool) rollback.ServiceRecord {
+	old := lg.Services[r.Name]
+	rec := rollback.ServiceRecord{Version: r.Version, Release: r.ReleaseID, Units: r.Units.Names(), Restart: r.Restart, Fingerprint: r.Fingerprint}
+	files := r.Units
+	if len(r.Colors) > 0 {
+		c := plan.NextColor(r, old)
+		if active, ok := r.Color(old.Color); ok && !changed {
+			c = active
+		}
+		rec.Color, rec.Restart, files = c.Name, c.Units.Names(), c.Units
+		rec.Units = slices.Clone(rec.Restart)
+		for _, u := range old.Units {
+			if _, ours := c.Units[u]; !ours && plan.Keeps(r, u) {
+				rec.Units = append(rec.Units, u) // the other color's, as installed
+				t.Target.Files[u] = lg.Files[u]
+			}
+		}
+		slices.Sort(rec.Units)
+	}
+	for name, data := range files {
+		t.Target.Files[name] = string(data)
+	}
+	return rec
 }
 
 // txnPhase records the step of txn that the agent is in, as "upgrading a -> b: step".
@@ -119,9 +146,9 @@ func (a *Agent) save(txn *rollback.Txn, state rollback.State) error {
 func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn, hs *spec.HostSpec) {
 	a.tlog.track(txn)
 	a.emit(events.UpgradeStarted, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s %s -> %s", doing(txn), commitid.ShortOrNone(txn.From), commitid.ShortOrNone(txn.To)), txnFields(txn, nil))
-	w := &work{txn: txn, log: log}
+	w := &work{txn: txn, log: log, m: &core.Machine{Txn: txn}}
 	w.load(a, hs)
-	w.m = &core.Machine{Txn: txn, Drains: len(w.drains) > 0}
+	w.m.Drains = len(w.drains) > 0
 	a.drive(ctx, w, w.m.Begin())
 }
 
@@ -137,10 +164,14 @@ type work struct {
 	halts  int // attempts at the group's halt
 }
 
-// load keeps hs, the target revision as rendered for this host, and its drainers.
+// load keeps hs, the target revision as rendered for this host, its drainers, and
+// what the core must know of it.
 func (w *work) load(a *Agent, hs *spec.HostSpec) {
 	w.hs = hs
 	w.drains = a.drainers(hs, w.txn)
+	if w.m != nil {
+		w.m.BlueGreen = blueGreen(hs, w.txn)
+	}
 }
 
 // drive performs steps from s on until an ending: it persists each step's state, does
@@ -192,6 +223,10 @@ func (a *Agent) perform(ctx context.Context, w *work, do core.Action) core.Event
 		return outcomeOf(err, core.Failed)
 	case core.Verify:
 		return a.verifyTarget(ctx, w)
+	case core.Cutover:
+		return a.cutover(ctx, w)
+	case core.Retire:
+		return a.retire(ctx, w)
 	case core.Undrain:
 		a.rejoin(ctx, w)
 		return core.Event{}
@@ -324,6 +359,9 @@ func (a *Agent) lookAgain(ctx context.Context, w *work) core.Event {
 	if why := a.foreignUnits(hs, lg); why != "" {
 		return core.Event{Result: core.HostTrouble, Reason: why}
 	}
+	if why := a.secondCopy(ctx, w, lg); why != "" {
+		return core.Event{Result: core.HostTrouble, Reason: why}
+	}
 	txn.Created = nil
 	for _, name := range slices.Sorted(maps.Keys(txn.Target.Files)) {
 		if _, ours := lg.Files[name]; !ours {
@@ -413,8 +451,12 @@ func (a *Agent) verify(ctx context.Context, txn *rollback.Txn, hs *spec.HostSpec
 		Clock:      a.clock,
 	}
 	for _, r := range hs.Services {
-		if slices.Contains(txn.Services, r.Name) {
-			v.Checks = append(v.Checks, r.Checks...)
+		if !slices.Contains(txn.Services, r.Name) {
+			continue
+		}
+		v.Checks = append(v.Checks, r.Checks...)
+		if c, ok := r.Color(txn.Target.Services[r.Name].Color); ok {
+			v.Checks = append(v.Checks, c.Checks...) // on the new color's own port
 		}
 	}
 	a.notify.busy(v.Deadline + time.Minute)
@@ -505,7 +547,7 @@ func (a *Agent) revertHost(ctx context.Context, w *work) core.Event {
 	defer a.notify.busy(0)
 	start := time.Now()
 	result := metrics.Succeeded
-	err := a.revert(ctx, txn)
+	err := a.revert(ctx, w)
 	if err != nil {
 		result = metrics.Failed
 		log.Error("revert failed: the host needs an operator; it stays out of its load balancer", "err", err)
@@ -524,10 +566,16 @@ const revertDeadline = core.RevertDeadline
 // revert puts the last good revision's unit files back, removes the units the
 // transaction added, and restarts the last good versions of the changed services.
 // It is idempotent: a crash during it is resumed by running it again.
-func (a *Agent) revert(ctx context.Context, txn *rollback.Txn) error {
+func (a *Agent) revert(ctx context.Context, w *work) error {
+	txn := w.txn
 	lg, err := a.store.LastGood()
 	if err != nil {
 		return err
+	}
+	if slices.ContainsFunc(txn.Services, func(s string) bool { return txn.Target.Services[s].Color != "" }) {
+		if err := a.switchBack(ctx, w, lg); err != nil {
+			return err
+		}
 	}
 	change := units.Change{Install: map[string][]byte{}}
 	for name, data := range lg.Files {
@@ -542,8 +590,13 @@ func (a *Agent) revert(ctx context.Context, txn *rollback.Txn) error {
 		}
 	}
 	slices.Sort(change.Remove)
+	var colors []string // the old colors: they never stopped, and are checked as they run
 	for svc, rec := range lg.Services {
 		if t, ok := txn.Target.Services[svc]; ok && t.Release == rec.Release && !filesChanged(lg, &txn.Target, rec.Units) {
+			continue
+		}
+		if rec.Color != "" {
+			colors = append(colors, rec.Restart...)
 			continue
 		}
 		change.Restart = append(change.Restart, rec.Restart...)
@@ -556,8 +609,11 @@ func (a *Agent) revert(ctx context.Context, txn *rollback.Txn) error {
 	if err := a.systemd.Apply(ctx, a.unitDir, change, owns(lg, txn)); err != nil {
 		return err
 	}
+	if err := a.disableIdleColors(ctx, txn, lg); err != nil {
+		return err
+	}
 	rep := checks.Verify(ctx, checks.Verification{
-		Units: append(slices.Clone(change.Restart), change.Start...), Systemd: unitStater{a.systemd},
+		Units: slices.Concat(change.Restart, change.Start, colors), Systemd: unitStater{a.systemd},
 		MinHealthy: 2 * time.Second, Deadline: revertDeadline, Clock: a.clock,
 	})
 	if !rep.OK {

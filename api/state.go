@@ -42,8 +42,12 @@ type ServiceState struct {
 	Name    string `json:"name"`
 	Version string `json:"version"`
 	// Target is the version being installed, while a transaction changes the service.
-	Target string      `json:"target,omitempty"`
-	Units  []UnitState `json:"units"`
+	Target string `json:"target,omitempty"`
+	// Color is the active color of a bluegreen service (the one clients reach), and
+	// TargetColor the one a transaction starts the new version in.
+	Color       string      `json:"color,omitempty"`
+	TargetColor string      `json:"targetColor,omitempty"`
+	Units       []UnitState `json:"units"`
 }
 
 // UnitState is one systemd unit, as systemd reports it.

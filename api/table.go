@@ -8,6 +8,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/baton-fleet/baton/events"
 	"github.com/baton-fleet/baton/internal/commitid"
 )
 
@@ -39,7 +40,33 @@ const (
 // terminal.
 func WriteTable(w io.Writer, s State, color bool) error {
 	t := &table{w: w, color: color, now: s.Time}
+	t.host(s)
+	t.applied(s)
+	t.field("phase", clean(s.Phase))
+	if x := s.Txn; x != nil {
+		t.txn(x)
+	}
+	t.lease(s.Lease)
+	t.fetch(s.Fetch)
+	if r := s.LastResult; r != nil {
+		t.result(r)
+	}
+	if r := s.Rejected; r != nil {
+		t.rejected(r)
+	}
+	if len(s.Quarantined) > 0 {
+		t.quarantined(s.Quarantined)
+	}
+	t.line("")
+	t.services(s.Services)
+	if len(s.Events) > 0 {
+		t.recent(s.Events)
+	}
+	return t.err
+}
 
+// host writes the host, its group and the agent's version.
+func (t *table) host(s State) {
 	host := t.paint(styleBold, clean(s.Host))
 	if s.Group != "" {
 		host += " (group " + clean(s.Group) + ")"
@@ -50,7 +77,10 @@ func WriteTable(w io.Writer, s State, color bool) error {
 		host += t.paint(styleDim, "  baton "+clean(s.Version))
 	}
 	t.field("host", host)
+}
 
+// applied writes the commit applied and how it stands against the one tracked.
+func (t *table) applied(s State) {
 	applied := t.paint(styleNone, commitOrNone(s.Applied))
 	switch {
 	case s.Tracked == "":
@@ -60,140 +90,154 @@ func WriteTable(w io.Writer, s State, color bool) error {
 		applied += ", tracked " + commitOrNone(s.Tracked) + " " + t.paint(styleYellow, "(behind)")
 	}
 	t.field("applied", applied)
-	t.field("phase", clean(s.Phase))
+}
 
-	if x := s.Txn; x != nil {
-		style := styleYellow
-		if x.State == "ROLLING_BACK" || x.State == "FAILED" {
-			style = styleRed
-		}
-		line := fmt.Sprintf("%s %s -> %s %s", clean(x.ID), commitOrNone(x.From), short(x.To), t.paint(style, clean(x.State)))
-		if !x.Since.IsZero() {
-			line += t.paint(styleDim, " since "+t.whenText(x.Since))
-		}
-		t.field("transaction", line)
-		var more []string
-		if !x.Started.IsZero() {
-			more = append(more, "started "+t.whenText(x.Started))
-		}
-		if x.Attempts > 1 {
-			more = append(more, fmt.Sprintf("attempt %d", x.Attempts))
-		}
-		if len(x.Services) > 0 {
-			more = append(more, "services "+clean(strings.Join(x.Services, ", ")))
-		}
-		if len(more) > 0 {
-			t.field("", t.paint(styleDim, strings.Join(more, "; ")))
-		}
-		if x.Reason != "" {
-			t.field("", t.paint(styleRed, "reason: "+cut(clean(x.Reason))))
-		}
+// txn writes the open transaction: its commits and state, when it started, its
+// attempt and services, and why it is rolling back.
+func (t *table) txn(x *TxnState) {
+	style := styleYellow
+	if x.State == "ROLLING_BACK" || x.State == "FAILED" {
+		style = styleRed
 	}
+	line := fmt.Sprintf("%s %s -> %s %s", clean(x.ID), commitOrNone(x.From), short(x.To), t.paint(style, clean(x.State)))
+	if !x.Since.IsZero() {
+		line += t.paint(styleDim, " since "+t.whenText(x.Since))
+	}
+	t.field("transaction", line)
+	var more []string
+	if !x.Started.IsZero() {
+		more = append(more, "started "+t.whenText(x.Started))
+	}
+	if x.Attempts > 1 {
+		more = append(more, fmt.Sprintf("attempt %d", x.Attempts))
+	}
+	if len(x.Services) > 0 {
+		more = append(more, "services "+clean(strings.Join(x.Services, ", ")))
+	}
+	if len(more) > 0 {
+		t.field("", t.paint(styleDim, strings.Join(more, "; ")))
+	}
+	if x.Reason != "" {
+		t.field("", t.paint(styleRed, "reason: "+cut(clean(x.Reason))))
+	}
+}
 
+// lease writes the host's hold on its group's lease.
+func (t *table) lease(l LeaseState) {
 	lease := t.paint(styleNone, "not held")
 	switch {
-	case s.Lease.Held:
+	case l.Held:
 		lease = t.paint(styleGreen, "held")
-	case s.Lease.Waiting:
+	case l.Waiting:
 		lease = t.paint(styleYellow, "waiting")
 	}
-	if !s.Lease.Since.IsZero() && (s.Lease.Held || s.Lease.Waiting) {
-		lease += " since " + t.when(s.Lease.Since)
+	if !l.Since.IsZero() && (l.Held || l.Waiting) {
+		lease += " since " + t.when(l.Since)
 	}
-	if s.Lease.Backend != "" {
-		lease += t.paint(styleDim, " ("+clean(s.Lease.Backend)+")")
+	if l.Backend != "" {
+		lease += t.paint(styleDim, " ("+clean(l.Backend)+")")
 	}
 	t.field("lease", lease)
+}
 
+// fetch writes the last poll of the fleet repository and why it failed.
+func (t *table) fetch(f FetchState) {
 	fetch := t.paint(styleYellow, "not yet")
-	if !s.Fetch.Time.IsZero() {
-		fetch = t.when(s.Fetch.Time)
-		if s.Fetch.Error == "" {
+	if !f.Time.IsZero() {
+		fetch = t.when(f.Time)
+		if f.Error == "" {
 			fetch += " " + t.paint(styleGreen, "ok")
 		} else {
 			fetch += " " + t.paint(styleRed, "failed")
-			if !s.Fetch.LastSuccess.IsZero() {
-				fetch += t.paint(styleDim, ", last ok "+t.whenText(s.Fetch.LastSuccess))
+			if !f.LastSuccess.IsZero() {
+				fetch += t.paint(styleDim, ", last ok "+t.whenText(f.LastSuccess))
 			}
 		}
 	}
 	t.field("fetch", fetch)
-	if s.Fetch.Error != "" {
-		t.field("", t.paint(styleRed, cut(clean(s.Fetch.Error))))
+	if f.Error != "" {
+		t.field("", t.paint(styleRed, cut(clean(f.Error))))
 	}
+}
 
-	if r := s.LastResult; r != nil {
-		t.result(r)
+// rejected writes the commit refused as bad input and why.
+func (t *table) rejected(r *Rejected) {
+	line := short(r.Commit) + " " + t.paint(styleRed, "rejected")
+	if !r.Time.IsZero() {
+		line += " " + t.when(r.Time)
 	}
-	if r := s.Rejected; r != nil {
-		line := short(r.Commit) + " " + t.paint(styleRed, "rejected")
-		if !r.Time.IsZero() {
-			line += " " + t.when(r.Time)
-		}
-		t.field("rejected", line)
-		t.output(r.Reason, styleRed)
-	}
-	if len(s.Quarantined) > 0 {
-		t.line(t.paint(styleBold, "quarantined"))
-		for _, q := range s.Quarantined {
-			line := "  " + t.paint(styleYellow, short(q.Commit))
-			if !q.Time.IsZero() {
-				line += " " + t.when(q.Time)
-			}
-			if q.Host != "" {
-				line += " on " + clean(q.Host)
-			}
-			if q.Reason != "" {
-				line += ": " + cut(clean(q.Reason))
-			}
-			t.line(line)
-		}
-	}
+	t.field("rejected", line)
+	t.output(r.Reason, styleRed)
+}
 
-	t.line("")
-	if len(s.Services) == 0 {
+// quarantined writes the quarantined commits, one a line: when, where and why.
+func (t *table) quarantined(qs []Quarantined) {
+	t.line(t.paint(styleBold, "quarantined"))
+	for _, q := range qs {
+		line := "  " + t.paint(styleYellow, short(q.Commit))
+		if !q.Time.IsZero() {
+			line += " " + t.when(q.Time)
+		}
+		if q.Host != "" {
+			line += " on " + clean(q.Host)
+		}
+		if q.Reason != "" {
+			line += ": " + cut(clean(q.Reason))
+		}
+		t.line(line)
+	}
+}
+
+// services writes each service's version (and the one being installed) and the
+// states of its units, in columns.
+func (t *table) services(svcs []ServiceState) {
+	if len(svcs) == 0 {
 		t.line(t.paint(styleDim, "no services on this host"))
-	} else {
-		rows := [][]cell{{{"SERVICE", styleBold}, {"VERSION", styleBold}, {"UNITS", styleBold}}}
-		for _, svc := range s.Services {
-			version := cell{clean(orDash(svc.Version)), styleNone}
-			if svc.Target != "" && svc.Target != svc.Version {
-				version = cell{clean(orDash(svc.Version)) + " -> " + clean(svc.Target), styleYellow}
-			}
-			var units []string
-			for _, u := range svc.Units {
-				state := clean(orDash(u.Active))
-				if u.Sub != "" {
-					state += "/" + clean(u.Sub)
-				}
-				unit := clean(u.Name) + " " + t.paint(unitStyle(u.Active), state)
-				if u.Drift {
-					unit += " " + t.paint(styleRed, "(drift)")
-				}
-				units = append(units, unit)
-			}
-			rows = append(rows, []cell{{clean(svc.Name), styleNone}, version, {strings.Join(units, "  "), styleNone}})
-		}
-		t.rows(rows)
+		return
 	}
+	rows := [][]cell{{{"SERVICE", styleBold}, {"VERSION", styleBold}, {"UNITS", styleBold}}}
+	for _, svc := range svcs {
+		version := cell{clean(orDash(svc.Version)), styleNone}
+		if svc.Target != "" && svc.Target != svc.Version {
+			version = cell{clean(orDash(svc.Version)) + " -> " + clean(svc.Target), styleYellow}
+		}
+		var units []string
+		for _, u := range svc.Units {
+			units = append(units, t.unit(u))
+		}
+		rows = append(rows, []cell{{clean(svc.Name), styleNone}, version, {strings.Join(units, "  "), styleNone}})
+	}
+	t.rows(rows)
+}
 
-	if len(s.Events) > 0 {
-		t.line("")
-		t.line(t.paint(styleBold, "recent events"))
-		evs := s.Events[max(0, len(s.Events)-eventsShown):]
-		var rows [][]cell
-		for _, e := range evs {
-			about := strings.TrimSpace(short(e.Commit) + " " + clean(e.Service))
-			rows = append(rows, []cell{
-				{"  " + t.stamp(e.Time), styleDim},
-				{clean(e.Type), eventStyle(e.Type)},
-				{about, styleNone},
-				{cut(clean(e.Message)), styleNone},
-			})
-		}
-		t.rows(rows)
+// unit is a unit's name and state, colored by its state, and whether it drifted.
+func (t *table) unit(u UnitState) string {
+	state := clean(orDash(u.Active))
+	if u.Sub != "" {
+		state += "/" + clean(u.Sub)
 	}
-	return t.err
+	unit := clean(u.Name) + " " + t.paint(unitStyle(u.Active), state)
+	if u.Drift {
+		unit += " " + t.paint(styleRed, "(drift)")
+	}
+	return unit
+}
+
+// recent writes the most recent events (eventsShown), in columns.
+func (t *table) recent(all []events.Event) {
+	t.line("")
+	t.line(t.paint(styleBold, "recent events"))
+	var rows [][]cell
+	for _, e := range all[max(0, len(all)-eventsShown):] {
+		about := strings.TrimSpace(short(e.Commit) + " " + clean(e.Service))
+		rows = append(rows, []cell{
+			{"  " + t.stamp(e.Time), styleDim},
+			{clean(e.Type), eventStyle(e.Type)},
+			{about, styleNone},
+			{cut(clean(e.Message)), styleNone},
+		})
+	}
+	t.rows(rows)
 }
 
 // result writes the last result and the failing check's output.

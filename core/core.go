@@ -38,7 +38,11 @@ const (
 	ConfirmHold Action = "confirm-hold" // right before the switch: the hold, and the fenced SWITCHING record
 	Switch      Action = "switch"       // write unit files, daemon-reload, restart
 	Load        Action = "load"         // recovery: load the target commit again to verify it
+	Migrate     Action = "migrate"      // run the release's pending expand migrations, once for the fleet
 	Verify      Action = "verify"       // the checks, for minHealthy before healthyDeadline
+	Cutover     Action = "cutover"      // bluegreen: the balancer to the new color (ready), the old one draining
+	Analyze     Action = "analyze"      // back in service: the analysis window against Prometheus
+	Retire      Action = "retire"       // bluegreen: wait out the old color's sessions, then stop it
 	Undrain     Action = "undrain"      // rejoin the load balancers (a failure is logged, not fatal)
 	Commit      Action = "commit"       // record the last good revision, then bake
 	Revert      Action = "revert"       // put the last good revision back, and check it
@@ -107,14 +111,26 @@ const StepInterrupted = "interrupted"
 // persists (Txn) and the facts the core cannot read from it.
 type Machine struct {
 	Txn *rollback.Txn
-	// Drains says that the changed services have load balancers to leave.
+	// Drains says that the changed services have load balancers to leave (those
+	// deployed by restart: a bluegreen service switches colors instead).
 	Drains bool
+	// BlueGreen says that a changed service runs two colors: the new one is checked
+	// before the balancer sends it a client (Cutover), the old one stopped once the
+	// new one held (Retire).
+	BlueGreen bool
+	// Migrates says that the release has expand migrations to run before its switch.
+	Migrates bool
+	// Analyzes says that the release's metrics are analysed once it serves.
+	Analyzes bool
 
 	// after is what follows the step under way, when the same action leads on to
 	// different places (an undrain after a verify, or before an abort).
 	after func(Event) Step
 	// last is the step handed out last.
 	last Step
+	// halts says that a failure halts the group though nothing switched here (a
+	// migration failed).
+	halts bool
 }
 
 // Switched reports whether the transaction reached SWITCHING: only a release that ran
@@ -144,9 +160,9 @@ func (m *Machine) Next(ev Event) Step {
 		return m.track(then(ev))
 	}
 	switch ev.Did {
-	case Stage, Acquire, CheckHold, LookAgain, Drain, ConfirmHold:
+	case Stage, Acquire, CheckHold, LookAgain, Drain, Migrate, ConfirmHold:
 		return m.track(m.beforeSwitch(ev))
-	case Switch, Verify, Commit:
+	case Switch, Verify, Cutover, Analyze, Retire, Commit:
 		return m.track(m.afterSwitch(ev))
 	}
 	panic(fmt.Sprintf("core: no step follows %s outside a chain", ev.Did))
@@ -190,6 +206,11 @@ func (m *Machine) beforeSwitch(ev Event) Step {
 		// Wrong the same way on every host, and nothing switched: quarantined here,
 		// the group not halted (each host finds it for itself).
 		return m.fail("stage", ev.Reason, "")
+	case ev.Did == Migrate && ev.Result == Failed:
+		// A migration that failed ran once for the fleet, and the ledger keeps its
+		// verdict: the release halts its group though nothing switched here.
+		m.halts = true
+		return m.undrainThen(func() Step { return m.fail("migrate", ev.Reason, ev.Output) })
 	case ev.Result == HostTrouble:
 		return m.trouble(troubleStep[ev.Did], ev.Reason)
 	case ev.Did == ConfirmHold && ev.Result != OK:
@@ -217,15 +238,26 @@ func (m *Machine) beforeSwitch(ev Event) Step {
 		if m.Drains {
 			return Step{Do: CheckHold, Persist: rollback.Draining}
 		}
-		return Step{Do: ConfirmHold}
+		return m.migrate()
 	case Drain:
+		return m.migrate()
+	case Migrate:
 		return Step{Do: ConfirmHold}
 	}
 	return Step{Do: Switch, Persist: rollback.Switching} // ConfirmHold
 }
 
+// migrate runs the release's expand migrations, when it has any, right before the
+// hold is confirmed for the switch.
+func (m *Machine) migrate() Step {
+	if m.Migrates {
+		return Step{Do: Migrate}
+	}
+	return Step{Do: ConfirmHold}
+}
+
 // troubleStep names, in "could not <step>", the step of the host's own trouble.
-var troubleStep = map[Action]string{Stage: "stage", Acquire: "take the lease", LookAgain: "switch", Drain: "drain"}
+var troubleStep = map[Action]string{Stage: "stage", Acquire: "take the lease", LookAgain: "switch", Drain: "drain", Migrate: "migrate"}
 
 // failedBefore says why a step before the switch ended the transaction.
 func failedBefore(ev Event) string {
@@ -235,24 +267,55 @@ func failedBefore(ev Event) string {
 	return ev.Reason
 }
 
-// afterSwitch decides from the switch to the commit.
+// afterSwitch decides from the switch to the commit: verify; for bluegreen, cut over
+// to the new color and verify again through the balancer; rejoin the load balancers;
+// analyse the release's metrics while it serves; retire the old color; commit.
 func (m *Machine) afterSwitch(ev Event) Step {
+	t := m.Txn
 	switch {
 	case ev.Did == Switch && ev.Result == Stopped:
 		// Stopped mid-switch: an interruption, not a release systemd refused.
 		return m.GiveUp("the agent was stopped while switching units")
-	case ev.Did == Switch && ev.Result != OK:
-		return m.revert("switch", ev.Reason, "")
+	case (ev.Did == Verify || ev.Did == Analyze) && ev.Result == Stopped:
+		return m.leave() // the next start verifies (or analyses) again
+	case ev.Did == Retire && ev.Result != OK:
+		// The new color held; the old one's sessions were cut at the bound, or it
+		// did not stop: the verdict on the release stands.
+		return m.serving()
+	case ev.Result != OK && ev.Did != Commit:
+		return m.revert(string(ev.Did), ev.Reason, ev.Output)
 	case ev.Did == Switch:
 		return Step{Do: Verify, Persist: rollback.Verifying}
-	case ev.Did == Verify && ev.Result == Stopped:
-		return m.leave() // the next start verifies again
-	case ev.Did == Verify && ev.Result != OK:
-		return m.revert("verify", ev.Reason, ev.Output)
+	case ev.Did == Verify && m.BlueGreen && !t.CutOver:
+		return Step{Do: Cutover}
+	case ev.Did == Cutover:
+		t.CutOver = true // persisted with the soak's state
+		return Step{Do: Verify, Persist: rollback.Verifying}
 	case ev.Did == Verify:
-		return m.undrainThen(func() Step { return Step{Do: Commit, Persist: rollback.Committed} })
+		return m.undrainThen(m.analyze)
+	case ev.Did == Analyze:
+		return m.serving()
+	case ev.Did == Retire:
+		return Step{Do: Commit, Persist: rollback.Committed}
 	case ev.Result != OK: // Commit: the record could not be written; the next start finishes it
 		return m.leave()
 	}
 	return m.done(&Outcome{Kind: Committed})
+}
+
+// analyze analyses the release's metrics while it serves, when it has an analysis.
+func (m *Machine) analyze() Step {
+	if m.Analyzes {
+		return Step{Do: Analyze, Persist: rollback.Analyzing}
+	}
+	return m.serving()
+}
+
+// serving goes on once the release passed everything: the old color retired, when
+// there is one, then the commit.
+func (m *Machine) serving() Step {
+	if m.BlueGreen && m.last.Do != Retire {
+		return Step{Do: Retire}
+	}
+	return Step{Do: Commit, Persist: rollback.Committed}
 }

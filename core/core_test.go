@@ -197,3 +197,67 @@ func TestInterruptionIsNotAFailure(t *testing.T) {
 		}
 	}
 }
+
+func TestBlueGreenAnalysisAndMigrations(t *testing.T) {
+	tests := []struct {
+		name                      string
+		blueGreen, analyzes, migr bool
+		drains                    bool
+		script                    map[Action][]Result
+		want                      string
+		kind                      Kind
+		halts                     bool
+	}{
+		{name: "bluegreen", blueGreen: true, kind: Committed,
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, cutover, VERIFYING verify, retire, COMMITTED commit, done"},
+		{name: "bluegreen: the new color fails before any client reaches it", blueGreen: true, script: map[Action][]Result{Verify: {Failed}}, kind: Reverted, halts: true,
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, ROLLING_BACK check-hold, revert, quarantine, FAILED halt, done"},
+		{name: "bluegreen: the new color does not come up in the balancer", blueGreen: true, script: map[Action][]Result{Cutover: {Failed}}, kind: Reverted, halts: true,
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, cutover, ROLLING_BACK check-hold, revert, quarantine, FAILED halt, done"},
+		{name: "bluegreen: the soak fails, switched back", blueGreen: true, script: map[Action][]Result{Verify: {OK, Failed}}, kind: Reverted, halts: true,
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, cutover, VERIFYING verify, ROLLING_BACK check-hold, revert, quarantine, FAILED halt, done"},
+		{name: "bluegreen: the old color's sessions cut at the bound", blueGreen: true, script: map[Action][]Result{Retire: {Failed}}, kind: Committed,
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, cutover, VERIFYING verify, retire, COMMITTED commit, done"},
+		{name: "analysis", analyzes: true, drains: true, kind: Committed,
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, confirm-hold, SWITCHING switch, VERIFYING verify, undrain, ANALYZING analyze, COMMITTED commit, done"},
+		{name: "analysis fails: drained again, reverted", analyzes: true, drains: true, script: map[Action][]Result{Analyze: {Failed}}, kind: Reverted, halts: true,
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, confirm-hold, SWITCHING switch, VERIFYING verify, undrain, ANALYZING analyze, ROLLING_BACK check-hold, drain, revert, undrain, quarantine, FAILED halt, done"},
+		{name: "bluegreen with analysis: a failure switches back", blueGreen: true, analyzes: true, script: map[Action][]Result{Analyze: {Failed}}, kind: Reverted, halts: true,
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, cutover, VERIFYING verify, ANALYZING analyze, ROLLING_BACK check-hold, revert, quarantine, FAILED halt, done"},
+		{name: "expand migrations", migr: true, drains: true, kind: Committed,
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, migrate, confirm-hold, SWITCHING switch, VERIFYING verify, undrain, COMMITTED commit, done"},
+		{name: "a migration fails: halts though nothing switched", migr: true, drains: true, script: map[Action][]Result{Migrate: {Failed}}, kind: Reverted, halts: true,
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, migrate, undrain, quarantine, FAILED halt, done"},
+		{name: "a migration waits on another host's run", migr: true, script: map[Action][]Result{Migrate: {HostTrouble}}, kind: Aborted,
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, migrate, done"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := &Machine{Txn: &rollback.Txn{}, Drains: tt.drains, BlueGreen: tt.blueGreen, Analyzes: tt.analyzes, Migrates: tt.migr}
+			steps, o := play(t, m, m.Begin(), tt.script)
+			if got := strings.Join(steps, ", "); got != tt.want {
+				t.Fatalf("steps\n got %s\nwant %s", got, tt.want)
+			}
+			if o == nil || o.Kind != tt.kind || o.Halts != tt.halts {
+				t.Fatalf("outcome %+v, want kind %s halts %v", o, tt.kind, tt.halts)
+			}
+		})
+	}
+}
+
+// A crash resumes ANALYZING, and a bluegreen transaction interrupted after its cutover
+// reverts (switches back) without quarantining.
+func TestResumeAnalysisAndCutover(t *testing.T) {
+	txn := &rollback.Txn{State: rollback.Analyzing, Attempts: 2, History: []rollback.Step{{State: rollback.Switching}, {State: rollback.Analyzing}}}
+	m := &Machine{Txn: txn, Analyzes: true}
+	steps, o := play(t, m, m.Resume(), nil)
+	if got := strings.Join(steps, ", "); got != "acquire-soon, load, ANALYZING analyze, COMMITTED commit, done" || o.Kind != Committed {
+		t.Fatalf("resumed ANALYZING: %s -> %+v", got, o)
+	}
+	txn = &rollback.Txn{State: rollback.Verifying, Attempts: 2, CutOver: true, History: []rollback.Step{{State: rollback.Switching}, {State: rollback.Verifying}}}
+	m = &Machine{Txn: txn, BlueGreen: true}
+	steps, o = play(t, m, m.Resume(), nil)
+	if got := strings.Join(steps, ", "); got != "acquire-soon, load, VERIFYING verify, retire, COMMITTED commit, done" || o.Kind != Committed {
+		t.Fatalf("resumed the soak: %s -> %+v", got, o)
+	}
+}

@@ -55,8 +55,15 @@ func (m *Machine) leave() Step {
 func (m *Machine) revert(step, reason, output string) Step {
 	t := m.Txn
 	t.Step, t.Reason, t.Output = step, reason, output
-	return m.then(Step{Do: CheckHold, Persist: rollback.RollingBack}, func(Event) Step {
+	revert := func(Event) Step {
 		return m.then(Step{Do: Revert}, m.reverted(func() Step { return m.fail(t.Step, t.Reason, t.Output) }))
+	}
+	return m.then(Step{Do: CheckHold, Persist: rollback.RollingBack}, func(ev Event) Step {
+		if step == string(Analyze) && m.Drains {
+			// The host served the release: it leaves its load balancers again first.
+			return m.then(Step{Do: Drain}, revert)
+		}
+		return revert(ev)
 	})
 }
 
@@ -87,7 +94,7 @@ func (m *Machine) fail(step, reason, output string) Step {
 func (m *Machine) failThen(step, reason, output string, last func(end Step) Step) Step {
 	t := m.Txn
 	t.Step, t.Reason, t.Output = step, reason, output
-	o := &Outcome{Kind: Reverted, Step: step, Reason: reason, Output: output, Check: t.Check, Halts: Switched(t)}
+	o := &Outcome{Kind: Reverted, Step: step, Reason: reason, Output: output, Check: t.Check, Halts: Switched(t) || m.halts}
 	if t.RevertFailed {
 		o.Kind = RevertFailed
 	}
@@ -230,12 +237,34 @@ func (m *Machine) resume() Step {
 		return m.then(Step{Do: AcquireSoon}, func(Event) Step { return m.revert("recover", t.Reason, t.Output) })
 	case rollback.Verifying:
 		return m.verifyAgain()
+	case rollback.Analyzing:
+		return m.analyzeAgain()
 	case rollback.Committed:
 		return m.then(Step{Do: Commit}, func(Event) Step { return m.done(&Outcome{Kind: Committed}) })
 	case rollback.Failed:
 		return m.fail(t.Step, t.Reason, t.Output)
 	}
 	return m.GiveUp(fmt.Sprintf("the transaction is in unknown state %q", t.State))
+}
+
+// analyzeAgain resumes ANALYZING: the checks had passed, so the analysis window runs
+// again, under the lease, with the commit loaded again; interrupted there a second
+// time, the host is reverted and the commit tried again later.
+func (m *Machine) analyzeAgain() Step {
+	if m.Txn.Attempts > 2 {
+		return m.GiveUp("the agent stopped twice while analysing")
+	}
+	return m.then(Step{Do: AcquireSoon}, func(ev Event) Step {
+		if ev.Result != OK {
+			return m.GiveUp("the agent stopped while analysing, and the lease to analyse again could not be had: " + ev.Reason)
+		}
+		return m.then(Step{Do: Load}, func(ev Event) Step {
+			if ev.Result != OK {
+				return m.GiveUp("the agent stopped while analysing, and the commit could not be loaded again: " + ev.Reason)
+			}
+			return Step{Do: Analyze, Persist: rollback.Analyzing}
+		})
+	})
 }
 
 // verifyAgain resumes VERIFYING: under the lease (waiting for it only a bound), with

@@ -16,6 +16,8 @@ const (
 	RolloutHalted    = "rollout.halted"    // the commit is quarantined: no other host of the group starts it
 	DriftFound       = "drift.found"       // a managed unit file was edited, or a drop-in added, outside baton
 	CommitRejected   = "commit.rejected"   // the commit is bad input; the host keeps its last good revision
+	ColorSwitched    = "color.switched"    // bluegreen: the load balancer sends new clients to the new color; Fields: from, to
+	ColorRetired     = "color.retired"     // bluegreen: the old color drained and stopped; Fields: color, took, sessionsCut
 	AnalysisFinished = "analysis.finished" // the analysis after the switch ended; Fields["outcome"] is passed, failed or inconclusive
 	GateHeld         = "gate.held"         // the group's gate began to hold new upgrades; Message names the series
 	GateOpened       = "gate.opened"       // the group's gate let new upgrades go again
@@ -23,7 +25,7 @@ const (
 
 // Types lists every event type, in the order above.
 var Types = []string{UpgradeStarted, UpgradeSucceeded, UpgradeFailed, RevertDone, RolloutHalted, DriftFound, CommitRejected,
-	AnalysisFinished, GateHeld, GateOpened}
+	ColorSwitched, ColorRetired, AnalysisFinished, GateHeld, GateOpened}
 
 // Event is one thing that happened on a host. Its JSON form is what webhooks receive
 // and what the local API lists. Fields carries extra detail (from, to, step, check,

@@ -11,11 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/baton-fleet/baton/fleet"
 )
 
 // Defaults and limits of the etcd lease.
@@ -79,35 +75,6 @@ type slot struct {
 	lost  error            // set when Check found it gone for good
 	since time.Time        // when it was acquired
 	lease clientv3.LeaseID // sess.id, for compares
-}
-
-// groupKeys are the keys of one group and host.
-type groupKeys struct {
-	group string
-	slots string // <prefix>/groups/<group>/slots/
-	slot  string // slots + host
-	max   string // <prefix>/groups/<group>/maxParallel
-}
-
-func keysFor(prefix, group, host string) groupKeys {
-	g := cleanPrefix(prefix) + "/groups/" + group + "/"
-	return groupKeys{group: group, slots: g + "slots/", slot: g + "slots/" + host, max: g + "maxParallel"}
-}
-
-func cleanPrefix(p string) string {
-	p = strings.TrimRight(p, "/")
-	if p == "" {
-		return DefaultEtcdPrefix
-	}
-	return p
-}
-
-// checkName refuses a group or host name that would not stay one key segment.
-func checkName(what, s string) error {
-	if s == "" || s == "." || s == ".." || strings.ContainsAny(s, "/ \t\r\n") {
-		return fmt.Errorf("%s %q is not usable in an etcd key", what, s)
-	}
-	return nil
 }
 
 // NewEtcd makes the lease of host o.Host on the etcd reached by cli. It does no I/O; the
@@ -175,95 +142,140 @@ func (e *Etcd) Acquire(ctx context.Context, group string) error {
 // retryWarnEvery is how often a waiter that keeps retrying (etcd down) says so at WARN.
 const retryWarnEvery = 30 * time.Second
 
-// acquire is Acquire's loop: get a session, put (or resume) the slot key, then read and
-// wait until the key is among the first N. Transient errors are retried until ctx ends.
+// acquire is Acquire's loop over its steps: enqueue (get a session, put or resume the
+// slot key), wait in line until the key is among the first N, and take the slot once
+// the session is certain. A key or session lost while waiting is enqueued again;
+// transient errors are retried until ctx ends, and then the key is withdrawn.
 func (e *Etcd) acquire(ctx context.Context, k groupKeys) error {
-	var backoff time.Duration
-	var warned time.Time // the last retry logged at WARN: one a while, the rest at DEBUG
-	retry := func(what string, err error) error {
-		backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
-		wait := backoff/2 + rand.N(backoff/2+1)
-		level := slog.LevelDebug
-		if now := time.Now(); now.Sub(warned) >= retryWarnEvery {
-			level, warned = slog.LevelWarn, now
-		}
-		e.log.Log(ctx, level, "etcd lease: retry", "group", k.group, "op", what, "err", err, "in", wait)
-		select {
-		case <-ctx.Done():
-			return e.withdraw(ctx.Err())
-		case <-time.After(wait):
-			return nil
-		}
-	}
+	r := &retrier{log: e.log, group: k.group}
 	for {
 		if err := ctx.Err(); err != nil {
 			return e.withdraw(err)
 		}
 		sess, err := e.session(ctx)
 		if err != nil {
-			if err := retry("grant", err); err != nil {
-				return err
+			if err := r.wait(ctx, "grant", err); err != nil {
+				return e.withdraw(err)
 			}
 			continue
 		}
 		v, err := e.enqueue(ctx, k, sess)
 		if err != nil {
-			if err := retry("enqueue", err); err != nil {
-				return err
+			if err := r.wait(ctx, "enqueue", err); err != nil {
+				return e.withdraw(err)
 			}
 			continue
 		}
-		backoff = 0
-		// Wait in line until the key is among the first N, reading again after every
-		// wake-up. Leave this loop to put the key again when it is gone.
-		for {
-			if _, _, err := sess.state(); err != nil {
-				break // the lease is gone, and the key with it: start over
-			}
-			s := e.current()
-			if err := v.ours(s.token, s.lease); err != nil {
-				e.log.Info("lease slot key lost while waiting; queueing again", "group", k.group, "reason", err)
-				break
-			}
-			if v.holds() {
-				err := sess.valid()
-				if err == nil {
-					return nil
-				}
-				// The key is first in line but the session may have lapsed: wait for
-				// the next keep-alive (or the end of the lease) and read again.
-				renewed, gone := sess.wakeups()
-				select {
-				case <-ctx.Done():
-					return e.withdraw(ctx.Err())
-				case <-renewed:
-				case <-gone:
-				}
-			} else {
-				fresh, err := e.wait(ctx, k, s, v)
-				if err != nil {
-					return e.withdraw(err)
-				}
-				if fresh != nil {
-					v = *fresh
-					continue
-				}
-			}
-			for {
-				v, err = e.read(ctx, k, s.token)
-				if err == nil {
-					break
-				}
-				if err := retry("read", err); err != nil {
-					return err
-				}
-			}
-			backoff = 0
+		r.reset()
+		taken, err := e.waitInLine(ctx, k, sess, v, r)
+		if err != nil {
+			return e.withdraw(err)
+		}
+		if taken {
+			return nil
 		}
 	}
 }
 
-// current returns this host's slot record; only acquire calls it, while it exists.
+// waitInLine waits until the key that v shows is among the first N and takes the slot,
+// reading again after every wake-up. It returns true once the slot is taken, false
+// when the key or its session is gone and the key has to be enqueued again, and ctx's
+// error when ctx ends.
+func (e *Etcd) waitInLine(ctx context.Context, k groupKeys, sess *session, v view, r *retrier) (bool, error) {
+	for {
+		if _, _, err := sess.state(); err != nil {
+			return false, nil // the lease is gone, and the key with it: start over
+		}
+		s := e.current()
+		if err := v.ours(s.token, s.lease); err != nil {
+			e.log.Info("lease slot key lost while waiting; queueing again", "group", k.group, "reason", err)
+			return false, nil
+		}
+		if v.holds() {
+			taken, err := take(ctx, sess)
+			if taken || err != nil {
+				return taken, err
+			}
+		} else {
+			fresh, err := e.wait(ctx, k, s, v)
+			if err != nil {
+				return false, err
+			}
+			if fresh != nil {
+				v = *fresh
+				continue
+			}
+		}
+		var err error
+		if v, err = e.reread(ctx, k, s.token, r); err != nil {
+			return false, err
+		}
+	}
+}
+
+// take takes the slot of a key first in line: it returns true when the session is
+// certain. When the session may have lapsed it waits for the next keep-alive (or the
+// end of the lease) and returns false, for the caller to read again.
+func take(ctx context.Context, sess *session) (bool, error) {
+	if sess.valid() == nil {
+		return true, nil
+	}
+	renewed, gone := sess.wakeups()
+	select {
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-renewed:
+	case <-gone:
+	}
+	return false, nil
+}
+
+// reread reads the host's place in line again, retrying until it succeeds or ctx ends.
+func (e *Etcd) reread(ctx context.Context, k groupKeys, token int64, r *retrier) (view, error) {
+	for {
+		v, err := e.read(ctx, k, token)
+		if err == nil {
+			r.reset()
+			return v, nil
+		}
+		if err := r.wait(ctx, "read", err); err != nil {
+			return view{}, err
+		}
+	}
+}
+
+// retrier paces the retries of one Acquire: a backoff doubling from 50ms to 2s, with
+// jitter, reset by every success; one retry a while (retryWarnEvery) is logged at WARN,
+// the rest at DEBUG.
+type retrier struct {
+	log     *slog.Logger
+	group   string
+	backoff time.Duration
+	warned  time.Time // the last retry logged at WARN
+}
+
+// wait logs that the step what failed with err and waits out the backoff. It returns
+// ctx's error when ctx ends first.
+func (r *retrier) wait(ctx context.Context, what string, err error) error {
+	r.backoff = min(max(2*r.backoff, 50*time.Millisecond), 2*time.Second)
+	wait := r.backoff/2 + rand.N(r.backoff/2+1)
+	level := slog.LevelDebug
+	if now := time.Now(); now.Sub(r.warned) >= retryWarnEvery {
+		level, r.warned = slog.LevelWarn, now
+	}
+	r.log.Log(ctx, level, "etcd lease: retry", "group", r.group, "op", what, "err", err, "in", wait)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(wait):
+		return nil
+	}
+}
+
+// reset starts the backoff over, after a success.
+func (r *retrier) reset() { r.backoff = 0 }
+
+// current returns this host's slot record; only acquire's steps call it, while it exists.
 func (e *Etcd) current() *slot {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -294,78 +306,6 @@ func (e *Etcd) session(ctx context.Context) (*session, error) {
 		old.stop()
 	}
 	return sess, nil
-}
-
-// view is what one read at one revision says about this host's place in line.
-type view struct {
-	rev   int64
-	own   *mvccpb.KeyValue   // this host's slot key, nil when missing
-	n     int                // the group's N
-	nErr  error              // why N is unreadable (N is then 0)
-	ahead []*mvccpb.KeyValue // the slot keys created before ours, nearest first, at most limit
-}
-
-// holds says whether the key is among the first N: with ahead read up to a limit of at
-// least N, fewer than N keys ahead means fewer than N in all.
-func (v view) holds() bool { return v.n > 0 && len(v.ahead) < v.n }
-
-// ours returns nil when the key is still the one this host put, bound to its session.
-func (v view) ours(token int64, lease clientv3.LeaseID) error {
-	switch {
-	case v.own == nil:
-		return errors.New("slot key gone")
-	case v.own.CreateRevision != token:
-		return fmt.Errorf("slot key recreated (creation revision %d, token %d)", v.own.CreateRevision, token)
-	case clientv3.LeaseID(v.own.Lease) != lease:
-		return fmt.Errorf("slot key taken over by another etcd lease (%x)", v.own.Lease)
-	}
-	return nil
-}
-
-// readOps read the key, N and up to limit keys ahead of token (all keys when token is
-// 0, for a key put in the same transaction: it is then the newest).
-func readOps(k groupKeys, token int64, limit int) []clientv3.Op {
-	opts := []clientv3.OpOption{
-		clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
-		clientv3.WithLimit(int64(limit)),
-	}
-	if token > 1 {
-		opts = append(opts, clientv3.WithMaxCreateRev(token-1))
-	}
-	return []clientv3.Op{clientv3.OpGet(k.slot), clientv3.OpGet(k.max), clientv3.OpGet(k.slots, opts...)}
-}
-
-// parseView reads the responses of readOps from rs.
-func parseView(rev int64, rs []*etcdserverpb.ResponseOp, token int64) view {
-	v := view{rev: rev}
-	if kvs := rs[0].GetResponseRange().Kvs; len(kvs) > 0 {
-		v.own = kvs[0]
-	}
-	var maxKV *mvccpb.KeyValue
-	if kvs := rs[1].GetResponseRange().Kvs; len(kvs) > 0 {
-		maxKV = kvs[0]
-	}
-	v.n, v.nErr = parseSlots(maxKV)
-	for _, kv := range rs[2].GetResponseRange().Kvs {
-		if kv.CreateRevision < token {
-			v.ahead = append(v.ahead, kv)
-		}
-	}
-	return v
-}
-
-// parseSlots reads N from the maxParallel key: DefaultSlots when it is missing, 0 (no
-// slot granted) when it is not a count.
-func parseSlots(kv *mvccpb.KeyValue) (int, error) {
-	if kv == nil {
-		return DefaultSlots, nil
-	}
-	n, err := fleet.ParseSlots(kv.Value) // as the fleet view reads it
-	if err != nil {
-		return 0, fmt.Errorf("%s = %q is not a count of slots; no slot is granted", kv.Key, kv.Value)
-	}
-	return n, nil
 }
 
 func (e *Etcd) limit(group string) int {
@@ -489,29 +429,7 @@ func (e *Etcd) wait(ctx context.Context, k groupKeys, s *slot, v view) (*view, e
 	created := make(chan int64, v.n+2)
 	watch := func(key string, opts ...clientv3.OpOption) {
 		ch := e.cli.Watch(wctx, key, append(opts, clientv3.WithCreatedNotify())...)
-		wg.Go(func() {
-			for resp := range ch {
-				if resp.Created && resp.Err() == nil {
-					select {
-					case created <- resp.Header.Revision:
-					default:
-					}
-					continue
-				}
-				if resp.IsProgressNotify() {
-					continue
-				}
-				select {
-				case wake <- struct{}{}:
-				default:
-				}
-			}
-			// Closed: by cancel, or because the watch failed.
-			select {
-			case wake <- struct{}{}:
-			default:
-			}
-		})
+		wg.Go(func() { relay(ch, created, wake) })
 	}
 	watch(k.slot)
 	watch(k.max)
@@ -560,18 +478,31 @@ func (e *Etcd) wait(ctx context.Context, k groupKeys, s *slot, v view) (*view, e
 	return nil, nil
 }
 
-// sameLine says whether b shows the host waiting on the same keys as a does.
-func sameLine(a, b view) bool {
-	if a.n != b.n || b.holds() || a.own == nil || b.own == nil ||
-		a.own.CreateRevision != b.own.CreateRevision || a.own.Lease != b.own.Lease {
-		return false
-	}
-	for i := range min(a.n, len(a.ahead)) {
-		if string(a.ahead[i].Key) != string(b.ahead[i].Key) || a.ahead[i].CreateRevision != b.ahead[i].CreateRevision {
-			return false
+// relay passes on what one watch of wait says, never blocking: the revision it was
+// created at to created, and a change of its key, or its end (cancelled, or failed),
+// to wake.
+func relay(ch clientv3.WatchChan, created chan<- int64, wake chan<- struct{}) {
+	for resp := range ch {
+		if resp.Created && resp.Err() == nil {
+			select {
+			case created <- resp.Header.Revision:
+			default:
+			}
+			continue
+		}
+		if resp.IsProgressNotify() {
+			continue
+		}
+		select {
+		case wake <- struct{}{}:
+		default:
 		}
 	}
-	return true
+	// Closed: by cancel, or because the watch failed.
+	select {
+	case wake <- struct{}{}:
+	default:
+	}
 }
 
 // withdraw takes the host's key out of the line after Acquire gave up with cause, so
@@ -829,40 +760,17 @@ func (e *Etcd) SetSlots(ctx context.Context, group string, n int) error {
 	return nil
 }
 
-// Holder is one slot key of a group, in line order.
-type Holder struct {
-	Host           string
-	CreateRevision int64 // its fencing token
-	Holding        bool  // among the first N: holds a slot; otherwise waits
-}
-
 // Holders reads a group's slot keys in creation order and its N, at one revision.
 func Holders(ctx context.Context, cli *clientv3.Client, prefix, group string) ([]Holder, int, error) {
 	if err := checkName("group", group); err != nil {
 		return nil, 0, fmt.Errorf("read lease holders: %w", err)
 	}
 	k := keysFor(prefix, group, "")
-	resp, err := cli.Txn(ctx).Then(
-		clientv3.OpGet(k.slots, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)),
-		clientv3.OpGet(k.max),
-	).Commit()
+	resp, err := cli.Txn(ctx).Then(lineOps(k)...).Commit()
 	if err != nil {
 		return nil, 0, fmt.Errorf("read lease holders of group %s: %w", group, err)
 	}
-	var maxKV *mvccpb.KeyValue
-	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
-		maxKV = kvs[0]
-	}
-	n, _ := parseSlots(maxKV)
-	var hs []Holder
-	for i, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		hs = append(hs, Holder{
-			Host:           strings.TrimPrefix(string(kv.Key), k.slots),
-			CreateRevision: kv.CreateRevision,
-			Holding:        i < n,
-		})
-	}
+	hs, n := parseLine(k, resp.Responses)
 	return hs, n, nil
 }
 

@@ -76,7 +76,13 @@ func Compute(want *spec.HostSpec, have *rollback.LastGood, unitDir string) (*Pla
 		} else {
 			sc.Change = New
 		}
-		for _, u := range s.Units.Names() {
+		units := s.Units
+		if c, ok := s.Color(old.Color); ok {
+			units = c.Units // compared with what the active color runs
+		} else if c := NextColor(s, old); c != nil {
+			units = c.Units
+		}
+		for _, u := range units.Names() {
 			uc := UnitChange{Unit: u, Service: s.Name, Change: New}
 			if slices.Contains(old.Units, u) {
 				cur, err := readUnit(unitDir, u)
@@ -84,7 +90,7 @@ func Compute(want *spec.HostSpec, have *rollback.LastGood, unitDir string) (*Pla
 					return nil, err
 				}
 				uc.Change = Unchanged
-				if d := udiff.Unified("a/"+u, "b/"+u, cur, string(s.Units[u])); d != "" {
+				if d := udiff.Unified("a/"+u, "b/"+u, cur, string(units[u])); d != "" {
 					uc.Change, uc.Diff = Changed, d
 				}
 			}
@@ -94,7 +100,7 @@ func Compute(want *spec.HostSpec, have *rollback.LastGood, unitDir string) (*Pla
 			p.Units = append(p.Units, uc)
 		}
 		for _, u := range old.Units {
-			if _, kept := s.Units[u]; !kept {
+			if !Keeps(s, u) {
 				p.Units = append(p.Units, UnitChange{Unit: u, Service: s.Name, Change: Removed})
 				sc.Change = Changed
 			}
@@ -184,4 +190,32 @@ func (p *Plan) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "\n%d new, %d changed, %d removed, %d unchanged\n", n[New], n[Changed], n[Removed], n[Unchanged])
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// NextColor is the color of a bluegreen service r that a transaction starts, given
+// what the host runs (old): the idle one, beside the active one that keeps serving
+// until the new one is proven; the first color on a first install. It is nil for a
+// service deployed by restart.
+func NextColor(r *spec.Rendered, old rollback.ServiceRecord) *spec.RenderedColor {
+	if len(r.Colors) == 0 {
+		return nil
+	}
+	if idle, ok := r.OtherColor(old.Color); ok {
+		return idle
+	}
+	return &r.Colors[0]
+}
+
+// Keeps says whether r, as rendered now, still has the unit u: one of its unit files
+// or, for a bluegreen service, one of either color's.
+func Keeps(r *spec.Rendered, u string) bool {
+	if _, ok := r.Units[u]; ok {
+		return true
+	}
+	for _, c := range r.Colors {
+		if _, ok := c.Units[u]; ok {
+			return true
+		}
+	}
+	return false
 }

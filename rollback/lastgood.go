@@ -58,6 +58,10 @@ type ServiceRecord struct {
 	// Fingerprint is the release as every host renders it (spec.Service.Fingerprint):
 	// what the group halts on when it fails its checks.
 	Fingerprint string `json:"fingerprint,omitempty"`
+	// Color is the active color of a bluegreen service: the one the load balancer
+	// sends clients to. Units then lists both colors' units that baton installed, and
+	// Restart the active color's.
+	Color string `json:"color,omitempty"`
 }
 
 // Owned returns every unit baton installed, sorted.

@@ -26,6 +26,7 @@ const (
 	Draining    State = "DRAINING"     // the host is being taken out of its load balancer
 	Switching   State = "SWITCHING"    // unit files swapped, daemon-reload, restarts
 	Verifying   State = "VERIFYING"    // checks and soak
+	Analyzing   State = "ANALYZING"    // back in service: the release's metrics analysed against Prometheus
 	Committed   State = "COMMITTED"    // the new revision is the last good one
 	RollingBack State = "ROLLING_BACK" // putting the last good revision back
 	Failed      State = "FAILED"       // reverted; the commit is quarantined
@@ -36,7 +37,7 @@ const (
 // SWITCHING on, unit files and running processes may be new.
 func (s State) Touched() bool {
 	switch s {
-	case Switching, Verifying, Committed, RollingBack, Failed:
+	case Switching, Verifying, Analyzing, Committed, RollingBack, Failed:
 		return true
 	}
 	return false
@@ -83,6 +84,9 @@ type Txn struct {
 	// Created lists the unit files that did not exist before this upgrade: with the
 	// last good record, they are all baton may write or remove on this host.
 	Created []string `json:"created,omitempty"`
+	// CutOver says that the load balancer sends the bluegreen services' traffic to the
+	// new color (the old one draining): a revert switches it back.
+	CutOver bool `json:"cutOver,omitempty"`
 }
 
 // Step is a state the transaction entered, and when.

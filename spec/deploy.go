@@ -98,9 +98,6 @@ func (s *Service) checkDeploy(doc *yamldoc.Doc, opts LoadOptions) yamldoc.Errors
 		}
 		return errs
 	}
-	if !opts.BlueGreen {
-		errs.Add(at("strategy").Errorf("deploy.strategy: bluegreen is not run by this agent yet; it keeps the last good revision"))
-	}
 	errs = append(errs, d.checkColors(doc)...)
 	errs = append(errs, d.checkDrainTimes(doc)...)
 	errs = append(errs, s.checkBlueGreenUnits(doc)...)

@@ -2,7 +2,6 @@ package spec
 
 import (
 	"encoding/json"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -228,16 +227,3 @@ services/shop/service.yaml:11: check "tcp": tcp.address uses neither {{ .Port }}
 // TestBlueGreenRefusedUnlessRun: a reader that does not run bluegreen upgrades
 // (LoadOptions.BlueGreen false, as an agent whose transaction does not) refuses
 // the service at its strategy line; Load accepts it.
-func TestBlueGreenRefusedUnlessRun(t *testing.T) {
-	fsys := os.DirFS("testdata/bluegreen")
-	_, err := LoadWith(fsys, LoadOptions{AllowUnits: []string{"x.service"}})
-	if err == nil || err.Error() != "services/shop/service.yaml:8: deploy.strategy: bluegreen is not run by this agent yet; it keeps the last good revision" {
-		t.Errorf("LoadWith without BlueGreen: %v", err)
-	}
-	if _, err := LoadWith(fsys, LoadOptions{BlueGreen: true}); err != nil {
-		t.Errorf("LoadWith with BlueGreen: %v", err)
-	}
-	if _, err := LoadWith(os.DirFS("../examples/fleet"), LoadOptions{}); err != nil {
-		t.Errorf("a repository without bluegreen, without BlueGreen: %v", err)
-	}
-}

@@ -38,10 +38,9 @@ type Repo struct {
 // Load reads and validates the fleet repository at the root of fsys. It checks every
 // file, renders every template once with sample values, and returns all problems as a
 // yamldoc.Errors, each naming its file (relative to the repository) and line. It is
-// LoadWith with BlueGreen alone: every reserved unit name (ReservedUnit) is refused,
-// bluegreen services are accepted.
+// LoadWith with no options: every reserved unit name (ReservedUnit) is refused.
 func Load(fsys fs.FS) (*Repo, error) {
-	return LoadWith(fsys, LoadOptions{BlueGreen: true})
+	return LoadWith(fsys, LoadOptions{})
 }
 
 // LoadWith is Load with the allowances of opts.

@@ -86,14 +86,6 @@ type LoadOptions struct {
 	// getty@.service allows that template, not getty@tty1.service. A name that is not
 	// reserved changes nothing.
 	AllowUnits []string
-
-	// BlueGreen accepts services with deploy.strategy: bluegreen. A reader that
-	// cannot run their upgrade (an agent whose transaction does not start, switch
-	// and stop colors) leaves it false, and such a service is refused at its
-	// deploy.strategy line: the agent keeps the last good revision rather than
-	// treat the colors' units as units removed. Load sets it: `baton validate`
-	// checks bluegreen services in full.
-	BlueGreen bool
 }
 
 // reserved is ReservedUnit, except for the names o allows.

@@ -174,12 +174,17 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// newHandler serves /healthz, /version, /metrics and /, and names the version in an
-// X-Demo-Version header on every response.
+// newHandler serves /healthz, /version, /metrics, /, and sessions kept in this
+// process's memory (POST /login, GET /cart, POST /logout), and names the version in
+// an X-Demo-Version header on every response.
 func newHandler(cfg config, host string) http.Handler {
 	metrics := newRequestMetrics(host)
 	var requests counter
 	mux := http.NewServeMux()
+	sessions := newSessions()
+	mux.HandleFunc("POST /login", sessions.login)
+	mux.HandleFunc("GET /cart", sessions.cart)
+	mux.HandleFunc("POST /logout", sessions.logout)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if cfg.Mode == modeFailHealth {
 			http.Error(w, "unhealthy", http.StatusServiceUnavailable)

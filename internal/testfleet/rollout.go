@@ -40,87 +40,66 @@ type Outcome struct {
 // or held back by the group's halt) and is back in rotation, sampling HAProxy every
 // 50ms and each host's /version every 10ms meanwhile.
 func (f *Fleet) Upgrade(ctx context.Context, rel Release) (*Outcome, error) {
-	prev := map[string]string{}
-	for _, h := range f.Hosts {
-		prev[h.Name] = h.Served()
-	}
-	type change struct {
-		at      time.Time
-		version string
-	}
-	var mu sync.Mutex
-	timeline := map[string][]change{}
-	o := &Outcome{Release: rel}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for _, h := range f.Hosts {
-		wg.Go(func() {
-			last := prev[h.Name]
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(10 * time.Millisecond):
-				}
-				if v := h.Served(); v != last {
-					last = v
-					mu.Lock()
-					timeline[h.Name] = append(timeline[h.Name], change{time.Now(), v})
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			if n := f.OutOfRotation(); n > o.MaxOut {
-				mu.Lock()
-				o.MaxOut = n
-				mu.Unlock()
-			}
-		}
-	})
-	defer func() { close(stop); wg.Wait() }()
-
+	s := f.sample()
+	defer s.stop()
 	start := time.Now()
 	c, err := f.Push(rel)
 	if err != nil {
 		return nil, err
 	}
-	o.Commit = c
-	halted := func() bool {
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		s, err := f.groupFailed(ctx, c)
-		return err == nil && s
-	}
-	for _, h := range f.Hosts {
-		err := f.WaitFor(ctx, h.Name+" to settle on "+short(c), settleLimit, func() bool {
-			if h.TxnState() != "" {
-				return false
-			}
-			return h.LastGood().Revision == c || h.Quarantined(c) || halted()
-		})
-		if err != nil {
-			return nil, err
-		}
+	o := &Outcome{Release: rel, Commit: c}
+	if err := f.settle(ctx, c); err != nil {
+		return nil, err
 	}
 	o.Took = time.Since(start)
 	if err := f.WaitInRotation(ctx, time.Minute); err != nil {
 		return nil, err
 	}
-	o.Halted = halted()
+	o.Halted = f.halted(ctx, c)
+	f.timeRollout(o, start)
+	if err := f.tally(o, s); err != nil {
+		return nil, err
+	}
+	s.stop()
+	o.MaxOut = s.maxOut
+	return o, nil
+}
+
+// settle waits until every host settled on commit c: no transaction open, and c
+// committed, quarantined, or halted in the group.
+func (f *Fleet) settle(ctx context.Context, c string) error {
+	for _, h := range f.Hosts {
+		err := f.WaitFor(ctx, h.Name+" to settle on "+short(c), settleLimit, func() bool {
+			if h.TxnState() != "" {
+				return false
+			}
+			return h.LastGood().Revision == c || h.Quarantined(c) || f.halted(ctx, c)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// halted says whether the group recorded commit c as failed; false when the fleet
+// state cannot be read within 2s.
+func (f *Fleet) halted(ctx context.Context, c string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := f.groupFailed(ctx, c)
+	return err == nil && s
+}
+
+// timeRollout sets o's Rollout, PushToStart and PushToFetch from the hosts' journals,
+// for the commit pushed at start.
+func (f *Fleet) timeRollout(o *Outcome, start time.Time) {
 	var first, last time.Time
 	for _, h := range f.Hosts {
-		if t, ok := h.TxnStarted(c); ok && (first.IsZero() || t.Before(first)) {
+		if t, ok := h.TxnStarted(o.Commit); ok && (first.IsZero() || t.Before(first)) {
 			first = t
 		}
-		if t, ok := h.Committed(c); ok && t.After(last) {
+		if t, ok := h.Committed(o.Commit); ok && t.After(last) {
 			last = t
 		}
 	}
@@ -128,10 +107,16 @@ func (f *Fleet) Upgrade(ctx context.Context, rel Release) (*Outcome, error) {
 		o.Rollout, o.PushToStart = last.Sub(first), first.Sub(start)
 	}
 	for _, h := range f.Hosts {
-		if t, ok := h.Noticed(c); ok && (o.PushToFetch == 0 || t.Sub(start) < o.PushToFetch) {
+		if t, ok := h.Noticed(o.Commit); ok && (o.PushToFetch == 0 || t.Sub(start) < o.PushToFetch) {
 			o.PushToFetch = t.Sub(start)
 		}
 	}
+}
+
+// tally sets o's hosts that switched to and committed its commit, the Floor of their
+// steps, and RevertToServing on the first host that failed it, from s's timeline.
+func (f *Fleet) tally(o *Outcome, s *sampler) error {
+	c := o.Commit
 	for _, h := range f.Hosts {
 		if h.Switched(c) {
 			o.Switched = append(o.Switched, h.Name)
@@ -140,26 +125,100 @@ func (f *Fleet) Upgrade(ctx context.Context, rel Release) (*Outcome, error) {
 			o.Committed = append(o.Committed, h.Name)
 			steps, ok := h.CommitSteps(c)
 			if !ok {
-				return nil, fmt.Errorf("%s committed %s but its journal has no steps", h.Name, short(c))
+				return fmt.Errorf("%s committed %s but its journal has no steps", h.Name, short(c))
 			}
 			o.Floor += steps["SWITCHING"] + steps["VERIFYING"]
 		}
 		if o.RevertToServing == 0 && h.Quarantined(c) {
-			failed, ok := h.RevertStarted(c)
-			if !ok {
-				continue
+			if failed, ok := h.RevertStarted(c); ok {
+				o.RevertToServing = s.backSince(h.Name, failed)
 			}
-			mu.Lock()
-			for _, ch := range timeline[h.Name] {
-				if ch.at.After(failed) && ch.version == prev[h.Name] {
-					o.RevertToServing = ch.at.Sub(failed)
-					break
-				}
-			}
-			mu.Unlock()
 		}
 	}
-	return o, nil
+	return nil
+}
+
+// sampler watches the fleet while a release rolls out: each host's served version
+// every 10ms, and the most hosts out of HAProxy's rotation at once every 50ms.
+type sampler struct {
+	prev map[string]string // each host's version before the push
+
+	done chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+
+	maxOut int // written by rotation alone; read after stop
+
+	mu       sync.Mutex
+	timeline map[string][]change // each host's changes of version
+}
+
+// change is a host starting to serve version at.
+type change struct {
+	at      time.Time
+	version string
+}
+
+// sample starts sampling f; stop ends it.
+func (f *Fleet) sample() *sampler {
+	s := &sampler{prev: map[string]string{}, done: make(chan struct{}), timeline: map[string][]change{}}
+	for _, h := range f.Hosts {
+		s.prev[h.Name] = h.Served()
+	}
+	for _, h := range f.Hosts {
+		s.wg.Go(func() { s.served(h) })
+	}
+	s.wg.Go(func() { s.rotation(f) })
+	return s
+}
+
+// served records each change of the version h serves.
+func (s *sampler) served(h *Host) {
+	last := s.prev[h.Name]
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		if v := h.Served(); v != last {
+			last = v
+			s.mu.Lock()
+			s.timeline[h.Name] = append(s.timeline[h.Name], change{time.Now(), v})
+			s.mu.Unlock()
+		}
+	}
+}
+
+// rotation records the most hosts out of rotation at once.
+func (s *sampler) rotation(f *Fleet) {
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+		s.maxOut = max(s.maxOut, f.OutOfRotation())
+	}
+}
+
+// backSince is how long after since host served its version from before the push
+// again, 0 if it has not.
+func (s *sampler) backSince(host string, since time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ch := range s.timeline[host] {
+		if ch.at.After(since) && ch.version == s.prev[host] {
+			return ch.at.Sub(since)
+		}
+	}
+	return 0
+}
+
+// stop ends the sampling and waits for it; it may be called more than once.
+func (s *sampler) stop() {
+	s.once.Do(func() { close(s.done) })
+	s.wg.Wait()
 }
 
 // groupFailed reports whether the fleet state records commit as failed in the group.

@@ -1,0 +1,217 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/baton-fleet/baton/core"
+	"github.com/baton-fleet/baton/drain"
+	"github.com/baton-fleet/baton/events"
+	"github.com/baton-fleet/baton/rollback"
+	"github.com/baton-fleet/baton/room"
+	"github.com/baton-fleet/baton/spec"
+)
+
+// colorMove is one bluegreen service of a transaction moving its clients from one
+// color to the other: from is nil on a first install.
+type colorMove struct {
+	service  string
+	deploy   *spec.Deploy
+	from, to *spec.RenderedColor
+}
+
+// colorMoves lists the changed bluegreen services of w, with the color each had
+// active (lg, the last good record) and the one the transaction starts.
+func colorMoves(w *work, lg *rollback.LastGood) []colorMove {
+	var out []colorMove
+	for _, r := range w.hs.Services {
+		if len(r.Colors) == 0 || !slices.Contains(w.txn.Services, r.Name) {
+			continue
+		}
+		to, _ := r.Color(w.txn.Target.Services[r.Name].Color)
+		from, _ := r.Color(lg.Services[r.Name].Color)
+		if to == nil || from == to {
+			continue
+		}
+		out = append(out, colorMove{service: r.Name, deploy: r.Deploy, from: from, to: to})
+	}
+	return out
+}
+
+// haproxyOf is the load balancer's server of color c.
+func (a *Agent) haproxyOf(w *work, c *spec.RenderedColor) *drain.HAProxy {
+	return drain.NewHAProxy(c.Drain, w.log.With("color", c.Name))
+}
+
+// cutover sends the bluegreen services' clients to their new color, checked on its
+// own port already: the new color's server ready (once HAProxy's health check sees it
+// up), then the old one draining: persistent sessions stay on the old color until they
+// end (see retire). On a first install the other color's server is put in maint.
+func (a *Agent) cutover(ctx context.Context, w *work) core.Event {
+	lg, err := a.store.LastGood()
+	if err != nil {
+		return core.Event{Result: core.Failed, Reason: err.Error()}
+	}
+	a.txnPhase(w.txn, "switching the load balancer to the new color")
+	for _, mv := range colorMoves(w, lg) {
+		to := a.haproxyOf(w, mv.to)
+		if mv.from == nil {
+			other, _ := rendered(w.hs, mv.service).OtherColor(mv.to.Name)
+			err = drain.SwitchBack(ctx, a.haproxyOf(w, other), to)
+		} else {
+			err = drain.Switch(ctx, a.haproxyOf(w, mv.from), to)
+		}
+		if err != nil {
+			return stopOr(ctx, fmt.Errorf("%s: the load balancer to %s: %w", mv.service, mv.to.Name, err))
+		}
+		w.log.Info("the load balancer sends new clients to the new color", "service", mv.service, "color", mv.to.Name)
+		from := "-"
+		if mv.from != nil {
+			from = mv.from.Name
+		}
+		a.emit(events.ColorSwitched, w.txn.To, mv.service, fmt.Sprintf("%s: clients to %s (from %s)", mv.service, mv.to.Name, from), map[string]string{"from": from, "to": mv.to.Name})
+	}
+	return core.Event{}
+}
+
+// retire ends the old colors once the new ones held: each old color's server keeps its
+// persistent sessions until none came for drainIdle (at most drainTimeout), then goes
+// to maint, and its units are stopped and disabled. A failure here is logged: the
+// release is good, and the old color is the one to clean up.
+func (a *Agent) retire(ctx context.Context, w *work) core.Event {
+	lg, err := a.store.LastGood()
+	if err != nil {
+		return core.Event{Result: core.Failed, Reason: err.Error()}
+	}
+	var errs []error
+	for _, mv := range colorMoves(w, lg) {
+		if mv.from == nil {
+			continue
+		}
+		a.txnPhase(w.txn, fmt.Sprintf("waiting for the sessions on %s's old color %s to end (at most %v)", mv.service, mv.from.Name, mv.deploy.DrainTimeout.D()))
+		a.notify.busy(mv.deploy.DrainTimeout.D() + stepBound)
+		old := a.haproxyOf(w, mv.from)
+		idle, err := old.WaitIdle(ctx, mv.deploy.DrainIdle.D(), mv.deploy.DrainTimeout.D())
+		if err == nil {
+			w.log.Info("the old color drained", "service", mv.service, "color", mv.from.Name, "idle", idle.Idle, "took", idle.Took, "sessions_cut", idle.Sessions)
+			a.emit(events.ColorRetired, w.txn.To, mv.service, fmt.Sprintf("%s: %s drained in %v, %d sessions cut", mv.service, mv.from.Name, idle.Took.Round(time.Millisecond), idle.Sessions),
+				map[string]string{"color": mv.from.Name, "took": idle.Took.Round(time.Millisecond).String(), "sessionsCut": fmt.Sprint(idle.Sessions)})
+			err = old.SetState(ctx, drain.StateMaint)
+		}
+		errs = append(errs, err, a.stopColor(ctx, mv.from))
+	}
+	a.notify.busy(0)
+	if err := errors.Join(errs...); err != nil {
+		w.log.Error("retire the old color", "err", err)
+		return core.Event{Result: core.Failed, Reason: err.Error()}
+	}
+	return core.Event{}
+}
+
+// stopColor stops and disables a color's units: its files stay, for the next release
+// to start in.
+func (a *Agent) stopColor(ctx context.Context, c *spec.RenderedColor) error {
+	var errs []error
+	for _, u := range c.Units.Names() {
+		errs = append(errs, a.systemd.Stop(ctx, u))
+	}
+	return errors.Join(append(errs, a.systemd.Disable(ctx, c.Units.Names()...))...)
+}
+
+// switchBack undoes a bluegreen transaction's colors, before the generic revert puts
+// the last good unit files back: the old color's server ready again and the new one's
+// in maint (idempotent, whether or not the cutover happened), then the new color's
+// units stopped. The old color never stopped, so the revert does not restart it.
+func (a *Agent) switchBack(ctx context.Context, w *work, lg *rollback.LastGood) error {
+	if w.hs == nil {
+		hs, _, err := a.load(ctx, w.txn.To)
+		if err != nil {
+			return fmt.Errorf("load %s to switch its colors back: %w", w.txn.To, err)
+		}
+		w.load(a, hs)
+	}
+	var errs []error
+	for _, mv := range colorMoves(w, lg) {
+		to := a.haproxyOf(w, mv.to)
+		if mv.from != nil {
+			errs = append(errs, drain.SwitchBack(ctx, to, a.haproxyOf(w, mv.from)))
+		} else {
+			errs = append(errs, to.SetState(ctx, drain.StateMaint))
+		}
+		errs = append(errs, a.stopColor(ctx, mv.to))
+	}
+	return errors.Join(errs...)
+}
+
+// blueGreen says whether a service txn changes runs two colors.
+func blueGreen(hs *spec.HostSpec, txn *rollback.Txn) bool {
+	return slices.ContainsFunc(hs.Services, func(r *spec.Rendered) bool {
+		return len(r.Colors) > 0 && slices.Contains(txn.Services, r.Name)
+	})
+}
+
+// rendered is the service name of hs.
+func rendered(hs *spec.HostSpec, name string) *spec.Rendered {
+	for _, r := range hs.Services {
+		if r.Name == name {
+			return r
+		}
+	}
+	return nil
+}
+
+// disableIdleColors disables, after a revert put their files back, the units of the
+// colors txn had started: installing a file enables it, and an idle color must not
+// start at the next boot.
+func (a *Agent) disableIdleColors(ctx context.Context, txn *rollback.Txn, lg *rollback.LastGood) error {
+	var idle []string
+	for _, name := range txn.Services {
+		rec := txn.Target.Services[name]
+		if rec.Color == "" || rec.Color == lg.Services[name].Color {
+			continue
+		}
+		for _, u := range rec.Restart {
+			if _, ok := lg.Files[u]; ok {
+				idle = append(idle, u)
+			}
+		}
+	}
+	if len(idle) == 0 {
+		return nil
+	}
+	return a.systemd.Disable(ctx, idle...)
+}
+
+// secondCopy says why a bluegreen service of w has no room for its second copy on this
+// host ("" when each has): the active color's memory, as systemd accounts it, must fit
+// in MemAvailable with a reserve left free (room.Check). A host without room waits.
+func (a *Agent) secondCopy(ctx context.Context, w *work, lg *rollback.LastGood) string {
+	for _, mv := range colorMoves(w, lg) {
+		if mv.from == nil {
+			continue
+		}
+		run := room.Running{Units: mv.from.Units.Names(), Known: true}
+		for _, u := range run.Units {
+			b, known, err := a.systemd.MemoryCurrent(ctx, u)
+			if err != nil || !known {
+				run.Known = false
+				break
+			}
+			run.Bytes += b
+		}
+		mem, err := room.ReadMemInfo("/")
+		if err != nil {
+			return "blocked: " + err.Error()
+		}
+		v := room.Check(run, mem)
+		if why := v.Reason(); !v.OK {
+			return why
+		} else if why != "" {
+			w.log.Info("starting a second copy", "service", mv.service, "note", why)
+		}
+	}
+	return ""
+}
