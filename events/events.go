@@ -18,10 +18,14 @@ const (
 	CommitRejected   = "commit.rejected"   // the commit is bad input; the host keeps its last good revision
 	ColorSwitched    = "color.switched"    // bluegreen: the load balancer sends new clients to the new color; Fields: from, to
 	ColorRetired     = "color.retired"     // bluegreen: the old color drained and stopped; Fields: color, took, sessionsCut
+	AnalysisFinished = "analysis.finished" // the analysis after the switch ended; Fields["outcome"] is passed, failed or inconclusive
+	GateHeld         = "gate.held"         // the group's gate began to hold new upgrades; Message names the series
+	GateOpened       = "gate.opened"       // the group's gate let new upgrades go again
 )
 
 // Types lists every event type, in the order above.
-var Types = []string{UpgradeStarted, UpgradeSucceeded, UpgradeFailed, RevertDone, RolloutHalted, DriftFound, CommitRejected}
+var Types = []string{UpgradeStarted, UpgradeSucceeded, UpgradeFailed, RevertDone, RolloutHalted, DriftFound, CommitRejected,
+	ColorSwitched, ColorRetired, AnalysisFinished, GateHeld, GateOpened}
 
 // Event is one thing that happened on a host. Its JSON form is what webhooks receive
 // and what the local API lists. Fields carries extra detail (from, to, step, check,

@@ -80,6 +80,7 @@ type Metrics struct {
 	quarantined   prometheus.Gauge
 	halted        prometheus.Gauge
 	webhooks      *prometheus.CounterVec
+	analysis      analysisMetrics
 }
 
 // New returns the metrics of an agent of this version, in a new registry that also
@@ -112,6 +113,7 @@ func New(version string) *Metrics {
 	m.rejected = f.counter("baton_commits_rejected_total", "Commits refused as bad input (invalid repository, bad signature, rewound branch).")
 	m.quarantined = f.gauge("baton_quarantined_commits", "Commits quarantined on this host (failed here or in its group).")
 	m.halted = f.gauge("baton_rollout_halted", "1 when the tracked commit is quarantined, so this host does not move to it.")
+	m.analysis = newAnalysisMetrics(f)
 	m.webhooks = f.counterVec("baton_webhook_events_total", "Rollout events per webhook outcome (sent, failed, dropped), summed over hooks.", "result")
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),

@@ -57,6 +57,7 @@ func exercise(m *Metrics) {
 	m.Webhook("sent")
 	m.Webhook("sent")
 	m.Webhook("dropped")
+	exerciseAnalysis(m)
 }
 
 const wantScrape = `

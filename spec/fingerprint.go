@@ -10,7 +10,7 @@ import (
 )
 
 // Fingerprint identifies a release of a service the same way on every host: its
-// definition in service.yaml (version, artifacts, units, checks, drain) and the text
+// definition in service.yaml (version, artifacts, units, checks, drain, analysis) and the text
 // of its unit file templates, before any host's values fill them in. A commit that
 // leaves a service alone leaves its fingerprint alone; a fix to any part of it
 // changes it. A group halts on the fingerprint of a release that failed its checks,

@@ -50,6 +50,7 @@ type Rollout struct {
 	MinHealthy      yamldoc.Duration `yaml:"minHealthy" json:"minHealthy"`
 	HealthyDeadline yamldoc.Duration `yaml:"healthyDeadline" json:"healthyDeadline"`
 	Bake            yamldoc.Duration `yaml:"bake" json:"bake"`
+	Gate            *Gate            `yaml:"gate" json:"gate,omitempty"` // holds new upgrades while it says so
 }
 
 // Pause is how long a group waits after its canaries: a duration, or Manual (the
@@ -150,6 +151,7 @@ func parseFleet(file string, data []byte, services map[string]bool) (*Fleet, yam
 			seen[s] = true
 		}
 		errs = append(errs, rolloutDefaults(doc, i, &g.Rollout)...)
+		errs = append(errs, checkGate(doc, i, g.Rollout.Gate)...)
 	}
 	for i, g := range f.Groups {
 		for j, a := range g.After {

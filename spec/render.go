@@ -141,6 +141,9 @@ func (s *Service) Render(v Vars) (*Rendered, error) {
 		r.Checks = ren.checks(s.Checks)
 		r.Units = ren.units(s, "")
 	}
+	// The analysis reads the host as its clients see it, whatever color serves: it
+	// is rendered once, with the host's variables.
+	r.Analysis = ren.renderAnalysis(s.Analysis)
 	if err := errs.Err(); err != nil {
 		return nil, err
 	}

@@ -30,7 +30,7 @@ const (
 )
 
 // Service is services/<name>/service.yaml: one service's version, units, artifacts,
-// drain and checks. String fields marked "template" are rendered per host.
+// drain, checks and analysis. String fields marked "template" are rendered per host.
 type Service struct {
 	Name      string     `yaml:"-" json:"name"`
 	Version   string     `yaml:"version" json:"version"`
@@ -40,6 +40,7 @@ type Service struct {
 	Drain     *Drain     `yaml:"drain" json:"drain,omitempty"`
 	Checks    []Check    `yaml:"checks" json:"checks,omitempty"`
 	Deploy    *Deploy    `yaml:"deploy" json:"deploy,omitempty"` // nil: deployed by restart
+	Analysis  *Analysis  `yaml:"analysis" json:"analysis,omitempty"`
 
 	// UnitFiles holds each unit file's template text, by unit name.
 	UnitFiles map[string]string `yaml:"-" json:"-"`
@@ -155,6 +156,7 @@ func parseService(name, file string, data []byte, unitFile func(string) (string,
 	errs = append(errs, s.checkColorUnitNames(doc, opts)...)
 	errs = append(errs, s.checkRestart(doc)...)
 	errs = append(errs, s.checkChecks(doc)...)
+	errs = append(errs, s.checkAnalysis(doc)...)
 	return &s, errs
 }
 

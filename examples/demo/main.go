@@ -37,9 +37,11 @@ const (
 	modeCrashAfter = "crash-after" // serve, then exit 1 after CrashAfter
 	modeExit       = "exit"        // exit 2 at once, before listening
 	modeSlowStart  = "slow-start"  // wait StartDelay before listening and READY
+	modeFlaky      = "flaky"       // / answers 500 to 3% of requests; /healthz is fine
+	modeSlow       = "slow"        // / takes 300 ms longer; /healthz is fine
 )
 
-var modes = []string{modeOK, modeFailHealth, modeCrashAfter, modeExit, modeSlowStart}
+var modes = []string{modeOK, modeFailHealth, modeCrashAfter, modeExit, modeSlowStart, modeFlaky, modeSlow}
 
 // Defaults of the settings that are not baked in.
 const (

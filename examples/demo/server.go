@@ -174,10 +174,12 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// newHandler serves /healthz, /version, /, and sessions kept in this process's memory
-// (POST /login, GET /cart, POST /logout), and names the version in an X-Demo-Version
-// header on every response.
+// newHandler serves /healthz, /version, /metrics, /, and sessions kept in this
+// process's memory (POST /login, GET /cart, POST /logout), and names the version in
+// an X-Demo-Version header on every response.
 func newHandler(cfg config, host string) http.Handler {
+	metrics := newRequestMetrics(host)
+	var requests counter
 	mux := http.NewServeMux()
 	sessions := newSessions()
 	mux.HandleFunc("POST /login", sessions.login)
@@ -193,14 +195,23 @@ func newHandler(cfg config, host string) http.Handler {
 	mux.HandleFunc("GET /version", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s\n", cfg.Version)
 	})
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /metrics", metrics.handler())
+	delay := cfg.RequestDelay
+	if cfg.Mode == modeSlow {
+		delay += slowDelay
+	}
+	mux.HandleFunc("GET /{$}", metrics.observe(func(w http.ResponseWriter, r *http.Request) {
 		// The delay ignores shutdown on purpose: a request in flight when
 		// SIGTERM arrives completes. Only the client giving up ends it early.
-		if cfg.RequestDelay > 0 && !sleep(r.Context(), cfg.RequestDelay) {
+		if delay > 0 && !sleep(r.Context(), delay) {
+			return
+		}
+		if cfg.Mode == modeFlaky && flaky(requests.next()) {
+			http.Error(w, "flaky by design", http.StatusInternalServerError)
 			return
 		}
 		fmt.Fprintf(w, "hello from %s version %s\n", host, cfg.Version)
-	})
+	}))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Demo-Version", cfg.Version)
 		mux.ServeHTTP(w, r)

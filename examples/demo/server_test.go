@@ -129,7 +129,8 @@ func TestValidate(t *testing.T) {
 		{"valid", func(*config) {}, ""},
 		{"other mode", func(c *config) { c.Mode = modeSlowStart }, ""},
 		{"empty version", func(c *config) { c.Version = "" }, "version"},
-		{"unknown mode", func(c *config) { c.Mode = "flaky" }, `unknown mode "flaky"`},
+		{"unknown mode", func(c *config) { c.Mode = "wobbly" }, `unknown mode "wobbly"`},
+		{"flaky", func(c *config) { c.Mode = modeFlaky }, ""},
 		{"empty listen", func(c *config) { c.Listen = "" }, "listen"},
 		{"zero crash-after", func(c *config) { c.Mode, c.CrashAfter = modeCrashAfter, 0 }, "crash-after"},
 		{"negative start-delay", func(c *config) { c.StartDelay = -time.Second }, "start-delay"},
@@ -147,4 +148,58 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%s: err = %v, want one containing %q", tt.name, err, tt.wantErr)
 		}
 	}
+}
+
+// TestHandlerFlakyAndMetrics: flaky mode answers 3 of every 100 requests of / with
+// 500 while /healthz stays fine, and /metrics counts them by code, for the host.
+func TestHandlerFlakyAndMetrics(t *testing.T) {
+	h := newHandler(config{Version: "1.2.3", Mode: modeFlaky}, "web-01")
+	get := func(path string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		return rec
+	}
+	codes := map[int]int{}
+	for range 200 {
+		codes[get("/").Code]++
+		if c := get("/healthz").Code; c != 200 {
+			t.Fatalf("flaky: /healthz = %d", c)
+		}
+	}
+	if codes[500] != 6 || codes[200] != 194 {
+		t.Errorf("flaky: codes of 200 requests = %v, want 6 500s and 194 200s", codes)
+	}
+	body := get("/metrics").Body.String()
+	for _, want := range []string{
+		`http_requests_total{code="200",host="web-01"} 194`,
+		`http_requests_total{code="500",host="web-01"} 6`,
+		`http_request_duration_seconds_count{host="web-01"} 200`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics lacks %s:\n%s", want, body)
+		}
+	}
+}
+
+// TestHandlerSlow: slow mode adds 300 ms to every request of /; /healthz still answers.
+func TestHandlerSlow(t *testing.T) {
+	srv := httptest.NewServer(newHandler(config{Version: "1", Mode: modeSlow}, "h"))
+	defer srv.Close()
+	took := func(path string) time.Duration {
+		start := time.Now()
+		resp, err := srv.Client().Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("slow: GET %s = %s", path, resp.Status)
+		}
+		return time.Since(start)
+	}
+	if d := took("/"); d < slowDelay {
+		t.Errorf("slow: GET / took %s, want at least %s", d, slowDelay)
+	}
+	took("/healthz")
 }

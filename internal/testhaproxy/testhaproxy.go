@@ -3,7 +3,6 @@ package testhaproxy
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -17,6 +16,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/baton-fleet/baton/internal/testproc"
 )
 
 // Defaults of Config.
@@ -78,33 +79,16 @@ type HAProxy struct {
 	dir  string
 	bin  string
 	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the master has exited and was reaped
+	proc *testproc.Proc // the master, in a process group with its worker
 }
 
 // Binary is the haproxy binary Start runs: found in PATH, else /usr/sbin/haproxy.
-func Binary() (string, error) {
-	if p, err := exec.LookPath("haproxy"); err == nil {
-		return p, nil
-	}
-	const debian = "/usr/sbin/haproxy"
-	if _, err := os.Stat(debian); err == nil {
-		return debian, nil
-	}
-	return "", errors.New("haproxy is not installed")
-}
+func Binary() (string, error) { return testproc.Find("haproxy", "/usr/sbin/haproxy", "haproxy") }
 
 // Require skips the test when haproxy is missing; in CI (CI=true) it fails instead.
 func Require(t testing.TB) string {
 	t.Helper()
-	bin, err := Binary()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("testhaproxy: %v (CI must install it)", err)
-		}
-		t.Skipf("testhaproxy: %v", err)
-	}
-	return bin
+	return testproc.Require(t, "testhaproxy", "haproxy", "/usr/sbin/haproxy", "haproxy")
 }
 
 // Start writes a haproxy.cfg for cfg in a temporary directory, starts HAProxy in the
@@ -138,7 +122,7 @@ func Start(t testing.TB, cfg Config) *HAProxy {
 		h.stop()
 		if t.Failed() {
 			if b, err := os.ReadFile(h.LogFile); err == nil && len(b) > 0 {
-				t.Logf("haproxy log:\n%s", tail(b, 4096))
+				t.Logf("haproxy log:\n%s", testproc.Tail(b, 4096))
 			}
 		}
 	})
@@ -171,24 +155,16 @@ func (h *HAProxy) start() error {
 	if out, err := exec.Command(h.bin, "-c", "-q", "-f", h.ConfigFile).CombinedOutput(); err != nil {
 		return fmt.Errorf("config check: %v: %s", err, out)
 	}
-	logf, err := os.OpenFile(h.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	cmd := exec.Command(h.bin, "-W", "-db", "-f", h.ConfigFile)
+	cmd.Dir = h.dir
+	// Its own process group, so that stop reaches the worker too.
+	proc, err := testproc.Start(cmd, h.LogFile, true)
 	if err != nil {
 		return err
 	}
-	defer logf.Close()
-	cmd := exec.Command(h.bin, "-W", "-db", "-f", h.ConfigFile)
-	cmd.Dir = h.dir
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group, so that stop reaches the worker too; and killed if
-	// this test process dies first.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", h.bin, err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	done := proc.Done()
 	h.mu.Lock()
-	h.cmd, h.done = cmd, done
+	h.proc = proc
 	h.mu.Unlock()
 
 	deadline := time.Now().Add(StartTimeout)
@@ -204,7 +180,7 @@ func (h *HAProxy) start() error {
 			select {
 			case <-done:
 				b, _ := os.ReadFile(h.LogFile)
-				return fmt.Errorf("haproxy exited: %s", tail(b, 2048))
+				return fmt.Errorf("haproxy exited: %s", testproc.Tail(b, 2048))
 			case <-time.After(20 * time.Millisecond):
 			}
 			if time.Now().After(deadline) {
@@ -219,26 +195,12 @@ func (h *HAProxy) start() error {
 // group, SIGKILL after 5 s.
 func (h *HAProxy) stop() {
 	h.mu.Lock()
-	cmd, done := h.cmd, h.done
-	h.cmd = nil
+	proc := h.proc
+	h.proc = nil
 	h.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	pgid := cmd.Process.Pid
-	select {
-	case <-done:
-	default:
-		_ = syscall.Kill(-pgid, syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			<-done
-		}
-	}
-	// The worker shares the group, so it had the signal too; it also exits when
+	// The worker shares the group, so it has the signal too; it also exits when
 	// its master is gone.
+	proc.Stop(5 * time.Second)
 }
 
 // Reload rewrites the config with cfg's servers and backend lines (the addresses,
@@ -256,9 +218,9 @@ func (h *HAProxy) Reload(t testing.TB, cfg Config) {
 		t.Fatalf("testhaproxy: reload: %v", err)
 	}
 	h.mu.Lock()
-	cmd := h.cmd
+	proc := h.proc
 	h.mu.Unlock()
-	if cmd == nil {
+	if proc == nil {
 		t.Fatal("testhaproxy: reload: haproxy is not running")
 	}
 	// The master may not handle SIGUSR2 yet right after it started (its
@@ -266,7 +228,7 @@ func (h *HAProxy) Reload(t testing.TB, cfg Config) {
 	// worker answers.
 	deadline := time.Now().Add(StartTimeout)
 	for {
-		if err := cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		if err := proc.Signal(syscall.SIGUSR2); err != nil {
 			t.Fatalf("testhaproxy: reload: %v", err)
 		}
 		resend := time.Now().Add(time.Second)
@@ -318,7 +280,7 @@ func (h *HAProxy) workerPid() (int, error) {
 			return strconv.Atoi(strings.TrimSpace(v))
 		}
 	}
-	return 0, fmt.Errorf("show info: no Pid in %q", tail([]byte(out), 200))
+	return 0, fmt.Errorf("show info: no Pid in %q", testproc.Tail([]byte(out), 200))
 }
 
 var cfgTemplate = template.Must(template.New("haproxy.cfg").Funcs(template.FuncMap{
@@ -400,11 +362,4 @@ func freeAddr(addr string) (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
-}
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
 }
