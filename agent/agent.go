@@ -38,6 +38,12 @@ type Lease interface {
 	Release(ctx context.Context) error
 }
 
+// gateSaid is a verdict of a Prometheus gate, as last reported.
+type gateSaid struct {
+	held bool
+	said string
+}
+
 // FailpointEnv names an environment variable for crash tests: set to a transaction
 // state, the agent kills itself (SIGKILL) right after persisting that state (with
 // "+cutover", such as VERIFYING+cutover, only once a bluegreen transaction moved its
@@ -70,7 +76,9 @@ type Agent struct {
 	lease   Lease
 	clock   checks.Clock
 
-	fleet     *fleetState    // nil without the etcd backend
+	fleet *fleetState // nil without the etcd backend
+	// promSaid is what the group's Prometheus gate said last (see Agent.promGate).
+	promSaid  gateSaid
 	trouble   core.Backoff   // a commit this host could not carry out, and when to try again
 	systemd   *units.Systemd // set by Run
 	failpoint rollback.State

@@ -194,6 +194,13 @@ func (a *Agent) mayStart(ctx context.Context, log *slog.Logger, st Status, lg *r
 		a.obs.metrics.Halted(v.Halted)
 		return false
 	}
+	if why := a.promGate(ctx, hs.Group, txn.To); why != "" {
+		if st.Phase != why {
+			a.phase("%s", why)
+			log.Info("the group's gate holds new upgrades", "reason", why)
+		}
+		return false
+	}
 	return true
 }
 

@@ -161,7 +161,8 @@ type work struct {
 	log    *slog.Logger
 	hs     *spec.HostSpec
 	drains []drain.Drainer
-	halts  int // attempts at the group's halt
+	halts  int  // attempts at the group's halt
+	canary bool // the host took a canary spot of the group
 }
 
 // load keeps hs, the target revision as rendered for this host, its drainers, and
@@ -171,6 +172,7 @@ func (w *work) load(a *Agent, hs *spec.HostSpec) {
 	w.drains = a.drainers(hs, w.txn)
 	if w.m != nil {
 		w.m.BlueGreen = blueGreen(hs, w.txn)
+		w.m.Analyzes = analyzes(hs, w.txn.Services)
 	}
 }
 
@@ -225,6 +227,8 @@ func (a *Agent) perform(ctx context.Context, w *work, do core.Action) core.Event
 		return a.verifyTarget(ctx, w)
 	case core.Cutover:
 		return a.cutover(ctx, w)
+	case core.Analyze:
+		return a.analyzeTarget(ctx, w)
 	case core.Retire:
 		return a.retire(ctx, w)
 	case core.Undrain:
@@ -354,7 +358,13 @@ func (a *Agent) lookAgain(ctx context.Context, w *work) core.Event {
 		if err != nil || !ok {
 			return core.Event{Result: core.Failed, Reason: fmt.Sprintf("no canary spot left for %s (%v)", commitid.ShortOrNone(txn.To), err)}
 		}
+		w.canary = true
 		log.Info("upgrading as a canary of the group")
+	}
+	if !txn.Rollback {
+		if why := a.promGate(ctx, hs.Group, txn.To); why != "" {
+			return core.Event{Result: core.Failed, Reason: why}
+		}
 	}
 	_ = a.record(ctx, txn, rollback.Leased, txn.From, "")
 	lg, err := a.store.LastGood()

@@ -279,6 +279,10 @@ func (m *Machine) afterSwitch(ev Event) Step {
 		return m.GiveUp("the agent was stopped while switching units")
 	case (ev.Did == Verify || ev.Did == Analyze) && ev.Result == Stopped:
 		return m.leave() // the next start verifies (or analyses) again
+	case ev.Did == Analyze && ev.Result == HostTrouble:
+		// Inconclusive (no answer, or no data): not the release's fault, and not a
+		// pass either. The host goes back, as after an interruption, and tries again.
+		return m.inconclusive(ev.Reason)
 	case ev.Did == Retire && ev.Result != OK:
 		// The new color held; the old one's sessions were cut at the bound, or it
 		// did not stop: the verdict on the release stands.
@@ -302,6 +306,16 @@ func (m *Machine) afterSwitch(ev Event) Step {
 		return m.leave()
 	}
 	return m.done(&Outcome{Kind: Committed})
+}
+
+// inconclusive reverts a host whose analysis could not judge the release: drained
+// again when it has load balancers, reverted (a switch back for bluegreen), and the
+// commit tried again after a backoff; nothing quarantined or halted.
+func (m *Machine) inconclusive(why string) Step {
+	if m.Drains {
+		return m.then(Step{Do: Drain}, func(Event) Step { return m.revertInterrupted(why) })
+	}
+	return m.revertInterrupted(why)
 }
 
 // analyze analyses the release's metrics while it serves, when it has an analysis.

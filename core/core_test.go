@@ -266,3 +266,17 @@ func TestResumeAnalysisAndCutover(t *testing.T) {
 		t.Fatalf("resumed the soak: %s -> %+v", got, o)
 	}
 }
+
+// An analysis that cannot judge the release (Prometheus down, no traffic) blames no
+// one: the host leaves its balancers, goes back, and tries the commit again later.
+func TestInconclusiveAnalysis(t *testing.T) {
+	m := &Machine{Txn: &rollback.Txn{From: "abc1234abc1234"}, Drains: true, Analyzes: true}
+	steps, o := play(t, m, m.Begin(), map[Action][]Result{Analyze: {HostTrouble}})
+	want := "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, confirm-hold, SWITCHING switch, VERIFYING verify, undrain, ANALYZING analyze, drain, ROLLING_BACK revert, undrain, done"
+	if got := strings.Join(steps, ", "); got != want {
+		t.Fatalf("steps\n got %s\nwant %s", got, want)
+	}
+	if o.Kind != Aborted || o.Retry != RetryInterrupted || o.Halts || o.Reason != "analyze host-trouble; reverted to abc1234" {
+		t.Fatalf("outcome %+v, want aborted, retried later, not halted", o)
+	}
+}
