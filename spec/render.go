@@ -128,6 +128,7 @@ func (s *Service) Render(v Vars) (*Rendered, error) {
 			c.Exec = &ExecCheck{Command: ren.argv(c.Exec.Command, "checks", i, "exec", "command"), User: c.Exec.User}
 		}
 	}
+	r.Migrations = renderMigrations(s, v, &errs)
 	for _, name := range s.Units {
 		text, ok := s.UnitFiles[name]
 		if !ok {
@@ -152,7 +153,7 @@ func (s *Service) Render(v Vars) (*Rendered, error) {
 }
 
 type renderer struct {
-	vars Vars
+	vars any // Vars, or MigrationVars
 	doc  *yamldoc.Doc
 	errs *yamldoc.Errors
 }
@@ -193,19 +194,20 @@ func fieldName(path []any) string {
 
 var (
 	templateErrRE = regexp.MustCompile(`^template: [^:]*:(\d+):(?:\d+:)? ?(.*)$`)
-	unknownVarRE  = regexp.MustCompile(`^executing "[^"]*" at <[^>]*>: can't evaluate field (\w+) in type spec\.Vars$`)
+	unknownVarRE  = regexp.MustCompile(`^executing "[^"]*" at <[^>]*>: can't evaluate field (\w+) in type spec\.(?:Vars|MigrationVars)$`)
 )
 
-// renderTemplate executes text as a Go template over v; any reference to a variable
-// that does not exist is an error. The error's line is the template's own line.
-func renderTemplate(file, text string, v Vars) ([]byte, *yamldoc.Error) {
+// renderTemplate executes text as a Go template over v (Vars or MigrationVars); any
+// reference to a variable that does not exist is an error. The error's line is the
+// template's own line.
+func renderTemplate(file, text string, v any) ([]byte, *yamldoc.Error) {
 	fail := func(err error) *yamldoc.Error {
 		e := &yamldoc.Error{File: file, Msg: "template: " + err.Error()}
 		if g := templateErrRE.FindStringSubmatch(err.Error()); g != nil {
 			e.Line, _ = strconv.Atoi(g[1])
 			e.Msg = "template: " + g[2]
 			if u := unknownVarRE.FindStringSubmatch(g[2]); u != nil {
-				e.Msg = fmt.Sprintf("template: unknown variable .%s; there are .Version .Host .Group .Service .Revision .Release", u[1])
+				e.Msg = fmt.Sprintf("template: unknown variable .%s; there are %s", u[1], varNames(v))
 			}
 		}
 		return e
@@ -219,6 +221,14 @@ func renderTemplate(file, text string, v Vars) ([]byte, *yamldoc.Error) {
 		return nil, fail(err)
 	}
 	return b.Bytes(), nil
+}
+
+// varNames lists the variables a template over v sees, for errors.
+func varNames(v any) string {
+	if _, ok := v.(MigrationVars); ok {
+		return ".Version .Service .Revision .Release (a migration runs once for the whole fleet: nothing of a host)"
+	}
+	return ".Version .Host .Group .Service .Revision .Release"
 }
 
 // sectionFor is the section that holds a unit type's own settings.

@@ -81,7 +81,7 @@ func LoadWith(fsys fs.FS, opts LoadOptions) (*Repo, error) {
 			b, err := readFile(fsys, path.Join(dir, u), MaxUnitFileSize)
 			return string(b), err
 		}
-		s, serrs := parseService(name, file, data, unitFile, opts)
+		s, serrs := parseService(name, file, data, unitFile, exists, opts)
 		errs = append(errs, serrs...)
 		if s == nil {
 			continue
@@ -96,6 +96,12 @@ func LoadWith(fsys fs.FS, opts LoadOptions) (*Repo, error) {
 	}
 	if len(errs) == 0 {
 		errs = append(errs, r.renderAll()...)
+		errs = append(errs, r.checkRequirements()...)
+	}
+	if len(errs) == 0 {
+		if _, err := r.Order(); err != nil {
+			errs.AddErr(FleetFile, err)
+		}
 	}
 	if err := errs.Err(); err != nil {
 		return nil, err
