@@ -234,4 +234,3 @@ func FuzzParseRange(f *testing.F) {
 		}
 	})
 }
-
