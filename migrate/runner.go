@@ -1,0 +1,269 @@
+package migrate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/baton-fleet/baton/checks"
+	"github.com/baton-fleet/baton/spec"
+)
+
+// DefaultLockTTL is the TTL of the migration lock's lease when Runner.LockTTL is 0:
+// a runner that dies holds the lock at most this long.
+const DefaultLockTTL = 15 * time.Second
+
+// ErrLockLost is returned when the runner's lease ended while it held the lock
+// (etcd unreachable for longer than the TTL): the migration it ran was killed, and
+// is left running in the ledger, interrupted.
+var ErrLockLost = errors.New("the migration lock's lease ended")
+
+// ExecFunc runs argv as user ("": as the runner) within timeout and returns the tail
+// of its output. The default is checks.Prober's Exec, with DieWithAgent set.
+type ExecFunc func(ctx context.Context, argv []string, user string, timeout time.Duration) (string, error)
+
+// Runner runs migrations from the ledger. Its fields are set before the first Run.
+type Runner struct {
+	Ledger  *Ledger
+	Host    string        // this host, recorded in the lock and the ledger
+	LockTTL time.Duration // default DefaultLockTTL
+	Exec    ExecFunc      // default: checks.Prober{User, DieWithAgent}.Exec
+	Logger  *slog.Logger  // default: discard
+}
+
+// Run runs the migrations ms of one phase of service at version (rendered, in file
+// order) that the ledger does not hold as done, each once for the whole fleet:
+//   - holding the fleet-wide migration lock, an etcd key bound to a lease of LockTTL
+//     that this process keeps alive, so that it is released within the TTL however
+//     the process ends; every ledger write is fenced by it;
+//   - for each: write it running, run its backup then its command (each within its
+//     timeout, as its user, killed when this process dies), write it done or failed.
+//
+// It returns nil when every migration is done, a *Halt when one failed, was
+// interrupted and is not rerunnable, or ran with another command; a *Halt halts the
+// service's rollout until an operator resolves it. Any other error (etcd, ctx,
+// ErrLockLost) leaves the ledger as it is, for a later Run.
+func (r *Runner) Run(ctx context.Context, service, version string, ms []spec.Migration) error {
+	if todo, err := r.pending(ctx, service, ms); err != nil || !todo {
+		return err
+	}
+	lock, err := r.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer lock.release()
+	for _, m := range ms {
+		if err := r.runOne(ctx, lock, service, version, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pending reports whether some migration of ms needs the lock: one not done. It
+// returns a *Halt found without it, so that a host does not take the lock to learn
+// what the ledger says already: a changed command, a failure, an interruption (a
+// running entry while no runner holds the lock: runners write running only under it).
+func (r *Runner) pending(ctx context.Context, service string, ms []spec.Migration) (bool, error) {
+	holder, err := r.Ledger.Holder(ctx)
+	if err != nil {
+		return false, err
+	}
+	todo := false
+	for _, m := range ms {
+		e, _, err := r.Ledger.get(ctx, service, m.ID)
+		if err != nil {
+			return false, err
+		}
+		run, halt := decide(e, m.Rerunnable, Checksum(m.Command))
+		if halt != nil && (halt.Kind != Interrupted || holder == "") {
+			return false, halt
+		}
+		todo = todo || run || halt != nil
+	}
+	return todo, nil
+}
+
+// runOne runs one migration under lock, as the ledger decides.
+func (r *Runner) runOne(ctx context.Context, lock *heldLock, service, version string, m spec.Migration) error {
+	e, rev, err := r.Ledger.get(ctx, service, m.ID)
+	if err != nil {
+		return err
+	}
+	sum := Checksum(m.Command)
+	run, halt := decide(e, m.Rerunnable, sum)
+	if halt != nil {
+		return halt
+	}
+	if !run {
+		return nil
+	}
+	log := r.logger().With("service", service, "migration", m.ID, "phase", m.Phase)
+	cur := Entry{Service: service, ID: m.ID, Phase: m.Phase, Version: version, State: StateRunning, Host: r.Host, Start: r.Ledger.now().UTC(), Checksum: sum}
+	if e != nil {
+		cur.Resolved = e.Resolved
+	}
+	if rev, err = lock.put(ctx, r.Ledger.key(service, m.ID), rev, cur); err != nil {
+		return err
+	}
+	log.Info("migration started", "rerun", e != nil && e.State == StateRunning)
+	runCtx, stop := lock.ctx(ctx)
+	out, runErr := r.execute(runCtx, m)
+	stop()
+	if lock.lost() {
+		return fmt.Errorf("migration %s of %s: %w", m.ID, service, ErrLockLost)
+	}
+	if runErr != nil && ctx.Err() != nil {
+		return ctx.Err() // stopped, not failed: left running, interrupted
+	}
+	cur.End, cur.Output, cur.State = r.Ledger.now().UTC(), out, StateDone
+	if runErr != nil {
+		cur.State, cur.Error = StateFailed, runErr.Error()
+	}
+	if _, err := lock.put(ctx, r.Ledger.key(service, m.ID), rev, cur); err != nil {
+		return err
+	}
+	if runErr != nil {
+		log.Error("migration failed", "err", runErr)
+		return &Halt{Kind: Failed, Entry: cur}
+	}
+	log.Info("migration done", "took", cur.End.Sub(cur.Start))
+	return nil
+}
+
+// execute runs the backup, when there is one, then the command.
+func (r *Runner) execute(ctx context.Context, m spec.Migration) (string, error) {
+	exec := r.Exec
+	if exec == nil {
+		exec = proberExec
+	}
+	if len(m.Backup) > 0 {
+		if out, err := exec(ctx, m.Backup, m.User, m.Timeout.D()); err != nil {
+			return out, fmt.Errorf("backup: %w", err)
+		}
+	}
+	return exec(ctx, m.Command, m.User, m.Timeout.D())
+}
+
+func proberExec(ctx context.Context, argv []string, user string, timeout time.Duration) (string, error) {
+	return (&checks.Prober{User: user, DieWithAgent: true}).Exec(ctx, argv, timeout)
+}
+
+func (r *Runner) logger() *slog.Logger {
+	if r.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Logger
+}
+
+// heldLock is the migration lock as its holder has it.
+type heldLock struct {
+	l     *Ledger
+	sess  *concurrency.Session
+	token int64 // the lock key's creation revision: the fencing token
+}
+
+// lock takes the fleet-wide migration lock, waiting (by watch) while another host
+// holds it.
+func (r *Runner) lock(ctx context.Context) (*heldLock, error) {
+	ttl := r.LockTTL
+	if ttl <= 0 {
+		ttl = DefaultLockTTL
+	}
+	sess, err := concurrency.NewSession(r.Ledger.cli, concurrency.WithTTL(int(math.Ceil(ttl.Seconds()))), concurrency.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("take the migration lock: %w", err)
+	}
+	key := r.Ledger.LockKey()
+	for {
+		resp, err := r.Ledger.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, r.Host, clientv3.WithLease(sess.Lease()))).
+			Else(clientv3.OpGet(key)).Commit()
+		if err != nil {
+			sess.Close()
+			return nil, fmt.Errorf("take the migration lock: %w", err)
+		}
+		if resp.Succeeded {
+			return &heldLock{l: r.Ledger, sess: sess, token: resp.Header.Revision}, nil
+		}
+		if err := waitDeleted(ctx, r.Ledger.cli, key, resp.Header.Revision+1); err != nil {
+			sess.Close()
+			return nil, fmt.Errorf("wait for the migration lock: %w", err)
+		}
+	}
+}
+
+// waitDeleted waits until key is deleted at or after revision rev.
+func waitDeleted(ctx context.Context, cli *clientv3.Client, key string, rev int64) error {
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for resp := range cli.Watch(ctx, key, clientv3.WithRev(rev), clientv3.WithFilterPut()) {
+		if err := resp.Err(); err != nil {
+			return err
+		}
+		if len(resp.Events) > 0 {
+			return nil
+		}
+	}
+	return ctx.Err()
+}
+
+// put writes v at key if the lock is still held and key was last changed at rev (0:
+// absent), and returns key's new revision.
+func (h *heldLock) put(ctx context.Context, key string, rev int64, v Entry) (int64, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := h.l.cli.Txn(ctx).If(
+		clientv3.Compare(clientv3.CreateRevision(h.l.LockKey()), "=", h.token),
+		clientv3.Compare(clientv3.ModRevision(key), "=", rev),
+	).Then(clientv3.OpPut(key, string(data))).Commit()
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("write the ledger: %w", err)
+	case !resp.Succeeded:
+		return 0, fmt.Errorf("write the ledger entry of migration %s of %s: the lock was lost or the entry changed: %w", v.ID, v.Service, ErrLockLost)
+	}
+	return resp.Header.Revision, nil
+}
+
+// ctx returns a context of parent that ends when the lock's lease ends, and the
+// function that ends it.
+func (h *heldLock) ctx(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	go func() {
+		select {
+		case <-h.sess.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// lost reports whether the lock's lease ended.
+func (h *heldLock) lost() bool {
+	select {
+	case <-h.sess.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// release gives the lock back: its lease is revoked, and its key with it.
+func (h *heldLock) release() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _ = h.l.cli.Revoke(ctx, h.sess.Lease())
+	h.sess.Close()
+}
