@@ -137,6 +137,28 @@ func (l *Ledger) List(ctx context.Context, service string) ([]Entry, error) {
 	return out, nil
 }
 
+// view reads, at one etcd revision, the host that holds the migration lock ("" when
+// none does) and the entries of service, by id: whether a running migration was
+// interrupted depends on both at once.
+func (l *Ledger) view(ctx context.Context, service string) (string, map[string]*Entry, error) {
+	pfx := l.prefix + "/migrations/" + service + "/"
+	resp, err := l.cli.Txn(ctx).Then(clientv3.OpGet(l.LockKey()), clientv3.OpGet(pfx, clientv3.WithPrefix())).Commit()
+	if err != nil {
+		return "", nil, fmt.Errorf("read the ledger of %s: %w", service, err)
+	}
+	holder := ""
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		holder = string(kvs[0].Value)
+	}
+	entries := map[string]*Entry{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		id := strings.TrimPrefix(string(kv.Key), pfx)
+		e := parseEntry(service, id, kv.Value)
+		entries[id] = &e
+	}
+	return holder, entries, nil
+}
+
 // Holder returns the host that holds the migration lock, "" when none does.
 func (l *Ledger) Holder(ctx context.Context) (string, error) {
 	resp, err := l.cli.Get(ctx, l.LockKey())

@@ -70,19 +70,16 @@ func (r *Runner) Run(ctx context.Context, service, version string, ms []spec.Mig
 // pending reports whether some migration of ms needs the lock: one not done. It
 // returns a *Halt found without it, so that a host does not take the lock to learn
 // what the ledger says already: a changed command, a failure, an interruption (a
-// running entry while no runner holds the lock: runners write running only under it).
+// running entry while no runner holds the lock: runners write running only under
+// it; both read at one revision).
 func (r *Runner) pending(ctx context.Context, service string, ms []spec.Migration) (bool, error) {
-	holder, err := r.Ledger.Holder(ctx)
+	holder, entries, err := r.Ledger.view(ctx, service)
 	if err != nil {
 		return false, err
 	}
 	todo := false
 	for _, m := range ms {
-		e, _, err := r.Ledger.get(ctx, service, m.ID)
-		if err != nil {
-			return false, err
-		}
-		run, halt := decide(e, m.Rerunnable, Checksum(m.Command))
+		run, halt := decide(entries[m.ID], m.Rerunnable, Checksum(m.Command))
 		if halt != nil && (halt.Kind != Interrupted || holder == "") {
 			return false, halt
 		}
