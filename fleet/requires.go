@@ -73,30 +73,67 @@ func (u Unmet) String() string {
 // record does not say what it runs (an older baton) holds back every switch that
 // has a requirement to check: it may run anything.
 func (s *Snapshot) Unmet(host string, to map[string]Run, now time.Time) *Unmet {
+	c := &check{host: host, hosts: s.sortedHosts(), now: now, ranges: map[string]rangeOrErr{}, admits: map[[2]string]bool{}}
 	from := s.Hosts[host].Runs
 	for _, name := range slices.Sorted(maps.Keys(to)) {
 		run := to[name]
 		if old, ok := from[name]; from != nil && ok && old.Version == run.Version && maps.Equal(old.Requires, run.Requires) {
 			continue // unchanged by this switch
 		}
-		if u := s.unmetBy(host, name, run, to, now); u != nil {
+		if u := c.unmetBy(name, run, to); u != nil {
 			return u
 		}
-		if u := s.unmetOf(host, name, run.Version, now); u != nil {
+		if u := c.unmetOf(name, run.Version); u != nil {
 			return u
 		}
 	}
 	return nil
 }
 
+// check is one decision of Unmet: the records by host name, and each range parsed once.
+type check struct {
+	host   string
+	hosts  []Host
+	now    time.Time
+	ranges map[string]rangeOrErr
+	admits map[[2]string]bool // by range and version
+}
+
+type rangeOrErr struct {
+	r   spec.Range
+	err error
+}
+
+func (c *check) parse(text string) (spec.Range, error) {
+	re, ok := c.ranges[text]
+	if !ok {
+		re.r, re.err = spec.ParseRange(text)
+		c.ranges[text] = re
+	}
+	return re.r, re.err
+}
+
+// admit reports whether rng admits version, each pair decided once: a fleet runs few
+// versions.
+func (c *check) admit(rng spec.Range, version string) bool {
+	k := [2]string{rng.Text, version}
+	ok, seen := c.admits[k]
+	if !seen {
+		ok = rng.Admits(version)
+		c.admits[k] = ok
+	}
+	return ok
+}
+
 // unmetBy checks what service at run requires against what the fleet runs.
-func (s *Snapshot) unmetBy(host, service string, run Run, to map[string]Run, now time.Time) *Unmet {
+func (c *check) unmetBy(service string, run Run, to map[string]Run) *Unmet {
+	host, now := c.host, c.now
 	for _, dep := range slices.Sorted(maps.Keys(run.Requires)) {
-		rng, err := spec.ParseRange(run.Requires[dep])
+		rng, err := c.parse(run.Requires[dep])
 		if err != nil { // refused by spec.Load: to does not come from a loaded repository
 			return &Unmet{Service: service, Version: run.Version, Requires: dep, Range: run.Requires[dep], Host: host, BadRange: true}
 		}
-		for _, h := range s.sortedHosts() {
+		for _, h := range c.hosts {
 			u := Unmet{Service: service, Version: run.Version, Requires: dep, Range: run.Requires[dep], Host: h.Host}
 			var versions []string
 			switch {
@@ -113,7 +150,7 @@ func (s *Snapshot) unmetBy(host, service string, run Run, to map[string]Run, now
 				versions = runningVersions(h, dep)
 			}
 			for _, v := range versions {
-				if !rng.Admits(v) {
+				if !c.admit(rng, v) {
 					u.Runs = v
 					return &u
 				}
@@ -124,9 +161,9 @@ func (s *Snapshot) unmetBy(host, service string, run Run, to map[string]Run, now
 }
 
 // unmetOf checks what the other hosts run that requires service against version.
-func (s *Snapshot) unmetOf(host, service, version string, now time.Time) *Unmet {
-	for _, h := range s.sortedHosts() {
-		if h.Host == host || h.Stale(now) {
+func (c *check) unmetOf(service, version string) *Unmet {
+	for _, h := range c.hosts {
+		if h.Host == c.host || h.Stale(c.now) {
 			continue
 		}
 		if h.Runs == nil {
@@ -138,8 +175,8 @@ func (s *Snapshot) unmetOf(host, service, version string, now time.Time) *Unmet 
 				if !ok {
 					continue
 				}
-				rng, err := spec.ParseRange(want)
-				if err != nil || !rng.Admits(version) {
+				rng, err := c.parse(want)
+				if err != nil || !c.admit(rng, version) {
 					return &Unmet{Service: name, Version: runs[name].Version, Requires: service, Range: want, Host: h.Host, Runs: version, Provides: true, BadRange: err != nil}
 				}
 			}
