@@ -127,7 +127,7 @@ func (f *fleetDB) killedRunner(t *testing.T, marker string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		e, _, err := l.get(context.Background(), "api", "0007-orders-status")
-		if err == nil && e != nil && e.State == StateRunning && psqlRuns(marker) {
+		if err == nil && e != nil && e.State == StateRunning && processRuns(marker) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -142,7 +142,7 @@ func (f *fleetDB) killedRunner(t *testing.T, marker string) {
 	killed = true
 	// The migration dies with its runner (checks.Prober.DieWithAgent): nothing of it
 	// runs on while the next runner decides.
-	for end := time.Now().Add(5 * time.Second); psqlRuns(marker); {
+	for end := time.Now().Add(5 * time.Second); processRuns(marker); {
 		if time.Now().After(end) {
 			t.Fatal("the migration's psql runs on after its runner was killed")
 		}
@@ -154,8 +154,8 @@ func (f *fleetDB) migrationSQL(marker string) []string {
 	return f.pg.Command(fmt.Sprintf("SELECT pg_sleep(s), '%s' FROM slow; INSERT INTO runs (what) VALUES ('0007')", marker))
 }
 
-// psqlRuns reports whether a process runs whose command line holds marker.
-func psqlRuns(marker string) bool {
+// processRuns reports whether a process runs whose command line holds marker.
+func processRuns(marker string) bool {
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
@@ -378,4 +378,49 @@ func TestUser(t *testing.T) {
 	if e := entry(t, r.Ledger, "whoami"); strings.TrimSpace(e.Output) != "nobody" || e.Phase != spec.PhaseContract {
 		t.Errorf("entry %+v, want the output of id -un as nobody", e)
 	}
+}
+
+// TestLockLost: a runner cut off from etcd for longer than its lock's TTL loses the
+// lock: its migration is killed, it writes nothing more (ErrLockLost), and the next
+// runner finds the migration interrupted, not done.
+func TestLockLost(t *testing.T) {
+	c := testetcd.Start(t)
+	proxy := testetcd.NewProxy(t, c.Endpoints()[0])
+	cfg := c.ClientConfig()
+	cfg.Endpoints = []string{proxy.URL()}
+	cut := &Runner{Ledger: NewLedger(c.ClientWith(t, cfg), prefix), Host: "web-01", LockTTL: 2 * time.Second}
+	marker := "lock-lost-" + fmt.Sprint(time.Now().UnixNano())
+	m := spec.Migration{ID: "0007-orders-status", Phase: spec.PhaseExpand, Command: []string{"/bin/sh", "-c", "sleep 30 # " + marker}, Timeout: yamldoc.Duration(time.Minute)}
+	done := make(chan error, 1)
+	go func() { done <- cut.Run(context.Background(), "api", "2.0.0", []spec.Migration{m}) }()
+	l := NewLedger(c.Client(t), prefix)
+	for end := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if e, _, _ := l.get(context.Background(), "api", m.ID); e != nil && e.State == StateRunning && processRuns(marker) {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("the migration did not start")
+		}
+	}
+	proxy.Block()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the cut-off runner went on past its lock's TTL")
+	}
+	if !errors.Is(err, ErrLockLost) {
+		t.Errorf("Run of the cut-off runner = %v, want ErrLockLost", err)
+	}
+	if processRuns(marker) {
+		t.Error("the migration runs on after its runner lost the lock")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	next := &Runner{Ledger: l, Host: "web-02", LockTTL: 2 * time.Second}
+	var halt *Halt
+	if err := next.Run(ctx, "api", "2.0.0", []spec.Migration{m}); !errors.As(err, &halt) || halt.Kind != Interrupted || halt.Entry.Host != "web-01" {
+		t.Errorf("Run of the next runner = %v, want the migration interrupted on web-01", err)
+	}
+	proxy.Unblock()
 }
