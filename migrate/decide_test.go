@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/baton-fleet/baton/spec"
 )
 
 func TestDecide(t *testing.T) {
@@ -55,6 +57,15 @@ func TestChecksum(t *testing.T) {
 	}
 	if Checksum([]string{"/usr/bin/psql", "-c", "SELECT 1"}) != a {
 		t.Error("Checksum is not stable")
+	}
+	// Two hosts with state directories of their own run the same migration.
+	m1 := spec.Migration{Command: []string{"/srv/baton/releases/api/2.0.0-ab/api", "up"}, Canonical: []string{"/var/lib/baton/releases/api/2.0.0-ab/api", "up"}}
+	m2 := spec.Migration{Command: []string{"/var/lib/baton/releases/api/2.0.0-ab/api", "up"}, Canonical: []string{"/var/lib/baton/releases/api/2.0.0-ab/api", "up"}}
+	if sumOf(m1) != sumOf(m2) || sumOf(m1) != Checksum(m2.Command) {
+		t.Error("the checksum depends on the host's state directory")
+	}
+	if sumOf(spec.Migration{Command: m1.Command}) != Checksum(m1.Command) {
+		t.Error("a migration without a canonical rendering is not checksummed by its command")
 	}
 }
 

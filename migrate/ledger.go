@@ -37,7 +37,7 @@ type Entry struct {
 	Host     string    `json:"host"`               // the runner's
 	Start    time.Time `json:"start"`              // of the last run
 	End      time.Time `json:"end,omitzero"`       // of the last run, when it ended
-	Checksum string    `json:"checksum"`           // of the rendered command (Checksum)
+	Checksum string    `json:"checksum"`           // of the rendered command (Checksum of spec.Migration.Canonical)
 	Error    string    `json:"error,omitempty"`    // how the last run failed
 	Output   string    `json:"output,omitempty"`   // the tail of the last run's output
 	Resolved *Resolved `json:"resolved,omitempty"` // an operator's word on it, the last

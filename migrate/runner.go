@@ -79,7 +79,7 @@ func (r *Runner) pending(ctx context.Context, service string, ms []spec.Migratio
 	}
 	todo := false
 	for _, m := range ms {
-		run, halt := decide(entries[m.ID], m.Rerunnable, Checksum(m.Command))
+		run, halt := decide(entries[m.ID], m.Rerunnable, sumOf(m))
 		if halt != nil && (halt.Kind != Interrupted || holder == "") {
 			return false, halt
 		}
@@ -94,7 +94,7 @@ func (r *Runner) runOne(ctx context.Context, lock *heldLock, service, version st
 	if err != nil {
 		return err
 	}
-	sum := Checksum(m.Command)
+	sum := sumOf(m)
 	run, halt := decide(e, m.Rerunnable, sum)
 	if halt != nil {
 		return halt
@@ -147,6 +147,15 @@ func (r *Runner) execute(ctx context.Context, m spec.Migration) (string, error) 
 		}
 	}
 	return exec(ctx, m.Command, m.User, m.Timeout.D())
+}
+
+// sumOf is the checksum of m's command the ledger records: of its canonical
+// rendering (spec.Migration.Canonical), the same on every host, when it has one.
+func sumOf(m spec.Migration) string {
+	if m.Canonical != nil {
+		return Checksum(m.Canonical)
+	}
+	return Checksum(m.Command)
 }
 
 func proberExec(ctx context.Context, argv []string, user string, timeout time.Duration) (string, error) {

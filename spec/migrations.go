@@ -32,7 +32,16 @@ type Migration struct {
 	Timeout    yamldoc.Duration `yaml:"timeout" json:"timeout"`         // of the backup and of the command, each
 	User       string           `yaml:"user" json:"user,omitempty"`     // as for exec checks
 	Rerunnable bool             `yaml:"rerunnable" json:"rerunnable"`   // safe to run again after an interruption
+
+	// Canonical is, once rendered, the command as a host whose state directory is
+	// CanonicalStateDir renders it: the same on every host, whatever its own, for the
+	// ledger's checksum of the command.
+	Canonical []string `yaml:"-" json:"-"`
 }
+
+// CanonicalStateDir is the state directory Migration.Canonical is rendered with: the
+// agent's default.
+const CanonicalStateDir = "/var/lib/baton"
 
 // MigrationVars are the values a migration's command and backup see: those of the
 // release, none of the host's.
@@ -104,9 +113,12 @@ func renderMigrations(s *Service, v Vars, errs *yamldoc.Errors) []Migration {
 	}
 	mv := MigrationVars{Version: v.Version, Service: v.Service, Revision: v.Revision, Release: v.Release}
 	ren := &renderer{vars: mv, doc: s.doc, errs: errs}
+	mv.Release = s.ReleaseDir(CanonicalStateDir)
+	canon := &renderer{vars: mv, doc: s.doc, errs: &yamldoc.Errors{}} // its errors are ren's
 	out := slices.Clone(s.Migrations)
 	for i := range out {
 		m := &out[i]
+		m.Canonical = canon.argv(m.Command, "migrations", i, "command")
 		m.Command = ren.argv(m.Command, "migrations", i, "command")
 		if m.Backup != nil {
 			m.Backup = ren.argv(m.Backup, "migrations", i, "backup")

@@ -126,7 +126,7 @@ func (r *Repo) renderAll() yamldoc.Errors {
 			groups = groups[1:]
 		}
 		for _, g := range groups {
-			v := Vars{Host: "validate-host", Group: g, Revision: strings.Repeat("0", 40), Release: s.ReleaseDir("/var/lib/baton")}
+			v := Vars{Host: "validate-host", Group: g, Revision: strings.Repeat("0", 40), Release: s.ReleaseDir(CanonicalStateDir)}
 			if _, err := s.Render(v); err != nil {
 				errs.AddErr(path.Join(ServicesDir, name), err)
 			}

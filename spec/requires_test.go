@@ -183,6 +183,16 @@ func TestRenderMigrations(t *testing.T) {
 	if m[0].Timeout.D() != DefaultMigrationTimeout || m[1].Timeout.D().String() != "30s" || m[0].User != "api" || m[0].Rerunnable || !m[1].Rerunnable {
 		t.Errorf("fields: %+v", m)
 	}
+	if got, want := m[0].Canonical[0], api.ReleaseDir(CanonicalStateDir)+"/api"; got != want {
+		t.Errorf("canonical command = %s, want %s", got, want)
+	}
+	other, err := api.Render(Vars{Host: "app-2", Group: "app", Revision: "abc", Release: "/srv/baton/releases/api/2.0.0-x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := other.Migrations[0]; strings.Join(o.Canonical, " ") != strings.Join(m[0].Canonical, " ") || o.Command[0] == m[0].Command[0] {
+		t.Errorf("hosts with other state directories: canonical %q and %q, commands %q and %q", o.Canonical, m[0].Canonical, o.Command, m[0].Command)
+	}
 	if got := api.Migrations[0].Command[0]; got != "{{ .Release }}/api" {
 		t.Errorf("Render changed the service's template: %s", got)
 	}
