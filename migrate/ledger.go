@@ -73,6 +73,8 @@ func NewLedger(cli *clientv3.Client, prefix string) *Ledger {
 	return &Ledger{cli: cli, prefix: strings.TrimSuffix(prefix, "/"), now: time.Now}
 }
 
+func (l *Ledger) clock() time.Time { return l.now() }
+
 func (l *Ledger) key(service, id string) string {
 	return l.prefix + "/migrations/" + service + "/" + id
 }
@@ -128,12 +130,7 @@ func (l *Ledger) List(ctx context.Context, service string) ([]Entry, error) {
 		}
 		out = append(out, parseEntry(svc, id, kv.Value))
 	}
-	slices.SortStableFunc(out, func(a, b Entry) int {
-		if c := strings.Compare(a.Service, b.Service); c != 0 {
-			return c
-		}
-		return a.Start.Compare(b.Start)
-	})
+	sortEntries(out)
 	return out, nil
 }
 
@@ -174,32 +171,46 @@ func (l *Ledger) Holder(ctx context.Context) (string, error) {
 // ErrNotResolvable is returned by Resolve for a migration that needs no word.
 var ErrNotResolvable = errors.New("nothing to resolve")
 
-// Resolve records an operator's word on a failed or interrupted migration: as
-// StateDone (it completed: the operator checked the data) or as StatePending (run
-// it again: the next runner does, rerunnable or not). It refuses a migration that
-// is done or pending, and one that is running while a runner holds the lock.
-func (l *Ledger) Resolve(ctx context.Context, service, id, as, by string) (Entry, error) {
-	if as != StateDone && as != StatePending {
-		return Entry{}, fmt.Errorf("resolve as %q: only as done or pending", as)
-	}
-	e, rev, err := l.get(ctx, service, id)
+// resolve records in e (nil when the ledger does not hold it) an operator's word on
+// it: as StateDone (it completed: the operator checked the data) or as StatePending
+// (run it again: the next runner does, rerunnable or not). Only a failed or running
+// migration takes one.
+func resolve(e *Entry, service, id, as, by string, now time.Time) error {
 	switch {
-	case err != nil:
-		return Entry{}, err
+	case as != StateDone && as != StatePending:
+		return fmt.Errorf("resolve as %q: only as done or pending", as)
 	case e == nil:
-		return Entry{}, fmt.Errorf("migration %s of %s is not in the ledger: it never started: %w", id, service, ErrNotResolvable)
+		return fmt.Errorf("migration %s of %s is not in the ledger: it never started: %w", id, service, ErrNotResolvable)
 	case e.State == StateDone || e.State == StatePending:
-		return Entry{}, fmt.Errorf("migration %s of %s is %s: %w", id, service, e.State, ErrNotResolvable)
+		return fmt.Errorf("migration %s of %s is %s: %w", id, service, e.State, ErrNotResolvable)
 	}
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(l.key(service, id)), "=", rev)}
-	if e.State == StateRunning {
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(l.LockKey()), "=", 0))
-	}
-	now := l.now().UTC()
-	e.Resolved = &Resolved{As: as, By: by, Time: now, From: e.State}
+	e.Resolved = &Resolved{As: as, By: by, Time: now.UTC(), From: e.State}
 	e.State = as
 	if as == StateDone && e.End.IsZero() {
-		e.End = now
+		e.End = now.UTC()
+	}
+	return nil
+}
+
+// lockedOut is the error of Resolve for a running migration while holder holds the lock.
+func lockedOut(service, id, holder string) error {
+	return fmt.Errorf("migration %s of %s is running and %s holds the migration lock: it may be running it now; resolve it once the lock is gone", id, service, holder)
+}
+
+// Resolve records an operator's word on a failed or interrupted migration (see
+// resolve). It refuses a migration that is running while a runner holds the lock.
+func (l *Ledger) Resolve(ctx context.Context, service, id, as, by string) (Entry, error) {
+	e, rev, err := l.get(ctx, service, id)
+	if err != nil {
+		return Entry{}, err
+	}
+	running := e != nil && e.State == StateRunning
+	if err := resolve(e, service, id, as, by, l.now()); err != nil {
+		return Entry{}, err
+	}
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(l.key(service, id)), "=", rev)}
+	if running {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(l.LockKey()), "=", 0))
 	}
 	data, err := json.Marshal(e)
 	if err != nil {
@@ -210,9 +221,8 @@ func (l *Ledger) Resolve(ctx context.Context, service, id, as, by string) (Entry
 		return Entry{}, fmt.Errorf("resolve migration %s of %s: %w", id, service, err)
 	}
 	if !resp.Succeeded {
-		holder, _ := l.Holder(ctx)
-		if holder != "" {
-			return Entry{}, fmt.Errorf("migration %s of %s is running and %s holds the migration lock: it may be running it now; resolve it once the lock is gone", id, service, holder)
+		if holder, _ := l.Holder(ctx); holder != "" {
+			return Entry{}, lockedOut(service, id, holder)
 		}
 		return Entry{}, fmt.Errorf("migration %s of %s changed while resolving it; look again", id, service)
 	}

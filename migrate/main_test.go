@@ -17,7 +17,8 @@ import (
 )
 
 // childEnv, when set in the environment, makes the test binary a runner of one
-// migration instead of the tests: "endpoint|prefix|host|ttl|sql argv joined by \x1f".
+// migration instead of the tests: "endpoint|prefix|host|ttl|argv joined by \x1f",
+// where an endpoint local:DIR is the Local ledger in DIR.
 const childEnv = "BATON_MIGRATE_CHILD"
 
 func TestMain(m *testing.M) {
@@ -31,13 +32,18 @@ func TestMain(m *testing.M) {
 func runChild(arg string) int {
 	parts := strings.Split(arg, "|")
 	ttl, _ := time.ParseDuration(parts[3])
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{parts[0]}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
+	r := &Runner{Host: parts[2], LockTTL: ttl}
+	if dir, ok := strings.CutPrefix(parts[0], "local:"); ok {
+		r.Ledger = NewLocal(dir)
+	} else {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{parts[0]}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		defer cli.Close()
+		r.Ledger = NewLedger(cli, parts[1])
 	}
-	defer cli.Close()
-	r := &Runner{Ledger: NewLedger(cli, parts[1]), Host: parts[2], LockTTL: ttl}
 	m := spec.Migration{ID: "0007-orders-status", Phase: spec.PhaseExpand, Command: strings.Split(parts[4], "\x1f"), Timeout: yamldoc.Duration(time.Minute)}
 	if err := r.Run(context.Background(), "api", "2.0.0", []spec.Migration{m}); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -50,7 +50,7 @@ func (f *fleetDB) rows(t *testing.T) string {
 	return strings.ReplaceAll(f.pg.Query(t, "SELECT coalesce(string_agg(what, ',' ORDER BY n), '') FROM runs"), "\n", ",")
 }
 
-func entry(t *testing.T, l *Ledger, id string) Entry {
+func entry(t *testing.T, l Store, id string) Entry {
 	t.Helper()
 	e, _, err := l.get(context.Background(), "api", id)
 	if err != nil || e == nil {

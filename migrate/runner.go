@@ -2,15 +2,10 @@ package migrate
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/baton-fleet/baton/checks"
 	"github.com/baton-fleet/baton/spec"
@@ -29,11 +24,38 @@ var ErrLockLost = errors.New("the migration lock's lease ended")
 // of its output. The default is checks.Prober's Exec, with DieWithAgent set.
 type ExecFunc func(ctx context.Context, argv []string, user string, timeout time.Duration) (string, error)
 
+// Store is a migrations ledger: Ledger, in etcd, for a fleet; Local, in a directory,
+// for a host with the local lease, which is its whole fleet.
+type Store interface {
+	// List returns the entries of service, or of every service when it is "".
+	List(ctx context.Context, service string) ([]Entry, error)
+	// Holder returns the host that holds the migration lock, "" when none does.
+	Holder(ctx context.Context) (string, error)
+	// Resolve records an operator's word on a failed or interrupted migration.
+	Resolve(ctx context.Context, service, id, as, by string) (Entry, error)
+
+	view(ctx context.Context, service string) (holder string, entries map[string]*Entry, err error)
+	get(ctx context.Context, service, id string) (*Entry, int64, error)
+	lock(ctx context.Context, host string, ttl time.Duration) (held, error)
+	clock() time.Time
+}
+
+// held is the migration lock as its holder has it.
+type held interface {
+	// put writes e if the lock is still held and the entry was last written at rev
+	// (0: absent), and returns the entry's new revision.
+	put(ctx context.Context, rev int64, e Entry) (int64, error)
+	// ctx returns a context of parent that ends if the lock is lost, and its cancel.
+	ctx(parent context.Context) (context.Context, context.CancelFunc)
+	lost() bool
+	release()
+}
+
 // Runner runs migrations from the ledger. Its fields are set before the first Run.
 type Runner struct {
-	Ledger  *Ledger
+	Ledger  Store
 	Host    string        // this host, recorded in the lock and the ledger
-	LockTTL time.Duration // default DefaultLockTTL
+	LockTTL time.Duration // of the lock's etcd lease; default DefaultLockTTL
 	Exec    ExecFunc      // default: checks.Prober{User, DieWithAgent}.Exec
 	Logger  *slog.Logger  // default: discard
 }
@@ -54,7 +76,11 @@ func (r *Runner) Run(ctx context.Context, service, version string, ms []spec.Mig
 	if todo, err := r.pending(ctx, service, ms); err != nil || !todo {
 		return err
 	}
-	lock, err := r.lock(ctx)
+	ttl := r.LockTTL
+	if ttl <= 0 {
+		ttl = DefaultLockTTL
+	}
+	lock, err := r.Ledger.lock(ctx, r.Host, ttl)
 	if err != nil {
 		return err
 	}
@@ -89,7 +115,7 @@ func (r *Runner) pending(ctx context.Context, service string, ms []spec.Migratio
 }
 
 // runOne runs one migration under lock, as the ledger decides.
-func (r *Runner) runOne(ctx context.Context, lock *heldLock, service, version string, m spec.Migration) error {
+func (r *Runner) runOne(ctx context.Context, lock held, service, version string, m spec.Migration) error {
 	e, rev, err := r.Ledger.get(ctx, service, m.ID)
 	if err != nil {
 		return err
@@ -103,11 +129,11 @@ func (r *Runner) runOne(ctx context.Context, lock *heldLock, service, version st
 		return nil
 	}
 	log := r.logger().With("service", service, "migration", m.ID, "phase", m.Phase)
-	cur := Entry{Service: service, ID: m.ID, Phase: m.Phase, Version: version, State: StateRunning, Host: r.Host, Start: r.Ledger.now().UTC(), Checksum: sum}
+	cur := Entry{Service: service, ID: m.ID, Phase: m.Phase, Version: version, State: StateRunning, Host: r.Host, Start: r.Ledger.clock().UTC(), Checksum: sum}
 	if e != nil {
 		cur.Resolved = e.Resolved
 	}
-	if rev, err = lock.put(ctx, r.Ledger.key(service, m.ID), rev, cur); err != nil {
+	if rev, err = lock.put(ctx, rev, cur); err != nil {
 		return err
 	}
 	log.Info("migration started", "rerun", e != nil && e.State == StateRunning)
@@ -120,11 +146,11 @@ func (r *Runner) runOne(ctx context.Context, lock *heldLock, service, version st
 	if runErr != nil && ctx.Err() != nil {
 		return ctx.Err() // stopped, not failed: left running, interrupted
 	}
-	cur.End, cur.Output, cur.State = r.Ledger.now().UTC(), out, StateDone
+	cur.End, cur.Output, cur.State = r.Ledger.clock().UTC(), out, StateDone
 	if runErr != nil {
 		cur.State, cur.Error = StateFailed, runErr.Error()
 	}
-	if _, err := lock.put(ctx, r.Ledger.key(service, m.ID), rev, cur); err != nil {
+	if _, err := lock.put(ctx, rev, cur); err != nil {
 		return err
 	}
 	if runErr != nil {
@@ -167,109 +193,4 @@ func (r *Runner) logger() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return r.Logger
-}
-
-// heldLock is the migration lock as its holder has it.
-type heldLock struct {
-	l     *Ledger
-	sess  *concurrency.Session
-	token int64 // the lock key's creation revision: the fencing token
-}
-
-// lock takes the fleet-wide migration lock, waiting (by watch) while another host
-// holds it.
-func (r *Runner) lock(ctx context.Context) (*heldLock, error) {
-	ttl := r.LockTTL
-	if ttl <= 0 {
-		ttl = DefaultLockTTL
-	}
-	sess, err := concurrency.NewSession(r.Ledger.cli, concurrency.WithTTL(int(math.Ceil(ttl.Seconds()))), concurrency.WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("take the migration lock: %w", err)
-	}
-	key := r.Ledger.LockKey()
-	for {
-		resp, err := r.Ledger.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(clientv3.OpPut(key, r.Host, clientv3.WithLease(sess.Lease()))).
-			Else(clientv3.OpGet(key)).Commit()
-		if err != nil {
-			sess.Close()
-			return nil, fmt.Errorf("take the migration lock: %w", err)
-		}
-		if resp.Succeeded {
-			return &heldLock{l: r.Ledger, sess: sess, token: resp.Header.Revision}, nil
-		}
-		if err := waitDeleted(ctx, r.Ledger.cli, key, resp.Header.Revision+1); err != nil {
-			sess.Close()
-			return nil, fmt.Errorf("wait for the migration lock: %w", err)
-		}
-	}
-}
-
-// waitDeleted waits until key is deleted at or after revision rev.
-func waitDeleted(ctx context.Context, cli *clientv3.Client, key string, rev int64) error {
-	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	for resp := range cli.Watch(ctx, key, clientv3.WithRev(rev), clientv3.WithFilterPut()) {
-		if err := resp.Err(); err != nil {
-			return err
-		}
-		if len(resp.Events) > 0 {
-			return nil
-		}
-	}
-	return ctx.Err()
-}
-
-// put writes v at key if the lock is still held and key was last changed at rev (0:
-// absent), and returns key's new revision.
-func (h *heldLock) put(ctx context.Context, key string, rev int64, v Entry) (int64, error) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := h.l.cli.Txn(ctx).If(
-		clientv3.Compare(clientv3.CreateRevision(h.l.LockKey()), "=", h.token),
-		clientv3.Compare(clientv3.ModRevision(key), "=", rev),
-	).Then(clientv3.OpPut(key, string(data))).Commit()
-	switch {
-	case err != nil:
-		return 0, fmt.Errorf("write the ledger: %w", err)
-	case !resp.Succeeded:
-		return 0, fmt.Errorf("write the ledger entry of migration %s of %s: the lock was lost or the entry changed: %w", v.ID, v.Service, ErrLockLost)
-	}
-	return resp.Header.Revision, nil
-}
-
-// ctx returns a context of parent that ends when the lock's lease ends, and the
-// function that ends it.
-func (h *heldLock) ctx(parent context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(parent)
-	go func() {
-		select {
-		case <-h.sess.Done():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
-}
-
-// lost reports whether the lock's lease ended.
-func (h *heldLock) lost() bool {
-	select {
-	case <-h.sess.Done():
-		return true
-	default:
-		return false
-	}
-}
-
-// release gives the lock back: its lease is revoked, and its key with it.
-func (h *heldLock) release() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_, _ = h.l.cli.Revoke(ctx, h.sess.Lease())
-	h.sess.Close()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,29 +13,52 @@ import (
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/baton-fleet/baton/agent"
 	"github.com/baton-fleet/baton/fleet"
 	"github.com/baton-fleet/baton/migrate"
 )
+
+// withLedger runs f with the migrations ledger of the agent configuration named by
+// the --config flag: in etcd with the etcd lease, in the state directory with the
+// local lease.
+func withLedger(cmd *cobra.Command, f func(ctx context.Context, l migrate.Store) error) error {
+	file, _ := cmd.Flags().GetString("config")
+	cfg, err := agent.LoadConfig(file)
+	if err != nil {
+		return failed(fmt.Errorf("%s: %w", file, err))
+	}
+	if cfg.Lease.Backend == agent.LeaseLocal {
+		ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
+		defer cancel()
+		if err := f(ctx, migrate.NewLocal(filepath.Join(cfg.Paths.State, migrate.LocalDir))); err != nil {
+			return failed(err)
+		}
+		return nil
+	}
+	return withFleet(cmd, func(ctx context.Context, _ *fleet.Store, cli *clientv3.Client, prefix string) error {
+		return f(ctx, migrate.NewLedger(cli, prefix))
+	})
+}
 
 func newMigrationsCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "migrations [SERVICE] [--json]",
 		Short: "List the migrations ledger: each migration that started, where, when, and how it ended",
-		Long: `Migrations lists the ledger of data migrations in etcd (under the lease's prefix,
-migrations/<service>/<id>), of SERVICE or of every service: each migration's phase,
-the version that ran it, its state, the host that ran it, when it started and ended,
-and, for one that failed, its error and the tail of its output. A migration that is
-running while no runner holds the migration lock was interrupted: its runner died.
-A migration that never started is not listed.`,
+		Long: `Migrations lists the ledger of data migrations, of SERVICE or of every service:
+in etcd with the etcd lease (under the lease's prefix, migrations/<service>/<id>), in
+the state directory with the local lease (migrations/<service>/<id>.json). For each
+migration: its phase, the version that ran it, its state, the host that ran it, when
+it started and ended, and, for one that failed, its error and the tail of its output.
+A migration that is running while no runner holds the migration lock was
+interrupted: its runner died. A migration that never started is not listed.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			service := ""
 			if len(args) == 1 {
 				service = args[0]
 			}
-			return withFleet(cmd, func(ctx context.Context, _ *fleet.Store, cli *clientv3.Client, prefix string) error {
-				l := migrate.NewLedger(cli, prefix)
+			return withLedger(cmd, func(ctx context.Context, l migrate.Store) error {
 				list, err := l.List(ctx, service)
 				if err != nil {
 					return err
@@ -129,8 +153,8 @@ one that never started, and one that is running while a runner holds the lock.`,
 			if done {
 				as = migrate.StateDone
 			}
-			return withFleet(cmd, func(ctx context.Context, _ *fleet.Store, cli *clientv3.Client, prefix string) error {
-				e, err := migrate.NewLedger(cli, prefix).Resolve(ctx, args[0], args[1], as, operator())
+			return withLedger(cmd, func(ctx context.Context, l migrate.Store) error {
+				e, err := l.Resolve(ctx, args[0], args[1], as, operator())
 				if err != nil {
 					return err
 				}

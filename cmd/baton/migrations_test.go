@@ -92,3 +92,30 @@ func TestMigrationsCommands(t *testing.T) {
 		t.Fatalf("Run after --rerun: %v", err)
 	}
 }
+
+// TestMigrationsLocal: with the local lease the commands read and resolve the host's
+// own ledger in its state directory.
+func TestMigrationsLocal(t *testing.T) {
+	state := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "agent.yaml")
+	conf := "repo: {url: \"https://git.example.com/ops/fleet.git\"}\npaths: {state: " + state + "}\n"
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := &migrate.Runner{Ledger: migrate.NewLocal(filepath.Join(state, migrate.LocalDir)), Host: "h1"}
+	m := spec.Migration{ID: "0001-init", Phase: spec.PhaseExpand, Command: []string{"/bin/false"}, Timeout: yamldoc.Duration(10 * time.Second)}
+	if err := r.Run(context.Background(), "api", "1.0.0", []spec.Migration{m}); err == nil {
+		t.Fatal("the failing migration did not fail")
+	}
+	code, stdout, stderr := runBinary(t, "migrations", "--config", cfg)
+	if code != 0 || !strings.Contains(stdout, "api      0001-init  expand  1.0.0    failed  h1") {
+		t.Errorf("baton migrations: exit %d, %s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = runBinary(t, "migration", "resolve", "api", "0001-init", "--done", "--config", cfg)
+	if code != 0 || !strings.Contains(stdout, "marked done") {
+		t.Errorf("resolve --done: exit %d, %s%s", code, stdout, stderr)
+	}
+	if err := r.Run(context.Background(), "api", "1.0.0", []spec.Migration{m}); err != nil {
+		t.Errorf("Run after --done: %v", err)
+	}
+}
