@@ -71,8 +71,15 @@ func TestRaceRunsOnce(t *testing.T) {
 	start := make(chan struct{})
 	errs := make([]error, 5)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var ran []string
 	for i := range errs {
 		r := f.runner(t, fmt.Sprintf("web-%02d", i+1))
+		r.Ran = func(e Entry) {
+			mu.Lock()
+			ran = append(ran, e.ID+" "+e.State)
+			mu.Unlock()
+		}
 		wg.Go(func() {
 			<-start
 			errs[i] = r.Run(context.Background(), "api", "2.0.0", ms)
@@ -87,6 +94,9 @@ func TestRaceRunsOnce(t *testing.T) {
 	}
 	if got := f.rows(t); got != "0007,0008" {
 		t.Errorf("runs = %q, want each migration once, in order", got)
+	}
+	if got := strings.Join(ran, ","); got != "0007-orders-status done,0008-orders-index done" {
+		t.Errorf("Ran was called for %q, want each migration once", got)
 	}
 	l := NewLedger(f.etcd.Client(t), prefix)
 	list, err := l.List(context.Background(), "api")

@@ -58,6 +58,9 @@ type Runner struct {
 	LockTTL time.Duration // of the lock's etcd lease; default DefaultLockTTL
 	Exec    ExecFunc      // default: checks.Prober{User, DieWithAgent}.Exec
 	Logger  *slog.Logger  // default: discard
+	// Ran, when set, is called with the ledger entry of each migration this runner
+	// ran, once it ended (done or failed) and was written: for events and metrics.
+	Ran func(Entry)
 }
 
 // Run runs the migrations ms of one phase of service at version (rendered, in file
@@ -152,6 +155,9 @@ func (r *Runner) runOne(ctx context.Context, lock held, service, version string,
 	}
 	if _, err := lock.put(ctx, rev, cur); err != nil {
 		return err
+	}
+	if r.Ran != nil {
+		r.Ran(cur)
 	}
 	if runErr != nil {
 		log.Error("migration failed", "err", runErr)
