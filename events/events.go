@@ -16,10 +16,12 @@ const (
 	RolloutHalted    = "rollout.halted"    // the commit is quarantined: no other host of the group starts it
 	DriftFound       = "drift.found"       // a managed unit file was edited, or a drop-in added, outside baton
 	CommitRejected   = "commit.rejected"   // the commit is bad input; the host keeps its last good revision
+	MigrationDone    = "migration.done"    // a data migration this host ran completed
+	MigrationFailed  = "migration.failed"  // a data migration (or its backup) this host ran failed; its service's rollout halts
 )
 
 // Types lists every event type, in the order above.
-var Types = []string{UpgradeStarted, UpgradeSucceeded, UpgradeFailed, RevertDone, RolloutHalted, DriftFound, CommitRejected}
+var Types = []string{UpgradeStarted, UpgradeSucceeded, UpgradeFailed, RevertDone, RolloutHalted, DriftFound, CommitRejected, MigrationDone, MigrationFailed}
 
 // Event is one thing that happened on a host. Its JSON form is what webhooks receive
 // and what the local API lists. Fields carries extra detail (from, to, step, check,

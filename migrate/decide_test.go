@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-fleet/baton/events"
 	"github.com/baton-fleet/baton/spec"
 )
 
@@ -117,4 +118,18 @@ func FuzzParseEntry(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+func TestEntryEvent(t *testing.T) {
+	start := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	e := Entry{Service: "api", ID: "0007", Phase: "expand", Version: "2.0.0", State: StateDone, Host: "web-01", Start: start, End: start.Add(1500 * time.Millisecond)}
+	ev := e.Event()
+	if ev.Type != events.MigrationDone || ev.Host != "web-01" || ev.Service != "api" || ev.Fields["duration"] != "1.5s" || ev.Fields["id"] != "0007" || ev.Message != "migration 0007 of api 2.0.0 done" || ev.Fields["error"] != "" {
+		t.Errorf("done: %+v", ev)
+	}
+	e.State, e.Error, e.Output = StateFailed, "exit status 3", "ERROR: x\n"
+	ev = e.Event()
+	if ev.Type != events.MigrationFailed || ev.Fields["error"] != "exit status 3" || ev.Fields["output"] != "ERROR: x\n" || ev.Message != "migration 0007 of api 2.0.0 failed: exit status 3" {
+		t.Errorf("failed: %+v", ev)
+	}
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/baton-fleet/baton/events"
 )
 
 // States of a migration in the ledger. A migration the ledger does not hold is
@@ -41,6 +43,21 @@ type Entry struct {
 	Error    string    `json:"error,omitempty"`    // how the last run failed
 	Output   string    `json:"output,omitempty"`   // the tail of the last run's output
 	Resolved *Resolved `json:"resolved,omitempty"` // an operator's word on it, the last
+}
+
+// Event is the rollout event of a migration that ran here and ended:
+// events.MigrationDone or events.MigrationFailed, with its error and output's tail.
+// The emitter sets the group and the commit.
+func (e Entry) Event() events.Event {
+	ev := events.Event{Time: e.End, Type: events.MigrationDone, Host: e.Host, Service: e.Service,
+		Message: fmt.Sprintf("migration %s of %s %s done", e.ID, e.Service, e.Version),
+		Fields:  map[string]string{"id": e.ID, "phase": e.Phase, "version": e.Version, "duration": e.End.Sub(e.Start).Round(time.Millisecond).String()}}
+	if e.State == StateFailed {
+		ev.Type = events.MigrationFailed
+		ev.Message = fmt.Sprintf("migration %s of %s %s failed: %s", e.ID, e.Service, e.Version, e.Error)
+		ev.Fields["error"], ev.Fields["output"] = e.Error, e.Output
+	}
+	return ev
 }
 
 // Resolved is an operator's word on a failed or interrupted migration.
