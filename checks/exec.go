@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -57,6 +58,11 @@ func (p *Prober) Exec(ctx context.Context, argv []string, timeout time.Duration)
 	}
 	attr := &syscall.SysProcAttr{Setpgid: true}
 	if p.DieWithAgent {
+		// The kernel sends the signal when the thread that started the command
+		// ends, not the process (go.dev/issue/27505): this goroutine keeps its
+		// thread, so that no other can lock it and end it, until the command is over.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
 		attr.Pdeathsig = syscall.SIGKILL
 	}
 	start := "start"
