@@ -155,7 +155,8 @@ func TestOrder(t *testing.T) {
 }
 
 // TestOrderSameGroup: a service that requires another of its own group makes no
-// wait between groups; the gate orders the group's hosts.
+// wait between groups (docs/repository-format.md: its range must admit the old
+// version the group's other hosts still run).
 func TestOrderSameGroup(t *testing.T) {
 	r := loadTxtar(t, strings.Replace(threeTiers, "services: [api]", "services: [api, db]", 1))
 	if _, err := r.Order(); err != nil {
