@@ -6,7 +6,7 @@ DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 FUZZTIME ?= 20s
 
-.PHONY: help build test lint unit demo fuzz sim bench-gitsync bench-lease bench-fleetlock bench-upgrade clean
+.PHONY: help build test lint unit demo fuzz sim bench-gitsync bench-lease bench-fleetlock bench-upgrade bench-migrate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -46,6 +46,10 @@ bench-lease: ## etcd lease handoff latency and 1,000 contenders against one etcd
 
 bench-fleetlock: ## FleetLock handoff p50/p95 against an airlock-like server: 8 contenders, holds of 0.5s, 5s and 60s (scaled)
 	$(GO) test -run '^$$' -bench 'BenchmarkFleetlockHandoff' -benchtime 1x -timeout 10m ./lease/
+
+bench-migrate: ## the requirements gate over 10,000 host records; a migration run once, and a look at a release whose migrations are done (real etcd)
+	$(GO) test -run '^$$' -bench 'BenchmarkUnmet' -benchtime 100x ./fleet/
+	$(GO) test -run '^$$' -bench 'BenchmarkRun' -benchtime 200x ./migrate/
 
 bench-upgrade: ## upgrades and reverts of a real systemd host (needs root): each step's time
 	$(GO) test -run '^$$' -bench 'BenchmarkUpgrade|BenchmarkRevert' -benchtime 5x ./agent/

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,6 +35,7 @@ const drainAfterExit = time.Second
 //     and LANG=C.UTF-8 in its environment, stdin /dev/null and working directory
 //     /; a program named without a slash is looked up in that PATH;
 //   - as p.User when set (a user name, looked up when the command starts);
+//   - killed (SIGKILL) when the process that runs it dies, if p.DieWithAgent;
 //   - in a process group of its own, which is killed whole (SIGKILL) when timeout
 //     (which must be positive) passes or ctx ends, and also once the command has exited, so that nothing it
 //     started outlives it.
@@ -55,6 +57,14 @@ func (p *Prober) Exec(ctx context.Context, argv []string, timeout time.Duration)
 		return notStarted("%v", err)
 	}
 	attr := &syscall.SysProcAttr{Setpgid: true}
+	if p.DieWithAgent {
+		// The kernel sends the signal when the thread that started the command
+		// ends, not the process (go.dev/issue/27505): this goroutine keeps its
+		// thread, so that no other can lock it and end it, until the command is over.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		attr.Pdeathsig = syscall.SIGKILL
+	}
 	start := "start"
 	if p.User != "" {
 		if attr.Credential, err = credential(p.User); err != nil {

@@ -25,6 +25,10 @@ type Prober struct {
 	// connection between probes, ignores proxy variables and follows at most 3
 	// redirects (then the redirect itself is the answer checked).
 	HTTPClient *http.Client
+	// DieWithAgent has the kernel kill Exec's command (SIGKILL) when the process
+	// that runs it dies, however it dies: a data migration must not run on after its
+	// runner, whose lock then expires and lets another runner start.
+	DieWithAgent bool
 }
 
 // maxRedirects is how many redirects the default HTTP client follows.

@@ -21,11 +21,13 @@ const (
 	AnalysisFinished = "analysis.finished" // the analysis after the switch ended; Fields["outcome"] is passed, failed or inconclusive
 	GateHeld         = "gate.held"         // the group's gate began to hold new upgrades; Message names the series
 	GateOpened       = "gate.opened"       // the group's gate let new upgrades go again
+	MigrationDone    = "migration.done"    // a data migration this host ran completed
+	MigrationFailed  = "migration.failed"  // a data migration (or its backup) this host ran failed; its service's rollout halts
 )
 
 // Types lists every event type, in the order above.
 var Types = []string{UpgradeStarted, UpgradeSucceeded, UpgradeFailed, RevertDone, RolloutHalted, DriftFound, CommitRejected,
-	ColorSwitched, ColorRetired, AnalysisFinished, GateHeld, GateOpened}
+	ColorSwitched, ColorRetired, AnalysisFinished, GateHeld, GateOpened, MigrationDone, MigrationFailed}
 
 // Event is one thing that happened on a host. Its JSON form is what webhooks receive
 // and what the local API lists. Fields carries extra detail (from, to, step, check,

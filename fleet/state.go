@@ -27,6 +27,12 @@ type Host struct {
 	// Seen is when the host's agent last sent its heartbeat (Store.Touch), by its
 	// own clock; zero until it sends one after its last record.
 	Seen time.Time `json:"seen,omitzero"`
+	// Runs is what Commit runs, by service (RunsOf); nil in the record of a baton
+	// that does not say, empty for a host that runs no service.
+	Runs map[string]Run `json:"runs,omitzero"`
+	// Going is what Target runs, while the host is in a transaction toward it:
+	// until it commits, either may be serving.
+	Going map[string]Run `json:"going,omitzero"`
 }
 
 // StaleAfter is how long a host that sends heartbeats may go unseen before the

@@ -81,6 +81,9 @@ type Metrics struct {
 	halted        prometheus.Gauge
 	webhooks      *prometheus.CounterVec
 	analysis      analysisMetrics
+	migrations    *prometheus.CounterVec
+	migrationTime *prometheus.HistogramVec
+	migrationStop prometheus.Gauge
 }
 
 // New returns the metrics of an agent of this version, in a new registry that also
@@ -115,6 +118,9 @@ func New(version string) *Metrics {
 	m.halted = f.gauge("baton_rollout_halted", "1 when the tracked commit is quarantined, so this host does not move to it.")
 	m.analysis = newAnalysisMetrics(f)
 	m.webhooks = f.counterVec("baton_webhook_events_total", "Rollout events per webhook outcome (sent, failed, dropped), summed over hooks.", "result")
+	m.migrations = f.counterVec("baton_migrations_total", "Data migrations this host ran, by service, phase (expand, contract) and result (done, failed).", "service", "phase", "result")
+	m.migrationTime = f.histogramVec("baton_migration_duration_seconds", "How long the data migrations this host ran took, backup included, by service.", DurationBuckets, "service")
+	m.migrationStop = f.gauge("baton_migration_blocked", "1 while this host's rollout waits for an operator on a data migration (failed, interrupted, or changed after it ran).")
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -205,6 +211,18 @@ func (m *Metrics) Revert(service, result string, d time.Duration) {
 func (m *Metrics) CheckFailure(service, check string) {
 	m.checkFailures.WithLabelValues(service, check).Inc()
 }
+
+// Migration counts a data migration this host ran of service in phase, with result
+// "done" or "failed" (migrate.StateDone, migrate.StateFailed), and observes how long
+// it took.
+func (m *Metrics) Migration(service, phase, result string, d time.Duration) {
+	m.migrations.WithLabelValues(service, phase, result).Inc()
+	m.migrationTime.WithLabelValues(service).Observe(d.Seconds())
+}
+
+// MigrationBlocked sets whether this host's rollout waits for an operator on a data
+// migration (a migrate.Halt).
+func (m *Metrics) MigrationBlocked(blocked bool) { m.migrationStop.Set(bool01(blocked)) }
 
 // LeaseHeld sets whether this host holds a slot of its group's lease.
 func (m *Metrics) LeaseHeld(held bool) { m.leaseHeld.Set(bool01(held)) }

@@ -58,6 +58,9 @@ func exercise(m *Metrics) {
 	m.Webhook("sent")
 	m.Webhook("dropped")
 	exerciseAnalysis(m)
+	m.Migration("api", "expand", "done", 3*time.Second)
+	m.Migration("api", "contract", "failed", 90*time.Second)
+	m.MigrationBlocked(true)
 }
 
 const wantScrape = `
@@ -129,6 +132,13 @@ baton_rollout_halted 1
 baton_webhook_events_total{result="dropped"} 1
 baton_webhook_events_total{result="failed"} 0
 baton_webhook_events_total{result="sent"} 2
+# HELP baton_migrations_total Data migrations this host ran, by service, phase (expand, contract) and result (done, failed).
+# TYPE baton_migrations_total counter
+baton_migrations_total{phase="contract",result="failed",service="api"} 1
+baton_migrations_total{phase="expand",result="done",service="api"} 1
+# HELP baton_migration_blocked 1 while this host's rollout waits for an operator on a data migration (failed, interrupted, or changed after it ran).
+# TYPE baton_migration_blocked gauge
+baton_migration_blocked 1
 `
 
 var scalarNames = []string{
@@ -137,6 +147,7 @@ var scalarNames = []string{
 	"baton_lease_held", "baton_fetches_total", "baton_fetch_errors_total", "baton_fetch_failing",
 	"baton_last_fetch_success_timestamp_seconds", "baton_unit_drift", "baton_commits_rejected_total",
 	"baton_quarantined_commits", "baton_rollout_halted", "baton_webhook_events_total",
+	"baton_migrations_total", "baton_migration_blocked",
 }
 
 // scrape fetches the handler's exposition over HTTP and parses it.

@@ -199,45 +199,25 @@ func rolloutDefaults(doc *yamldoc.Doc, i int, r *Rollout) yamldoc.Errors {
 // afterCycle returns a cycle in the groups' after relation, as names with the first
 // repeated at the end, or nil. Unknown names are ignored: they are reported elsewhere.
 func afterCycle(groups []Group) []string {
-	after := map[string][]string{}
+	known := map[string]bool{}
 	for _, g := range groups {
-		after[g.Name] = g.After
+		known[g.Name] = true
 	}
-	const (
-		unseen = iota
-		visiting
-		done
-	)
-	state := map[string]int{}
-	var stack []string
-	var visit func(string) []string
-	visit = func(n string) []string {
-		state[n] = visiting
-		stack = append(stack, n)
-		for _, m := range after[n] {
-			if _, known := after[m]; !known || m == n {
-				continue
-			}
-			switch state[m] {
-			case visiting:
-				i := slices.Index(stack, m)
-				return append(slices.Clone(stack[i:]), m)
-			case unseen:
-				if c := visit(m); c != nil {
-					return c
-				}
+	var waits []Wait
+	for _, g := range groups {
+		for _, a := range g.After {
+			if known[a] && a != g.Name {
+				waits = append(waits, Wait{Group: g.Name, For: a})
 			}
 		}
-		stack = stack[:len(stack)-1]
-		state[n] = done
+	}
+	c := waitCycle(groups, waits)
+	if c == nil {
 		return nil
 	}
-	for _, g := range groups {
-		if state[g.Name] == unseen {
-			if c := visit(g.Name); c != nil {
-				return c
-			}
-		}
+	var names []string
+	for _, w := range c {
+		names = append(names, w.Group)
 	}
-	return nil
+	return append(names, c[0].Group)
 }

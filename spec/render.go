@@ -144,6 +144,7 @@ func (s *Service) Render(v Vars) (*Rendered, error) {
 	// The analysis reads the host as its clients see it, whatever color serves: it
 	// is rendered once, with the host's variables.
 	r.Analysis = ren.renderAnalysis(s.Analysis)
+	r.Migrations = renderMigrations(s, v, &errs)
 	if err := errs.Err(); err != nil {
 		return nil, err
 	}
@@ -242,7 +243,7 @@ func (r *renderer) units(s *Service, color string) UnitFiles {
 }
 
 type renderer struct {
-	vars Vars
+	vars any // Vars, or MigrationVars
 	doc  *yamldoc.Doc
 	errs *yamldoc.Errors
 }
@@ -283,19 +284,20 @@ func fieldName(path []any) string {
 
 var (
 	templateErrRE = regexp.MustCompile(`^template: [^:]*:(\d+):(?:\d+:)? ?(.*)$`)
-	unknownVarRE  = regexp.MustCompile(`^executing "[^"]*" at <[^>]*>: can't evaluate field (\w+) in type spec\.Vars$`)
+	unknownVarRE  = regexp.MustCompile(`^executing "[^"]*" at <[^>]*>: can't evaluate field (\w+) in type spec\.(?:Vars|MigrationVars)$`)
 )
 
-// renderTemplate executes text as a Go template over v; any reference to a variable
-// that does not exist is an error. The error's line is the template's own line.
-func renderTemplate(file, text string, v Vars) ([]byte, *yamldoc.Error) {
+// renderTemplate executes text as a Go template over v (Vars or MigrationVars); any
+// reference to a variable that does not exist is an error. The error's line is the
+// template's own line.
+func renderTemplate(file, text string, v any) ([]byte, *yamldoc.Error) {
 	fail := func(err error) *yamldoc.Error {
 		e := &yamldoc.Error{File: file, Msg: "template: " + err.Error()}
 		if g := templateErrRE.FindStringSubmatch(err.Error()); g != nil {
 			e.Line, _ = strconv.Atoi(g[1])
 			e.Msg = "template: " + g[2]
 			if u := unknownVarRE.FindStringSubmatch(g[2]); u != nil {
-				e.Msg = fmt.Sprintf("template: unknown variable .%s; there are .Version .Host .Group .Service .Revision .Release, and .Color .Port for bluegreen", u[1])
+				e.Msg = fmt.Sprintf("template: unknown variable .%s; there are %s", u[1], varNames(v))
 			}
 		}
 		return e
@@ -304,7 +306,7 @@ func renderTemplate(file, text string, v Vars) ([]byte, *yamldoc.Error) {
 	if err != nil {
 		return nil, fail(err)
 	}
-	if v.Color == "" {
+	if hv, ok := v.(Vars); !ok || hv.Color == "" {
 		if e := refuseColorVars(file, text, t); e != nil {
 			return nil, e
 		}
@@ -314,6 +316,14 @@ func renderTemplate(file, text string, v Vars) ([]byte, *yamldoc.Error) {
 		return nil, fail(err)
 	}
 	return b.Bytes(), nil
+}
+
+// varNames lists the variables a template over v sees, for errors.
+func varNames(v any) string {
+	if _, ok := v.(MigrationVars); ok {
+		return ".Version .Service .Revision .Release (a migration runs once for the whole fleet: nothing of a host)"
+	}
+	return ".Version .Host .Group .Service .Revision .Release, and .Color .Port for bluegreen"
 }
 
 // sectionFor is the section that holds a unit type's own settings.

@@ -81,7 +81,7 @@ func LoadWith(fsys fs.FS, opts LoadOptions) (*Repo, error) {
 			b, err := readFile(fsys, path.Join(dir, u), MaxUnitFileSize)
 			return string(b), err
 		}
-		s, serrs := parseService(name, file, data, unitFile, opts)
+		s, serrs := parseService(name, file, data, unitFile, exists, opts)
 		errs = append(errs, serrs...)
 		if s == nil {
 			continue
@@ -91,6 +91,12 @@ func LoadWith(fsys fs.FS, opts LoadOptions) (*Repo, error) {
 	}
 	if len(errs) == 0 {
 		errs = append(errs, r.renderAll()...)
+		errs = append(errs, r.checkRequirements()...)
+	}
+	if len(errs) == 0 {
+		if _, err := r.Order(); err != nil {
+			errs.AddErr(FleetFile, err)
+		}
 	}
 	if err := errs.Err(); err != nil {
 		return nil, err
@@ -142,7 +148,7 @@ func (r *Repo) renderAll() yamldoc.Errors {
 			groups = groups[1:]
 		}
 		for _, g := range groups {
-			v := Vars{Host: "validate-host", Group: g, Revision: strings.Repeat("0", 40), Release: s.ReleaseDir("/var/lib/baton")}
+			v := Vars{Host: "validate-host", Group: g, Revision: strings.Repeat("0", 40), Release: s.ReleaseDir(CanonicalStateDir)}
 			if _, err := s.Render(v); err != nil {
 				errs.AddErr(path.Join(ServicesDir, name), err)
 			}

@@ -41,6 +41,11 @@ type Service struct {
 	Checks    []Check    `yaml:"checks" json:"checks,omitempty"`
 	Deploy    *Deploy    `yaml:"deploy" json:"deploy,omitempty"` // nil: deployed by restart
 	Analysis  *Analysis  `yaml:"analysis" json:"analysis,omitempty"`
+	// Requires maps another service's name to the range of its versions this version
+	// needs running across the fleet (see Range).
+	Requires map[string]string `yaml:"requires" json:"requires,omitempty"`
+	// Migrations are run once for the fleet, in this order within their phase.
+	Migrations []Migration `yaml:"migrations" json:"migrations,omitempty"`
 
 	// UnitFiles holds each unit file's template text, by unit name.
 	UnitFiles map[string]string `yaml:"-" json:"-"`
@@ -108,9 +113,10 @@ type ExecCheck struct {
 }
 
 // parseService decodes services/<name>/service.yaml, applies defaults and checks all
-// that needs no template rendering. unitFile reads a unit file beside it; a reserved
-// unit name is refused unless opts allows it.
-func parseService(name, file string, data []byte, unitFile func(string) (string, error), opts LoadOptions) (*Service, yamldoc.Errors) {
+// that needs no template rendering. unitFile reads a unit file beside it; services
+// is the set of service directories, for the names requires: uses; a reserved unit
+// name is refused unless opts allows it.
+func parseService(name, file string, data []byte, unitFile func(string) (string, error), services map[string]bool, opts LoadOptions) (*Service, yamldoc.Errors) {
 	var s Service
 	var errs yamldoc.Errors
 	doc, err := yamldoc.Decode(file, data, &s)
@@ -157,6 +163,8 @@ func parseService(name, file string, data []byte, unitFile func(string) (string,
 	errs = append(errs, s.checkRestart(doc)...)
 	errs = append(errs, s.checkChecks(doc)...)
 	errs = append(errs, s.checkAnalysis(doc)...)
+	errs = append(errs, s.checkRequires(doc, services)...)
+	errs = append(errs, s.checkMigrations(doc)...)
 	return &s, errs
 }
 

@@ -345,8 +345,9 @@ checks:
 	}
 }
 
-// FuzzLoad feeds arbitrary fleet.yaml, service.yaml and unit file contents to Load: it
-// must never panic, and every error it returns must name a file of the repository.
+// FuzzLoad feeds arbitrary fleet.yaml, service.yaml (of api and of db, which api may
+// require) and unit file contents to Load: it must never panic, and every error it
+// returns must name a file of the repository.
 func FuzzLoad(f *testing.F) {
 	files, _ := filepath.Glob("testdata/bad/*.txtar")
 	for _, file := range files {
@@ -361,18 +362,22 @@ func FuzzLoad(f *testing.F) {
 			}
 			return nil
 		}
-		f.Add(get("fleet.yaml"), get("services/api/service.yaml"), get("services/api/api.service"))
+		f.Add(get("fleet.yaml"), get("services/api/service.yaml"), get("services/api/api.service"), get("services/db/service.yaml"))
 	}
 	f.Add([]byte("apiVersion: baton/v1\ngroups: [{name: web, hosts: [\"web-*\"], services: [api]}]\n"),
 		[]byte("version: \"2\"\nunits: [api.service]\ndeploy: {strategy: bluegreen, colors: {blue: {port: 8081}, green: {port: 8082}}, drainIdle: 2s}\n"+
 			"drain: {haproxy: {socket: /run/h.sock, backend: web, server: \"{{ .Host }}-{{ .Color }}\"}}\nchecks: [{name: up, tcp: {address: \"127.0.0.1:{{ .Port }}\"}}]\n"),
-		[]byte("[Service]\nExecStart={{ .Release }}/api -port {{ .Port }} -color {{ .Color }}\n"))
-	f.Fuzz(func(t *testing.T, fleet, svc, unit []byte) {
+		[]byte("[Service]\nExecStart={{ .Release }}/api -port {{ .Port }} -color {{ .Color }}\n"), []byte(nil))
+	f.Fuzz(func(t *testing.T, fleet, svc, unit, db []byte) {
 		fsys := fstest.MapFS{
 			"fleet.yaml":                {Data: fleet},
 			"services/api/service.yaml": {Data: svc},
 			"services/api/api.service":  {Data: unit},
 			"services/api/api.socket":   {Data: unit},
+		}
+		if db != nil { // a second service, for requires:
+			fsys["services/db/service.yaml"] = &fstest.MapFile{Data: db}
+			fsys["services/db/db.service"] = &fstest.MapFile{Data: unit}
 		}
 		r, err := Load(fsys)
 		if err == nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -79,9 +78,7 @@ func newFleetCmd() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					enc := json.NewEncoder(cmd.OutOrStdout())
-					enc.SetIndent("", "  ")
-					return enc.Encode(snap)
+					return writeJSON(cmd.OutOrStdout(), snap)
 				}
 				return writeFleet(cmd.OutOrStdout(), snap, time.Now())
 			})
@@ -318,7 +315,7 @@ func newLeaseCmd() *cobra.Command {
 // fleetCommands are the commands that read or steer the fleet state in etcd; they
 // take the agent configuration for the etcd settings.
 func fleetCommands() []*cobra.Command {
-	cmds := []*cobra.Command{newFleetCmd(), newPauseCmd(true), newPauseCmd(false), newPromoteCmd(), newLeaseCmd()}
+	cmds := []*cobra.Command{newFleetCmd(), newPauseCmd(true), newPauseCmd(false), newPromoteCmd(), newLeaseCmd(), newMigrationsCmd(), newMigrationCmd()}
 	for _, c := range cmds {
 		c.PersistentFlags().String("config", agent.DefaultConfigPath, "the agent configuration (for its lease.etcd settings)")
 	}

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -68,6 +69,15 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newValidateCmd(), newPlanCmd(), newAgentCmd(), newValidateConfigCmd(), newRetryCmd(), newRollbackCmd(), newStatusCmd(), newSyncCmd(), newDemoCmd(), newVersionCmd(), newManCmd())
 	root.AddCommand(fleetCommands()...)
 	return root
+}
+
+// writeJSON writes v as indented JSON, for --json: <, > and & as they are (in a
+// range such as >=2.0.0, say), not escaped for HTML.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }
 
 // failed wraps an error from a command that ran and found a problem: exit code 1.

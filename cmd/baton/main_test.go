@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/baton-fleet/baton/internal/golden"
+	"github.com/baton-fleet/baton/internal/testetcd"
 )
 
 // binary is the baton command built for these tests: they run it as a user would.
@@ -29,7 +30,7 @@ func TestMain(m *testing.M) {
 	build.Stderr = os.Stderr
 	code := 1
 	if err := build.Run(); err == nil {
-		code = m.Run()
+		code = testetcd.Main(m) // runs the etcd members the tests start, in child processes
 	} else {
 		fmt.Fprintln(os.Stderr, "build baton:", err)
 	}
@@ -59,6 +60,11 @@ func TestCLI(t *testing.T) {
 		{"plan-unknown-host", []string{"plan", "--repo", "../../examples/fleet", "--host", "mail-01", "--revision", rev}},
 		{"plan-broken-repo", []string{"plan", "--repo", "testdata/broken", "--host", "web-01"}},
 		{"plan-no-host", []string{"plan", "--repo", "../../examples/fleet"}},
+		{"plan-fleet", []string{"plan", "--repo", "testdata/requires", "--fleet", "--revision", rev}},
+		{"plan-fleet-json", []string{"plan", "--repo", "testdata/requires", "--fleet", "--revision", rev, "--json"}},
+		{"plan-fleet-and-host", []string{"plan", "--repo", "testdata/requires", "--fleet", "--host", "web-01"}},
+		{"validate-requires", []string{"validate", "testdata/requires"}},
+		{"validate-requires-cycle", []string{"validate", "testdata/requires-cycle"}},
 		{"version", []string{"version"}},
 		{"rollback-no-agent", []string{"rollback", "--socket", testdata + "/no-agent.sock"}},
 		{"rollback-bad-commit", []string{"rollback", "--socket", testdata + "/no-agent.sock", "--to", "main"}},

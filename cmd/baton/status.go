@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"time"
@@ -33,9 +32,7 @@ func newStatusCmd() *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return writeJSON(w, st)
 			}
 			f, isFile := w.(*os.File)
 			color := isFile && term.IsTerminal(int(f.Fd())) && os.Getenv("NO_COLOR") == ""

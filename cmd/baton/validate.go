@@ -21,7 +21,9 @@ func newValidateCmd() *cobra.Command {
 		Short: "Check a fleet repository; print every error as file:line: message",
 		Long: `Validate reads the fleet repository in DIR (default: the current directory) as an
 agent would: fleet.yaml, every services/*/service.yaml and unit file. It renders every
-template and parses every unit file. It prints every problem, not just the first, and
+template and parses every unit file. It checks that the repository's own versions are
+in every requires: range, and that some order of upgrades across the groups exists
+(it names the cycle when none does; baton plan --fleet shows the order). It prints every problem, not just the first, and
 exits 1 if there is any; on a good repository it prints a one-line summary and exits 0.
 What agents refuse by default but may be configured to accept (an artifact over plain
 http://, which needs the host in the agent's artifacts.allowInsecure) is printed as
