@@ -93,7 +93,9 @@ func TestAnalysisAndGate(t *testing.T) {
 
 	// An alert holds the gate: the next good release waits for it to resolve.
 	alerts.Set("disk_full", map[string]string{"instance": "db-02"}, 1)
-	h1.waitFor("the alert to fire", time.Minute, func() bool { return strings.Contains(promQuery(t, prom.URL, `ALERTS{alertstate="firing"}`), "DiskFull") })
+	h1.waitFor("the alert to fire", time.Minute, func() bool {
+		return strings.Contains(promQuery(t, prom.URL, `ALERTS{alertstate="firing"}`), "DiskFull")
+	})
 	c3 := h1.push(release{version: "3.0.0", mode: "ok", drain: drainBlock, fleet: fleetFile})
 	h1.waitFor("the gate to hold the group", time.Minute, func() bool {
 		return strings.Contains(h1.status().Phase, `held: ALERTS{alertname="DiskFull",instance="db-02"}`)
