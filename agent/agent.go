@@ -21,6 +21,7 @@ import (
 	"github.com/baton-fleet/baton/gitsync"
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/lease"
+	"github.com/baton-fleet/baton/migrate"
 	"github.com/baton-fleet/baton/release"
 	"github.com/baton-fleet/baton/rollback"
 	"github.com/baton-fleet/baton/units"
@@ -76,7 +77,8 @@ type Agent struct {
 	lease   Lease
 	clock   checks.Clock
 
-	fleet *fleetState // nil without the etcd backend
+	fleet      *fleetState     // nil without the etcd backend
+	migrations *migrate.Runner // runs the releases' data migrations once for the fleet; nil with FleetLock
 	// promSaid is what the group's Prometheus gate said last (see Agent.promGate).
 	promSaid  gateSaid
 	trouble   core.Backoff   // a commit this host could not carry out, and when to try again
@@ -161,11 +163,11 @@ func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, fs, err := newLease(cfg, logger)
+	l, fs, ledger, err := newLease(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{
+	a := &Agent{
 		cfg:        cfg,
 		log:        logger,
 		store:      &rollback.Store{Dir: state},
@@ -182,7 +184,11 @@ func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
 		signedOnly: verify.Enabled(),
 		obs:        obs,
 		tlog:       tlog,
-	}, nil
+	}
+	if ledger != nil {
+		a.migrations = &migrate.Runner{Ledger: ledger, Host: cfg.Host, LockTTL: cfg.Lease.Etcd.TTL.D(), Logger: logger, Ran: a.migrationRan}
+	}
+	return a, nil
 }
 
 // Status returns a copy of what the agent is doing.

@@ -98,7 +98,7 @@ func TestAnalysisAndGate(t *testing.T) {
 	})
 	c3 := h1.push(release{version: "3.0.0", mode: "ok", drain: drainBlock, fleet: fleetFile})
 	h1.waitFor("the gate to hold the group", time.Minute, func() bool {
-		return strings.Contains(h1.status().Phase, `held: ALERTS{alertname="DiskFull",instance="db-02"}`)
+		return strings.Contains(h1.status().Phase, `held: ALERTS{alertname="DiskFull",instance="db-02"`)
 	})
 	time.Sleep(3 * time.Second)
 	for _, h := range hosts {

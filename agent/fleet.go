@@ -8,10 +8,13 @@ import (
 	"strings"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/baton-fleet/baton/core"
 	"github.com/baton-fleet/baton/fleet"
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/lease"
+	"github.com/baton-fleet/baton/migrate"
 	"github.com/baton-fleet/baton/rollback"
 	"github.com/baton-fleet/baton/spec"
 )
@@ -23,6 +26,7 @@ type fleetState struct {
 	store  *fleet.Store
 	lease  *lease.Etcd
 	prefix string
+	cli    *clientv3.Client
 
 	silence  core.Silence // hosts stranded on a commit; only the agent's loop uses it
 	lastBeat time.Time    // the last heartbeat written, see heartbeat
@@ -32,8 +36,25 @@ type fleetState struct {
 // far below fleet.StaleAfter, and cheap for etcd at any fleet size.
 const heartbeatEvery = time.Minute
 
-// newLease builds the configured lease backend and, for etcd, the fleet state.
-func newLease(cfg *Config, logger *slog.Logger) (Lease, *fleetState, error) {
+// newLease builds the configured lease backend and, for etcd, the fleet state; and
+// the ledger of data migrations that goes with it (nil with FleetLock, which has no
+// shared store).
+func newLease(cfg *Config, logger *slog.Logger) (Lease, *fleetState, migrate.Store, error) {
+	l, fs, err := leaseBackend(cfg, logger)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	switch {
+	case fs != nil:
+		return l, fs, migrate.NewLedger(fs.cli, cfg.Lease.Etcd.Prefix), nil
+	case cfg.Lease.Backend == LeaseLocal:
+		return l, nil, migrate.NewLocal(filepath.Join(cfg.Paths.State, migrate.LocalDir)), nil
+	}
+	return l, nil, nil, nil
+}
+
+// leaseBackend builds the configured lease backend and, for etcd, the fleet state.
+func leaseBackend(cfg *Config, logger *slog.Logger) (Lease, *fleetState, error) {
 	switch cfg.Lease.Backend {
 	case LeaseLocal:
 		return &lease.Local{Path: cfg.Paths.State + "/lease.lock"}, nil, nil
@@ -47,7 +68,7 @@ func newLease(cfg *Config, logger *slog.Logger) (Lease, *fleetState, error) {
 			return nil, nil, fmt.Errorf("lease.etcd: %w", err)
 		}
 		l := lease.NewEtcd(cli, lease.EtcdOptions{Prefix: e.Prefix, Host: cfg.Host, TTL: e.TTL.D(), Logger: logger})
-		return l, &fleetState{store: fleet.NewStore(cli, e.Prefix), lease: l, prefix: e.Prefix}, nil
+		return l, &fleetState{store: fleet.NewStore(cli, e.Prefix), lease: l, prefix: e.Prefix, cli: cli}, nil
 	case LeaseFleetlock:
 		f := lease.NewFleetlock(cfg.Lease.Fleetlock.URL, cfg.Host, nil)
 		f.Logger = logger
@@ -121,7 +142,7 @@ func (a *Agent) gate(ctx context.Context, g *spec.Group, txn *rollback.Txn) (fle
 			holding = append(holding, h.Host)
 		}
 	}
-	return core.Gate(snap, g, txn.To, a.cfg.Host, releases(txn), holding, &a.fleet.silence, time.Now()), nil
+	return core.Gate(snap, g, core.Move{Commit: txn.To, Host: a.cfg.Host, Releases: releases(txn), Going: runsOf(&txn.Target)}, holding, &a.fleet.silence, time.Now()), nil
 }
 
 // record writes this host's record in the fleet state for txn. Under the lease the
@@ -136,7 +157,10 @@ func (a *Agent) record(ctx context.Context, txn *rollback.Txn, state rollback.St
 	if a.fleet == nil || txn.Group == "" {
 		return nil
 	}
-	h := fleet.Host{Host: a.cfg.Host, Group: txn.Group, Commit: commit, Target: target, State: string(state), Result: result}
+	h := fleet.Host{Host: a.cfg.Host, Group: txn.Group, Commit: commit, Target: target, State: string(state), Result: result, Runs: a.runs()}
+	if target != "" {
+		h.Going = runsOf(&txn.Target)
+	}
 	f := a.fleet.fence()
 	if f == nil && state != "IDLE" {
 		return fmt.Errorf("record this host in the fleet state: %w", fleet.ErrFenced)
@@ -158,9 +182,20 @@ func (a *Agent) recordIdle(ctx context.Context, group, commit, result string) {
 	if a.fleet == nil || group == "" {
 		return
 	}
-	if err := a.putHost(ctx, fleet.Host{Host: a.cfg.Host, Group: group, Commit: commit, State: "IDLE", Result: result}); err != nil {
+	if err := a.putHost(ctx, fleet.Host{Host: a.cfg.Host, Group: group, Commit: commit, State: "IDLE", Result: result, Runs: a.runs()}); err != nil {
 		a.log.Warn("record this host in the fleet state", "err", err)
 	}
+}
+
+// runs is what this host runs by its last good record (runsOf), for its fleet record;
+// an unreadable record says nothing (nil), which holds back the requirement checks of
+// the others: the safe side.
+func (a *Agent) runs() map[string]fleet.Run {
+	lg, err := a.store.LastGood()
+	if err != nil {
+		return nil
+	}
+	return runsOf(lg)
 }
 
 // putHost writes h unfenced, bounded by etcdCallTimeout.

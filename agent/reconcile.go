@@ -159,6 +159,7 @@ func (a *Agent) unchanged(ctx context.Context, log *slog.Logger, lg *rollback.La
 	a.idle()
 	a.recordIdle(ctx, hs.Group.Name, commit, "unchanged")
 	log.Info("commit changes nothing on this host")
+	a.contract(ctx, hs)
 }
 
 // mayStart says whether txn may start now, as far as this host can tell before the

@@ -58,6 +58,9 @@ func (a *Agent) reportCommitted(ctx context.Context, w *work, o *core.Outcome) {
 	if !txn.Rollback {
 		a.pruneFleetState(ctx)
 	}
+	if w.hs != nil {
+		a.contract(ctx, w.hs)
+	}
 	a.emit(events.UpgradeSucceeded, txn.To, strings.Join(txn.Services, ","), fmt.Sprintf("%s %s -> %s in %v", done, commitid.ShortOrNone(txn.From), commitid.ShortOrNone(txn.To), took.Round(time.Millisecond)), txnFields(txn, nil))
 	a.finish(ctx, w)
 	a.setStatus(func(s *Status) {

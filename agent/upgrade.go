@@ -73,7 +73,7 @@ func newTxn(hs *spec.HostSpec, lg *rollback.LastGood, p *plan.Plan) *rollback.Tx
 // installed, and its units stopped once the new one held (see retire).
 func targetRecord(t *rollback.Txn, r *spec.Rendered, lg *rollback.LastGood, changed bool) rollback.ServiceRecord {
 	old := lg.Services[r.Name]
-	rec := rollback.ServiceRecord{Version: r.Version, Release: r.ReleaseID, Units: r.Units.Names(), Restart: r.Restart, Fingerprint: r.Fingerprint}
+	rec := rollback.ServiceRecord{Version: r.Version, Release: r.ReleaseID, Units: r.Units.Names(), Restart: r.Restart, Fingerprint: r.Fingerprint, Requires: r.Requires}
 	files := r.Units
 	if len(r.Colors) > 0 {
 		c := plan.NextColor(r, old)
@@ -173,6 +173,7 @@ func (w *work) load(a *Agent, hs *spec.HostSpec) {
 	if w.m != nil {
 		w.m.BlueGreen = blueGreen(hs, w.txn)
 		w.m.Analyzes = analyzes(hs, w.txn.Services)
+		w.m.Migrates = len(expands(hs, w.txn.Services)) > 0
 	}
 }
 
@@ -229,6 +230,8 @@ func (a *Agent) perform(ctx context.Context, w *work, do core.Action) core.Event
 		return a.cutover(ctx, w)
 	case core.Analyze:
 		return a.analyzeTarget(ctx, w)
+	case core.Migrate:
+		return a.expand(ctx, w)
 	case core.Retire:
 		return a.retire(ctx, w)
 	case core.Undrain:
@@ -424,6 +427,25 @@ func (a *Agent) mayswitch(ctx context.Context, txn *rollback.Txn) error {
 	}
 	if err := a.record(ctx, txn, rollback.Switching, txn.From, ""); err != nil {
 		return fmt.Errorf("lease not certain before switching: %w", err)
+	}
+	return a.requirementsHold(ctx, txn)
+}
+
+// requirementsHold checks the requirements between services once more, after this
+// host's SWITCHING record says what it is going to run: two hosts of different groups
+// that passed the gate at once each see the other's record now.
+func (a *Agent) requirementsHold(ctx context.Context, txn *rollback.Txn) error {
+	if a.fleet == nil || txn.Rollback {
+		return nil
+	}
+	cctx, cancel := a.fleetCall(ctx)
+	defer cancel()
+	snap, err := a.fleet.store.Snapshot(cctx)
+	if err != nil {
+		return fmt.Errorf("read the fleet state before switching: %w", err)
+	}
+	if u := snap.Unmet(a.cfg.Host, runsOf(&txn.Target), time.Now()); u != nil {
+		return errors.New(u.String())
 	}
 	return nil
 }

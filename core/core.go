@@ -129,9 +129,6 @@ type Machine struct {
 	after func(Event) Step
 	// last is the step handed out last.
 	last Step
-	// halts says that a failure halts the group though nothing switched here (a
-	// migration failed).
-	halts bool
 }
 
 // Switched reports whether the transaction reached SWITCHING: only a release that ran
@@ -207,11 +204,12 @@ func (m *Machine) beforeSwitch(ev Event) Step {
 		// Wrong the same way on every host, and nothing switched: quarantined here,
 		// the group not halted (each host finds it for itself).
 		return m.fail("stage", ev.Reason, "")
-	case ev.Did == Migrate && ev.Result == Failed:
-		// A migration that failed ran once for the fleet, and the ledger keeps its
-		// verdict: the release halts its group though nothing switched here.
-		m.halts = true
-		return m.undrainThen(func() Step { return m.fail("migrate", ev.Reason, ev.Output) })
+	case ev.Did == Migrate && ev.Result != OK:
+		// The ledger holds a migration's verdict for the whole fleet: a failed or
+		// interrupted one halts every host's rollout of the service until an
+		// operator resolves it, so this host waits, nothing quarantined; so does
+		// one that could not reach the ledger.
+		return m.undrainThen(func() Step { return m.trouble("migrate", ev.Reason) })
 	case ev.Result == HostTrouble:
 		return m.trouble(troubleStep[ev.Did], ev.Reason)
 	case ev.Did == ConfirmHold && ev.Result != OK:

@@ -231,8 +231,8 @@ func TestBlueGreenAnalysisAndMigrations(t *testing.T) {
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, cutover, VERIFYING verify, ANALYZING analyze, ROLLING_BACK check-hold, halt-early, revert, quarantine, FAILED halt, done"},
 		{name: "expand migrations", migr: true, drains: true, kind: Committed,
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, migrate, confirm-hold, SWITCHING switch, VERIFYING verify, undrain, COMMITTED commit, done"},
-		{name: "a migration fails: halts though nothing switched", migr: true, drains: true, script: map[Action][]Result{Migrate: {Failed}}, kind: Reverted, halts: true,
-			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, migrate, undrain, quarantine, FAILED halt, done"},
+		{name: "a migration failed or was interrupted: the host waits for an operator", migr: true, drains: true, script: map[Action][]Result{Migrate: {Failed}}, kind: Aborted,
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, migrate, undrain, done"},
 		{name: "a migration waits on another host's run", migr: true, script: map[Action][]Result{Migrate: {HostTrouble}}, kind: Aborted,
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, migrate, done"},
 	}

@@ -66,7 +66,7 @@ func (m *Machine) revert(step, reason, output string) Step {
 		return revert(ev)
 	}
 	return m.then(Step{Do: CheckHold, Persist: rollback.RollingBack}, func(ev Event) Step {
-		if Switched(t) || m.halts {
+		if Switched(t) {
 			// The verdict is known: it goes to the fleet first, in one try, so that a
 			// host that dies while it reverts does not take it along (the fleet
 			// simulation found a bad release started on a second host that way). The
@@ -105,7 +105,7 @@ func (m *Machine) fail(step, reason, output string) Step {
 func (m *Machine) failThen(step, reason, output string, last func(end Step) Step) Step {
 	t := m.Txn
 	t.Step, t.Reason, t.Output = step, reason, output
-	o := &Outcome{Kind: Reverted, Step: step, Reason: reason, Output: output, Check: t.Check, Halts: Switched(t) || m.halts}
+	o := &Outcome{Kind: Reverted, Step: step, Reason: reason, Output: output, Check: t.Check, Halts: Switched(t)}
 	if t.RevertFailed {
 		o.Kind = RevertFailed
 	}

@@ -16,21 +16,35 @@ import (
 // revert.
 const RevertDeadline = time.Minute
 
-// Gate decides whether host, of group g, may start upgrading to commit now, whose
-// changed releases are rels: the fleet's own gate (pauses, halts, after, canaries:
-// fleet.Snapshot.Gate), a halt on one of the releases, and hosts stranded on the
-// commit (see Stranded and Silence). holding lists the hosts that hold a slot of the
-// group's lease.
-func Gate(snap *fleet.Snapshot, g *spec.Group, commit, host string, rels []fleet.Release, holding []string, silence *Silence, now time.Time) fleet.Verdict {
-	v := snap.Gate(g, commit, host, now)
+// Move is what a host asks the gate for: to start upgrading to Commit, which changes
+// Releases and makes it run Going.
+type Move struct {
+	Commit   string
+	Host     string
+	Releases []fleet.Release
+	Going    map[string]fleet.Run // what the host runs once it commits; nil: nothing to check
+}
+
+// Gate decides whether a host of group g may start mv now: the fleet's own gate
+// (pauses, halts, after, canaries: fleet.Snapshot.Gate), a halt on one of its
+// releases, the requirements between services across the fleet (fleet.Snapshot.Unmet:
+// a wait, not a halt), and hosts stranded mid-switch (see Stranded and Silence).
+// holding lists the hosts that hold a slot of the group's lease.
+func Gate(snap *fleet.Snapshot, g *spec.Group, mv Move, holding []string, silence *Silence, now time.Time) fleet.Verdict {
+	v := snap.Gate(g, mv.Commit, mv.Host, now)
 	if !v.OK {
 		return v
 	}
-	if f, bad := snap.BadRelease(g.Name, rels); bad {
+	if f, bad := snap.BadRelease(g.Name, mv.Releases); bad {
 		return fleet.Verdict{Halted: true, Why: fmt.Sprintf("release %s failed on %s in commit %s (%s); the group is halted on it until a commit changes it, or baton retry %s",
 			f.Release, f.Host, commitid.ShortOrNone(f.Commit), f.Reason, commitid.ShortOrNone(f.Commit))}
 	}
-	if w := silence.Wait(Stranded(snap, holding, g.Name, host), g, commit, now); !w.OK {
+	if mv.Going != nil {
+		if u := snap.Unmet(mv.Host, mv.Going, now); u != nil {
+			return fleet.Verdict{Why: u.String()}
+		}
+	}
+	if w := silence.Wait(Stranded(snap, holding, g.Name, mv.Host), g, mv.Commit, now); !w.OK {
 		return w
 	}
 	return v

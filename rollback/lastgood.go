@@ -58,6 +58,9 @@ type ServiceRecord struct {
 	// Fingerprint is the release as every host renders it (spec.Service.Fingerprint):
 	// what the group halts on when it fails its checks.
 	Fingerprint string `json:"fingerprint,omitempty"`
+	// Requires is the service's requires: at this version, as the fleet records
+	// carry it (fleet.Run) for the requirement checks of other hosts.
+	Requires map[string]string `json:"requires,omitempty"`
 	// Color is the active color of a bluegreen service: the one the load balancer
 	// sends clients to. Units then lists both colors' units that baton installed, and
 	// Restart the active color's.

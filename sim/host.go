@@ -171,7 +171,7 @@ func (h *Host) gate(c commit) (fleet.Verdict, error) {
 		}
 	}
 	now := Epoch.Add(h.w.clock.Elapsed())
-	return core.Gate(snap, h.w.group, c.id, h.name, []fleet.Release{c.rel}, holding, &h.silence, now), nil
+	return core.Gate(snap, h.w.group, core.Move{Commit: c.id, Host: h.name, Releases: []fleet.Release{c.rel}}, holding, &h.silence, now), nil
 }
 
 // exec persists s's state and performs its action, or ends the transaction.
