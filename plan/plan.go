@@ -49,6 +49,9 @@ type ServiceChange struct {
 	To          string `json:"to,omitempty"`   // desired version
 	FromRelease string `json:"fromRelease,omitempty"`
 	ToRelease   string `json:"toRelease,omitempty"`
+	// Color is, for a bluegreen service that changes, the color its new release
+	// starts in (NextColor), beside the one that keeps serving.
+	Color string `json:"color,omitempty"`
 }
 
 // UnitChange is one unit file's change, with a unified diff when it changed.
@@ -104,6 +107,9 @@ func Compute(want *spec.HostSpec, have *rollback.LastGood, unitDir string) (*Pla
 				p.Units = append(p.Units, UnitChange{Unit: u, Service: s.Name, Change: Removed})
 				sc.Change = Changed
 			}
+		}
+		if c := NextColor(s, old); c != nil && sc.Change != Unchanged {
+			sc.Color = c.Name
 		}
 		p.Services = append(p.Services, sc)
 	}
@@ -173,7 +179,11 @@ func (p *Plan) WriteText(w io.Writer) error {
 		case Removed:
 			versions = s.From
 		}
-		fmt.Fprintf(&b, "  %-20s %-24s %s\n", s.Name, versions, s.Change)
+		change := string(s.Change)
+		if s.Color != "" {
+			change += " (starts in " + s.Color + ")"
+		}
+		fmt.Fprintf(&b, "  %-20s %-24s %s\n", s.Name, versions, change)
 	}
 	b.WriteString("\nunits:\n")
 	marks := map[Change]string{New: "+", Changed: "~", Removed: "-", Unchanged: "="}
