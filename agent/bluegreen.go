@@ -58,11 +58,15 @@ func (a *Agent) cutover(ctx context.Context, w *work) core.Event {
 	a.txnPhase(w.txn, "switching the load balancer to the new color")
 	for _, mv := range colorMoves(w, lg) {
 		to := a.haproxyOf(w, mv.to)
+		start := time.Now()
 		if mv.from == nil {
 			other, _ := rendered(w.hs, mv.service).OtherColor(mv.to.Name)
 			err = drain.SwitchBack(ctx, a.haproxyOf(w, other), to)
 		} else {
 			err = drain.Switch(ctx, a.haproxyOf(w, mv.from), to)
+		}
+		if err == nil {
+			a.obs.metrics.ColorSwitched(mv.service, time.Since(start))
 		}
 		if err != nil {
 			return stopOr(ctx, fmt.Errorf("%s: the load balancer to %s: %w", mv.service, mv.to.Name, err))
@@ -99,6 +103,7 @@ func (a *Agent) retire(ctx context.Context, w *work) core.Event {
 			w.log.Info("the old color drained", "service", mv.service, "color", mv.from.Name, "idle", idle.Idle, "took", idle.Took, "sessions_cut", idle.Sessions)
 			a.emit(events.ColorRetired, w.txn.To, mv.service, fmt.Sprintf("%s: %s drained in %v, %d sessions cut", mv.service, mv.from.Name, idle.Took.Round(time.Millisecond), idle.Sessions),
 				map[string]string{"color": mv.from.Name, "took": idle.Took.Round(time.Millisecond).String(), "sessionsCut": fmt.Sprint(idle.Sessions)})
+			a.obs.metrics.ColorRetired(mv.service, idle.Took, idle.Sessions)
 			err = old.SetState(ctx, drain.StateMaint)
 		}
 		errs = append(errs, err, a.stopColor(ctx, mv.from))

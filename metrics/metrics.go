@@ -81,6 +81,7 @@ type Metrics struct {
 	halted        prometheus.Gauge
 	webhooks      *prometheus.CounterVec
 	analysis      analysisMetrics
+	colors        colorMetrics
 	migrations    *prometheus.CounterVec
 	migrationTime *prometheus.HistogramVec
 	migrationStop prometheus.Gauge
@@ -117,6 +118,7 @@ func New(version string) *Metrics {
 	m.quarantined = f.gauge("baton_quarantined_commits", "Commits quarantined on this host (failed here or in its group).")
 	m.halted = f.gauge("baton_rollout_halted", "1 when the tracked commit is quarantined, so this host does not move to it.")
 	m.analysis = newAnalysisMetrics(f)
+	m.colors = newColorMetrics(f)
 	m.webhooks = f.counterVec("baton_webhook_events_total", "Rollout events per webhook outcome (sent, failed, dropped), summed over hooks.", "result")
 	m.migrations = f.counterVec("baton_migrations_total", "Data migrations this host ran, by service, phase (expand, contract) and result (done, failed).", "service", "phase", "result")
 	m.migrationTime = f.histogramVec("baton_migration_duration_seconds", "How long the data migrations this host ran took, backup included, by service.", DurationBuckets, "service")
