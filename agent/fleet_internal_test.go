@@ -30,7 +30,7 @@ func fleetAgent(t *testing.T, cli *clientv3.Client, host string) *Agent {
 	}
 	l := lease.NewEtcd(cli, lease.EtcdOptions{Host: host, TTL: lease.MinEtcdTTL, Logger: log})
 	t.Cleanup(func() { l.Close() })
-	return &Agent{cfg: cfg, log: log, obs: obs, lease: l,
+	return &Agent{cfg: cfg, log: log, obs: obs, lease: l, store: &rollback.Store{Dir: t.TempDir()},
 		fleet: &fleetState{store: fleet.NewStore(cli, lease.DefaultEtcdPrefix), lease: l, prefix: lease.DefaultEtcdPrefix}}
 }
 
