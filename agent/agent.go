@@ -186,7 +186,10 @@ func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
 		tlog:       tlog,
 	}
 	if ledger != nil {
-		a.migrations = &migrate.Runner{Ledger: ledger, Host: cfg.Host, LockTTL: cfg.Lease.Etcd.TTL.D(), Logger: logger, Ran: a.migrationRan}
+		a.migrations = &migrate.Runner{Ledger: ledger, Host: cfg.Host, Logger: logger, Ran: a.migrationRan}
+		if e := cfg.Lease.Etcd; e != nil {
+			a.migrations.LockTTL = e.TTL.D()
+		}
 	}
 	return a, nil
 }
