@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -96,7 +97,7 @@ func TestAnalysisAndGate(t *testing.T) {
 	h1.waitFor("the alert to fire", time.Minute, func() bool {
 		return strings.Contains(promQuery(t, prom.URL, `ALERTS{alertstate="firing"}`), "DiskFull")
 	})
-	c3 := h1.push(release{version: "3.0.0", mode: "ok", drain: drainBlock, fleet: fleetFile})
+	c3 := h1.push(release{version: "3.0.0", mode: "ok", drain: withAnalysis, fleet: fleetFile})
 	h1.waitFor("the gate to hold the group", time.Minute, func() bool {
 		return strings.Contains(h1.status().Phase, `held: ALERTS{alertname="DiskFull",instance="db-02"`)
 	})
@@ -112,8 +113,18 @@ func TestAnalysisAndGate(t *testing.T) {
 		if h.lastGood().Revision != c3 {
 			t.Errorf("%s did not upgrade once the alert resolved: %s", h.host.Name, h.quarantineReason(c3))
 		}
+		// A good release passes its analysis: the window is what it adds.
+		if !strings.Contains(h.journal(), "analysis passed: errors: ") {
+			t.Errorf("%s: no passed analysis in the journal", h.host.Name)
+		}
+		if m := analyzingTook.FindStringSubmatch(h.journal()); m != nil {
+			t.Logf("%s: the analysis of a good release took %s (window 10s)", h.host.Name, m[1])
+		}
 	}
 }
+
+// analyzingTook finds how long the last committed transaction spent ANALYZING.
+var analyzingTook = regexp.MustCompile(`(?s).*steps="[^"]*ANALYZING=([0-9.]+m?s)`)
 
 // promQuery is Prometheus' answer to an instant query, as text.
 func promQuery(t *testing.T, base, query string) string {

@@ -58,14 +58,13 @@ func TestRequiresAndMigrations(t *testing.T) {
 	pg.Query(t, "CREATE TABLE runs (id text)")
 	relay := testfleet.Forward(t, h1.gateway, "127.0.0.1:"+strconv.Itoa(pg.Port))
 	host, port, _ := strings.Cut(relay, ":")
-	migration := fmt.Sprintf(`requires:
-  db: ">=2.0.0 <3.0.0"
-migrations:
-  - id: 0001-runs
-    phase: expand
-    command: [%q, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", %q, "-p", %q, "-U", "postgres", "-d", "postgres", "-c", "INSERT INTO runs VALUES ('0001')"]
-    timeout: 1m
-`, pg.Psql(), host, port)
+	// migration is an expand migration that runs sql with psql, through the relay.
+	migration := func(id, sql string) string {
+		return fmt.Sprintf("  - id: %s\n    phase: expand\n    command: [%q, \"-X\", \"-q\", \"-v\", \"ON_ERROR_STOP=1\", \"-h\", %q, \"-p\", %q, \"-U\", \"postgres\", \"-d\", \"postgres\", \"-c\", %q]\n    timeout: 1m\n",
+			id, pg.Psql(), host, port, sql)
+	}
+	requires := "requires:\n  db: \">=2.0.0 <3.0.0\"\nmigrations:\n"
+	insert := migration("0001-runs", "INSERT INTO runs VALUES ('0001')")
 
 	c1 := h1.pushServices("1.0.0", "1.0.0", "")
 	for _, h := range hosts {
@@ -74,7 +73,7 @@ migrations:
 	for _, h := range hosts {
 		h.settled(c1)
 	}
-	c2 := h1.pushServices("2.0.0", "2.0.0", migration)
+	c2 := h1.pushServices("2.0.0", "2.0.0", requires+insert)
 	sawWait := false
 	h2.waitFor("h2 to commit api 2.0.0", 4*time.Minute, func() bool {
 		if strings.Contains(h2.status().Phase, "waiting: api 2.0.0 requires db >=2.0.0 <3.0.0; h1 runs 1.0.0") {
@@ -93,7 +92,18 @@ migrations:
 	if n := pg.Query(t, "SELECT count(*) FROM runs"); n != "1" {
 		t.Errorf("the expand migration ran %s times, want once", n)
 	}
-	if !strings.Contains(h2.journal(), "running the expand migrations of api 2.0.0") {
-		t.Errorf("h2's journal does not show the expand migrations")
+
+	// A migration that fails: no host switches to its release, and the host says why
+	// and what the operator does.
+	c3 := h1.pushServices("2.0.0", "2.1.0", requires+insert+migration("0002-fails", "SELECT 1/0"))
+	h2.waitFor("h2 to stop on the failed migration", 2*time.Minute, func() bool {
+		p := h2.status().Phase
+		return strings.Contains(p, "migration 0002-fails of api failed on h2") && strings.Contains(p, "baton migration resolve api 0002-fails --rerun")
+	})
+	if lg := h2.lastGood(); lg.Revision == c3 || lg.Services["api"].Version != "2.0.0" {
+		t.Errorf("h2 moved to %s (api %s) past a failed migration", short(lg.Revision), lg.Services["api"].Version)
+	}
+	if n := pg.Query(t, "SELECT count(*) FROM runs"); n != "1" {
+		t.Errorf("the done migration ran again: %s rows", n)
 	}
 }

@@ -197,9 +197,9 @@ func (t *table) services(svcs []ServiceState) {
 	}
 	rows := [][]cell{{{"SERVICE", styleBold}, {"VERSION", styleBold}, {"UNITS", styleBold}}}
 	for _, svc := range svcs {
-		version := cell{clean(orDash(svc.Version)), styleNone}
+		version := cell{clean(orDash(svc.Version)) + colorOf(svc.Color), styleNone}
 		if svc.Target != "" && svc.Target != svc.Version {
-			version = cell{clean(orDash(svc.Version)) + " -> " + clean(svc.Target), styleYellow}
+			version = cell{clean(orDash(svc.Version)) + colorOf(svc.Color) + " -> " + clean(svc.Target) + colorOf(svc.TargetColor), styleYellow}
 		}
 		var units []string
 		for _, u := range svc.Units {
@@ -208,6 +208,14 @@ func (t *table) services(svcs []ServiceState) {
 		rows = append(rows, []cell{{clean(svc.Name), styleNone}, version, {strings.Join(units, "  "), styleNone}})
 	}
 	t.rows(rows)
+}
+
+// colorOf names a bluegreen service's color after its version, "" for others.
+func colorOf(color string) string {
+	if color == "" {
+		return ""
+	}
+	return " (" + clean(color) + ")"
 }
 
 // unit is a unit's name and state, colored by its state, and whether it drifted.

@@ -71,6 +71,14 @@ func upgradingState() State {
 	return s
 }
 
+// blueGreenState is a host moving a bluegreen service from its blue color to green.
+func blueGreenState() State {
+	s := upgradingState()
+	s.Services[0].Color, s.Services[0].TargetColor = "blue", "green"
+	s.Services[0].Units = []UnitState{{Name: "api@blue.service", Active: "active", Sub: "running"}, {Name: "api@green.service", Active: "active", Sub: "running"}}
+	return s
+}
+
 func failedState() State {
 	s := idleState()
 	s.Tracked = commitB
@@ -111,6 +119,7 @@ func TestWriteTable(t *testing.T) {
 		{"failed", failedState(), false},
 		{"rejected", rejected, false},
 		{"fresh", fresh, false},
+		{"bluegreen", blueGreenState(), false},
 		{"idle-color", idleState(), true},
 		{"upgrading-color", upgradingState(), true},
 		{"failed-color", failedState(), true},
