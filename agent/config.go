@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/baton-fleet/baton/gitsync"
+	"github.com/baton-fleet/baton/internal/quieturl"
 	"github.com/baton-fleet/baton/internal/yamldoc"
 	"github.com/baton-fleet/baton/lease"
 	"github.com/baton-fleet/baton/spec"
@@ -383,7 +385,7 @@ func (r *RepoConfig) check(k *configCheck) {
 	scheme := k.repoURL(r.URL)
 	if r.Branch == "" {
 		k.fail(fmt.Sprintf("empty; leave it out for the default %q", DefaultBranch), "repo", "branch")
-	} else if why := badBranch(r.Branch); why != "" {
+	} else if why := gitsync.CheckBranch(r.Branch); why != "" {
 		k.fail(fmt.Sprintf("%q is not a valid branch name: %s", r.Branch, why), "repo", "branch")
 	}
 	if r.Poll.D() < MinPoll {
@@ -445,134 +447,12 @@ func (k *configCheck) verify(v VerifyConfig) {
 	}
 }
 
-var (
-	urlSchemeRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*$`)
-	// scpRE matches git's scp-like syntax, user@host:path, when it holds nothing secret.
-	scpRE = regexp.MustCompile(`^(?:([A-Za-z0-9._-]+)@)?([A-Za-z0-9][A-Za-z0-9.-]*):([^:@]*)$`)
-)
-
-// splitURLUserinfo returns the lower-cased scheme of raw, its user info (before the host) and
-// whether raw has the form scheme://..., without url.Parse: the user info is looked at
-// before anything could quote it.
-func splitURLUserinfo(raw string) (scheme, userinfo string, ok bool) {
-	scheme, rest, found := strings.Cut(raw, "://")
-	if !found || !urlSchemeRE.MatchString(scheme) {
-		return "", "", false
-	}
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		rest = rest[:i]
-	}
-	if i := strings.LastIndex(rest, "@"); i >= 0 {
-		userinfo = rest[:i]
-	}
-	return strings.ToLower(scheme), userinfo, true
-}
-
-// parseURLQuietly parses raw, returning why it is not a URL without quoting any of it: the
-// errors of url.Parse do, and a URL may hold a secret.
-func parseURLQuietly(raw string) (*url.URL, string) {
-	u, err := url.Parse(raw)
-	if err == nil {
-		return u, ""
-	}
-	msg := err.Error()
-	for _, c := range [][2]string{
-		{"invalid port", "invalid port"},
-		{"invalid character", "invalid character in the host"},
-		{"invalid URL escape", `invalid "%" escape`},
-		{"invalid control character", "a control character"},
-	} {
-		if strings.Contains(msg, c[0]) {
-			return nil, "not a valid URL: " + c[1]
-		}
-	}
-	return nil, "not a valid URL"
-}
-
-func hasControl(s string) bool {
-	return strings.ContainsFunc(s, func(r rune) bool { return r < ' ' || r == 0x7f })
-}
-
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// repoURL checks repo.url and returns its scheme when the scheme is one baton reads,
-// so that the auth checks can still run when the rest of the URL is wrong.
+// repoURL checks repo.url with gitsync's rules (gitsync.CheckURL: the same the agent
+// starts with) at its line, and returns its scheme when it is one baton reads.
 func (k *configCheck) repoURL(raw string) string {
-	at := []any{"repo", "url"}
-	if raw == "" {
-		k.fail("required", at...)
-		return ""
-	}
-	scheme, userinfo, ok := splitURLUserinfo(raw)
-	if !ok {
-		switch g := scpRE.FindStringSubmatch(raw); {
-		case g != nil:
-			user := ""
-			if g[1] != "" {
-				user = g[1] + "@"
-			}
-			k.fail(fmt.Sprintf("scp-style address; write it as ssh://%s%s/%s", user, g[2], strings.TrimPrefix(g[3], "/")), at...)
-		case strings.HasPrefix(raw, "/") && !hasControl(raw):
-			k.fail(fmt.Sprintf("a path, not a URL; write it as file://%s", raw), at...)
-		default:
-			k.fail("no scheme; use https://, ssh:// or file://", at...)
-		}
-		return ""
-	}
-	switch scheme {
-	case "https", "http", "ssh", "file":
-	default:
-		k.fail(fmt.Sprintf("scheme %q not supported; use https://, ssh:// or file://", scheme), at...)
-		return ""
-	}
-	switch {
-	case userinfo != "" && (scheme == "https" || scheme == "http"):
-		k.fail("credentials in the URL are refused; put the token in a file named by repo.auth.tokenFile (and the user in repo.auth.tokenUser)", at...)
-		return scheme
-	case strings.Contains(userinfo, ":") && scheme == "ssh":
-		k.fail("a password in the URL is refused; use a key named by repo.auth.sshKeyFile", at...)
-		return scheme
-	case userinfo != "" && scheme == "file":
-		k.fail("a file:// URL takes no user; write file:///path", at...)
-		return scheme
-	}
-	u, why := parseURLQuietly(raw)
-	if u == nil {
-		k.fail(why, at...)
-		return scheme
-	}
-	switch {
-	case u.RawQuery != "" || u.ForceQuery:
-		k.fail("a query string is refused: it may hold a token; put the token in a file named by repo.auth.tokenFile", at...)
-		return scheme
-	case u.Fragment != "":
-		k.fail(`a fragment ("#...") means nothing to git; set repo.branch`, at...)
-		return scheme
-	}
-	if scheme == "file" {
-		switch {
-		case u.Host != "" && !strings.EqualFold(u.Host, "localhost"):
-			k.fail(fmt.Sprintf("a file:// URL names no host, not %q; write file:///path", u.Host), at...)
-		case u.Path == "" || u.Path == "/":
-			k.fail("no repository path", at...)
-		case path.Clean(u.Path) != u.Path:
-			k.fail(fmt.Sprintf("path %q is not clean; write %q", u.Path, path.Clean(u.Path)), at...)
-		}
-		return scheme
-	}
-	switch {
-	case u.Hostname() == "":
-		k.fail("no host", at...)
-	case scheme == "http" && !isLoopbackHost(u.Hostname()):
-		k.fail(fmt.Sprintf("http:// only to a loopback host, not %q; use https://", u.Hostname()), at...)
-	case u.Path == "" || u.Path == "/":
-		k.fail("no repository path", at...)
+	scheme, why := gitsync.CheckURL(raw)
+	if why != "" {
+		k.fail(why, "repo", "url")
 	}
 	return scheme
 }
@@ -580,7 +460,7 @@ func (k *configCheck) repoURL(raw string) string {
 // httpURL checks raw, a URL of a service baton calls: http or https, with a host and no
 // credentials (hint says where they go instead). It never quotes the URL.
 func (k *configCheck) httpURL(raw, hint string, at ...any) {
-	scheme, userinfo, ok := splitURLUserinfo(raw)
+	scheme, userinfo, ok := quieturl.Split(raw)
 	if !ok {
 		k.fail("no scheme; write it as https://host[:port]/...", at...)
 		return
@@ -593,7 +473,7 @@ func (k *configCheck) httpURL(raw, hint string, at ...any) {
 		k.fail("credentials in the URL are refused; "+hint, at...)
 		return
 	}
-	u, why := parseURLQuietly(raw)
+	u, why := quieturl.Parse(raw)
 	if u == nil {
 		k.fail(why, at...)
 		return
@@ -601,46 +481,6 @@ func (k *configCheck) httpURL(raw, hint string, at ...any) {
 	if u.Hostname() == "" {
 		k.fail("no host", at...)
 	}
-}
-
-// badBranch says why s is not a name `git check-ref-format --branch` accepts, or "".
-// It also refuses a full ref ("refs/heads/main"), which would name another branch.
-func badBranch(s string) string {
-	switch {
-	case strings.HasPrefix(s, "refs/"):
-		return fmt.Sprintf("write the branch name %q, not a full ref", strings.TrimPrefix(s, "refs/heads/"))
-	case strings.HasPrefix(s, "-"):
-		return `starts with "-"`
-	case s == "HEAD" || s == "@":
-		return "reserved by git"
-	case strings.Contains(s, ".."):
-		return `contains ".."`
-	case strings.Contains(s, "@{"):
-		return `contains "@{"`
-	case strings.HasPrefix(s, "/") || strings.HasSuffix(s, "/") || strings.Contains(s, "//"):
-		return `has an empty component (a leading, trailing or double "/")`
-	case strings.HasSuffix(s, "."):
-		return `ends with "."`
-	}
-	for _, r := range s {
-		switch {
-		case r == ' ':
-			return "contains a space"
-		case r < ' ' || r == 0x7f:
-			return "contains a control character"
-		case strings.ContainsRune(`~^:?*[\`, r):
-			return fmt.Sprintf("contains %q", r)
-		}
-	}
-	for part := range strings.SplitSeq(s, "/") {
-		if strings.HasPrefix(part, ".") {
-			return `a component starts with "."`
-		}
-		if strings.HasSuffix(part, ".lock") {
-			return `a component ends with ".lock"`
-		}
-	}
-	return ""
 }
 
 // file checks an optional path to a file: absolute and clean when set.
@@ -664,7 +504,7 @@ func (k *configCheck) dir(p, def string, at ...any) {
 
 func (k *configCheck) path(p string, at ...any) {
 	switch {
-	case hasControl(p):
+	case quieturl.HasControl(p):
 		k.fail(fmt.Sprintf("%q contains a control character", p), at...)
 	case !filepath.IsAbs(p):
 		k.fail(fmt.Sprintf("%q is not an absolute path", p), at...)
@@ -715,7 +555,7 @@ func (e *EtcdConfig) check(k *configCheck) {
 			continue
 		}
 		k.httpURL(ep, "use lease.etcd.username and lease.etcd.passwordFile", "lease", "etcd", "endpoints", i)
-		if scheme, _, _ := splitURLUserinfo(ep); scheme == "https" {
+		if scheme, _, _ := quieturl.Split(ep); scheme == "https" {
 			https = true
 		}
 	}
@@ -744,7 +584,7 @@ func (e *EtcdConfig) check(k *configCheck) {
 	k.file(e.PasswordFile, "lease", "etcd", "passwordFile")
 	if risk := e.plainHTTPRisk(); risk != "" {
 		for i, ep := range e.Endpoints {
-			if u, _ := parseURLQuietly(ep); u != nil && strings.EqualFold(u.Scheme, "http") && !sendsInClearSafely(u) {
+			if u, _ := quieturl.Parse(ep); u != nil && strings.EqualFold(u.Scheme, "http") && !sendsInClearSafely(u) {
 				k.fail(fmt.Sprintf("plain http:// to %q, which is not a loopback host, %s; use https://", u.Hostname(), risk), "lease", "etcd", "endpoints", i)
 			}
 		}
@@ -778,7 +618,7 @@ func sendsInClearSafely(u *url.URL) bool {
 	case "https":
 		return true
 	case "http":
-		return isLoopbackHost(u.Hostname())
+		return quieturl.Loopback(u.Hostname())
 	}
 	return false
 }
@@ -788,7 +628,7 @@ func sendsInClearSafely(u *url.URL) bool {
 func (c *Config) tokenURLs() []string {
 	var out []string
 	mayHold := func(raw string, path bool) bool {
-		u, _ := parseURLQuietly(raw)
+		u, _ := quieturl.Parse(raw)
 		return u != nil && (u.RawQuery != "" || u.Fragment != "" || path && u.Path != "" && u.Path != "/")
 	}
 	for i, w := range c.Webhooks {
@@ -812,7 +652,7 @@ func (f *FleetlockConfig) check(k *configCheck) {
 	} else {
 		k.httpURL(f.URL, "the FleetLock protocol takes none", "lease", "fleetlock", "url")
 		// What the agent would refuse at its first Acquire, refused here.
-		if u, _ := parseURLQuietly(f.URL); u != nil && (u.RawQuery != "" || u.ForceQuery || strings.Contains(f.URL, "#")) {
+		if u, _ := quieturl.Parse(f.URL); u != nil && (u.RawQuery != "" || u.ForceQuery || strings.Contains(f.URL, "#")) {
 			k.fail("a query or fragment is refused: the FleetLock protocol appends /v1/pre-reboot to the URL", "lease", "fleetlock", "url")
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-fleet/baton/gitsync"
 	"github.com/baton-fleet/baton/internal/yamldoc"
 )
 
@@ -397,6 +398,10 @@ func TestRepoURLs(t *testing.T) {
 		if strings.Contains(got, "s3cr3t") {
 			t.Errorf("repo.url %q: the error repeats the secret", url)
 		}
+		// The agent starts with the same rules: validate-config and start-up agree.
+		if _, why := gitsync.CheckURL(url); "repo.url: "+why != want && why+want != "" {
+			t.Errorf("repo.url %q: the agent's start-up says %q, validate-config %q", url, why, want)
+		}
 	}
 }
 
@@ -437,44 +442,6 @@ func TestMaxFetch(t *testing.T) {
 			if s, _ := c.Repo.MaxFetch.MarshalText(); string(s) != value && value != "1048576B" {
 				t.Errorf("repo.maxFetch %q is written back as %q", value, s)
 			}
-		}
-	}
-}
-
-func TestBadBranch(t *testing.T) {
-	for branch, want := range map[string]string{
-		"main":             "",
-		"release/2024.1":   "",
-		"feature/x-y_z":    "",
-		"déploiement":      "",
-		"v1.0@2":           "",
-		"-main":            `starts with "-"`,
-		"a..b":             `contains ".."`,
-		"a b":              "contains a space",
-		"a\tb":             "contains a control character",
-		"a~1":              `contains '~'`,
-		"a^":               `contains '^'`,
-		"a:b":              `contains ':'`,
-		"a?":               `contains '?'`,
-		"a*":               `contains '*'`,
-		"a[1]":             `contains '['`,
-		`a\b`:              `contains '\\'`,
-		"a@{1}":            `contains "@{"`,
-		"@":                "reserved by git",
-		"HEAD":             "reserved by git",
-		"/main":            `has an empty component (a leading, trailing or double "/")`,
-		"main/":            `has an empty component (a leading, trailing or double "/")`,
-		"a//b":             `has an empty component (a leading, trailing or double "/")`,
-		"main.":            `ends with "."`,
-		".hidden":          `a component starts with "."`,
-		"a/.b":             `a component starts with "."`,
-		"main.lock":        `a component ends with ".lock"`,
-		"a.lock/b":         `a component ends with ".lock"`,
-		"refs/heads/main":  `write the branch name "main", not a full ref`,
-		"refs/tags/v1.0.0": `write the branch name "refs/tags/v1.0.0", not a full ref`,
-	} {
-		if got := badBranch(branch); got != want {
-			t.Errorf("badBranch(%q) = %q, want %q", branch, got, want)
 		}
 	}
 }

@@ -5,18 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-git/go-git/v5"
-	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 
@@ -172,12 +168,12 @@ func (s *Syncer) SetAllowRewind(allow bool) { s.allowRewind.Store(allow) }
 
 // validate checks opts (defaults already applied) and returns the URL scheme.
 func validate(o *Options) (string, error) {
-	scheme, err := checkURL(o.URL)
-	if err != nil {
-		return "", err
+	scheme, why := CheckURL(o.URL)
+	if why != "" {
+		return "", errors.New("repo url: " + why)
 	}
-	if err := plumbing.NewBranchReferenceName(o.Branch).Validate(); err != nil || strings.HasPrefix(o.Branch, "-") {
-		return "", fmt.Errorf("repo branch %q is not a valid branch name", o.Branch)
+	if why := CheckBranch(o.Branch); why != "" {
+		return "", fmt.Errorf("repo branch %q is not a valid branch name: %s", o.Branch, why)
 	}
 	if o.Dir == "" {
 		return "", errors.New("repo dir is empty")
@@ -232,77 +228,6 @@ func checkFiles(paths ...string) error {
 		}
 	}
 	return nil
-}
-
-// checkURL accepts https://host/path, ssh://[user@]host[:port]/path,
-// file:///abs/path and http://loopback/path, and returns the scheme. Its
-// errors never repeat the userinfo of raw.
-func checkURL(raw string) (string, error) {
-	if raw == "" {
-		return "", errors.New("repo url is empty")
-	}
-	// Until the scheme is known to be one of ours, the URL is not repeated:
-	// where its credentials would sit is not known either.
-	const want = "want https://host/path, ssh://user@host/path or file:///path"
-	if !strings.Contains(raw, "://") {
-		return "", errors.New("repo url has no scheme: " + want + " (for scp-like user@host:path write ssh://user@host/path)")
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // url.Error repeats the whole URL, credentials included
-		}
-		return "", fmt.Errorf("repo url does not parse: %v", err)
-	}
-	switch strings.ToLower(u.Scheme) {
-	case "https", "http", "ssh", "file":
-	default:
-		return "", fmt.Errorf("repo url: scheme %q not supported, %s", u.Scheme, want)
-	}
-	if u.Opaque != "" {
-		return "", errors.New("repo url: " + want)
-	}
-	shown := redact.URL(raw)
-	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-		return "", fmt.Errorf("repo url %s: a query or fragment is not allowed", shown)
-	}
-	scheme := strings.ToLower(u.Scheme)
-	switch scheme {
-	case "https", "http":
-		if u.User != nil {
-			return "", fmt.Errorf("repo url %s: credentials in the URL are not allowed, use auth.tokenFile", shown)
-		}
-		if u.Hostname() == "" {
-			return "", fmt.Errorf("repo url %s: no host", shown)
-		}
-		if scheme == "http" && !isLoopback(u.Hostname()) {
-			return "", fmt.Errorf("repo url %s: http is allowed only for loopback hosts, use https", shown)
-		}
-	case "ssh":
-		if _, hasPassword := u.User.Password(); hasPassword {
-			return "", fmt.Errorf("repo url %s: a password in the URL is not allowed, use auth.sshKeyFile", shown)
-		}
-		if u.Hostname() == "" {
-			return "", fmt.Errorf("repo url %s: no host", shown)
-		}
-	case "file":
-		if u.User != nil || u.Host != "" {
-			return "", fmt.Errorf("repo url %s: want file:///absolute/path", shown)
-		}
-	}
-	if p := u.Path; p == "" || p == "/" || strings.ContainsAny(p, "\x00\n\r") {
-		return "", fmt.Errorf("repo url %s: no repository path", shown)
-	}
-	return scheme, nil
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // formatSize writes n bytes for a message: "128 MiB", "1536 KiB", "100 bytes".
