@@ -55,6 +55,8 @@ var goodConfigs = map[string]func() Config{
 				MaxFetch: 256 * yamldoc.MiB,
 				Auth:     AuthConfig{SSHKeyFile: "/etc/baton/id_ed25519", KnownHostsFile: "/etc/baton/known_hosts"},
 				Verify:   VerifyConfig{OpenPGPKeyring: "/etc/baton/trusted.asc", SSHAllowedSigners: "/etc/baton/allowed_signers"},
+
+				SharedHead: true,
 			},
 			Lease: LeaseConfig{Backend: LeaseEtcd, Etcd: &EtcdConfig{
 				Endpoints:    []string{"https://10.0.0.5:2379", "https://10.0.0.6:2379"},
@@ -64,8 +66,9 @@ var goodConfigs = map[string]func() Config{
 				Username:     "baton",
 				PasswordFile: "/etc/baton/etcd.password",
 			}},
-			Listen: ListenConfig{Metrics: "[::1]:9732", API: "/run/baton/api.sock"},
-			Paths:  PathsConfig{State: "/srv/baton/state", Units: "/etc/systemd/system"},
+			Listen: ListenConfig{Metrics: "[::1]:9732", API: "/run/baton/api.sock",
+				Webhook: WebhookListenConfig{Address: "0.0.0.0:9733", SecretFile: "/etc/baton/push.secret"}},
+			Paths: PathsConfig{State: "/srv/baton/state", Units: "/etc/systemd/system"},
 			Webhooks: []WebhookConfig{
 				{URL: "https://hooks.example.com/baton", SecretFile: "/etc/baton/webhook.secret"},
 				{URL: "http://127.0.0.1:8080/events"},
@@ -81,6 +84,7 @@ var goodConfigs = map[string]func() Config{
 			Prefix:    DefaultEtcdPrefix,
 			TTL:       yamldoc.Duration(DefaultEtcdTTL),
 		}}
+		c.Repo.SharedHead = true // the default with etcd
 		return c
 	},
 	"etcd-loopback-password.yaml": func() Config {
@@ -92,6 +96,7 @@ var goodConfigs = map[string]func() Config{
 			Username:     "baton",
 			PasswordFile: "/etc/baton/etcd.password",
 		}}
+		c.Repo.SharedHead = true
 		return c
 	},
 	"fleetlock.yaml": func() Config {
@@ -295,6 +300,15 @@ var badConfigs = []struct {
 		`agent.yaml:4: webhooks[0].url: scheme "ftp" not supported; use https:// or http://`,
 		`agent.yaml:5: webhooks[1].url: required`,
 		`agent.yaml:6: webhooks[2].url: no scheme; write it as https://host[:port]/...`,
+	}},
+	{"fetch-bad.yaml", []string{
+		`agent.yaml:3: repo.sharedHead: true needs lease.backend etcd, through which the head is shared; leave it out`,
+		`agent.yaml:6: listen.webhook.address: the address of listen.metrics`,
+		`agent.yaml:6: listen.webhook.secretFile: "etc/baton/push.secret" is not an absolute path`,
+	}},
+	{"webhook-listen-bad.yaml", []string{
+		`agent.yaml:4: listen.webhook.secretFile: required: the file of the secret shared with the forge`,
+		`agent.yaml:5: listen.webhook.address: port "99999" is not a number from 1 to 65535`,
 	}},
 	{"strict-decode.yaml", []string{
 		`agent.yaml:3: unknown field "hots"; known fields: allowUnits, artifacts, driftPolicy, host, lease, listen, paths, repo, webhooks`,
