@@ -92,6 +92,7 @@ type Agent struct {
 	wake   chan struct{}
 
 	head       *sharedhead.Shared // nil unless the head is shared (repo.sharedHead)
+	statuses   *statusReporter    // nil unless statuses are posted (statuses)
 	pollNow    atomic.Bool        // SyncNow asked for a poll: the next turn polls whatever the shared head says
 	publishErr string             // why the last publish of the shared head failed, "" when it worked
 
@@ -195,6 +196,9 @@ func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
 		a.migrations = &migrate.Runner{Ledger: ledger, Host: cfg.Host, LockTTL: cfg.Lease.Etcd.TTL.D(), Logger: logger, Ran: a.migrationRan}
 	}
 	a.head = newSharedHead(cfg, fs, a)
+	if a.statuses, err = newStatusReporter(cfg, a); err != nil {
+		return nil, fmt.Errorf("statuses: %w", err)
+	}
 	return a, nil
 }
 
@@ -257,6 +261,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	wg.Go(func() { a.runSharedHead(bgCtx) })
 	wg.Go(func() { a.receiveWebhooks(bgCtx) })
+	wg.Go(func() { a.reportStatuses(bgCtx) })
 	defer func() {
 		a.notify.send(daemon.SdNotifyStopping)
 		// etcd: a held slot expires after the TTL, or is resumed by the next start.
@@ -389,6 +394,7 @@ func (a *Agent) tick(ctx context.Context) error {
 	}
 	a.reconcile(ctx, head)
 	a.heartbeat(ctx)
+	a.queueStatuses(ctx)
 	st := a.Status()
 	a.obs.metrics.Info(st.Applied, st.Tracked)
 	return err

@@ -73,6 +73,9 @@ type Config struct {
 	AllowUnits []string `yaml:"allowUnits"`
 	// Artifacts is the policy for downloading artifacts.
 	Artifacts ArtifactsConfig `yaml:"artifacts"`
+	// Statuses reports each group's rollout of the head to the forge as commit
+	// statuses; off unless set.
+	Statuses StatusesConfig `yaml:"statuses"`
 
 	doc            *yamldoc.Doc // the file, for the line of each value; nil when built in code
 	hostFromSystem bool         // Host was taken from the system host name
@@ -165,6 +168,18 @@ type ListenConfig struct {
 	Metrics string              `yaml:"metrics"`
 	API     string              `yaml:"api"`
 	Webhook WebhookListenConfig `yaml:"webhook"`
+}
+
+// StatusesConfig is where the fleet's fetcher posts commit statuses: Forge github,
+// gitea (and Forgejo) or gitlab; API the base URL of its API; Repository owner/name
+// (GitLab: the project's path); TokenFile the token; TargetURL a template of the link
+// each status carries (.Commit, .Group, .Context).
+type StatusesConfig struct {
+	Forge      string `yaml:"forge"`
+	API        string `yaml:"api"`
+	Repository string `yaml:"repository"`
+	TokenFile  string `yaml:"tokenFile"`
+	TargetURL  string `yaml:"targetURL"`
 }
 
 // WebhookListenConfig is the receiver of push events: Address a host:port, SecretFile

@@ -74,6 +74,8 @@ var goodConfigs = map[string]func() Config{
 				{URL: "http://127.0.0.1:8080/events"},
 			},
 			DriftPolicy: DriftReport,
+			Statuses: StatusesConfig{Forge: "github", API: "https://api.github.com", Repository: "ops/fleet", TokenFile: "/etc/baton/forge.token",
+				TargetURL: "https://grafana.example.com/d/baton?var-commit={{ .Commit }}&var-group={{ .Group }}"},
 		}
 	},
 	"etcd-defaults.yaml": func() Config {
@@ -306,12 +308,20 @@ var badConfigs = []struct {
 		`agent.yaml:6: listen.webhook.address: the address of listen.metrics`,
 		`agent.yaml:6: listen.webhook.secretFile: "etc/baton/push.secret" is not an absolute path`,
 	}},
+	{"statuses-bad.yaml", []string{
+		`agent.yaml:3: statuses.repository: required: owner/name (GitLab: the project's path)`,
+		`agent.yaml:3: statuses.tokenFile: required: the file of the token that may post commit statuses`,
+		`agent.yaml:3: statuses: statuses are posted by the fleet's fetcher: they need lease.backend etcd and repo.sharedHead`,
+		`agent.yaml:4: statuses.forge: "bitbucket" is not one of github, gitea (also for Forgejo), gitlab`,
+		`agent.yaml:5: statuses.api: no scheme; write it as https://host[:port]/...`,
+		`agent.yaml:6: statuses.targetURL: not a template: template: :1: unclosed action`,
+	}},
 	{"webhook-listen-bad.yaml", []string{
 		`agent.yaml:4: listen.webhook.secretFile: required: the file of the secret shared with the forge`,
 		`agent.yaml:5: listen.webhook.address: port "99999" is not a number from 1 to 65535`,
 	}},
 	{"strict-decode.yaml", []string{
-		`agent.yaml:3: unknown field "hots"; known fields: allowUnits, artifacts, driftPolicy, host, lease, listen, paths, repo, webhooks`,
+		`agent.yaml:3: unknown field "hots"; known fields: allowUnits, artifacts, driftPolicy, host, lease, listen, paths, repo, statuses, webhooks`,
 		`agent.yaml:5: repo.url: scheme "ftp" not supported; use https://, ssh:// or file://`,
 		`agent.yaml:6: unknown field "branh" (did you mean "branch"?)`,
 		`agent.yaml:7: invalid duration "30": expected a number with a unit, such as 500ms, 10s or 5m`,

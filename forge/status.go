@@ -173,3 +173,14 @@ func bound(s string) string {
 	r := []rune(s)
 	return string(r[:MaxDescription-1]) + "…"
 }
+
+// RejectedContext is the context of the status of a commit the agents refuse as
+// bad input: it concerns the whole repository, not one group.
+const RejectedContext = "baton"
+
+// Rejected is the status of a commit that does not load: the first problem, which
+// every agent refuses it for (the rest are in the journal and `baton validate`).
+func Rejected(why string) Status {
+	first, _, _ := strings.Cut(why, "\n")
+	return Status{Context: RejectedContext, State: Failure, Description: bound("rejected: " + first)}
+}
