@@ -1,22 +1,20 @@
 package sharedhead
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/baton-fleet/baton/internal/testchild"
 	"github.com/baton-fleet/baton/internal/testetcd"
 )
 
@@ -66,34 +64,13 @@ func runCandidate(host string) int {
 
 // startCandidate runs host as a child process and returns once it is the fetcher.
 // It is killed when the test ends.
-func startCandidate(t *testing.T, c *testetcd.Cluster, host string) *exec.Cmd {
+func startCandidate(t *testing.T, c *testetcd.Cluster, host string) *testchild.Child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), candidateHostEnv+"="+host, candidateEndpointsEnv+"="+strings.Join(c.Endpoints(), ","))
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
+	child, line := testchild.Start(t, candidateHostEnv+"="+host, candidateEndpointsEnv+"="+strings.Join(c.Endpoints(), ","))
+	if strings.TrimSpace(line) != "fetcher" {
+		t.Fatalf("candidate %s: %q", host, line)
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Signal(syscall.SIGKILL)
-			stdin.Close()
-			cmd.Wait()
-		}
-	})
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || strings.TrimSpace(line) != "fetcher" {
-		t.Fatalf("candidate %s: %q, %v", host, line, err)
-	}
-	return cmd
+	return child
 }
 
 // agent is one Shared running in the test, with the wakes it got.

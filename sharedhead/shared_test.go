@@ -164,8 +164,7 @@ func TestFetcherKilled(t *testing.T) {
 		t.Fatalf("%d agents elected while the first one leads", n)
 	}
 	killed := time.Now()
-	child.Process.Kill()
-	child.Wait()
+	child.Kill()
 	deadline := time.Now().Add(testTTL + 10*time.Second)
 	for len(fetchers(as)) == 0 {
 		if time.Now().After(deadline) {

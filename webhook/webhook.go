@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,7 +15,8 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"time"
+
+	"github.com/baton-fleet/baton/internal/httpserve"
 )
 
 // Defaults for Options.
@@ -348,27 +348,9 @@ func (d *deliveries) add(id string) bool {
 // timeouts bound a slow client.
 func Serve(ctx context.Context, l net.Listener, h http.Handler, logger *slog.Logger) error {
 	logger.Info("receiving webhooks", "addr", l.Addr().String())
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve webhooks: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	srv := httpserve.Server(h)
+	srv.MaxHeaderBytes = 64 << 10
+	if err := httpserve.Run(ctx, l, srv); err != nil {
 		return fmt.Errorf("serve webhooks: %w", err)
 	}
 	return nil
