@@ -41,7 +41,9 @@ func (a *Agent) runSharedHead(ctx context.Context) {
 // (sharedhead.OwnPoll). The fetcher then publishes the head it polled.
 func (a *Agent) fetch(ctx context.Context) (gitsync.Update, bool, error) {
 	asked := a.pollNow.Swap(false)
-	if a.head != nil && !asked && a.git.Head() != "" {
+	fetcher := a.head != nil && a.head.Fetcher()
+	a.obs.metrics.Fetcher(fetcher)
+	if a.head != nil && !fetcher && !asked && a.git.Head() != "" {
 		v := a.head.View()
 		v.Poll = a.cfg.Repo.Poll.D()
 		if own, _ := sharedhead.OwnPoll(v); !own {
@@ -50,7 +52,7 @@ func (a *Agent) fetch(ctx context.Context) (gitsync.Update, bool, error) {
 		}
 	}
 	u, err := a.git.Poll(ctx)
-	if err == nil && a.head != nil && a.head.Fetcher() {
+	if err == nil && fetcher {
 		a.publishHead(ctx)
 	}
 	return u, true, err
@@ -103,7 +105,8 @@ func (a *Agent) receiveWebhooks(ctx context.Context) {
 	}
 	r, err := webhook.New(webhook.Options{
 		SecretFile: w.SecretFile, Repo: a.cfg.Repo.URL, Branch: a.cfg.Repo.Branch, Logger: a.log,
-		Push: func(forge webhook.Forge, p webhook.Push) { a.pushed(ctx, forge) },
+		Push:   func(forge webhook.Forge, p webhook.Push) { a.pushed(ctx, forge) },
+		Result: a.obs.metrics.PushDelivery,
 	})
 	if err != nil {
 		a.log.Error("start the webhook receiver", "err", err)

@@ -45,7 +45,10 @@ type Options struct {
 	Remember int
 	// Push is called for each accepted push to Repo's Branch, from the request's
 	// goroutine; it must not block.
-	Push   func(forge Forge, p Push)
+	Push func(forge Forge, p Push)
+	// Result, when set, is called with the outcome of each delivery: "fetch",
+	// "ignored" or "refused" (for a metric).
+	Result func(result string)
 	Logger *slog.Logger
 }
 
@@ -68,6 +71,9 @@ func New(o Options) (*Receiver, error) {
 	}
 	if o.Push == nil {
 		o.Push = func(Forge, Push) {}
+	}
+	if o.Result == nil {
+		o.Result = func(string) {}
 	}
 	log := o.Logger
 	if log == nil {
@@ -127,9 +133,15 @@ type delivery struct {
 func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	answer, ref := r.handle(req)
 	if ref != nil {
+		r.opts.Result("refused")
 		r.log.Warn("webhook delivery refused", "status", ref.status, "reason", ref.why, "from", remoteHost(req))
 		http.Error(w, ref.why, ref.status)
 		return
+	}
+	if answer == answerFetch {
+		r.opts.Result("fetch")
+	} else {
+		r.opts.Result("ignored")
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusAccepted)
@@ -184,8 +196,11 @@ func (r *Receiver) handle(req *http.Request) (string, *refusal) {
 	}
 	r.log.Info("webhook push: fetching now", "forge", d.forge, "delivery", d.id, "branch", r.opts.Branch, "after", printable(shortID(p.After)))
 	r.opts.Push(d.forge, p)
-	return "fetching now", nil
+	return answerFetch, nil
 }
+
+// answerFetch is the answer to a push that makes the fleet fetch.
+const answerFetch = "fetching now"
 
 // readDelivery tells the forge from the headers and reads the body, up to max.
 func readDelivery(req *http.Request, max int64) (delivery, *refusal) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -64,8 +65,18 @@ func request(forge Forge, id, event, body string) *http.Request {
 }
 
 type pushes struct {
-	mu   sync.Mutex
-	list []Push
+	mu      sync.Mutex
+	list    []Push
+	results map[string]int
+}
+
+func (p *pushes) result(r string) {
+	p.mu.Lock()
+	if p.results == nil {
+		p.results = map[string]int{}
+	}
+	p.results[r]++
+	p.mu.Unlock()
 }
 
 func (p *pushes) add(_ Forge, push Push) {
@@ -91,7 +102,7 @@ func writeSecret(t *testing.T, secret string) string {
 
 func newReceiver(t *testing.T, got *pushes, maxBody int64) *Receiver {
 	t.Helper()
-	r, err := New(Options{SecretFile: writeSecret(t, testSecret), Repo: testRepo, Branch: "main", MaxBody: maxBody, Remember: 3, Push: got.add})
+	r, err := New(Options{SecretFile: writeSecret(t, testSecret), Repo: testRepo, Branch: "main", MaxBody: maxBody, Remember: 3, Push: got.add, Result: got.result})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,8 +260,8 @@ func TestIgnored(t *testing.T) {
 			if w.Code != http.StatusAccepted || !strings.Contains(w.Body.String(), tt.want) {
 				t.Errorf("answer %d %q, want 202 and %q", w.Code, w.Body.String(), tt.want)
 			}
-			if got.count() != 0 {
-				t.Errorf("an ignored delivery made the agent fetch")
+			if got.count() != 0 || got.results["ignored"] != 1 {
+				t.Errorf("an ignored delivery made the agent fetch, or was not counted: %v", got.results)
 			}
 		})
 	}
@@ -288,6 +299,9 @@ func TestReplay(t *testing.T) {
 	}
 	if got.count() != 5 {
 		t.Errorf("%d fetches, want 5", got.count())
+	}
+	if want := map[string]int{"fetch": 5, "refused": 3}; !maps.Equal(got.results, want) {
+		t.Errorf("results %v, want %v", got.results, want)
 	}
 	// The same id from another forge is another delivery.
 	w := httptest.NewRecorder()
