@@ -6,7 +6,7 @@ DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 FUZZTIME ?= 20s
 
-.PHONY: help build test lint unit demo fuzz sim bench-gitsync bench-lease bench-fleetlock bench-upgrade bench-migrate clean
+.PHONY: help build test lint unit demo fuzz sim bench-gitsync bench-lease bench-fleetlock bench-upgrade bench-migrate bench-scale bench-sharedhead clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ bench-fleetlock: ## FleetLock handoff p50/p95 against an airlock-like server: 8 
 bench-migrate: ## the requirements gate over 10,000 host records; a migration run once, and a look at a release whose migrations are done (real etcd)
 	$(GO) test -run '^$$' -bench 'BenchmarkUnmet' -benchtime 100x ./fleet/
 	$(GO) test -run '^$$' -bench 'BenchmarkRun' -benchtime 200x ./migrate/
+
+bench-scale: ## simulated agents (BATON_SCALE_AGENTS, default 100) against one git server and one etcd, with and without the shared head: idle git requests, push to every agent, heap per agent
+	$(GO) test -run '^$$' -bench BenchmarkScale -benchtime 1x -timeout 30m ./sharedhead/
+
+bench-sharedhead: ## a published head reaching 100 and 1,000 watchers
+	$(GO) test -run '^$$' -bench BenchmarkPublishToWatchers -benchtime 20x ./sharedhead/
 
 bench-upgrade: ## upgrades and reverts of a real systemd host (needs root): each step's time
 	$(GO) test -run '^$$' -bench 'BenchmarkUpgrade|BenchmarkRevert' -benchtime 5x ./agent/

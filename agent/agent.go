@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/baton-fleet/baton/migrate"
 	"github.com/baton-fleet/baton/release"
 	"github.com/baton-fleet/baton/rollback"
+	"github.com/baton-fleet/baton/sharedhead"
 	"github.com/baton-fleet/baton/units"
 )
 
@@ -88,6 +90,11 @@ type Agent struct {
 	mu     sync.Mutex
 	status Status
 	wake   chan struct{}
+
+	head       *sharedhead.Shared // nil unless the head is shared (repo.sharedHead)
+	statuses   *statusReporter    // nil unless statuses are posted (statuses)
+	pollNow    atomic.Bool        // SyncNow asked for a poll: the next turn polls whatever the shared head says
+	publishErr string             // why the last publish of the shared head failed, "" when it worked
 
 	notify       notifier
 	runtimeDir   string // where the package manager leaves RestartMarker
@@ -191,6 +198,10 @@ func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
 			a.migrations.LockTTL = e.TTL.D()
 		}
 	}
+	a.head = newSharedHead(cfg, fs, a)
+	if a.statuses, err = newStatusReporter(cfg, a); err != nil {
+		return nil, fmt.Errorf("statuses: %w", err)
+	}
 	return a, nil
 }
 
@@ -218,6 +229,7 @@ func (a *Agent) phase(format string, args ...any) {
 
 // SyncNow makes the loop poll at once instead of at its next tick.
 func (a *Agent) SyncNow() {
+	a.pollNow.Store(true)
 	select {
 	case a.wake <- struct{}{}:
 	default:
@@ -250,6 +262,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.configFile != "" {
 		wg.Go(func() { a.watchConfig(bgCtx, reloadCh) })
 	}
+	wg.Go(func() { a.runSharedHead(bgCtx) })
+	wg.Go(func() { a.receiveWebhooks(bgCtx) })
+	wg.Go(func() { a.reportStatuses(bgCtx) })
 	defer func() {
 		a.notify.send(daemon.SdNotifyStopping)
 		// etcd: a held slot expires after the TTL, or is resumed by the next start.
@@ -289,7 +304,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.hang()
 		err := a.tick(ctx)
 		a.checkDrift(ctx)
-		wait := a.cfg.Repo.Poll.D()
+		wait := a.nextPoll()
 		if err != nil {
 			backoff = nextBackoff(backoff, wait)
 			wait = backoff
@@ -350,11 +365,13 @@ func (a *Agent) tick(ctx context.Context) error {
 	}
 	pctx, cancel := context.WithTimeout(ctx, pollTimeout)
 	a.notify.busy(pollTimeout + time.Minute)
-	u, err := a.git.Poll(pctx)
+	u, polled, err := a.fetch(pctx)
 	cancel()
 	a.notify.busy(0)
 	now := time.Now()
-	if err != nil {
+	switch {
+	case !polled: // the shared head is current: nothing to record
+	case err != nil:
 		a.setStatus(func(s *Status) { s.FetchError, s.FetchedAt = err.Error(), now })
 		a.obs.metrics.FetchError()
 		a.log.Warn("fetch the fleet repository", "err", err)
@@ -364,7 +381,7 @@ func (a *Agent) tick(ctx context.Context) error {
 		if u.Commit == "" {
 			return err
 		}
-	} else {
+	default:
 		a.setStatus(func(s *Status) { s.FetchError, s.FetchedAt, s.FetchedOK, s.Tracked = "", now, now, u.Commit })
 		a.obs.metrics.FetchOK(now)
 		if u.Changed {
@@ -380,6 +397,7 @@ func (a *Agent) tick(ctx context.Context) error {
 	}
 	a.reconcile(ctx, head)
 	a.heartbeat(ctx)
+	a.queueStatuses(ctx)
 	st := a.Status()
 	a.obs.metrics.Info(st.Applied, st.Tracked)
 	return err

@@ -75,6 +75,9 @@ type Config struct {
 	AllowUnits []string `yaml:"allowUnits"`
 	// Artifacts is the policy for downloading artifacts.
 	Artifacts ArtifactsConfig `yaml:"artifacts"`
+	// Statuses reports each group's rollout of the head to the forge as commit
+	// statuses; off unless set.
+	Statuses StatusesConfig `yaml:"statuses"`
 
 	doc            *yamldoc.Doc // the file, for the line of each value; nil when built in code
 	hostFromSystem bool         // Host was taken from the system host name
@@ -92,6 +95,9 @@ type RepoConfig struct {
 	MaxFetch yamldoc.ByteSize `yaml:"maxFetch"`
 	Auth     AuthConfig       `yaml:"auth"`
 	Verify   VerifyConfig     `yaml:"verify"`
+	// SharedHead, with the etcd backend (its default there), has one elected agent
+	// poll the repository and publish its verified head in etcd for the others.
+	SharedHead bool `yaml:"sharedHead"`
 }
 
 // AuthConfig names the files that hold the credentials for the repository: an SSH key
@@ -158,10 +164,31 @@ type ArtifactsConfig struct {
 }
 
 // ListenConfig is where the agent serves: Metrics a host:port ("" turns metrics off),
-// API the unix socket behind `baton status`.
+// API the unix socket behind `baton status`, Webhook the receiver of the forge's push
+// events (off unless set).
 type ListenConfig struct {
-	Metrics string `yaml:"metrics"`
-	API     string `yaml:"api"`
+	Metrics string              `yaml:"metrics"`
+	API     string              `yaml:"api"`
+	Webhook WebhookListenConfig `yaml:"webhook"`
+}
+
+// StatusesConfig is where the fleet's fetcher posts commit statuses: Forge github,
+// gitea (and Forgejo) or gitlab; API the base URL of its API; Repository owner/name
+// (GitLab: the project's path); TokenFile the token; TargetURL a template of the link
+// each status carries (.Commit, .Group, .Context).
+type StatusesConfig struct {
+	Forge      string `yaml:"forge"`
+	API        string `yaml:"api"`
+	Repository string `yaml:"repository"`
+	TokenFile  string `yaml:"tokenFile"`
+	TargetURL  string `yaml:"targetURL"`
+}
+
+// WebhookListenConfig is the receiver of push events: Address a host:port, SecretFile
+// the secret shared with the forge.
+type WebhookListenConfig struct {
+	Address    string `yaml:"address"`
+	SecretFile string `yaml:"secretFile"`
 }
 
 // PathsConfig is where the agent keeps its state and installs units.
@@ -253,6 +280,9 @@ func (c *Config) setDefaults(hostname string) {
 	if !has("lease", "backend") {
 		c.Lease.Backend = DefaultLeaseBackend
 	}
+	if !has("repo", "sharedHead") {
+		c.Repo.SharedHead = c.Lease.Backend == LeaseEtcd
+	}
 	if e := c.Lease.Etcd; e != nil {
 		if !has("lease", "etcd", "prefix") {
 			e.Prefix = DefaultEtcdPrefix
@@ -294,6 +324,7 @@ func (c *Config) validate(skip func(path []any) bool) error {
 	c.Repo.check(k)
 	c.Lease.check(k)
 	c.Listen.check(k)
+	c.checkSync(k)
 	k.dir(c.Paths.State, DefaultStateDir, "paths", "state")
 	k.dir(c.Paths.Units, DefaultUnitDir, "paths", "units")
 	if c.DriftPolicy != DriftReport && c.DriftPolicy != DriftRestore {
@@ -663,7 +694,7 @@ func (f *FleetlockConfig) check(k *configCheck) {
 
 func (l *ListenConfig) check(k *configCheck) {
 	if l.Metrics != "" {
-		if why := badListenAddr(l.Metrics); why != "" {
+		if why := badListenAddr(l.Metrics, `, or "" to turn metrics off`); why != "" {
 			k.fail(why, "listen", "metrics")
 		}
 	}
@@ -677,11 +708,12 @@ func (l *ListenConfig) check(k *configCheck) {
 	}
 }
 
-// badListenAddr says why s is not an address to listen on, host:port, or "".
-func badListenAddr(s string) string {
+// badListenAddr says why s is not an address to listen on, host:port, or ""; off
+// ends the hint, after an example.
+func badListenAddr(s, off string) string {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return fmt.Sprintf("%q is not host:port; write %s, or \"\" to turn metrics off", s, DefaultMetricsAddr)
+		return fmt.Sprintf("%q is not host:port; write %s%s", s, DefaultMetricsAddr, off)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		return fmt.Sprintf("port %q is not a number from 1 to 65535", port)

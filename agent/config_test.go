@@ -56,6 +56,8 @@ var goodConfigs = map[string]func() Config{
 				MaxFetch: 256 * yamldoc.MiB,
 				Auth:     AuthConfig{SSHKeyFile: "/etc/baton/id_ed25519", KnownHostsFile: "/etc/baton/known_hosts"},
 				Verify:   VerifyConfig{OpenPGPKeyring: "/etc/baton/trusted.asc", SSHAllowedSigners: "/etc/baton/allowed_signers"},
+
+				SharedHead: true,
 			},
 			Lease: LeaseConfig{Backend: LeaseEtcd, Etcd: &EtcdConfig{
 				Endpoints:    []string{"https://10.0.0.5:2379", "https://10.0.0.6:2379"},
@@ -65,13 +67,16 @@ var goodConfigs = map[string]func() Config{
 				Username:     "baton",
 				PasswordFile: "/etc/baton/etcd.password",
 			}},
-			Listen: ListenConfig{Metrics: "[::1]:9732", API: "/run/baton/api.sock"},
-			Paths:  PathsConfig{State: "/srv/baton/state", Units: "/etc/systemd/system"},
+			Listen: ListenConfig{Metrics: "[::1]:9732", API: "/run/baton/api.sock",
+				Webhook: WebhookListenConfig{Address: "0.0.0.0:9733", SecretFile: "/etc/baton/push.secret"}},
+			Paths: PathsConfig{State: "/srv/baton/state", Units: "/etc/systemd/system"},
 			Webhooks: []WebhookConfig{
 				{URL: "https://hooks.example.com/baton", SecretFile: "/etc/baton/webhook.secret"},
 				{URL: "http://127.0.0.1:8080/events"},
 			},
 			DriftPolicy: DriftReport,
+			Statuses: StatusesConfig{Forge: "github", API: "https://api.github.com", Repository: "ops/fleet", TokenFile: "/etc/baton/forge.token",
+				TargetURL: "https://grafana.example.com/d/baton?var-commit={{ .Commit }}&var-group={{ .Group }}"},
 		}
 	},
 	"etcd-defaults.yaml": func() Config {
@@ -82,6 +87,7 @@ var goodConfigs = map[string]func() Config{
 			Prefix:    DefaultEtcdPrefix,
 			TTL:       yamldoc.Duration(DefaultEtcdTTL),
 		}}
+		c.Repo.SharedHead = true // the default with etcd
 		return c
 	},
 	"etcd-loopback-password.yaml": func() Config {
@@ -93,6 +99,7 @@ var goodConfigs = map[string]func() Config{
 			Username:     "baton",
 			PasswordFile: "/etc/baton/etcd.password",
 		}}
+		c.Repo.SharedHead = true
 		return c
 	},
 	"fleetlock.yaml": func() Config {
@@ -297,8 +304,25 @@ var badConfigs = []struct {
 		`agent.yaml:5: webhooks[1].url: required`,
 		`agent.yaml:6: webhooks[2].url: no scheme; write it as https://host[:port]/...`,
 	}},
+	{"fetch-bad.yaml", []string{
+		`agent.yaml:3: repo.sharedHead: true needs lease.backend etcd, through which the head is shared; leave it out`,
+		`agent.yaml:6: listen.webhook.address: the address of listen.metrics`,
+		`agent.yaml:6: listen.webhook.secretFile: "etc/baton/push.secret" is not an absolute path`,
+	}},
+	{"statuses-bad.yaml", []string{
+		`agent.yaml:3: statuses.repository: required: owner/name (GitLab: the project's path)`,
+		`agent.yaml:3: statuses.tokenFile: required: the file of the token that may post commit statuses`,
+		`agent.yaml:3: statuses: statuses are posted by the fleet's fetcher: they need lease.backend etcd and repo.sharedHead`,
+		`agent.yaml:4: statuses.forge: "bitbucket" is not one of github, gitea (also for Forgejo), gitlab`,
+		`agent.yaml:5: statuses.api: no scheme; write it as https://host[:port]/...`,
+		`agent.yaml:6: statuses.targetURL: not a template: template: :1: unclosed action`,
+	}},
+	{"webhook-listen-bad.yaml", []string{
+		`agent.yaml:4: listen.webhook.secretFile: required: the file of the secret shared with the forge`,
+		`agent.yaml:5: listen.webhook.address: port "99999" is not a number from 1 to 65535`,
+	}},
 	{"strict-decode.yaml", []string{
-		`agent.yaml:3: unknown field "hots"; known fields: allowUnits, artifacts, driftPolicy, host, lease, listen, paths, repo, webhooks`,
+		`agent.yaml:3: unknown field "hots"; known fields: allowUnits, artifacts, driftPolicy, host, lease, listen, paths, repo, statuses, webhooks`,
 		`agent.yaml:5: repo.url: scheme "ftp" not supported; use https://, ssh:// or file://`,
 		`agent.yaml:6: unknown field "branh" (did you mean "branch"?)`,
 		`agent.yaml:7: invalid duration "30": expected a number with a unit, such as 500ms, 10s or 5m`,

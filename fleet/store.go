@@ -70,6 +70,10 @@ func NewStore(cli *clientv3.Client, prefix string) *Store {
 	return &Store{cli: cli, prefix: strings.TrimSuffix(prefix, "/"), now: time.Now, maxKeys: SnapshotMaxKeys, maxBytes: SnapshotMaxBytes}
 }
 
+// Client is the etcd client the store reads and writes with, for the other parts of
+// the fleet state kept under the same prefix (the shared head).
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
 func (s *Store) key(parts ...string) string { return s.prefix + "/" + strings.Join(parts, "/") }
 
 // put writes key=v as JSON, fenced when f is not nil.

@@ -1,19 +1,17 @@
 package lease
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/baton-fleet/baton/internal/testchild"
 	"github.com/baton-fleet/baton/internal/testetcd"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -63,55 +61,27 @@ func runContender(host string) int {
 
 // contender is a child process holding a slot.
 type contender struct {
-	cmd   *exec.Cmd
+	*testchild.Child
 	token int64
-	stdin io.Closer
 }
 
 // startContender runs host as a child process that acquires a slot of group and
 // returns once it holds it. The child is killed when the test ends.
 func startContender(t *testing.T, c *testetcd.Cluster, host, group string) *contender {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(),
+	child, line := testchild.Start(t,
 		contenderHostEnv+"="+host,
 		contenderGroupEnv+"="+group,
 		contenderEndpointsEnv+"="+strings.Join(c.Endpoints(), ","))
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &contender{cmd: cmd, stdin: stdin}
-	t.Cleanup(func() { p.kill() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("contender %s: %v", host, err)
-	}
 	tok, err := strconv.ParseInt(strings.TrimPrefix(strings.TrimSpace(line), "token "), 10, 64)
 	if err != nil {
 		t.Fatalf("contender %s printed %q", host, line)
 	}
-	p.token = tok
-	return p
+	return &contender{Child: child, token: tok}
 }
 
 // kill sends SIGKILL: the child stops keeping its lease alive and revokes nothing.
-func (p *contender) kill() {
-	if p.cmd.ProcessState != nil {
-		return
-	}
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	p.stdin.Close()
-	p.cmd.Wait()
-}
+func (p *contender) kill() { p.Kill() }
 
 // testTTL is the etcd lease TTL of the tests: the minimum.
 const testTTL = MinEtcdTTL

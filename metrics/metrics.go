@@ -3,7 +3,6 @@ package metrics
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/baton-fleet/baton/internal/httpserve"
 	"github.com/baton-fleet/baton/rollback"
 )
 
@@ -85,6 +85,8 @@ type Metrics struct {
 	migrations    *prometheus.CounterVec
 	migrationTime *prometheus.HistogramVec
 	migrationStop prometheus.Gauge
+	fetcher       prometheus.Gauge
+	pushes        *prometheus.CounterVec
 }
 
 // New returns the metrics of an agent of this version, in a new registry that also
@@ -123,6 +125,8 @@ func New(version string) *Metrics {
 	m.migrations = f.counterVec("baton_migrations_total", "Data migrations this host ran, by service, phase (expand, contract) and result (done, failed).", "service", "phase", "result")
 	m.migrationTime = f.histogramVec("baton_migration_duration_seconds", "How long the data migrations this host ran took, backup included, by service.", DurationBuckets, "service")
 	m.migrationStop = f.gauge("baton_migration_blocked", "1 while this host's rollout waits for an operator on a data migration (failed, interrupted, or changed after it ran).")
+	m.fetcher = f.gauge("baton_fleet_fetcher", "1 while this agent is the fleet's elected fetcher (repo.sharedHead), which polls the repository for the fleet.")
+	m.pushes = f.counterVec("baton_push_deliveries_total", "Push events received from the forge (listen.webhook), by result: fetch, ignored (another branch or event), refused.", "result")
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -134,6 +138,9 @@ func New(version string) *Metrics {
 	m.txnState.WithLabelValues(Idle).Set(1)
 	for _, r := range []string{"sent", "failed", "dropped"} {
 		m.webhooks.WithLabelValues(r)
+	}
+	for _, r := range []string{"fetch", "ignored", "refused"} {
+		m.pushes.WithLabelValues(r)
 	}
 	return m
 }
@@ -269,6 +276,13 @@ func (m *Metrics) Halted(halted bool) { m.halted.Set(bool01(halted)) }
 // "dropped". Its signature fits events.WithResult.
 func (m *Metrics) Webhook(result string) { m.webhooks.WithLabelValues(result).Inc() }
 
+// Fetcher sets whether this agent is the fleet's elected fetcher.
+func (m *Metrics) Fetcher(on bool) { m.fetcher.Set(bool01(on)) }
+
+// PushDelivery counts one push event received: "fetch", "ignored" or "refused". Its
+// signature fits webhook.Options.Result.
+func (m *Metrics) PushDelivery(result string) { m.pushes.WithLabelValues(result).Inc() }
+
 // Serve serves h at /metrics on addr (host:port) until ctx ends. An empty addr
 // disables metrics: Serve returns nil at once. It returns an error when it cannot
 // listen or serve, and nil when ctx ends.
@@ -291,26 +305,7 @@ func serve(ctx context.Context, l net.Listener, h http.Handler) error {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "baton agent: metrics at /metrics")
 	})
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve metrics: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := httpserve.Run(ctx, l, httpserve.Server(mux)); err != nil {
 		return fmt.Errorf("serve metrics: %w", err)
 	}
 	return nil

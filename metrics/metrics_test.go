@@ -61,6 +61,9 @@ func exercise(m *Metrics) {
 	m.Migration("api", "expand", "done", 3*time.Second)
 	m.Migration("api", "contract", "failed", 90*time.Second)
 	m.MigrationBlocked(true)
+	m.Fetcher(true)
+	m.PushDelivery("fetch")
+	m.PushDelivery("refused")
 }
 
 const wantScrape = `

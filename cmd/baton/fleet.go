@@ -30,6 +30,11 @@ func fleetClient(file string) (*clientv3.Client, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", file, err)
 	}
+	return configClient(file, cfg)
+}
+
+// configClient connects to the etcd of cfg, the agent configuration in file.
+func configClient(file string, cfg *agent.Config) (*clientv3.Client, string, error) {
 	if cfg.Lease.Backend != agent.LeaseEtcd || cfg.Lease.Etcd == nil {
 		return nil, "", fmt.Errorf("%s: lease.backend is %s; the fleet state needs etcd", file, cfg.Lease.Backend)
 	}

@@ -50,3 +50,16 @@ func TestRetryWithoutAgent(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncFleetNeedsSharedHead: baton sync --fleet refuses a configuration whose
+// head is not shared, and says what to do instead.
+func TestSyncFleetNeedsSharedHead(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(cfg, []byte("repo: {url: https://git.example.com/ops/fleet.git}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runBinary(t, "sync", "--fleet", "--config", cfg)
+	if code != 1 || !strings.Contains(stderr, "repo.sharedHead is off (it needs lease.backend etcd)") || !strings.Contains(stderr, "run baton sync on each host") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}

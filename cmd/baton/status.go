@@ -11,6 +11,7 @@ import (
 
 	"github.com/baton-fleet/baton/agent"
 	"github.com/baton-fleet/baton/api"
+	"github.com/baton-fleet/baton/sharedhead"
 )
 
 // apiTimeout bounds every call to the local API.
@@ -45,14 +46,24 @@ func newStatusCmd() *cobra.Command {
 }
 
 func newSyncCmd() *cobra.Command {
-	var socket string
+	var socket, config string
+	var fleetWide bool
 	cmd := &cobra.Command{
-		Use:   "sync",
-		Short: "Make the agent poll the fleet repository now",
-		Args:  cobra.NoArgs,
+		Use:   "sync [--fleet]",
+		Short: "Make the agent poll the fleet repository now; with --fleet, every agent of the fleet",
+		Long: `Make the agent poll the fleet repository now.
+
+With --fleet, ask the fleet's elected fetcher (repo.sharedHead, with the etcd backend)
+to poll now: it publishes the head it finds, and every agent fetches it at once. This is
+what a push webhook does; run it from a CI job after a push when the forge cannot reach
+the agents.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), apiTimeout)
 			defer cancel()
+			if fleetWide {
+				return syncFleet(ctx, cmd, config)
+			}
 			if err := api.NewClient(socket).Sync(ctx); err != nil {
 				return failed(err)
 			}
@@ -61,5 +72,28 @@ func newSyncCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&socket, "socket", agent.DefaultAPISocket, "the agent's API socket")
+	cmd.Flags().BoolVar(&fleetWide, "fleet", false, "ask the fleet's fetcher to poll, so that every agent fetches the new head (etcd backend)")
+	cmd.Flags().StringVar(&config, "config", agent.DefaultConfigPath, "with --fleet: the agent configuration (for its lease.etcd settings and branch)")
 	return cmd
+}
+
+// syncFleet writes the sync request that the fleet's fetcher watches.
+func syncFleet(ctx context.Context, cmd *cobra.Command, file string) error {
+	cfg, err := agent.LoadConfig(file)
+	if err != nil {
+		return failed(fmt.Errorf("%s: %w", file, err))
+	}
+	if !cfg.Repo.SharedHead {
+		return failed(fmt.Errorf("%s: repo.sharedHead is off (it needs lease.backend etcd): no fetcher polls for the fleet; run baton sync on each host", file))
+	}
+	cli, prefix, err := configClient(file, cfg)
+	if err != nil {
+		return failed(err)
+	}
+	defer cli.Close()
+	if err := sharedhead.RequestSync(ctx, cli, prefix, cfg.Repo.Branch, sharedhead.Sync{By: operator(), Why: "baton sync --fleet"}); err != nil {
+		return failed(err)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "the fleet's fetcher polls %s now; every agent fetches what it finds\n", cfg.Repo.Branch)
+	return nil
 }

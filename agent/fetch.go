@@ -1,0 +1,137 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/baton-fleet/baton/gitsync"
+	"github.com/baton-fleet/baton/internal/commitid"
+	"github.com/baton-fleet/baton/sharedhead"
+	"github.com/baton-fleet/baton/webhook"
+)
+
+// newSharedHead is the agent's part in sharing the head (repo.sharedHead, with the
+// etcd backend), or nil.
+func newSharedHead(cfg *Config, fs *fleetState, a *Agent) *sharedhead.Shared {
+	if fs == nil || !cfg.Repo.SharedHead {
+		return nil
+	}
+	// The election's TTL is the lease's: how long the fleet waits for a host that
+	// went silent is one setting.
+	return sharedhead.New(fs.store.Client(), sharedhead.Options{
+		Prefix: fs.prefix, Branch: cfg.Repo.Branch, Host: cfg.Host, Poll: cfg.Repo.Poll.D(), TTL: cfg.Lease.Etcd.TTL.D(), Logger: a.log,
+	})
+}
+
+// runSharedHead stands in the election of the fleet's fetcher and watches the
+// shared head until ctx ends: a head other than this agent's anchor (the last head
+// it accepted and verified), or a sync asked of the fetcher, makes the loop poll now.
+func (a *Agent) runSharedHead(ctx context.Context) {
+	if a.head != nil {
+		a.head.Run(ctx, a.git.Anchor, a.SyncNow)
+	}
+}
+
+// fetch polls the repository when this turn of the loop calls for it, and says
+// whether it did. It does when asked to (SyncNow: an operator, a webhook, a new
+// shared head), when nothing was fetched yet, and without a shared head; with one,
+// when this agent is the fetcher, or has not heard it for a while
+// (sharedhead.OwnPoll). The fetcher then publishes the head it polled.
+func (a *Agent) fetch(ctx context.Context) (gitsync.Update, bool, error) {
+	asked := a.pollNow.Swap(false)
+	fetcher := a.head != nil && a.head.Fetcher()
+	a.obs.metrics.Fetcher(fetcher)
+	if a.head != nil && !fetcher && !asked && a.git.Head() != "" {
+		v := a.head.View()
+		v.Poll = a.cfg.Repo.Poll.D()
+		if own, _ := sharedhead.OwnPoll(v); !own {
+			h := a.git.Head()
+			return gitsync.Update{Commit: h, Previous: h}, false, nil
+		}
+	}
+	u, err := a.git.Poll(ctx)
+	if err == nil && fetcher {
+		a.publishHead(ctx)
+	}
+	return u, true, err
+}
+
+// publishHead publishes the anchor, the last head that passed the rewind check and
+// verified, as the fleet's head; each refusal is logged once.
+func (a *Agent) publishHead(ctx context.Context) {
+	anchor := a.git.Anchor()
+	if anchor == "" {
+		return
+	}
+	descends := a.git.Descends
+	if a.cfg.Repo.AllowRewind {
+		descends = func(string, string) (bool, error) { return true, nil }
+	}
+	pctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+	err := a.head.Publish(pctx, anchor, descends)
+	cancel()
+	switch {
+	case err == nil, errors.Is(err, sharedhead.ErrNotFetcher):
+		a.publishErr = ""
+	case err.Error() != a.publishErr:
+		a.publishErr = err.Error()
+		a.log.Warn("the shared head stays; the other agents fall back to their own polls", "commit", commitid.ShortOrNone(anchor), "err", err)
+	}
+}
+
+// nextPoll is the wait before the loop's next turn: the poll interval with jitter,
+// or, for an agent that no longer hears the fleet's fetcher, a wait spread over a
+// whole interval (sharedhead.OwnPoll).
+func (a *Agent) nextPoll() time.Duration {
+	poll := a.cfg.Repo.Poll.D()
+	if a.head == nil {
+		return sharedhead.Jitter(poll)
+	}
+	v := a.head.View()
+	v.Poll = poll
+	_, wait := sharedhead.OwnPoll(v)
+	return wait
+}
+
+// receiveWebhooks serves listen.webhook until ctx ends: a push to the followed
+// branch makes this agent poll now and, with a shared head, asks the fleet's
+// fetcher to.
+func (a *Agent) receiveWebhooks(ctx context.Context) {
+	w := a.cfg.Listen.Webhook
+	if w.Address == "" {
+		return
+	}
+	r, err := webhook.New(webhook.Options{
+		SecretFile: w.SecretFile, Repo: a.cfg.Repo.URL, Branch: a.cfg.Repo.Branch, Logger: a.log,
+		Push:   func(forge webhook.Forge, p webhook.Push) { a.pushed(ctx, forge) },
+		Result: a.obs.metrics.PushDelivery,
+	})
+	if err != nil {
+		a.log.Error("start the webhook receiver", "err", err)
+		return
+	}
+	l, err := net.Listen("tcp", w.Address)
+	if err != nil {
+		a.log.Error("start the webhook receiver", "addr", w.Address, "err", err)
+		return
+	}
+	if err := webhook.Serve(ctx, l, r, a.log); err != nil {
+		a.log.Error("receive webhooks", "err", err)
+	}
+}
+
+// pushed is a push to the followed branch, told by forge.
+func (a *Agent) pushed(ctx context.Context, forge webhook.Forge) {
+	a.SyncNow()
+	if a.head == nil || a.head.Fetcher() {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+	defer cancel()
+	err := sharedhead.RequestSync(sctx, a.fleet.store.Client(), a.fleet.prefix, a.cfg.Repo.Branch, sharedhead.Sync{By: a.cfg.Host, Why: "webhook from " + string(forge)})
+	if err != nil {
+		a.log.Warn("ask the fleet's fetcher to poll after a webhook", "err", err)
+	}
+}

@@ -1,0 +1,170 @@
+package agent_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/baton-fleet/baton/internal/testetcd"
+	"github.com/baton-fleet/baton/internal/testfleet"
+)
+
+const pushSecret = "push-secret-for-the-test"
+
+// TestWebhookPushReachesTheFleet: two hosts on the etcd lease poll every ten
+// minutes and share the head. A GitHub push delivered to h1's webhook receiver
+// makes the fleet's fetcher poll and publish, and each host starts the new commit's
+// transaction within a second of the delivery (journal times), not at its next poll.
+func TestWebhookPushReachesTheFleet(t *testing.T) {
+	cluster := testetcd.Start(t)
+	h1 := newHarness(t)
+	relay := testfleet.Forward(t, h1.gateway, strings.TrimPrefix(cluster.Endpoints()[0], "http://"))
+	h1.writeConfig("lease:\n  backend: etcd\n  etcd: {endpoints: [\"http://" + relay + "\"], prefix: /baton, ttl: 5s}\n" +
+		"listen:\n  webhook: {address: \"0.0.0.0:9733\", secretFile: /etc/baton/push.secret}\n")
+	hosts := []*harness{h1, h1.sibling("h2")}
+	for _, h := range hosts {
+		slowPoll(t, h)
+		if err := os.WriteFile(h.host.Path("/etc/baton/push.secret"), []byte(pushSecret+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c1 := h1.push(release{version: "1.0.0", mode: "ok"})
+	for _, h := range hosts {
+		h.startAgent()
+	}
+	for _, h := range hosts { // the first poll, at the start, is each agent's own
+		h.settled(c1)
+	}
+	h1.waitFor("a fetcher elected", 30*time.Second, func() bool {
+		return strings.Contains(h1.journal()+hosts[1].journal(), "elected the fleet's fetcher")
+	})
+
+	c2 := h1.push(release{version: "2.0.0", mode: "ok"})
+	time.Sleep(2 * time.Second)
+	for _, h := range hosts {
+		if _, ok := txnStart(t, h, c2); ok {
+			t.Fatalf("%s started %s before any webhook, with a ten-minute poll", h.host.Name, short(c2))
+		}
+	}
+	sent := time.Now()
+	deliverPush(t, "http://"+h1.host.IP+":9733/", "delivery-1")
+	var first time.Duration
+	for _, h := range hosts {
+		var at time.Time
+		h.waitEvery("the transaction of the pushed commit", 30*time.Second, 50*time.Millisecond, func() bool {
+			var ok bool
+			at, ok = txnStart(t, h, c2)
+			return ok
+		})
+		d := at.Sub(sent)
+		t.Logf("%s started %s %v after the delivery", h.host.Name, short(c2), d.Round(time.Millisecond))
+		if first == 0 || d < first {
+			first = d
+		}
+	}
+	if first > time.Second {
+		t.Errorf("the first host started the pushed commit %v after the delivery, over a second", first)
+	}
+	for _, h := range hosts {
+		h.settled(c2)
+	}
+	// A replay of the same delivery is refused.
+	if code := postPush(t, "http://"+h1.host.IP+":9733/", "delivery-1"); code != http.StatusConflict {
+		t.Errorf("a replayed delivery: %d, want 409", code)
+	}
+
+	// baton sync --fleet on h2 does what the webhook did.
+	c3 := h1.push(release{version: "3.0.0", mode: "ok"})
+	sent = time.Now()
+	out := hosts[1].host.MustExec(t, "/usr/local/bin/baton", "sync", "--fleet")
+	if !strings.Contains(out, "the fleet's fetcher polls main now") {
+		t.Errorf("baton sync --fleet said %q", out)
+	}
+	for _, h := range hosts {
+		h.waitEvery("the transaction of the commit synced", 30*time.Second, 50*time.Millisecond, func() bool {
+			at, ok := txnStart(t, h, c3)
+			if ok {
+				t.Logf("%s started %s %v after baton sync --fleet began", h.host.Name, short(c3), at.Sub(sent).Round(time.Millisecond))
+			}
+			return ok
+		})
+		h.settled(c3)
+	}
+}
+
+// slowPoll sets the host's poll to ten minutes.
+func slowPoll(t *testing.T, h *harness) {
+	t.Helper()
+	p := h.host.Path("/etc/baton/agent.yaml")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(strings.Replace(string(b), "poll: 1s", "poll: 10m", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// txnStart is when the host's journal first shows the transaction to commit.
+func txnStart(t *testing.T, h *harness, commit string) (time.Time, bool) {
+	t.Helper()
+	out, err := h.host.Exec(context.Background(), "journalctl", "--no-pager", "-o", "short-unix", "-t", agentTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.Contains(line, "-> "+short(commit)) {
+			continue
+		}
+		stamp, _, _ := strings.Cut(line, " ")
+		f, err := strconv.ParseFloat(stamp, 64)
+		if err != nil {
+			t.Fatalf("journal line %q: %v", line, err)
+		}
+		return time.Unix(0, int64(f*1e9)), true
+	}
+	return time.Time{}, false
+}
+
+func deliverPush(t *testing.T, url, id string) {
+	t.Helper()
+	if code := postPush(t, url, id); code != http.StatusAccepted {
+		t.Fatalf("webhook delivery: %d, want 202", code)
+	}
+}
+
+// postPush delivers a push to main of the test repository as GitHub does
+// (docs.github.com/webhooks: X-GitHub-Event, X-GitHub-Delivery, X-Hub-Signature-256).
+func postPush(t *testing.T, url, id string) int {
+	t.Helper()
+	// The repository as the hosts follow it: file:///srv/git/repo.git (writeConfig).
+	body := fmt.Sprintf(`{"ref":"refs/heads/main","after":"%040d","repository":{"full_name":"ops/fleet","clone_url":"file:///srv/git/repo.git"}}`, 0)
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := hmac.New(sha256.New, []byte(pushSecret))
+	m.Write([]byte(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-GitHub-Delivery", id)
+	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(m.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
