@@ -77,7 +77,7 @@ func (a *Agent) reload(why string) {
 	live := old
 	live.Repo.Poll, live.Repo.AllowRewind, live.DriftPolicy = cfg.Repo.Poll, cfg.Repo.AllowRewind, cfg.DriftPolicy
 	if live.Repo != cfg.Repo || !reflect.DeepEqual(live.Lease, cfg.Lease) || live.Listen != cfg.Listen ||
-		live.Paths != cfg.Paths || live.Host != cfg.Host || !reflect.DeepEqual(live.Webhooks, cfg.Webhooks) {
+		live.Paths != cfg.Paths || live.Host != cfg.Host || !reflect.DeepEqual(live.Webhooks, cfg.Webhooks) || live.Statuses != cfg.Statuses {
 		a.log.Warn("the configuration changed in settings that take effect at the next restart (systemctl restart baton)", "why", why)
 	}
 	// Only the main loop reads these three; other goroutines read settings that never

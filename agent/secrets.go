@@ -53,6 +53,8 @@ func (cfg *Config) hostFiles() []hostFile {
 	for i, w := range cfg.Webhooks {
 		add(secretFile, fmt.Sprintf("webhooks[%d].secretFile", i), w.SecretFile)
 	}
+	add(secretFile, "listen.webhook.secretFile", cfg.Listen.Webhook.SecretFile)
+	add(secretFile, "statuses.tokenFile", cfg.Statuses.TokenFile)
 	return out
 }
 

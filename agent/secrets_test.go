@@ -24,6 +24,8 @@ func TestCheckSecrets(t *testing.T) {
 		{"world-readable webhook key", Config{Webhooks: []WebhookConfig{{URL: "https://h", SecretFile: write("hook", 0o604)}}},
 			"webhooks[0].secretFile: "},
 		{"etcd password", Config{Lease: LeaseConfig{Etcd: &EtcdConfig{PasswordFile: write("pw", 0o666)}}}, "lease.etcd.passwordFile: "},
+		{"world-readable push secret", Config{Listen: ListenConfig{Webhook: WebhookListenConfig{Address: "127.0.0.1:9000", SecretFile: write("push", 0o644)}}}, "listen.webhook.secretFile: "},
+		{"world-readable forge token", Config{Statuses: StatusesConfig{Forge: "github", TokenFile: write("forge", 0o604)}}, "statuses.tokenFile: "},
 		{"missing file", Config{Repo: RepoConfig{Auth: AuthConfig{TokenFile: filepath.Join(dir, "nope")}}}, "repo.auth.tokenFile: stat "},
 	} {
 		err := checkSecrets(&tt.cfg)
