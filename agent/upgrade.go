@@ -200,70 +200,86 @@ func (a *Agent) drive(ctx context.Context, w *work, s core.Step) {
 
 // perform does one action of a transaction and says how it ended.
 func (a *Agent) perform(ctx context.Context, w *work, do core.Action) core.Event {
-	switch do {
-	case core.Stage:
-		return a.stageAll(ctx, w)
-	case core.Acquire:
-		return a.takeLease(ctx, w)
-	case core.AcquireSoon:
-		return a.acquireSoon(ctx, w)
-	case core.CheckHold:
-		return a.checkHold(ctx, w)
-	case core.LookAgain:
-		return a.lookAgain(ctx, w)
-	case core.Drain:
-		return a.drainHost(ctx, w)
-	case core.ConfirmHold:
-		return outcomeOf(a.mayswitch(ctx, w.txn), core.Failed)
-	case core.Switch:
-		a.txnPhase(w.txn, "switching")
-		return stopOr(ctx, a.switchTo(ctx, w.txn))
-	case core.Load:
-		hs, _, err := a.load(ctx, w.txn.To)
-		if err == nil {
-			w.load(a, hs)
-		}
-		return outcomeOf(err, core.Failed)
-	case core.Verify:
-		return a.verifyTarget(ctx, w)
-	case core.Cutover:
-		return a.cutover(ctx, w)
-	case core.Analyze:
-		return a.analyzeTarget(ctx, w)
-	case core.Migrate:
-		return a.expand(ctx, w)
-	case core.Retire:
-		return a.retire(ctx, w)
-	case core.Undrain:
-		a.rejoin(ctx, w)
-		return core.Event{}
-	case core.Commit:
-		return a.commitTarget(ctx, w)
-	case core.Revert:
-		return a.revertHost(ctx, w)
-	case core.Quarantine:
-		txn := w.txn
-		if err := a.store.AddQuarantine(txn.To, fmt.Sprintf("%s: %s", txn.Step, txn.Reason)); err != nil {
-			w.log.Error("quarantine the commit", "err", err)
-		}
-		return core.Event{}
-	case core.HaltEarly:
-		if a.haltOnce(ctx, w.txn) {
-			return core.Event{}
-		}
-		return core.Event{Result: core.Failed}
-	case core.Halt:
-		w.halts++
-		switch {
-		case a.haltTry(ctx, w.txn, w.halts):
-			return core.Event{}
-		case ctx.Err() != nil:
-			w.log.Warn("stopping before the group's halt was written; the next start writes it")
-			return core.Event{Result: core.Stopped}
-		}
-		return core.Event{Result: core.Failed, Reason: "the fleet state cannot be written"}
+	act, ok := actions[do]
+	if !ok {
+		panic("agent: the core asked for an unknown action " + string(do))
 	}
-	panic("agent: the core asked for an unknown action " + string(do))
+	return act(a, ctx, w)
+}
+
+// actions are how the agent performs each action of the core.
+var actions = map[core.Action]func(*Agent, context.Context, *work) core.Event{
+	core.Stage:       (*Agent).stageAll,
+	core.Acquire:     (*Agent).takeLease,
+	core.AcquireSoon: (*Agent).acquireSoon,
+	core.CheckHold:   (*Agent).checkHold,
+	core.LookAgain:   (*Agent).lookAgain,
+	core.Drain:       (*Agent).drainHost,
+	core.Migrate:     (*Agent).expand,
+	core.ConfirmHold: (*Agent).confirmHold,
+	core.Switch:      (*Agent).switchHost,
+	core.Load:        (*Agent).loadAgain,
+	core.Verify:      (*Agent).verifyTarget,
+	core.Cutover:     (*Agent).cutover,
+	core.Undrain:     (*Agent).rejoin,
+	core.Analyze:     (*Agent).analyzeTarget,
+	core.Retire:      (*Agent).retire,
+	core.Commit:      (*Agent).commitTarget,
+	core.Revert:      (*Agent).revertHost,
+	core.Quarantine:  (*Agent).quarantine,
+	core.HaltEarly:   (*Agent).haltEarly,
+	core.Halt:        (*Agent).haltGroup,
+}
+
+// confirmHold is mayswitch as an event.
+func (a *Agent) confirmHold(ctx context.Context, w *work) core.Event {
+	return outcomeOf(a.mayswitch(ctx, w.txn), core.Failed)
+}
+
+// switchHost installs the target's unit files and restarts what changed.
+func (a *Agent) switchHost(ctx context.Context, w *work) core.Event {
+	a.txnPhase(w.txn, "switching")
+	return stopOr(ctx, a.switchTo(ctx, w.txn))
+}
+
+// loadAgain loads the target commit again, in recovery.
+func (a *Agent) loadAgain(ctx context.Context, w *work) core.Event {
+	hs, _, err := a.load(ctx, w.txn.To)
+	if err == nil {
+		w.load(a, hs)
+	}
+	return outcomeOf(err, core.Failed)
+}
+
+// quarantine marks the commit failed on this host.
+func (a *Agent) quarantine(_ context.Context, w *work) core.Event {
+	txn := w.txn
+	if err := a.store.AddQuarantine(txn.To, fmt.Sprintf("%s: %s", txn.Step, txn.Reason)); err != nil {
+		w.log.Error("quarantine the commit", "err", err)
+	}
+	return core.Event{}
+}
+
+// haltEarly is one quick try at the group's halt, before the revert.
+func (a *Agent) haltEarly(ctx context.Context, w *work) core.Event {
+	if a.haltOnce(ctx, w.txn) {
+		return core.Event{}
+	}
+	return core.Event{Result: core.Failed}
+}
+
+// haltGroup is one attempt at the group's halt; the core asks again until it is
+// written, or the agent stops.
+func (a *Agent) haltGroup(ctx context.Context, w *work) core.Event {
+	w.halts++
+	switch {
+	case a.haltTry(ctx, w.txn, w.halts):
+		return core.Event{}
+	case ctx.Err() != nil:
+		w.log.Warn("stopping before the group's halt was written; the next start writes it")
+		return core.Event{Result: core.Stopped}
+	}
+	return core.Event{Result: core.Failed, Reason: "the fleet state cannot be written"}
 }
 
 // outcomeOf is OK for no error, or else the result r with the error's words.
@@ -399,8 +415,9 @@ func (a *Agent) drainHost(ctx context.Context, w *work) core.Event {
 	return outcomeOf(err, core.HostTrouble)
 }
 
-// rejoin puts the host back into its load balancers; a failure leaves it out, and says so.
-func (a *Agent) rejoin(ctx context.Context, w *work) {
+// rejoin puts the host back into its load balancers; a failure leaves it out, and says
+// so: the step goes on.
+func (a *Agent) rejoin(ctx context.Context, w *work) core.Event {
 	ctx = context.WithoutCancel(ctx)
 	var err error
 	if w.hs != nil {
@@ -411,6 +428,7 @@ func (a *Agent) rejoin(ctx context.Context, w *work) {
 	if err != nil {
 		w.log.Error("undrain; the host stays out of its load balancer", "state", w.txn.State, "err", err)
 	}
+	return core.Event{}
 }
 
 // mayswitch says whether the host may switch now, right before the first unit file is
