@@ -35,6 +35,18 @@ func play(t *testing.T, m *Machine, first Step, script map[Action][]Result) ([]s
 	}
 }
 
+// check compares the steps a machine took and its outcome with what a test wants: the
+// kind, retry and halt, and the reason when the test names one.
+func check(t *testing.T, steps []string, want string, got *Outcome, o Outcome) {
+	t.Helper()
+	if s := strings.Join(steps, ", "); s != want {
+		t.Fatalf("steps\n got %s\nwant %s", s, want)
+	}
+	if got == nil || got.Kind != o.Kind || got.Retry != o.Retry || got.Halts != o.Halts || (o.Reason != "" && got.Reason != o.Reason) {
+		t.Fatalf("outcome %+v, want kind %s retry %d halts %v reason %q", got, o.Kind, o.Retry, o.Halts, o.Reason)
+	}
+}
+
 func TestForward(t *testing.T) {
 	happy := "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, COMMITTED commit, done"
 	tests := []struct {
@@ -97,18 +109,13 @@ func TestForward(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			m := &Machine{Txn: &rollback.Txn{}, Drains: tt.drains}
 			steps, o := play(t, m, m.Begin(), tt.script)
-			if got := strings.Join(steps, ", "); got != tt.want {
-				t.Fatalf("steps\n got %s\nwant %s", got, tt.want)
-			}
 			if tt.kind == "" {
-				if o != nil {
-					t.Fatalf("outcome %+v, want none (the record stays open)", o)
+				if s := strings.Join(steps, ", "); s != tt.want || o != nil {
+					t.Fatalf("steps %s, outcome %+v; want %s and no outcome (the record stays open)", s, o, tt.want)
 				}
 				return
 			}
-			if o == nil || o.Kind != tt.kind || o.Retry != tt.retry || o.Halts != tt.halts || (tt.reason != "" && o.Reason != tt.reason) {
-				t.Fatalf("outcome %+v, want kind %s retry %d halts %v reason %q", o, tt.kind, tt.retry, tt.halts, tt.reason)
-			}
+			check(t, steps, tt.want, o, Outcome{Kind: tt.kind, Retry: tt.retry, Halts: tt.halts, Reason: tt.reason})
 		})
 	}
 }
@@ -177,12 +184,7 @@ func TestResume(t *testing.T) {
 			}
 			m := &Machine{Txn: txn, Drains: true}
 			steps, o := play(t, m, m.Resume(), tt.script)
-			if got := strings.Join(steps, ", "); got != tt.want {
-				t.Fatalf("steps\n got %s\nwant %s", got, tt.want)
-			}
-			if o == nil || o.Kind != tt.kind || o.Retry != tt.retry || o.Halts != tt.halts || (tt.reason != "" && o.Reason != tt.reason) {
-				t.Fatalf("outcome %+v, want kind %s retry %d halts %v reason %q", o, tt.kind, tt.retry, tt.halts, tt.reason)
-			}
+			check(t, steps, tt.want, o, Outcome{Kind: tt.kind, Retry: tt.retry, Halts: tt.halts, Reason: tt.reason})
 		})
 	}
 }
@@ -211,6 +213,7 @@ func TestBlueGreenAnalysisAndMigrations(t *testing.T) {
 		script                    map[Action][]Result
 		want                      string
 		kind                      Kind
+		retry                     Retry
 		halts                     bool
 	}{
 		{name: "bluegreen", blueGreen: true, kind: Committed,
@@ -231,21 +234,16 @@ func TestBlueGreenAnalysisAndMigrations(t *testing.T) {
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, cutover, VERIFYING verify, ANALYZING analyze, ROLLING_BACK check-hold, halt-early, revert, quarantine, FAILED halt, done"},
 		{name: "expand migrations", migr: true, drains: true, kind: Committed,
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, migrate, confirm-hold, SWITCHING switch, VERIFYING verify, undrain, COMMITTED commit, done"},
-		{name: "a migration failed or was interrupted: the host waits for an operator", migr: true, drains: true, script: map[Action][]Result{Migrate: {Failed}}, kind: Aborted,
+		{name: "a migration failed or was interrupted: the host waits for an operator", migr: true, drains: true, script: map[Action][]Result{Migrate: {Failed}}, kind: Aborted, retry: RetryTrouble,
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, migrate, undrain, done"},
-		{name: "a migration waits on another host's run", migr: true, script: map[Action][]Result{Migrate: {HostTrouble}}, kind: Aborted,
+		{name: "a migration waits on another host's run", migr: true, script: map[Action][]Result{Migrate: {HostTrouble}}, kind: Aborted, retry: RetryTrouble,
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, migrate, done"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := &Machine{Txn: &rollback.Txn{}, Drains: tt.drains, BlueGreen: tt.blueGreen, Analyzes: tt.analyzes, Migrates: tt.migr}
 			steps, o := play(t, m, m.Begin(), tt.script)
-			if got := strings.Join(steps, ", "); got != tt.want {
-				t.Fatalf("steps\n got %s\nwant %s", got, tt.want)
-			}
-			if o == nil || o.Kind != tt.kind || o.Halts != tt.halts {
-				t.Fatalf("outcome %+v, want kind %s halts %v", o, tt.kind, tt.halts)
-			}
+			check(t, steps, tt.want, o, Outcome{Kind: tt.kind, Retry: tt.retry, Halts: tt.halts})
 		})
 	}
 }
