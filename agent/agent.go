@@ -252,20 +252,36 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer sd.Close()
 	a.systemd = sd
+	bg, stop := a.startBackground()
+	defer stop()
+	a.start(ctx)
+	return a.loop(ctx, bg)
+}
+
+// background is what the agent's background goroutines wake its loop with: a change
+// under the unit directory, and a changed configuration file.
+type background struct {
+	drift  chan struct{}
+	reload chan string
+}
+
+// startBackground starts the watchdog, the servers, the watchers of units and of the
+// configuration, the shared head, the push receiver and the statuses, and returns the
+// channels they wake the loop with and the function that stops them all.
+func (a *Agent) startBackground() (background, func()) {
+	bg := background{drift: make(chan struct{}, 1), reload: make(chan string, 1)}
 	var wg sync.WaitGroup
-	bgCtx, stopBackground := context.WithCancel(context.Background())
-	wg.Go(func() { a.notify.watchdog(bgCtx) })
-	waitServers := a.serve(bgCtx)
-	driftCh := make(chan struct{}, 1)
-	wg.Go(func() { a.watchUnits(bgCtx, driftCh) })
-	reloadCh := make(chan string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	wg.Go(func() { a.notify.watchdog(ctx) })
+	waitServers := a.serve(ctx)
+	wg.Go(func() { a.watchUnits(ctx, bg.drift) })
 	if a.configFile != "" {
-		wg.Go(func() { a.watchConfig(bgCtx, reloadCh) })
+		wg.Go(func() { a.watchConfig(ctx, bg.reload) })
 	}
-	wg.Go(func() { a.runSharedHead(bgCtx) })
-	wg.Go(func() { a.receiveWebhooks(bgCtx) })
-	wg.Go(func() { a.reportStatuses(bgCtx) })
-	defer func() {
+	wg.Go(func() { a.runSharedHead(ctx) })
+	wg.Go(func() { a.receiveWebhooks(ctx) })
+	wg.Go(func() { a.reportStatuses(ctx) })
+	return bg, func() {
 		a.notify.send(daemon.SdNotifyStopping)
 		// etcd: a held slot expires after the TTL, or is resumed by the next start.
 		// FleetLock: the background release stops; the slot record outlives it, and the
@@ -273,10 +289,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		if c, ok := a.lease.(io.Closer); ok {
 			_ = c.Close()
 		}
-		stopBackground()
+		cancel()
 		wg.Wait()
 		waitServers()
-	}()
+	}
+}
+
+// start loads the agent's state, tells systemd it is ready, and finishes the
+// transaction a crash left open.
+func (a *Agent) start(ctx context.Context) {
 	a.notify.alive()
 	if lg, err := a.store.LastGood(); err == nil {
 		a.setStatus(func(s *Status) { s.Applied, s.Group = lg.Revision, lg.Group })
@@ -294,6 +315,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.recordIdle(ctx, lg.Group, lg.Revision, "")
 	}
 	a.phase("idle at %s", commitid.ShortOrNone(a.Status().Applied))
+}
+
+// loop polls and reconciles until ctx ends (nil) or the package asks for a restart.
+func (a *Agent) loop(ctx context.Context, bg background) error {
 	backoff := time.Duration(0)
 	for {
 		a.notify.busy(0) // the loop turns: alive, and any long step declared has ended
@@ -311,31 +336,34 @@ func (a *Agent) Run(ctx context.Context) error {
 		} else {
 			backoff = 0
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !a.sleep(ctx, bg, wait) {
 			return nil
 		}
-		timer := time.NewTimer(min(wait, a.watchdogSlice()))
-	waiting:
-		for {
-			select {
-			case <-ctx.Done():
-				timer.Stop()
-				return nil
-			case <-driftCh:
-				time.Sleep(100 * time.Millisecond) // let an editor finish writing
-				a.checkDrift(ctx)
-				a.notify.alive()
-			case why := <-reloadCh:
-				time.Sleep(100 * time.Millisecond) // let an editor finish writing
-				a.reload(why)
-				timer.Stop()
-				break waiting
-			case <-a.wake:
-				timer.Stop()
-				break waiting
-			case <-timer.C:
-				break waiting
-			}
+	}
+}
+
+// sleep waits until the next poll, at most wait (and the watchdog's slice), checking
+// drift as the unit directory changes; a reload, a wake-up or the end of the wait ends
+// it. It is false when ctx ended.
+func (a *Agent) sleep(ctx context.Context, bg background, wait time.Duration) bool {
+	timer := time.NewTimer(min(wait, a.watchdogSlice()))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-bg.drift:
+			time.Sleep(100 * time.Millisecond) // let an editor finish writing
+			a.checkDrift(ctx)
+			a.notify.alive()
+		case why := <-bg.reload:
+			time.Sleep(100 * time.Millisecond) // let an editor finish writing
+			a.reload(why)
+			return true
+		case <-a.wake:
+			return true
+		case <-timer.C:
+			return true
 		}
 	}
 }
