@@ -27,6 +27,18 @@ const analysisBlock = `analysis:
       failures: 2
 `
 
+// latencyBlock is an analysis check of the host's p99 latency against the rest of the
+// fleet's, appended to analysisBlock's checks.
+const latencyBlock = `    - name: latency-vs-fleet
+      prometheus:
+        url: %q
+        query: 'histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{host="{{ .Host }}"}[5s])))'
+        baseline: 'histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{host!="{{ .Host }}"}[5s])))'
+        maxRatio: 3
+      interval: 1s
+      failures: 2
+`
+
 // gatedFleetYAML is fleetYAML with a gate on firing alerts.
 const gatedFleetYAML = `apiVersion: baton/v1
 groups:
@@ -120,6 +132,50 @@ func TestAnalysisAndGate(t *testing.T) {
 		if m := analyzingTook.FindStringSubmatch(h.journal()); m != nil {
 			t.Logf("%s: the analysis of a good release took %s (window 10s)", h.host.Name, m[1])
 		}
+	}
+
+	// A release 300 ms slower than the rest of the fleet fails the baseline comparison.
+	slow := drainBlock + fmt.Sprintf(analysisBlock, promURL) + fmt.Sprintf(latencyBlock, promURL)
+	c4 := h1.push(release{version: "4.0.0", mode: "slow", drain: slow, fleet: fleetFile})
+	h1.waitFor("a host to fail the slow release", 4*time.Minute, func() bool {
+		for _, h := range hosts {
+			if h.quarantined(c4) && h.txnState() == "" {
+				failed = h
+				return true
+			}
+		}
+		return false
+	})
+	if r := failed.quarantineReason(c4); !strings.Contains(r, "analysis failed: latency-vs-fleet: ") || !strings.Contains(r, "> maxRatio 3") {
+		t.Errorf("the slow release was quarantined for %q, want the baseline comparison", r)
+	}
+
+	// A gate that starts holding lets an upgrade in flight finish, and holds the next.
+	c5 := h1.push(release{version: "5.0.0", mode: "ok", drain: withAnalysis, fleet: fleetFile})
+	var first *harness
+	h1.waitFor("a host to analyse 5.0.0", 3*time.Minute, func() bool {
+		for _, h := range hosts {
+			if h.txnState() == "ANALYZING" {
+				first = h
+				return true
+			}
+		}
+		return false
+	})
+	alerts.Set("disk_full", map[string]string{"instance": "db-02"}, 1)
+	first.settled(c5)
+	if first.lastGood().Revision != c5 {
+		t.Errorf("%s did not finish the upgrade in flight when the gate began to hold: %s", first.host.Name, first.quarantineReason(c5))
+	}
+	time.Sleep(3 * time.Second)
+	for _, h := range hosts {
+		if h != first && (h.lastGood().Revision == c5 || h.txnState() == "SWITCHING" || h.txnState() == "VERIFYING") {
+			t.Errorf("%s started %s while the gate held", h.host.Name, short(c5))
+		}
+	}
+	alerts.Set("disk_full", map[string]string{"instance": "db-02"}, 0)
+	for _, h := range hosts {
+		h.settled(c5)
 	}
 }
 
