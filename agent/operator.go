@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/plan"
 	"github.com/baton-fleet/baton/rollback"
+	"github.com/baton-fleet/baton/spec"
 )
 
 // rollbackRequest is an operator's `baton rollback`, taken by the API and run by
@@ -166,59 +168,81 @@ func (a *Agent) operatorRollback(ctx context.Context, req *rollbackRequest) {
 		a.result(api.Result{Outcome: api.OutcomeRolledBack, From: req.from, To: req.to, Message: "the host already runs it", Request: req.id})
 		return
 	}
-	if lg.Revision != req.from {
-		refuse(api.OutcomeAborted, fmt.Sprintf("the host moved to %s before the rollback began; ask again", commitid.ShortOrNone(lg.Revision)))
-		return
-	}
-	if a.signedOnly {
-		if _, err := a.git.Verify(req.to); err != nil {
-			refuse(api.OutcomeRejected, "signature: "+err.Error())
-			return
-		}
-	}
-	hs, _, err := a.load(ctx, req.to)
-	if err != nil {
-		refuse(api.OutcomeRejected, err.Error())
-		return
-	}
-	p, err := plan.Compute(hs, lg, a.unitDir.Path)
-	if err != nil {
-		refuse(api.OutcomeAborted, "plan: "+err.Error())
-		return
-	}
-	if why := a.foreignUnits(hs, lg); why != "" {
-		refuse(api.OutcomeAborted, why)
+	hs, p, outcome, why := a.rollbackPlan(ctx, req, lg)
+	if why != "" {
+		refuse(outcome, why)
 		return
 	}
 	// From here on the revision being left stays out: the operator judged it bad,
 	// whether or not this host gets back.
-	reason := fmt.Sprintf("rolled back by an operator on %s", a.cfg.Host)
-	if err := a.store.AddQuarantine(req.from, reason); err != nil {
-		refuse(api.OutcomeAborted, "quarantine "+commitid.ShortOrNone(req.from)+": "+err.Error())
+	if why := a.judgedBad(ctx, lg, req.from); why != "" {
+		refuse(api.OutcomeAborted, why)
 		return
 	}
-	haltCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	a.haltCommit(haltCtx, lg.Group, req.from, reason)
-	cancel()
-	a.emit(events.RolloutHalted, req.from, "", fmt.Sprintf("%s quarantined: %s", commitid.ShortOrNone(req.from), reason), map[string]string{"rollback": "operator"})
 	if !p.Changed() {
-		// The earlier revision runs the same services: only the record moves.
-		next := *lg
-		next.Revision, next.Time, next.History, next.Group = req.to, time.Now().UTC(), lg.NextHistory(), hs.Group.Name
-		if err := a.store.SetLastGood(&next); err != nil {
+		if err := a.rollbackRecord(ctx, log, req, lg, hs); err != nil {
 			refuse(api.OutcomeAborted, err.Error())
-			return
 		}
-		a.result(api.Result{Outcome: api.OutcomeRolledBack, From: req.from, To: req.to, Message: "nothing to change on this host", Request: req.id})
-		a.setStatus(func(s *Status) {
-			s.Applied, s.LastResult = req.to, fmt.Sprintf("rolled back %s -> %s (nothing to change)", commitid.ShortOrNone(req.from), commitid.ShortOrNone(req.to))
-		})
-		a.idle()
-		a.recordIdle(ctx, hs.Group.Name, req.to, "rolled back")
-		log.Info("rolled back; the services were the same")
 		return
 	}
 	txn := newTxn(hs, lg, p)
 	txn.Rollback, txn.Request = true, req.id
 	a.upgrade(ctx, log, txn, hs)
+}
+
+// rollbackPlan checks that the host may go back to req.to from lg and plans it; when
+// not, it says why and the outcome of the refusal.
+func (a *Agent) rollbackPlan(ctx context.Context, req *rollbackRequest, lg *rollback.LastGood) (*spec.HostSpec, *plan.Plan, string, string) {
+	if lg.Revision != req.from {
+		return nil, nil, api.OutcomeAborted, fmt.Sprintf("the host moved to %s before the rollback began; ask again", commitid.ShortOrNone(lg.Revision))
+	}
+	if a.signedOnly {
+		if _, err := a.git.Verify(req.to); err != nil {
+			return nil, nil, api.OutcomeRejected, "signature: " + err.Error()
+		}
+	}
+	hs, _, err := a.load(ctx, req.to)
+	if err != nil {
+		return nil, nil, api.OutcomeRejected, err.Error()
+	}
+	p, err := plan.Compute(hs, lg, a.unitDir.Path)
+	if err != nil {
+		return nil, nil, api.OutcomeAborted, "plan: " + err.Error()
+	}
+	if why := a.foreignUnits(hs, lg); why != "" {
+		return nil, nil, api.OutcomeAborted, why
+	}
+	return hs, p, "", ""
+}
+
+// judgedBad quarantines the revision an operator rolls back from, and halts its group
+// on it; "" once done, else why not.
+func (a *Agent) judgedBad(ctx context.Context, lg *rollback.LastGood, from string) string {
+	reason := fmt.Sprintf("rolled back by an operator on %s", a.cfg.Host)
+	if err := a.store.AddQuarantine(from, reason); err != nil {
+		return "quarantine " + commitid.ShortOrNone(from) + ": " + err.Error()
+	}
+	haltCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	a.haltCommit(haltCtx, lg.Group, from, reason)
+	cancel()
+	a.emit(events.RolloutHalted, from, "", fmt.Sprintf("%s quarantined: %s", commitid.ShortOrNone(from), reason), map[string]string{"rollback": "operator"})
+	return ""
+}
+
+// rollbackRecord goes back to an earlier revision that runs the same services: only
+// the record moves.
+func (a *Agent) rollbackRecord(ctx context.Context, log *slog.Logger, req *rollbackRequest, lg *rollback.LastGood, hs *spec.HostSpec) error {
+	next := *lg
+	next.Revision, next.Time, next.History, next.Group = req.to, time.Now().UTC(), lg.NextHistory(), hs.Group.Name
+	if err := a.store.SetLastGood(&next); err != nil {
+		return err
+	}
+	a.result(api.Result{Outcome: api.OutcomeRolledBack, From: req.from, To: req.to, Message: "nothing to change on this host", Request: req.id})
+	a.setStatus(func(s *Status) {
+		s.Applied, s.LastResult = req.to, fmt.Sprintf("rolled back %s -> %s (nothing to change)", commitid.ShortOrNone(req.from), commitid.ShortOrNone(req.to))
+	})
+	a.idle()
+	a.recordIdle(ctx, hs.Group.Name, req.to, "rolled back")
+	log.Info("rolled back; the services were the same")
+	return nil
 }
