@@ -9,12 +9,17 @@
 // agent reports it once (see agent.report).
 //
 //	Begin:   PREPARED stage -> STAGED acquire -> LEASED check-hold -> look-again
-//	         -> [DRAINING check-hold -> drain] -> confirm-hold -> SWITCHING switch
-//	         -> VERIFYING verify -> undrain -> COMMITTED commit -> done
-//	a check or the switch fails: ROLLING_BACK check-hold -> revert -> undrain
-//	         -> quarantine -> FAILED halt -> done
-//	before the switch: abort (nothing touched) or quarantine without a halt (the
-//	         release is wrong the same way on every host)
+//	         -> [DRAINING check-hold -> drain] -> [migrate] -> confirm-hold
+//	         -> SWITCHING switch -> VERIFYING verify
+//	         -> [bluegreen: cutover -> VERIFYING verify] -> [undrain]
+//	         -> [ANALYZING analyze] -> [bluegreen: retire] -> COMMITTED commit -> done
+//	the release fails after its switch: ROLLING_BACK check-hold -> halt-early
+//	         -> revert -> [undrain] -> quarantine -> FAILED halt -> done
+//	before the switch: abort (nothing touched, maybe retried after a backoff), or
+//	         quarantine without a halt (the release is wrong the same way on every host)
+//
+// docs/transaction.md tells the same in full, with what happens after a crash in each
+// state (Resume).
 package core
 
 import (
