@@ -70,8 +70,11 @@ func noScheme(raw string) string {
 			user = g[1] + "@"
 		}
 		return fmt.Sprintf("scp-style address; write it as ssh://%s%s/%s", user, g[2], strings.TrimPrefix(g[3], "/"))
-	case strings.HasPrefix(raw, "/") && !quieturl.HasControl(raw):
+	case strings.HasPrefix(raw, "/") && !quieturl.HasControl(raw) && !strings.ContainsAny(raw, "@?#") && !strings.HasPrefix(raw, "//"):
 		return fmt.Sprintf("a path, not a URL; write it as file://%s", raw)
+	case strings.HasPrefix(raw, "/") && !quieturl.HasControl(raw):
+		// It may hold what a URL's user info would: it is not repeated.
+		return "a path, not a URL; write it as file:///path"
 	}
 	return "no scheme; use https://, ssh:// or file://"
 }
