@@ -51,6 +51,7 @@ func TestCheckURL(t *testing.T) {
 		"":                                        "required",
 		"git@git.example.com:ops/fleet.git":       "scp-style address; write it as ssh://git@git.example.com/ops/fleet.git",
 		"/srv/git/fleet.git":                      "a path, not a URL; write it as file:///srv/git/fleet.git",
+		"//tok:s3cret@git.example.com/fleet.git":  "a path, not a URL; write it as file:///path",
 		"https://tok:s3cret@git.example.com/x":    "credentials in the URL are refused; put the token in a file named by repo.auth.tokenFile (and the user in repo.auth.tokenUser)",
 		"https://git.example.com/x?token=s3cret":  "a query string is refused: it may hold a token; put the token in a file named by repo.auth.tokenFile",
 		"http://git.example.com/fleet.git":        `http:// only to a loopback host, not "git.example.com"; use https://`,
