@@ -13,7 +13,7 @@
 //	         -> SWITCHING switch -> VERIFYING verify
 //	         -> [bluegreen: cutover -> VERIFYING verify] -> [undrain]
 //	         -> [ANALYZING analyze] -> [bluegreen: retire] -> COMMITTED commit -> done
-//	the release fails after its switch: ROLLING_BACK check-hold -> halt-early
+//	the release fails after its switch: halt-early -> ROLLING_BACK check-hold
 //	         -> revert -> [undrain] -> quarantine -> FAILED halt -> done
 //	before the switch: abort (nothing touched, maybe retried after a backoff), or
 //	         quarantine without a halt (the release is wrong the same way on every host)

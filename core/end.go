@@ -65,16 +65,18 @@ func (m *Machine) revert(step, reason, output string) Step {
 		}
 		return revert(ev)
 	}
-	return m.then(Step{Do: CheckHold, Persist: rollback.RollingBack}, func(ev Event) Step {
-		if Switched(t) {
-			// The verdict is known: it goes to the fleet first, in one try, so that a
-			// host that dies while it reverts does not take it along (the fleet
-			// simulation found a bad release started on a second host that way). The
-			// halt is asked for again, until written, once the host is back.
-			return m.then(Step{Do: HaltEarly}, drain)
-		}
-		return drain(ev)
-	})
+	rollingBack := func(Event) Step {
+		return m.then(Step{Do: CheckHold, Persist: rollback.RollingBack}, drain)
+	}
+	if !Switched(t) {
+		return rollingBack(Event{})
+	}
+	// The verdict is known: it goes to the fleet first, in one try, before anything
+	// else is written, so that a host that dies while it reverts (or each time it
+	// records that it does) does not take it along: the fleet simulation found a bad
+	// release started on a second host both ways. The halt is asked for again, until
+	// written, once the host is back.
+	return m.then(Step{Do: HaltEarly}, rollingBack)
 }
 
 // reverted handles a revert's result: back and healthy, the host rejoins its load

@@ -116,7 +116,7 @@ func (h *Host) takeSlot() (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		h.session, h.heldUntil = id, h.w.clock.Elapsed()+ttl-time.Second
+		h.session, h.heldUntil = id, h.w.clock.Elapsed()+h.local(ttl-time.Second)
 		h.keepAlive()
 	}
 	if h.token == 0 {

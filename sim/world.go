@@ -117,7 +117,10 @@ func newWorld(cfg Config) *World {
 	w.group.Rollout.HealthyDeadline = yamldoc.Duration(healthyDeadline)
 	w.push(true) // the revision every host runs at the start
 	for i := range cfg.Hosts {
-		h := &Host{w: w, name: fmt.Sprintf("h%d", i+1), up: true, quarantine: map[string]bool{}, touchedSince: -1}
+		h := &Host{w: w, name: fmt.Sprintf("h%d", i+1), up: true, quarantine: map[string]bool{}, touchedSince: -1, rate: 1}
+		if rng.IntN(4) == 0 {
+			h.rate = 0.8 + 0.2*rng.Float64() // a clock that runs slow: up to a fifth
+		}
 		h.lastGood, h.units = w.commits[0].id, w.commits[0].id
 		w.hosts = append(w.hosts, h)
 	}
