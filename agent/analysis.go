@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	"github.com/baton-fleet/baton/analysis"
@@ -11,13 +10,6 @@ import (
 	"github.com/baton-fleet/baton/spec"
 )
 
-// analyzes says whether a service txn changes has an analysis.
-func analyzes(hs *spec.HostSpec, services []string) bool {
-	return slices.ContainsFunc(hs.Services, func(r *spec.Rendered) bool {
-		return r.Analysis != nil && slices.Contains(services, r.Name)
-	})
-}
-
 // analyzeTarget runs the analysis of the changed services while the host serves the
 // release: Passed goes on; Failed fails the release (drained again, reverted,
 // quarantined, halted); Inconclusive (no answer, or no data, to the end) blames no one:
@@ -25,8 +17,8 @@ func analyzes(hs *spec.HostSpec, services []string) bool {
 func (a *Agent) analyzeTarget(ctx context.Context, w *work) core.Event {
 	txn := w.txn
 	m := map[string]*spec.Analysis{}
-	for _, r := range w.hs.Services {
-		if r.Analysis != nil && slices.Contains(txn.Services, r.Name) {
+	for _, r := range w.changed {
+		if r.Analysis != nil {
 			m[r.Name] = r.Analysis
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/baton-fleet/baton/core"
@@ -27,8 +26,8 @@ type colorMove struct {
 // active (lg, the last good record) and the one the transaction starts.
 func colorMoves(w *work, lg *rollback.LastGood) []colorMove {
 	var out []colorMove
-	for _, r := range w.hs.Services {
-		if len(r.Colors) == 0 || !slices.Contains(w.txn.Services, r.Name) {
+	for _, r := range w.changed {
+		if len(r.Colors) == 0 {
 			continue
 		}
 		to, _ := r.Color(w.txn.Target.Services[r.Name].Color)
@@ -157,13 +156,6 @@ func (a *Agent) switchBack(ctx context.Context, w *work, lg *rollback.LastGood) 
 		errs = append(errs, a.stopColor(ctx, mv.to))
 	}
 	return errors.Join(errs...)
-}
-
-// blueGreen says whether a service txn changes runs two colors.
-func blueGreen(hs *spec.HostSpec, txn *rollback.Txn) bool {
-	return slices.ContainsFunc(hs.Services, func(r *spec.Rendered) bool {
-		return len(r.Colors) > 0 && slices.Contains(txn.Services, r.Name)
-	})
 }
 
 // rendered is the service name of hs.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 
 	"github.com/baton-fleet/baton/drain"
 	"github.com/baton-fleet/baton/internal/commitid"
@@ -13,12 +12,12 @@ import (
 	"github.com/baton-fleet/baton/spec"
 )
 
-// drainers returns the drainers of the services the transaction changes, as the
-// target revision renders them for this host.
-func (a *Agent) drainers(hs *spec.HostSpec, txn *rollback.Txn) []drain.Drainer {
+// drainers returns the drainers of the changed services, as the target revision
+// renders them for this host.
+func (a *Agent) drainers(changed []*spec.Rendered) []drain.Drainer {
 	var out []drain.Drainer
-	for _, r := range hs.Services {
-		if r.Drain != nil && slices.Contains(txn.Services, r.Name) {
+	for _, r := range changed {
+		if r.Drain != nil {
 			out = append(out, drain.NewWithState(r.Drain, filepath.Join(a.cfg.Paths.State, "drain"), a.log.With("service", r.Name)))
 		}
 	}
@@ -56,5 +55,5 @@ func (a *Agent) undrainTxn(ctx context.Context, txn *rollback.Txn) error {
 	if err != nil {
 		return fmt.Errorf("load %s to undrain: %w", commitid.ShortOrNone(txn.To), err)
 	}
-	return a.undrainAll(ctx, a.drainers(hs, txn))
+	return a.undrainAll(ctx, a.drainers(changedServices(hs, txn)))
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/baton-fleet/baton/core"
@@ -14,12 +13,12 @@ import (
 	"github.com/baton-fleet/baton/spec"
 )
 
-// expands lists the changed services of hs (those in services) that have expand
-// migrations: run before the first host switches to their version.
-func expands(hs *spec.HostSpec, services []string) []*spec.Rendered {
+// expands lists the changed services that have expand migrations: run before the
+// first host switches to their version.
+func expands(changed []*spec.Rendered) []*spec.Rendered {
 	var out []*spec.Rendered
-	for _, r := range hs.Services {
-		if slices.Contains(services, r.Name) && len(r.Phase(spec.PhaseExpand)) > 0 {
+	for _, r := range changed {
+		if len(r.Phase(spec.PhaseExpand)) > 0 {
 			out = append(out, r)
 		}
 	}
@@ -32,7 +31,7 @@ func expands(hs *spec.HostSpec, services []string) []*spec.Rendered {
 // or changed halts the service's rollout on every host until an operator resolves it
 // (baton migration resolve): this host waits and says so.
 func (a *Agent) expand(ctx context.Context, w *work) core.Event {
-	rs := expands(w.hs, w.txn.Services)
+	rs := expands(w.changed)
 	if a.migrations == nil {
 		return core.Event{Result: core.HostTrouble, Reason: "migrations need the etcd or local lease: FleetLock has no ledger"}
 	}

@@ -156,25 +156,38 @@ func (a *Agent) upgrade(ctx context.Context, log *slog.Logger, txn *rollback.Txn
 // decides them, and what the steps need of the target revision (nil in recovery until
 // it is loaded again).
 type work struct {
-	txn    *rollback.Txn
-	m      *core.Machine
-	log    *slog.Logger
-	hs     *spec.HostSpec
-	drains []drain.Drainer
-	halts  int  // attempts at the group's halt
-	canary bool // the host took a canary spot of the group
+	txn     *rollback.Txn
+	m       *core.Machine
+	log     *slog.Logger
+	hs      *spec.HostSpec
+	changed []*spec.Rendered // the services of hs the transaction changes
+	drains  []drain.Drainer
+	halts   int  // attempts at the group's halt
+	canary  bool // the host took a canary spot of the group
 }
 
 // load keeps hs, the target revision as rendered for this host, its drainers, and
 // what the core must know of it.
 func (w *work) load(a *Agent, hs *spec.HostSpec) {
 	w.hs = hs
-	w.drains = a.drainers(hs, w.txn)
+	w.changed = changedServices(hs, w.txn)
+	w.drains = a.drainers(w.changed)
 	if w.m != nil {
-		w.m.BlueGreen = blueGreen(hs, w.txn)
-		w.m.Analyzes = analyzes(hs, w.txn.Services)
-		w.m.Migrates = len(expands(hs, w.txn.Services)) > 0
+		w.m.BlueGreen = slices.ContainsFunc(w.changed, func(r *spec.Rendered) bool { return len(r.Colors) > 0 })
+		w.m.Analyzes = slices.ContainsFunc(w.changed, func(r *spec.Rendered) bool { return r.Analysis != nil })
+		w.m.Migrates = len(expands(w.changed)) > 0
 	}
+}
+
+// changedServices are the services of hs that txn changes, in hs's order.
+func changedServices(hs *spec.HostSpec, txn *rollback.Txn) []*spec.Rendered {
+	var out []*spec.Rendered
+	for _, r := range hs.Services {
+		if slices.Contains(txn.Services, r.Name) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // drive performs steps from s on until an ending: it persists each step's state, does
@@ -303,10 +316,7 @@ func stopOr(ctx context.Context, err error) core.Event {
 func (a *Agent) stageAll(ctx context.Context, w *work) core.Event {
 	txn := w.txn
 	a.txnPhase(txn, "preparing")
-	for _, r := range w.hs.Services {
-		if !slices.Contains(txn.Services, r.Name) {
-			continue
-		}
+	for _, r := range w.changed {
 		a.phase("%s %s %s: staging artifacts", doing(txn), r.Name, r.Version)
 		a.notify.busy(time.Hour)
 		_, err := a.stager.Stage(ctx, r)
@@ -505,10 +515,7 @@ func (a *Agent) verify(ctx context.Context, txn *rollback.Txn, hs *spec.HostSpec
 		Deadline:   hs.Group.Rollout.HealthyDeadline.D(),
 		Clock:      a.clock,
 	}
-	for _, r := range hs.Services {
-		if !slices.Contains(txn.Services, r.Name) {
-			continue
-		}
+	for _, r := range changedServices(hs, txn) {
 		v.Checks = append(v.Checks, r.Checks...)
 		if c, ok := r.Color(txn.Target.Services[r.Name].Color); ok {
 			v.Checks = append(v.Checks, c.Checks...) // on the new color's own port
