@@ -245,6 +245,8 @@ func lintUnit(data []byte) (int, string) {
 			return n, `a comment that ends in a backslash: systemd ends the comment at the end of the line, other readers continue it onto the next line (and hide that line); remove the backslash`
 		case comment:
 			continue
+		case strings.HasSuffix(raw, "\\\r"):
+			return n, "a backslash before a carriage return and line feed: systemd continues the line, readers that keep the carriage return do not (and read the next line as a setting of its own); use plain line feeds or remove the backslash"
 		case trimmed != l && strings.HasSuffix(trimmed, `\`):
 			return n, "a backslash followed by trailing whitespace: systemd does not continue the line, readers that trim whitespace do; remove the whitespace or the backslash"
 		case trailingBackslashes(l) > 1:

@@ -193,6 +193,8 @@ func TestCheckUnitRefusesAmbiguousLines(t *testing.T) {
 		{"Alias after a lone CRLF file", "[Service]\r\nExecStart=/bin/true\r\n[Install]\r\nAlias=cron.service\r\n", 4, "[Install] Alias=cron.service is refused"},
 		{"Also", head + "Also=ssh.service debug-shell.service\n", 4, "[Install] Also=ssh.service debug-shell.service is refused: enabling or disabling this unit would enable or disable ssh.service, debug-shell.service too"},
 		{"continued last line", head + "X-Note=x \\\n", 4, "ambiguous unit file: the last line ends in a backslash"},
+		{"continued before CRLF", head + "X-Note=x \\\r\nAlias=cron.service\r\n", 4, "ambiguous unit file: a backslash before a carriage return"},
+		{"continued before CRLF, then blank", "[0]\n0=\\\r\n\n\n", 2, "ambiguous unit file: a backslash before a carriage return"},
 		{"setting outside a section", "ExecStart=/bin/true\n" + head, 1, "not a valid unit file"},
 		{"missing =", head + "WantedBy\n", 4, "not a valid unit file"},
 		{"invalid section header", head + "[Install\n", 4, "not a valid unit file"},
@@ -233,6 +235,7 @@ func FuzzReadUnit(f *testing.F) {
 		f.Add([]byte(c.data))
 	}
 	f.Add([]byte("[Service]\nExecStart=/bin/sh -c 'a \\\n b'\n"))
+	f.Add([]byte("[0]\nA=\\\r\nB=1\r\n")) // systemd reads A="B=1"; go-systemd reads A and B
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sections, problems := readUnit(data)
 		for _, p := range problems {
