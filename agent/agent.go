@@ -1,9 +1,13 @@
+// Package agent runs the loop on one host: sync -> plan -> apply -> verify -> commit | roll back.
+// The decisions are the core's (package core); the agent performs them against systemd,
+// etcd, the disk and HTTP. Its configuration is package config's.
 package agent
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/baton-fleet/baton/config"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -70,7 +74,7 @@ const (
 
 // Agent is the loop on one host: sync -> plan -> apply -> verify -> commit | roll back.
 type Agent struct {
-	cfg     *Config
+	cfg     *config.Config
 	log     *slog.Logger
 	store   *rollback.Store
 	git     *gitsync.Syncer
@@ -129,8 +133,8 @@ type Status struct {
 // New builds an agent from a validated configuration; version is baton's, for the
 // status and the metrics. It does no I/O beyond creating the state directory and
 // reading webhook secrets; Run connects to systemd and the repository.
-func New(cfg *Config, version string, logger *slog.Logger) (*Agent, error) {
-	if err := checkSecrets(cfg); err != nil {
+func New(cfg *config.Config, version string, logger *slog.Logger) (*Agent, error) {
+	if err := cfg.CheckFiles(); err != nil {
 		return nil, err
 	}
 	state := cfg.Paths.State

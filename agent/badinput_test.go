@@ -617,10 +617,10 @@ func TestBadInput(t *testing.T) {
 	}
 	// Issue 18: etcd credentials over plain http:// to a host that is not loopback are
 	// refused by validate-config on the host (and so by the agent at start: the same
-	// file is a case of TestParseConfigBad), every such endpoint named at its line.
+	// file is a case of config.TestParseConfigBad), every such endpoint named at its line.
 	t.Run("etcd credentials over plain http", func(t *testing.T) {
 		h.t = t
-		data, err := os.ReadFile("testdata/config/bad/etcd-credentials-plain.yaml")
+		data, err := os.ReadFile("../config/testdata/config/bad/etcd-credentials-plain.yaml")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,15 +14,10 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/baton-fleet/baton/config"
 	"github.com/baton-fleet/baton/events"
 	"github.com/baton-fleet/baton/rollback"
 	"github.com/baton-fleet/baton/units"
-)
-
-// Drift policies, the values of driftPolicy in the agent configuration.
-const (
-	DriftReport  = "report"  // report a hand edit (status, metric, event) and leave it
-	DriftRestore = "restore" // report it, then put back what baton installed
 )
 
 // Drift is how a managed unit differs from what baton installed.
@@ -145,7 +140,7 @@ func (a *Agent) checkDrift(ctx context.Context) {
 	for name := range lg.Files {
 		a.obs.metrics.Drift(name, drifted[name])
 	}
-	if len(found) == 0 || a.cfg.DriftPolicy != DriftRestore {
+	if len(found) == 0 || a.cfg.DriftPolicy != config.DriftRestore {
 		return
 	}
 	if a.etcdDown != "" {

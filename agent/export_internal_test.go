@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"github.com/baton-fleet/baton/config"
 	"os"
 	"path/filepath"
 	"slices"
@@ -106,5 +107,5 @@ func exportAgent(t *testing.T, repo *testgit.Repo) (*Agent, string) {
 	if _, err := git.Poll(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	return &Agent{cfg: &Config{Paths: PathsConfig{State: state}}, git: git}, state
+	return &Agent{cfg: &config.Config{Paths: config.Paths{State: state}}, git: git}, state
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"github.com/baton-fleet/baton/config"
 	"net"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 
 // newSharedHead is the agent's part in sharing the head (repo.sharedHead, with the
 // etcd backend), or nil.
-func newSharedHead(cfg *Config, fs *fleetState, a *Agent) *sharedhead.Shared {
+func newSharedHead(cfg *config.Config, fs *fleetState, a *Agent) *sharedhead.Shared {
 	if fs == nil || !cfg.Repo.SharedHead {
 		return nil
 	}

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"github.com/baton-fleet/baton/config"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -39,7 +40,7 @@ const heartbeatEvery = time.Minute
 // newLease builds the configured lease backend and, for etcd, the fleet state; and
 // the ledger of data migrations that goes with it (nil with FleetLock, which has no
 // shared store).
-func newLease(cfg *Config, logger *slog.Logger) (Lease, *fleetState, migrate.Store, error) {
+func newLease(cfg *config.Config, logger *slog.Logger) (Lease, *fleetState, migrate.Store, error) {
 	l, fs, err := leaseBackend(cfg, logger)
 	if err != nil {
 		return nil, nil, nil, err
@@ -47,18 +48,18 @@ func newLease(cfg *Config, logger *slog.Logger) (Lease, *fleetState, migrate.Sto
 	switch {
 	case fs != nil:
 		return l, fs, migrate.NewLedger(fs.cli, cfg.Lease.Etcd.Prefix), nil
-	case cfg.Lease.Backend == LeaseLocal:
+	case cfg.Lease.Backend == config.LeaseLocal:
 		return l, nil, migrate.NewLocal(filepath.Join(cfg.Paths.State, migrate.LocalDir)), nil
 	}
 	return l, nil, nil, nil
 }
 
 // leaseBackend builds the configured lease backend and, for etcd, the fleet state.
-func leaseBackend(cfg *Config, logger *slog.Logger) (Lease, *fleetState, error) {
+func leaseBackend(cfg *config.Config, logger *slog.Logger) (Lease, *fleetState, error) {
 	switch cfg.Lease.Backend {
-	case LeaseLocal:
+	case config.LeaseLocal:
 		return &lease.Local{Path: cfg.Paths.State + "/lease.lock"}, nil, nil
-	case LeaseEtcd:
+	case config.LeaseEtcd:
 		e := cfg.Lease.Etcd
 		cli, err := lease.NewClient(lease.EtcdClientConfig{
 			Endpoints: e.Endpoints, Username: e.Username, PasswordFile: e.PasswordFile, Logger: logger,
@@ -69,7 +70,7 @@ func leaseBackend(cfg *Config, logger *slog.Logger) (Lease, *fleetState, error) 
 		}
 		l := lease.NewEtcd(cli, lease.EtcdOptions{Prefix: e.Prefix, Host: cfg.Host, TTL: e.TTL.D(), Logger: logger})
 		return l, &fleetState{store: fleet.NewStore(cli, e.Prefix), lease: l, prefix: e.Prefix, cli: cli}, nil
-	case LeaseFleetlock:
+	case config.LeaseFleetlock:
 		f := lease.NewFleetlock(cfg.Lease.Fleetlock.URL, cfg.Host, nil)
 		f.Logger = logger
 		// A FleetLock slot never expires: the record lets the next start give back one

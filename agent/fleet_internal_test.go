@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"github.com/baton-fleet/baton/config"
 	"log/slog"
 	"strings"
 	"testing"
@@ -22,7 +23,7 @@ import (
 // store of host on cli.
 func fleetAgent(t *testing.T, cli *clientv3.Client, host string) *Agent {
 	t.Helper()
-	cfg := &Config{Host: host}
+	cfg := &config.Config{Host: host}
 	log := slog.New(slog.DiscardHandler)
 	obs, err := newObservers(cfg, "test", log)
 	if err != nil {
@@ -215,7 +216,7 @@ func TestGateWaitsForAHostSilentSinceItsSwitch(t *testing.T) {
 // record of what to revert. (The loop used to go on after a recovery that failed, and
 // its next poll wrote PREPARED over a SWITCHING.)
 func TestNoTransactionStartsWhileOneIsOpen(t *testing.T) {
-	cfg := &Config{Host: "h1"}
+	cfg := &config.Config{Host: "h1"}
 	log := slog.New(slog.DiscardHandler)
 	obs, err := newObservers(cfg, "test", log)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/baton-fleet/baton/config"
 	"log/slog"
 	"maps"
 	"os"
@@ -28,7 +29,7 @@ type observers struct {
 	sender  *events.Sender
 }
 
-func newObservers(cfg *Config, version string, logger *slog.Logger) (*observers, error) {
+func newObservers(cfg *config.Config, version string, logger *slog.Logger) (*observers, error) {
 	o := &observers{metrics: metrics.New(version), ring: events.NewRing(50)}
 	var hooks []events.Webhook
 	for i, w := range cfg.Webhooks {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"github.com/baton-fleet/baton/config"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -63,11 +64,11 @@ func (a *Agent) watchConfig(ctx context.Context, reload chan<- string) {
 // repo.allowRewind, driftPolicy); a change to any other is reported as needing a
 // restart.
 func (a *Agent) reload(why string) {
-	cfg, err := LoadConfig(a.configFile)
+	cfg, err := config.Load(a.configFile)
 	if err == nil {
 		// The files it names are checked again: a keyring or a token file may have
 		// been made writable, or readable, by others since the start.
-		err = checkSecrets(cfg)
+		err = cfg.CheckFiles()
 	}
 	if err != nil {
 		a.log.Error("configuration not reloaded; keeping the current one", "why", why, "err", err)

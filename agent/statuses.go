@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"github.com/baton-fleet/baton/config"
 	"os"
 
 	"github.com/baton-fleet/baton/forge"
@@ -27,9 +28,9 @@ type statusReporter struct {
 }
 
 // newStatusReporter is the reporter of cfg.Statuses, or nil when it is not set.
-func newStatusReporter(cfg *Config, a *Agent) (*statusReporter, error) {
+func newStatusReporter(cfg *config.Config, a *Agent) (*statusReporter, error) {
 	s := cfg.Statuses
-	if s == (StatusesConfig{}) {
+	if s == (config.Statuses{}) {
 		return nil, nil
 	}
 	r, err := forge.New(forge.Options{Kind: forge.Kind(s.Forge), API: s.API, Repository: s.Repository, TokenFile: s.TokenFile, TargetURL: s.TargetURL, Logger: a.log})

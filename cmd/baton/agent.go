@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/baton-fleet/baton/config"
 	"log/slog"
 	"os"
 
@@ -27,7 +28,7 @@ any step is finished on the next start. It stops on SIGTERM or SIGINT.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			cfg, err := agent.LoadConfig(configFile)
+			cfg, err := config.Load(configFile)
 			if err != nil {
 				printErrors(cmd.ErrOrStderr(), "", err)
 				return failed(fmt.Errorf("%s is not valid", configFile))
@@ -50,7 +51,7 @@ any step is finished on the next start. It stops on SIGTERM or SIGINT.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&configFile, "config", agent.DefaultConfigPath, "the agent configuration file")
+	cmd.Flags().StringVar(&configFile, "config", config.DefaultPath, "the agent configuration file")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format on stderr: text (logfmt) or json")
 	return cmd
 }
@@ -61,11 +62,11 @@ func newValidateConfigCmd() *cobra.Command {
 		Short: "Check an agent configuration file; print every error as file:line: message",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			file := agent.DefaultConfigPath
+			file := config.DefaultPath
 			if len(args) == 1 {
 				file = args[0]
 			}
-			cfg, err := agent.LoadConfig(file)
+			cfg, err := config.Load(file)
 			if err != nil {
 				printErrors(cmd.ErrOrStderr(), "", err)
 				return failed(fmt.Errorf("%s is not valid", file))

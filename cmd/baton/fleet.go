@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/baton-fleet/baton/config"
 	"io"
 	"maps"
 	"os"
@@ -18,7 +19,6 @@ import (
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/baton-fleet/baton/agent"
 	"github.com/baton-fleet/baton/fleet"
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/lease"
@@ -26,7 +26,7 @@ import (
 
 // fleetClient connects to the etcd of the agent configuration in file.
 func fleetClient(file string) (*clientv3.Client, string, error) {
-	cfg, err := agent.LoadConfig(file)
+	cfg, err := config.Load(file)
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", file, err)
 	}
@@ -34,8 +34,8 @@ func fleetClient(file string) (*clientv3.Client, string, error) {
 }
 
 // configClient connects to the etcd of cfg, the agent configuration in file.
-func configClient(file string, cfg *agent.Config) (*clientv3.Client, string, error) {
-	if cfg.Lease.Backend != agent.LeaseEtcd || cfg.Lease.Etcd == nil {
+func configClient(file string, cfg *config.Config) (*clientv3.Client, string, error) {
+	if cfg.Lease.Backend != config.LeaseEtcd || cfg.Lease.Etcd == nil {
 		return nil, "", fmt.Errorf("%s: lease.backend is %s; the fleet state needs etcd", file, cfg.Lease.Backend)
 	}
 	e := cfg.Lease.Etcd
@@ -322,7 +322,7 @@ func newLeaseCmd() *cobra.Command {
 func fleetCommands() []*cobra.Command {
 	cmds := []*cobra.Command{newFleetCmd(), newPauseCmd(true), newPauseCmd(false), newPromoteCmd(), newLeaseCmd(), newMigrationsCmd(), newMigrationCmd()}
 	for _, c := range cmds {
-		c.PersistentFlags().String("config", agent.DefaultConfigPath, "the agent configuration (for its lease.etcd settings)")
+		c.PersistentFlags().String("config", config.DefaultPath, "the agent configuration (for its lease.etcd settings)")
 	}
 	return cmds
 }

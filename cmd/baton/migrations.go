@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/baton-fleet/baton/config"
 	"io"
 	"path/filepath"
 	"strings"
@@ -13,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/baton-fleet/baton/agent"
 	"github.com/baton-fleet/baton/fleet"
 	"github.com/baton-fleet/baton/migrate"
 )
@@ -23,11 +23,11 @@ import (
 // local lease.
 func withLedger(cmd *cobra.Command, f func(ctx context.Context, l migrate.Store) error) error {
 	file, _ := cmd.Flags().GetString("config")
-	cfg, err := agent.LoadConfig(file)
+	cfg, err := config.Load(file)
 	if err != nil {
 		return failed(fmt.Errorf("%s: %w", file, err))
 	}
-	if cfg.Lease.Backend == agent.LeaseLocal {
+	if cfg.Lease.Backend == config.LeaseLocal {
 		ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
 		defer cancel()
 		if err := f(ctx, migrate.NewLocal(filepath.Join(cfg.Paths.State, migrate.LocalDir))); err != nil {

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/baton-fleet/baton/config"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/baton-fleet/baton/agent"
 	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/fleet"
 	"github.com/baton-fleet/baton/internal/commitid"
@@ -16,7 +16,7 @@ import (
 )
 
 func newRetryCmd() *cobra.Command {
-	var state, socket, config string
+	var state, socket, configFile string
 	cmd := &cobra.Command{
 		Use:   "retry COMMIT",
 		Short: "Lift the quarantine of a commit that failed on this host, so the agent tries it again",
@@ -33,7 +33,7 @@ agent answers, it edits the state directory (--state) directly.`,
 			defer cancel()
 			// With the etcd lease, the commit also halted its group: lift that first.
 			lifted := 0
-			if cli, prefix, err := fleetClient(config); err == nil {
+			if cli, prefix, err := fleetClient(configFile); err == nil {
 				n, err := fleet.NewStore(cli, prefix).Retry(ctx, commit)
 				cli.Close()
 				if err != nil {
@@ -66,8 +66,8 @@ agent answers, it edits the state directory (--state) directly.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&state, "state", agent.DefaultStateDir, "the agent's state directory, when no agent answers")
-	cmd.Flags().StringVar(&socket, "socket", agent.DefaultAPISocket, "the agent's API socket")
-	cmd.Flags().StringVar(&config, "config", agent.DefaultConfigPath, "the agent configuration (with the etcd lease, the group's halt is lifted too)")
+	cmd.Flags().StringVar(&state, "state", config.DefaultStateDir, "the agent's state directory, when no agent answers")
+	cmd.Flags().StringVar(&socket, "socket", config.DefaultAPISocket, "the agent's API socket")
+	cmd.Flags().StringVar(&configFile, "config", config.DefaultPath, "the agent configuration (with the etcd lease, the group's halt is lifted too)")
 	return cmd
 }

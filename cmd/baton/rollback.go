@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/baton-fleet/baton/config"
 	"io"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/baton-fleet/baton/agent"
 	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/internal/commitid"
 )
@@ -69,7 +69,7 @@ soon as the agent has taken the request.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&socket, "socket", agent.DefaultAPISocket, "the agent's API socket")
+	cmd.Flags().StringVar(&socket, "socket", config.DefaultAPISocket, "the agent's API socket")
 	cmd.Flags().StringVar(&to, "to", "", "the revision to go back to (default: the newest earlier one not quarantined)")
 	cmd.Flags().BoolVar(&wait, "wait", true, "wait until the rollback ends, printing its steps")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "how long to wait (waiting for the lease may take long)")

@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/baton-fleet/baton/config"
 	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/baton-fleet/baton/agent"
 	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/sharedhead"
 )
@@ -40,13 +40,13 @@ func newStatusCmd() *cobra.Command {
 			return api.WriteTable(w, st, color)
 		},
 	}
-	cmd.Flags().StringVar(&socket, "socket", agent.DefaultAPISocket, "the agent's API socket")
+	cmd.Flags().StringVar(&socket, "socket", config.DefaultAPISocket, "the agent's API socket")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the state as JSON")
 	return cmd
 }
 
 func newSyncCmd() *cobra.Command {
-	var socket, config string
+	var socket, configFile string
 	var fleetWide bool
 	cmd := &cobra.Command{
 		Use:   "sync [--fleet]",
@@ -62,7 +62,7 @@ the agents.`,
 			ctx, cancel := context.WithTimeout(cmd.Context(), apiTimeout)
 			defer cancel()
 			if fleetWide {
-				return syncFleet(ctx, cmd, config)
+				return syncFleet(ctx, cmd, configFile)
 			}
 			if err := api.NewClient(socket).Sync(ctx); err != nil {
 				return failed(err)
@@ -71,15 +71,15 @@ the agents.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&socket, "socket", agent.DefaultAPISocket, "the agent's API socket")
+	cmd.Flags().StringVar(&socket, "socket", config.DefaultAPISocket, "the agent's API socket")
 	cmd.Flags().BoolVar(&fleetWide, "fleet", false, "ask the fleet's fetcher to poll, so that every agent fetches the new head (etcd backend)")
-	cmd.Flags().StringVar(&config, "config", agent.DefaultConfigPath, "with --fleet: the agent configuration (for its lease.etcd settings and branch)")
+	cmd.Flags().StringVar(&configFile, "config", config.DefaultPath, "with --fleet: the agent configuration (for its lease.etcd settings and branch)")
 	return cmd
 }
 
 // syncFleet writes the sync request that the fleet's fetcher watches.
 func syncFleet(ctx context.Context, cmd *cobra.Command, file string) error {
-	cfg, err := agent.LoadConfig(file)
+	cfg, err := config.Load(file)
 	if err != nil {
 		return failed(fmt.Errorf("%s: %w", file, err))
 	}

@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"errors"
@@ -58,13 +58,13 @@ func (cfg *Config) hostFiles() []hostFile {
 	return out
 }
 
-// checkSecrets refuses a configuration whose files on the host could hand the fleet
+// CheckFiles refuses a configuration whose files on the host could hand the fleet
 // to a local user: a secret that users other than its owner and group can read, a
 // secret or trust anchor that anyone but its owner can write or whose owner is
 // neither root nor the agent's user (a keyring anyone can write defeats signing), and
 // an agent.yaml that others can read while it holds a URL whose path or query may be
 // a token (see Config.tokenURLs). The agent runs it at start and on every reload.
-func checkSecrets(cfg *Config) error {
+func (cfg *Config) CheckFiles() error {
 	self := os.Geteuid()
 	var errs []error
 	files := cfg.hostFiles()
@@ -87,7 +87,7 @@ func checkSecrets(cfg *Config) error {
 	}
 	if cfg.file != "" {
 		if info, err := os.Stat(cfg.file); err == nil && info.Mode().Perm()&0o004 != 0 {
-			if fields := cfg.tokenURLs(); len(fields) > 0 {
+			if fields := cfg.TokenURLs(); len(fields) > 0 {
 				errs = append(errs, fmt.Errorf("%s: %s can be read by any user (mode %04o), and the path or query of %s may hold a token; run chmod o-rwx %s",
 					fields[0], cfg.file, info.Mode().Perm(), fields[0], cfg.file))
 			}

@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"fmt"
@@ -21,7 +21,7 @@ func (c *Config) checkSync(k *configCheck) {
 // checkWebhook checks listen.webhook, when set.
 func (c *Config) checkWebhook(k *configCheck) {
 	w := c.Listen.Webhook
-	if !k.doc.Has("listen", "webhook") && w == (WebhookListenConfig{}) {
+	if !k.doc.Has("listen", "webhook") && w == (WebhookListen{}) {
 		return
 	}
 	at := []any{"listen", "webhook"}
@@ -45,7 +45,7 @@ func (c *Config) checkWebhook(k *configCheck) {
 // the shared head.
 func (c *Config) checkStatuses(k *configCheck) {
 	s := c.Statuses
-	if !k.doc.Has("statuses") && s == (StatusesConfig{}) {
+	if !k.doc.Has("statuses") && s == (Statuses{}) {
 		return
 	}
 	at := []any{"statuses"}

@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"strings"
@@ -20,7 +20,7 @@ func TestFleetlockConfig(t *testing.T) {
 	} {
 		data := "repo:\n  url: https://git.example.com/ops/fleet.git\nlease:\n  backend: fleetlock\n  fleetlock:\n    url: " +
 			jsonString(tt.url) + "\n    group: " + jsonString(tt.group) + "\n"
-		_, err := ParseConfig(testFile, []byte(data), "web-01")
+		_, err := Parse(testFile, []byte(data), "web-01")
 		got := ""
 		if err != nil {
 			got = strings.TrimPrefix(err.Error(), "agent.yaml:")

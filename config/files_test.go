@@ -1,12 +1,10 @@
-package agent
+package config
 
 import (
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestCheckSecrets(t *testing.T) {
@@ -17,18 +15,18 @@ func TestCheckSecrets(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"private token", Config{Repo: RepoConfig{Auth: AuthConfig{TokenFile: write("token", 0o600)}}}, ""},
-		{"group-readable key", Config{Repo: RepoConfig{Auth: AuthConfig{SSHKeyFile: write("key", 0o640)}}}, ""},
-		{"world-readable token", Config{Repo: RepoConfig{Auth: AuthConfig{TokenFile: write("open-token", 0o644)}}},
+		{"private token", Config{Repo: Repo{Auth: Auth{TokenFile: write("token", 0o600)}}}, ""},
+		{"group-readable key", Config{Repo: Repo{Auth: Auth{SSHKeyFile: write("key", 0o640)}}}, ""},
+		{"world-readable token", Config{Repo: Repo{Auth: Auth{TokenFile: write("open-token", 0o644)}}},
 			"repo.auth.tokenFile: " + filepath.Join(dir, "open-token") + " can be read by any user (mode 0644); run chmod o-rwx"},
-		{"world-readable webhook key", Config{Webhooks: []WebhookConfig{{URL: "https://h", SecretFile: write("hook", 0o604)}}},
+		{"world-readable webhook key", Config{Webhooks: []Webhook{{URL: "https://h", SecretFile: write("hook", 0o604)}}},
 			"webhooks[0].secretFile: "},
-		{"etcd password", Config{Lease: LeaseConfig{Etcd: &EtcdConfig{PasswordFile: write("pw", 0o666)}}}, "lease.etcd.passwordFile: "},
-		{"world-readable push secret", Config{Listen: ListenConfig{Webhook: WebhookListenConfig{Address: "127.0.0.1:9000", SecretFile: write("push", 0o644)}}}, "listen.webhook.secretFile: "},
-		{"world-readable forge token", Config{Statuses: StatusesConfig{Forge: "github", TokenFile: write("forge", 0o604)}}, "statuses.tokenFile: "},
-		{"missing file", Config{Repo: RepoConfig{Auth: AuthConfig{TokenFile: filepath.Join(dir, "nope")}}}, "repo.auth.tokenFile: stat "},
+		{"etcd password", Config{Lease: Lease{Etcd: &Etcd{PasswordFile: write("pw", 0o666)}}}, "lease.etcd.passwordFile: "},
+		{"world-readable push secret", Config{Listen: Listen{Webhook: WebhookListen{Address: "127.0.0.1:9000", SecretFile: write("push", 0o644)}}}, "listen.webhook.secretFile: "},
+		{"world-readable forge token", Config{Statuses: Statuses{Forge: "github", TokenFile: write("forge", 0o604)}}, "statuses.tokenFile: "},
+		{"missing file", Config{Repo: Repo{Auth: Auth{TokenFile: filepath.Join(dir, "nope")}}}, "repo.auth.tokenFile: stat "},
 	} {
-		err := checkSecrets(&tt.cfg)
+		err := tt.cfg.CheckFiles()
 		switch {
 		case tt.want == "" && err != nil:
 			t.Errorf("%s: %v", tt.name, err)
@@ -47,7 +45,7 @@ func TestCheckTrustAnchors(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name string, mode os.FileMode) string { return writeMode(t, dir, name, "ssh-ed25519 AAAA", mode) }
 	verify := func(signers, keyring string) Config {
-		return Config{Repo: RepoConfig{Verify: VerifyConfig{SSHAllowedSigners: signers, OpenPGPKeyring: keyring}}}
+		return Config{Repo: Repo{Verify: Verify{SSHAllowedSigners: signers, OpenPGPKeyring: keyring}}}
 	}
 	for _, tt := range []struct {
 		name string
@@ -58,12 +56,12 @@ func TestCheckTrustAnchors(t *testing.T) {
 		{"group-writable allowed_signers", verify(write("signers-g", 0o664), ""),
 			"repo.verify.sshAllowedSigners: " + filepath.Join(dir, "signers-g") + " can be written by users other than its owner (mode 0664); run chmod go-w"},
 		{"world-writable keyring", verify("", write("keyring-o", 0o646)), "repo.verify.openpgpKeyring: "},
-		{"world-writable known_hosts", Config{Repo: RepoConfig{Auth: AuthConfig{KnownHostsFile: write("known", 0o666)}}}, "repo.auth.knownHostsFile: "},
-		{"group-writable etcd CA", Config{Lease: LeaseConfig{Etcd: &EtcdConfig{TLS: TLSConfig{CAFile: write("ca", 0o620)}}}}, "lease.etcd.tls.caFile: "},
-		{"group-writable secret", Config{Repo: RepoConfig{Auth: AuthConfig{TokenFile: write("token-g", 0o660)}}}, "repo.auth.tokenFile: "},
+		{"world-writable known_hosts", Config{Repo: Repo{Auth: Auth{KnownHostsFile: write("known", 0o666)}}}, "repo.auth.knownHostsFile: "},
+		{"group-writable etcd CA", Config{Lease: Lease{Etcd: &Etcd{TLS: TLS{CAFile: write("ca", 0o620)}}}}, "lease.etcd.tls.caFile: "},
+		{"group-writable secret", Config{Repo: Repo{Auth: Auth{TokenFile: write("token-g", 0o660)}}}, "repo.auth.tokenFile: "},
 		{"a directory", verify(dir, ""), "is not a regular file"},
 	} {
-		err := checkSecrets(&tt.cfg)
+		err := tt.cfg.CheckFiles()
 		switch {
 		case tt.want == "" && err != nil:
 			t.Errorf("%s: %v", tt.name, err)
@@ -85,10 +83,10 @@ func TestCheckFilesOwner(t *testing.T) {
 	if err := os.Chown(p, 4321, 4321); err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Repo: RepoConfig{Verify: VerifyConfig{SSHAllowedSigners: p}}}
-	err := checkSecrets(&cfg)
+	cfg := Config{Repo: Repo{Verify: Verify{SSHAllowedSigners: p}}}
+	err := cfg.CheckFiles()
 	if want := "is owned by uid 4321, neither root nor the agent's user; run chown root " + p; err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("checkSecrets = %v, want %q", err, want)
+		t.Errorf("CheckFiles = %v, want %q", err, want)
 	}
 }
 
@@ -133,11 +131,11 @@ func TestCheckConfigFile(t *testing.T) {
 		if err := os.Chmod(p, mode); err != nil {
 			t.Fatal(err)
 		}
-		c, err := LoadConfig(p)
+		c, err := Load(p)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		return c, checkSecrets(c)
+		return c, c.CheckFiles()
 	}
 	const repo = "host: web-01\nrepo: {url: https://git.example.com/ops/fleet.git}\n"
 	const slack = "webhooks: [{url: \"https://hooks.example.com/services/T0/B0/s3cr3t\"}]\n"
@@ -165,51 +163,13 @@ func TestCheckConfigFile(t *testing.T) {
 			t.Errorf("%s: the error shows the token: %v", tt.file, err)
 		}
 	}
-	// ParseConfig reads no file: nothing to check on disk.
-	c, err := ParseConfig(testFile, []byte(repo+slack), "web-01")
+	// Parse reads no file: nothing to check on disk.
+	c, err := Parse(testFile, []byte(repo+slack), "web-01")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := checkSecrets(c); err != nil {
-		t.Errorf("checkSecrets of a parsed config: %v", err)
-	}
-}
-
-// A reload checks the files again: one made writable by others since the start is
-// refused, and the running configuration stays.
-func TestReloadChecksFiles(t *testing.T) {
-	dir := t.TempDir()
-	signers := filepath.Join(dir, "allowed_signers")
-	if err := os.WriteFile(signers, []byte("ops@example.com ssh-ed25519 AAAA\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(dir, "agent.yaml")
-	body := "host: web-01\nrepo:\n  url: https://git.example.com/ops/fleet.git\n  poll: 5s\n  verify: {sshAllowedSigners: " + signers + "}\n"
-	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := LoadConfig(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs strings.Builder
-	a := &Agent{cfg: cfg, configFile: file, log: slog.New(slog.NewTextHandler(&logs, nil))}
-	if err := os.WriteFile(file, []byte(strings.Replace(body, "poll: 5s", "poll: 7s", 1)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(signers, 0o666); err != nil {
-		t.Fatal(err)
-	}
-	a.reload("test")
-	if a.cfg.Repo.Poll.D() != 5*time.Second || !strings.Contains(logs.String(), "configuration not reloaded") || !strings.Contains(logs.String(), "repo.verify.sshAllowedSigners") {
-		t.Errorf("poll %v after a reload with a writable allowed_signers; log:\n%s", a.cfg.Repo.Poll, logs.String())
-	}
-	if err := os.Chmod(signers, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	a.reload("test")
-	if a.cfg.Repo.Poll.D() != 7*time.Second {
-		t.Errorf("poll %v after a good reload; log:\n%s", a.cfg.Repo.Poll, logs.String())
+	if err := c.CheckFiles(); err != nil {
+		t.Errorf("CheckFiles of a parsed config: %v", err)
 	}
 }
 

@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"encoding/json"
@@ -31,10 +31,10 @@ func dur(s string) yamldoc.Duration {
 func defaults(url string) Config {
 	return Config{
 		Host:   "web-01",
-		Repo:   RepoConfig{URL: url, Branch: DefaultBranch, Poll: yamldoc.Duration(DefaultPoll), MaxFetch: DefaultMaxFetch},
-		Lease:  LeaseConfig{Backend: LeaseLocal},
-		Listen: ListenConfig{Metrics: DefaultMetricsAddr, API: DefaultAPISocket},
-		Paths:  PathsConfig{State: DefaultStateDir, Units: DefaultUnitDir},
+		Repo:   Repo{URL: url, Branch: DefaultBranch, Poll: yamldoc.Duration(DefaultPoll), MaxFetch: DefaultMaxFetch},
+		Lease:  Lease{Backend: LeaseLocal},
+		Listen: Listen{Metrics: DefaultMetricsAddr, API: DefaultAPISocket},
+		Paths:  Paths{State: DefaultStateDir, Units: DefaultUnitDir},
 
 		DriftPolicy: DriftReport,
 	}
@@ -49,40 +49,40 @@ var goodConfigs = map[string]func() Config{
 	"full-etcd.yaml": func() Config {
 		return Config{
 			Host: "web-01",
-			Repo: RepoConfig{
+			Repo: Repo{
 				URL:      "ssh://git@git.example.com/ops/fleet.git",
 				Branch:   "release/2024",
 				Poll:     dur("1m"),
 				MaxFetch: 256 * yamldoc.MiB,
-				Auth:     AuthConfig{SSHKeyFile: "/etc/baton/id_ed25519", KnownHostsFile: "/etc/baton/known_hosts"},
-				Verify:   VerifyConfig{OpenPGPKeyring: "/etc/baton/trusted.asc", SSHAllowedSigners: "/etc/baton/allowed_signers"},
+				Auth:     Auth{SSHKeyFile: "/etc/baton/id_ed25519", KnownHostsFile: "/etc/baton/known_hosts"},
+				Verify:   Verify{OpenPGPKeyring: "/etc/baton/trusted.asc", SSHAllowedSigners: "/etc/baton/allowed_signers"},
 
 				SharedHead: true,
 			},
-			Lease: LeaseConfig{Backend: LeaseEtcd, Etcd: &EtcdConfig{
+			Lease: Lease{Backend: LeaseEtcd, Etcd: &Etcd{
 				Endpoints:    []string{"https://10.0.0.5:2379", "https://10.0.0.6:2379"},
 				Prefix:       "/baton/prod",
 				TTL:          dur("20s"),
-				TLS:          TLSConfig{CAFile: "/etc/baton/etcd-ca.pem", CertFile: "/etc/baton/etcd.pem", KeyFile: "/etc/baton/etcd-key.pem"},
+				TLS:          TLS{CAFile: "/etc/baton/etcd-ca.pem", CertFile: "/etc/baton/etcd.pem", KeyFile: "/etc/baton/etcd-key.pem"},
 				Username:     "baton",
 				PasswordFile: "/etc/baton/etcd.password",
 			}},
-			Listen: ListenConfig{Metrics: "[::1]:9732", API: "/run/baton/api.sock",
-				Webhook: WebhookListenConfig{Address: "0.0.0.0:9733", SecretFile: "/etc/baton/push.secret"}},
-			Paths: PathsConfig{State: "/srv/baton/state", Units: "/etc/systemd/system"},
-			Webhooks: []WebhookConfig{
+			Listen: Listen{Metrics: "[::1]:9732", API: "/run/baton/api.sock",
+				Webhook: WebhookListen{Address: "0.0.0.0:9733", SecretFile: "/etc/baton/push.secret"}},
+			Paths: Paths{State: "/srv/baton/state", Units: "/etc/systemd/system"},
+			Webhooks: []Webhook{
 				{URL: "https://hooks.example.com/baton", SecretFile: "/etc/baton/webhook.secret"},
 				{URL: "http://127.0.0.1:8080/events"},
 			},
 			DriftPolicy: DriftReport,
-			Statuses: StatusesConfig{Forge: "github", API: "https://api.github.com", Repository: "ops/fleet", TokenFile: "/etc/baton/forge.token",
+			Statuses: Statuses{Forge: "github", API: "https://api.github.com", Repository: "ops/fleet", TokenFile: "/etc/baton/forge.token",
 				TargetURL: "https://grafana.example.com/d/baton?var-commit={{ .Commit }}&var-group={{ .Group }}"},
 		}
 	},
 	"etcd-defaults.yaml": func() Config {
 		c := defaults("ssh://git@git.example.com:2222/ops/fleet.git")
-		c.Repo.Auth = AuthConfig{SSHKeyFile: "/etc/baton/id_ed25519", KnownHostsFile: "/etc/baton/known_hosts"}
-		c.Lease = LeaseConfig{Backend: LeaseEtcd, Etcd: &EtcdConfig{
+		c.Repo.Auth = Auth{SSHKeyFile: "/etc/baton/id_ed25519", KnownHostsFile: "/etc/baton/known_hosts"}
+		c.Lease = Lease{Backend: LeaseEtcd, Etcd: &Etcd{
 			Endpoints: []string{"http://etcd-1.internal:2379"},
 			Prefix:    DefaultEtcdPrefix,
 			TTL:       yamldoc.Duration(DefaultEtcdTTL),
@@ -92,7 +92,7 @@ var goodConfigs = map[string]func() Config{
 	},
 	"etcd-loopback-password.yaml": func() Config {
 		c := defaults("https://git.example.com/ops/fleet.git")
-		c.Lease = LeaseConfig{Backend: LeaseEtcd, Etcd: &EtcdConfig{
+		c.Lease = Lease{Backend: LeaseEtcd, Etcd: &Etcd{
 			Endpoints:    []string{"http://127.0.0.1:2379", "http://[::1]:2379", "http://localhost:2379"},
 			Prefix:       DefaultEtcdPrefix,
 			TTL:          yamldoc.Duration(DefaultEtcdTTL),
@@ -105,12 +105,12 @@ var goodConfigs = map[string]func() Config{
 	"fleetlock.yaml": func() Config {
 		c := defaults("https://git.example.com/ops/fleet.git")
 		c.Host = "db-02.dc1.example.com"
-		c.Repo.Auth = AuthConfig{TokenFile: "/etc/baton/token", TokenUser: "x-access-token"}
-		c.Lease = LeaseConfig{Backend: LeaseFleetlock, Fleetlock: &FleetlockConfig{
+		c.Repo.Auth = Auth{TokenFile: "/etc/baton/token", TokenUser: "x-access-token"}
+		c.Lease = Lease{Backend: LeaseFleetlock, Fleetlock: &Fleetlock{
 			URL: "https://fleetlock.example.com/", Group: DefaultFleetlockGroup,
 		}}
 		c.Listen.Metrics = "" // off
-		c.Webhooks = []WebhookConfig{}
+		c.Webhooks = []Webhook{}
 		return c
 	},
 	"local-file-repo.yaml": func() Config {
@@ -123,10 +123,10 @@ var goodConfigs = map[string]func() Config{
 	},
 	"verify-release.yaml": func() Config {
 		c := defaults("https://git.example.com/ops/fleet.git")
-		c.Repo.Verify = VerifyConfig{
+		c.Repo.Verify = Verify{
 			SSHAllowedSigners: "/etc/baton/allowed_signers",
 			OpenPGPKeyring:    "/etc/baton/trusted.asc",
-			Release:           ReleaseSignersConfig{SSHAllowedSigners: "/etc/baton/release_signers", OpenPGPKeyring: "/etc/baton/release.asc"},
+			Release:           ReleaseSigners{SSHAllowedSigners: "/etc/baton/release_signers", OpenPGPKeyring: "/etc/baton/release.asc"},
 		}
 		return c
 	},
@@ -142,16 +142,16 @@ func TestParseConfigGood(t *testing.T) {
 	checkListed(t, "testdata/config/good", slices.Collect(maps.Keys(goodConfigs)))
 	for name, want := range goodConfigs {
 		t.Run(name, func(t *testing.T) {
-			got, err := ParseConfig(testFile, readTestdata(t, "good", name), "web-01")
+			got, err := Parse(testFile, readTestdata(t, "good", name), "web-01")
 			if err != nil {
-				t.Fatalf("ParseConfig:\n%v", err)
+				t.Fatalf("Parse:\n%v", err)
 			}
 			if err := got.Validate(); err != nil {
-				t.Errorf("Validate after ParseConfig:\n%v", err)
+				t.Errorf("Validate after Parse:\n%v", err)
 			}
 			got.doc, got.hostFromSystem = nil, false
 			if w := want(); !reflect.DeepEqual(*got, w) {
-				t.Errorf("ParseConfig:\n got: %s\nwant: %s", asJSON(got), asJSON(w))
+				t.Errorf("Parse:\n got: %s\nwant: %s", asJSON(got), asJSON(w))
 			}
 		})
 	}
@@ -356,19 +356,19 @@ func TestParseConfigBad(t *testing.T) {
 	checkListed(t, "testdata/config/bad", files)
 	for _, tt := range badConfigs {
 		t.Run(tt.file, func(t *testing.T) {
-			got, err := ParseConfig(testFile, readTestdata(t, "bad", tt.file), "web-01")
+			got, err := Parse(testFile, readTestdata(t, "bad", tt.file), "web-01")
 			if err == nil {
-				t.Fatalf("ParseConfig: no error, want:\n%s", strings.Join(tt.want, "\n"))
+				t.Fatalf("Parse: no error, want:\n%s", strings.Join(tt.want, "\n"))
 			}
 			if got != nil {
-				t.Errorf("ParseConfig returned a config with its error")
+				t.Errorf("Parse returned a config with its error")
 			}
 			var list yamldoc.Errors
 			if !errors.As(err, &list) {
-				t.Errorf("ParseConfig error is a %T, want yamldoc.Errors", err)
+				t.Errorf("Parse error is a %T, want yamldoc.Errors", err)
 			}
 			if msg := err.Error(); msg != strings.Join(tt.want, "\n") {
-				t.Errorf("ParseConfig errors:\n got:\n%s\nwant:\n%s", msg, strings.Join(tt.want, "\n"))
+				t.Errorf("Parse errors:\n got:\n%s\nwant:\n%s", msg, strings.Join(tt.want, "\n"))
 			}
 			for _, s := range secrets {
 				if strings.Contains(err.Error(), s) {
@@ -410,7 +410,7 @@ func TestRepoURLs(t *testing.T) {
 		if !strings.HasPrefix(strings.ToLower(url), "ssh://") {
 			data = "repo:\n  url: " + jsonString(url) + "\n"
 		}
-		_, err := ParseConfig(testFile, []byte(data), "web-01")
+		_, err := Parse(testFile, []byte(data), "web-01")
 		got := ""
 		if err != nil {
 			got = strings.TrimPrefix(err.Error(), "agent.yaml:")
@@ -454,7 +454,7 @@ func TestMaxFetch(t *testing.T) {
 		"[128MiB]":              "expected a size such as 128MiB, got a list",
 	} {
 		data := "repo:\n  url: https://git.example.com/ops/fleet.git\n  maxFetch: " + value + "\n"
-		c, err := ParseConfig(testFile, []byte(data), "web-01")
+		c, err := Parse(testFile, []byte(data), "web-01")
 		got := ""
 		if err != nil {
 			got = strings.TrimPrefix(err.Error(), "agent.yaml:3: ")
@@ -483,7 +483,7 @@ func TestSystemHostName(t *testing.T) {
 		{"web_01", "host: web-01\n", ""}, // the file wins
 		{"", "host: web-01\n", ""},
 	} {
-		c, err := ParseConfig(testFile, append([]byte(tt.file), data...), tt.hostname)
+		c, err := Parse(testFile, append([]byte(tt.file), data...), tt.hostname)
 		got := ""
 		if err != nil {
 			got = err.Error()
@@ -521,34 +521,34 @@ func TestLoadConfig(t *testing.T) {
 	if err := os.WriteFile(path, readTestdata(t, "good", "minimal.yaml"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := LoadConfig(path)
+	c, err := Load(path)
 	if err != nil {
-		t.Fatalf("LoadConfig: %v", err)
+		t.Fatalf("Load: %v", err)
 	}
 	if hostname, err := os.Hostname(); err == nil && validHostName(hostname) && c.Host != hostname {
-		t.Errorf("LoadConfig: Host = %q, want the host name %q", c.Host, hostname)
+		t.Errorf("Load: Host = %q, want the host name %q", c.Host, hostname)
 	}
 
 	if err := os.WriteFile(path, readTestdata(t, "bad", "ftp-scheme.yaml"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = LoadConfig(path)
+	_, err = Load(path)
 	if want := path + ":4: repo.url: "; err == nil || !strings.HasPrefix(err.Error(), want) {
-		t.Errorf("LoadConfig of a bad file: %v, want an error starting %q", err, want)
+		t.Errorf("Load of a bad file: %v, want an error starting %q", err, want)
 	}
 
-	_, err = LoadConfig(filepath.Join(dir, "missing.yaml"))
+	_, err = Load(filepath.Join(dir, "missing.yaml"))
 	if !errors.Is(err, os.ErrNotExist) || !strings.HasPrefix(err.Error(), "load agent config: ") {
-		t.Errorf("LoadConfig of a missing file: %v", err)
+		t.Errorf("Load of a missing file: %v", err)
 	}
 
 	big := append([]byte("host: web-01\n#"), make([]byte, yamldoc.MaxSize*2)...)
 	if err := os.WriteFile(path, big, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = LoadConfig(path)
+	_, err = Load(path)
 	if want := path + ": file is "; err == nil || !strings.HasPrefix(err.Error(), want) {
-		t.Errorf("LoadConfig of a huge file: %v, want an error starting %q", err, want)
+		t.Errorf("Load of a huge file: %v, want an error starting %q", err, want)
 	}
 }
 
@@ -567,17 +567,17 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("repo: {url: https://git.example.com/x.git}\n"), "")
 	f.Fuzz(func(t *testing.T, data []byte, hostname string) {
 		start := time.Now()
-		c, err := ParseConfig(testFile, data, hostname)
+		c, err := Parse(testFile, data, hostname)
 		if d := time.Since(start); d > 10*time.Second {
-			t.Fatalf("ParseConfig took %v", d)
+			t.Fatalf("Parse took %v", d)
 		}
 		if err != nil {
 			if c != nil {
-				t.Fatal("ParseConfig returned a config with its error")
+				t.Fatal("Parse returned a config with its error")
 			}
 			var list yamldoc.Errors
 			if !errors.As(err, &list) || len(list) == 0 {
-				t.Fatalf("ParseConfig error is not a yamldoc.Errors list: %T %v", err, err)
+				t.Fatalf("Parse error is not a yamldoc.Errors list: %T %v", err, err)
 			}
 			for _, e := range list {
 				if e.File != testFile || !strings.HasPrefix(e.Error(), testFile) {
@@ -587,10 +587,10 @@ func FuzzParseConfig(f *testing.F) {
 			return
 		}
 		if err := c.Validate(); err != nil {
-			t.Fatalf("ParseConfig accepted what Validate refuses: %v", err)
+			t.Fatalf("Parse accepted what Validate refuses: %v", err)
 		}
 		if c.Host == "" || c.Repo.Poll.D() < MinPoll || c.Repo.MaxFetch < MinMaxFetch || c.Paths.State == "" || c.Listen.API == "" {
-			t.Fatalf("ParseConfig accepted a config without its defaults: %+v", c)
+			t.Fatalf("Parse accepted a config without its defaults: %+v", c)
 		}
 	})
 }
@@ -642,8 +642,8 @@ func TestReleaseSignersAreTrustAnchors(t *testing.T) {
 	write := func(name string, mode os.FileMode) string { return writeMode(t, dir, name, "ssh-ed25519 AAAA", mode) }
 	signers, keyring := write("allowed_signers", 0o644), write("trusted.asc", 0o644)
 	release := func(ssh, pgp string) *Config {
-		return &Config{Repo: RepoConfig{Verify: VerifyConfig{SSHAllowedSigners: signers, OpenPGPKeyring: keyring,
-			Release: ReleaseSignersConfig{SSHAllowedSigners: ssh, OpenPGPKeyring: pgp}}}}
+		return &Config{Repo: Repo{Verify: Verify{SSHAllowedSigners: signers, OpenPGPKeyring: keyring,
+			Release: ReleaseSigners{SSHAllowedSigners: ssh, OpenPGPKeyring: pgp}}}}
 	}
 	missing := filepath.Join(dir, "missing")
 	for _, tt := range []struct {
@@ -659,7 +659,7 @@ func TestReleaseSignersAreTrustAnchors(t *testing.T) {
 		{"missing", release(missing, ""), "repo.verify.release.sshAllowedSigners: stat " + missing + ": no such file or directory"},
 		{"a directory", release("", dir), "repo.verify.release.openpgpKeyring: " + dir + " is not a regular file"},
 	} {
-		err := checkSecrets(tt.cfg)
+		err := tt.cfg.CheckFiles()
 		switch {
 		case tt.want == "" && err != nil:
 			t.Errorf("%s: %v", tt.name, err)

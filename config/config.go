@@ -1,5 +1,8 @@
-// Package agent runs the loop on one host: sync -> plan -> apply -> verify -> commit | roll back.
-package agent
+// Package config reads and checks the agent's configuration, /etc/baton/agent.yaml: the
+// counterpart of spec/, which reads the fleet repository. Parse applies the defaults and
+// reports every problem at its file:line, so `baton validate-config` and the agent's start
+// (and reload) cannot disagree.
+package config
 
 import (
 	"fmt"
@@ -22,8 +25,8 @@ import (
 	"github.com/baton-fleet/baton/spec"
 )
 
-// DefaultConfigPath is where the packages install the agent configuration.
-const DefaultConfigPath = "/etc/baton/agent.yaml"
+// DefaultPath is where the packages install the agent configuration.
+const DefaultPath = "/etc/baton/agent.yaml"
 
 // Defaults for the agent configuration, applied to keys a file leaves out.
 const (
@@ -51,6 +54,12 @@ const (
 	maxHostName   = 253
 )
 
+// Drift policies, the values of driftPolicy.
+const (
+	DriftReport  = "report"  // report a hand edit (status, metric, event) and leave it
+	DriftRestore = "restore" // report it, then put back what baton installed
+)
+
 // Lease backends, the values of lease.backend.
 const (
 	LeaseLocal     = "local"
@@ -58,15 +67,15 @@ const (
 	LeaseFleetlock = "fleetlock"
 )
 
-// Config is the agent configuration, /etc/baton/agent.yaml. Build it with ParseConfig or
-// LoadConfig: they apply the defaults and validate it.
+// Config is the agent configuration, /etc/baton/agent.yaml. Build it with Parse or
+// Load: they apply the defaults and validate it.
 type Config struct {
-	Host     string          `yaml:"host"` // default: the system host name
-	Repo     RepoConfig      `yaml:"repo"`
-	Lease    LeaseConfig     `yaml:"lease"`
-	Listen   ListenConfig    `yaml:"listen"`
-	Paths    PathsConfig     `yaml:"paths"`
-	Webhooks []WebhookConfig `yaml:"webhooks"`
+	Host     string    `yaml:"host"` // default: the system host name
+	Repo     Repo      `yaml:"repo"`
+	Lease    Lease     `yaml:"lease"`
+	Listen   Listen    `yaml:"listen"`
+	Paths    Paths     `yaml:"paths"`
+	Webhooks []Webhook `yaml:"webhooks"`
 	// DriftPolicy says what to do when a managed unit is edited, or given a drop-in,
 	// outside baton: report (default) or restore.
 	DriftPolicy string `yaml:"driftPolicy"`
@@ -74,18 +83,18 @@ type Config struct {
 	// ssh, ...) that the fleet repository may nevertheless install on this host.
 	AllowUnits []string `yaml:"allowUnits"`
 	// Artifacts is the policy for downloading artifacts.
-	Artifacts ArtifactsConfig `yaml:"artifacts"`
+	Artifacts Artifacts `yaml:"artifacts"`
 	// Statuses reports each group's rollout of the head to the forge as commit
 	// statuses; off unless set.
-	Statuses StatusesConfig `yaml:"statuses"`
+	Statuses Statuses `yaml:"statuses"`
 
 	doc            *yamldoc.Doc // the file, for the line of each value; nil when built in code
 	hostFromSystem bool         // Host was taken from the system host name
-	file           string       // the file LoadConfig read, checked with the secrets; "" otherwise
+	file           string       // the file Load read, checked with the secrets; "" otherwise
 }
 
-// RepoConfig says which fleet repository to follow and how to trust it.
-type RepoConfig struct {
+// Repo says which fleet repository to follow and how to trust it.
+type Repo struct {
 	URL         string           `yaml:"url"` // https://, ssh:// or file:// (http:// to a loopback host)
 	Branch      string           `yaml:"branch"`
 	Poll        yamldoc.Duration `yaml:"poll"`
@@ -93,90 +102,90 @@ type RepoConfig struct {
 	// MaxFetch bounds one poll: a fetch that downloads more (or unpacks to more than
 	// 32 times as much) is refused, and nothing of it is kept.
 	MaxFetch yamldoc.ByteSize `yaml:"maxFetch"`
-	Auth     AuthConfig       `yaml:"auth"`
-	Verify   VerifyConfig     `yaml:"verify"`
+	Auth     Auth             `yaml:"auth"`
+	Verify   Verify           `yaml:"verify"`
 	// SharedHead, with the etcd backend (its default there), has one elected agent
 	// poll the repository and publish its verified head in etcd for the others.
 	SharedHead bool `yaml:"sharedHead"`
 }
 
-// AuthConfig names the files that hold the credentials for the repository: an SSH key
+// Auth names the files that hold the credentials for the repository: an SSH key
 // and known hosts for ssh://, a token (and optional user name) for https://.
-type AuthConfig struct {
+type Auth struct {
 	SSHKeyFile     string `yaml:"sshKeyFile"`
 	KnownHostsFile string `yaml:"knownHostsFile"`
 	TokenFile      string `yaml:"tokenFile"`
 	TokenUser      string `yaml:"tokenUser"`
 }
 
-// VerifyConfig names the keys that commit signatures are checked against.
-type VerifyConfig struct {
+// Verify names the keys that commit signatures are checked against.
+type Verify struct {
 	OpenPGPKeyring    string `yaml:"openpgpKeyring"`
 	SSHAllowedSigners string `yaml:"sshAllowedSigners"`
 	// Release narrows which of those keys may sign a commit that is applied.
-	Release ReleaseSignersConfig `yaml:"release"`
+	Release ReleaseSigners `yaml:"release"`
 }
 
-// ReleaseSignersConfig names the release keys: of the trusted keys, the ones whose
+// ReleaseSigners names the release keys: of the trusted keys, the ones whose
 // signature gets a commit applied (gitsync.ReleaseSigners). Without them any trusted
 // key's commit that a pusher fast-forwards the branch to is applied.
-type ReleaseSignersConfig struct {
+type ReleaseSigners struct {
 	OpenPGPKeyring    string `yaml:"openpgpKeyring"`
 	SSHAllowedSigners string `yaml:"sshAllowedSigners"`
 }
 
-// LeaseConfig selects the lease backend. Etcd and Fleetlock are nil unless the file sets
+// Lease selects the lease backend. Etcd and Fleetlock are nil unless the file sets
 // them, and only the selected backend's section may be set.
-type LeaseConfig struct {
-	Backend   string           `yaml:"backend"` // local, etcd or fleetlock
-	Etcd      *EtcdConfig      `yaml:"etcd"`
-	Fleetlock *FleetlockConfig `yaml:"fleetlock"`
+type Lease struct {
+	Backend   string     `yaml:"backend"` // local, etcd or fleetlock
+	Etcd      *Etcd      `yaml:"etcd"`
+	Fleetlock *Fleetlock `yaml:"fleetlock"`
 }
 
-// EtcdConfig is the etcd lease backend.
-type EtcdConfig struct {
+// Etcd is the etcd lease backend.
+type Etcd struct {
 	Endpoints    []string         `yaml:"endpoints"`
 	Prefix       string           `yaml:"prefix"`
 	TTL          yamldoc.Duration `yaml:"ttl"`
-	TLS          TLSConfig        `yaml:"tls"`
+	TLS          TLS              `yaml:"tls"`
 	Username     string           `yaml:"username"`
 	PasswordFile string           `yaml:"passwordFile"`
 }
 
-// TLSConfig names the files for a TLS client.
-type TLSConfig struct {
+// TLS names the files for a TLS client.
+type TLS struct {
 	CAFile   string `yaml:"caFile"`
 	CertFile string `yaml:"certFile"`
 	KeyFile  string `yaml:"keyFile"`
 }
 
-// FleetlockConfig is the FleetLock lease backend: a server speaking Zincati's protocol.
-type FleetlockConfig struct {
+// Fleetlock is the FleetLock lease backend: a server speaking Zincati's protocol.
+type Fleetlock struct {
 	URL   string `yaml:"url"`
 	Group string `yaml:"group"`
 }
 
-// ArtifactsConfig is the artifact download policy.
-type ArtifactsConfig struct {
+// Artifacts is the artifact download policy.
+type Artifacts struct {
 	// AllowInsecure names the hosts from which artifacts may come over plain
 	// http://; from any other host they must come over https://.
 	AllowInsecure []string `yaml:"allowInsecure"`
 }
 
-// ListenConfig is where the agent serves: Metrics a host:port ("" turns metrics off),
+// Listen is where the agent serves: Metrics a host:port ("" turns metrics off),
 // API the unix socket behind `baton status`, Webhook the receiver of the forge's push
 // events (off unless set).
-type ListenConfig struct {
-	Metrics string              `yaml:"metrics"`
-	API     string              `yaml:"api"`
-	Webhook WebhookListenConfig `yaml:"webhook"`
+type Listen struct {
+	Metrics string        `yaml:"metrics"`
+	API     string        `yaml:"api"`
+	Webhook WebhookListen `yaml:"webhook"`
 }
 
-// StatusesConfig is where the fleet's fetcher posts commit statuses: Forge github,
+// Statuses is where the fleet's fetcher posts commit statuses: Forge github,
 // gitea (and Forgejo) or gitlab; API the base URL of its API; Repository owner/name
 // (GitLab: the project's path); TokenFile the token; TargetURL a template of the link
 // each status carries (.Commit, .Group, .Context).
-type StatusesConfig struct {
+type Statuses struct {
 	Forge      string `yaml:"forge"`
 	API        string `yaml:"api"`
 	Repository string `yaml:"repository"`
@@ -184,28 +193,28 @@ type StatusesConfig struct {
 	TargetURL  string `yaml:"targetURL"`
 }
 
-// WebhookListenConfig is the receiver of push events: Address a host:port, SecretFile
+// WebhookListen is the receiver of push events: Address a host:port, SecretFile
 // the secret shared with the forge.
-type WebhookListenConfig struct {
+type WebhookListen struct {
 	Address    string `yaml:"address"`
 	SecretFile string `yaml:"secretFile"`
 }
 
-// PathsConfig is where the agent keeps its state and installs units.
-type PathsConfig struct {
+// Paths is where the agent keeps its state and installs units.
+type Paths struct {
 	State string `yaml:"state"`
 	Units string `yaml:"units"`
 }
 
-// WebhookConfig is one receiver of rollout events; SecretFile holds the key that signs them.
-type WebhookConfig struct {
+// Webhook is one receiver of rollout events; SecretFile holds the key that signs them.
+type Webhook struct {
 	URL        string `yaml:"url"`
 	SecretFile string `yaml:"secretFile"`
 }
 
-// LoadConfig reads and parses the agent configuration in file, defaulting the host to
+// Load reads and parses the agent configuration in file, defaulting the host to
 // the system host name.
-func LoadConfig(file string) (*Config, error) {
+func Load(file string) (*Config, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, fmt.Errorf("load agent config: %w", err)
@@ -217,7 +226,7 @@ func LoadConfig(file string) (*Config, error) {
 		return nil, fmt.Errorf("load agent config: %w", err)
 	}
 	hostname, _ := os.Hostname() // "" when unknown: then the file must set host
-	c, err := ParseConfig(file, data, hostname)
+	c, err := Parse(file, data, hostname)
 	if err != nil {
 		return nil, err
 	}
@@ -225,12 +234,12 @@ func LoadConfig(file string) (*Config, error) {
 	return c, nil
 }
 
-// ParseConfig parses data, the content of file, strictly; applies the defaults, with
+// Parse parses data, the content of file, strictly; applies the defaults, with
 // hostname as the default host; and validates the result. It reports every problem,
 // from decoding and from Validate, as one yamldoc.Errors list of file:line: message.
 // A value that does not decode is reported by the decoder alone: its checks would
 // only see the zero value left in its place.
-func ParseConfig(file string, data []byte, hostname string) (*Config, error) {
+func Parse(file string, data []byte, hostname string) (*Config, error) {
 	c := &Config{}
 	doc, err := yamldoc.Decode(file, data, c)
 	var errs yamldoc.Errors
@@ -412,7 +421,7 @@ func (c *Config) checkHost(k *configCheck) {
 	}
 }
 
-func (r *RepoConfig) check(k *configCheck) {
+func (r *Repo) check(k *configCheck) {
 	scheme := k.repoURL(r.URL)
 	if r.Branch == "" {
 		k.fail(fmt.Sprintf("empty; leave it out for the default %q", DefaultBranch), "repo", "branch")
@@ -459,7 +468,7 @@ func (r *RepoConfig) check(k *configCheck) {
 
 // verify checks repo.verify: the files are paths, and each release file has the
 // trusted file of its kind, which it narrows.
-func (k *configCheck) verify(v VerifyConfig) {
+func (k *configCheck) verify(v Verify) {
 	k.file(v.OpenPGPKeyring, "repo", "verify", "openpgpKeyring")
 	k.file(v.SSHAllowedSigners, "repo", "verify", "sshAllowedSigners")
 	for _, f := range []struct{ field, release, trusted string }{
@@ -544,7 +553,7 @@ func (k *configCheck) path(p string, at ...any) {
 	}
 }
 
-func (l *LeaseConfig) check(k *configCheck) {
+func (l *Lease) check(k *configCheck) {
 	switch l.Backend {
 	case LeaseLocal, LeaseEtcd, LeaseFleetlock:
 		// A section for another backend is a mistake: the one meant is not in use.
@@ -563,19 +572,19 @@ func (l *LeaseConfig) check(k *configCheck) {
 	case LeaseEtcd:
 		e := l.Etcd
 		if e == nil {
-			e = &EtcdConfig{Prefix: DefaultEtcdPrefix, TTL: yamldoc.Duration(DefaultEtcdTTL)}
+			e = &Etcd{Prefix: DefaultEtcdPrefix, TTL: yamldoc.Duration(DefaultEtcdTTL)}
 		}
 		e.check(k)
 	case LeaseFleetlock:
 		f := l.Fleetlock
 		if f == nil {
-			f = &FleetlockConfig{Group: DefaultFleetlockGroup}
+			f = &Fleetlock{Group: DefaultFleetlockGroup}
 		}
 		f.check(k)
 	}
 }
 
-func (e *EtcdConfig) check(k *configCheck) {
+func (e *Etcd) check(k *configCheck) {
 	if len(e.Endpoints) == 0 {
 		k.fail("required when lease.backend is etcd", "lease", "etcd", "endpoints")
 	}
@@ -609,7 +618,7 @@ func (e *EtcdConfig) check(k *configCheck) {
 	if t.KeyFile != "" && t.CertFile == "" {
 		k.failBeside([]any{"lease", "etcd", "tls", "keyFile"}, "required with lease.etcd.tls.keyFile", "lease", "etcd", "tls", "certFile")
 	}
-	if t != (TLSConfig{}) && !https && len(e.Endpoints) > 0 {
+	if t != (TLS{}) && !https && len(e.Endpoints) > 0 {
 		k.fail("set, but no endpoint is https://", "lease", "etcd", "tls")
 	}
 	k.file(e.PasswordFile, "lease", "etcd", "passwordFile")
@@ -630,7 +639,7 @@ func (e *EtcdConfig) check(k *configCheck) {
 
 // plainHTTPRisk says what a plain http:// endpoint would do to the credentials e
 // authenticates with, or "" when it has none.
-func (e *EtcdConfig) plainHTTPRisk() string {
+func (e *Etcd) plainHTTPRisk() string {
 	switch {
 	case e.Username != "" || e.PasswordFile != "":
 		return "would send the etcd password (lease.etcd.passwordFile) in clear"
@@ -654,9 +663,9 @@ func sendsInClearSafely(u *url.URL) bool {
 	return false
 }
 
-// tokenURLs names the fields of URLs whose path or query may hold a token, as many
-// webhook services' URLs do: a file holding them is a secret (see checkSecrets).
-func (c *Config) tokenURLs() []string {
+// TokenURLs names the fields of URLs whose path or query may hold a token, as many
+// webhook services' URLs do: a file holding them is a secret (see CheckFiles).
+func (c *Config) TokenURLs() []string {
 	var out []string
 	mayHold := func(raw string, path bool) bool {
 		u, _ := quieturl.Parse(raw)
@@ -677,7 +686,7 @@ func (c *Config) tokenURLs() []string {
 	return out
 }
 
-func (f *FleetlockConfig) check(k *configCheck) {
+func (f *Fleetlock) check(k *configCheck) {
 	if f.URL == "" {
 		k.fail("required when lease.backend is fleetlock", "lease", "fleetlock", "url")
 	} else {
@@ -692,7 +701,7 @@ func (f *FleetlockConfig) check(k *configCheck) {
 	}
 }
 
-func (l *ListenConfig) check(k *configCheck) {
+func (l *Listen) check(k *configCheck) {
 	if l.Metrics != "" {
 		if why := badListenAddr(l.Metrics, `, or "" to turn metrics off`); why != "" {
 			k.fail(why, "listen", "metrics")
