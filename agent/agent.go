@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/baton-fleet/baton/config"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/checks"
+	"github.com/baton-fleet/baton/config"
 	"github.com/baton-fleet/baton/core"
 	"github.com/baton-fleet/baton/gitsync"
 	"github.com/baton-fleet/baton/internal/commitid"

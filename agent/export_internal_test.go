@@ -3,12 +3,12 @@ package agent
 import (
 	"context"
 	"errors"
-	"github.com/baton-fleet/baton/config"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 
+	"github.com/baton-fleet/baton/config"
 	"github.com/baton-fleet/baton/gitsync"
 	"github.com/baton-fleet/baton/internal/testgit"
 )

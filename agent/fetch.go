@@ -3,10 +3,10 @@ package agent
 import (
 	"context"
 	"errors"
-	"github.com/baton-fleet/baton/config"
 	"net"
 	"time"
 
+	"github.com/baton-fleet/baton/config"
 	"github.com/baton-fleet/baton/gitsync"
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/sharedhead"

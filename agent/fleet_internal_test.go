@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"github.com/baton-fleet/baton/config"
 	"log/slog"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/baton-fleet/baton/config"
 	"github.com/baton-fleet/baton/fleet"
 	"github.com/baton-fleet/baton/internal/testetcd"
 	"github.com/baton-fleet/baton/internal/yamldoc"

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/baton-fleet/baton/config"
 	"log/slog"
 	"maps"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/baton-fleet/baton/api"
+	"github.com/baton-fleet/baton/config"
 	"github.com/baton-fleet/baton/events"
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/metrics"

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"github.com/baton-fleet/baton/config"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -10,6 +9,8 @@ import (
 	"syscall"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/baton-fleet/baton/config"
 )
 
 // WatchConfig makes Run reload the configuration from file when it changes on disk or

@@ -3,9 +3,9 @@ package agent
 import (
 	"context"
 	"errors"
-	"github.com/baton-fleet/baton/config"
 	"os"
 
+	"github.com/baton-fleet/baton/config"
 	"github.com/baton-fleet/baton/forge"
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/spec"

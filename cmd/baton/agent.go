@@ -3,13 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/baton-fleet/baton/config"
 	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/baton-fleet/baton/agent"
+	"github.com/baton-fleet/baton/config"
 	"github.com/baton-fleet/baton/internal/redact"
 )
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/baton-fleet/baton/config"
 	"io"
 	"maps"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/baton-fleet/baton/config"
 	"github.com/baton-fleet/baton/fleet"
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/lease"

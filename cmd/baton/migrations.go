@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/baton-fleet/baton/config"
 	"io"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/baton-fleet/baton/config"
 	"github.com/baton-fleet/baton/fleet"
 	"github.com/baton-fleet/baton/migrate"
 )

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/baton-fleet/baton/config"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/baton-fleet/baton/api"
+	"github.com/baton-fleet/baton/config"
 	"github.com/baton-fleet/baton/fleet"
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/rollback"

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/baton-fleet/baton/config"
 	"io"
 	"strings"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/baton-fleet/baton/api"
+	"github.com/baton-fleet/baton/config"
 	"github.com/baton-fleet/baton/internal/commitid"
 )
 

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/baton-fleet/baton/config"
 	"os"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/baton-fleet/baton/api"
+	"github.com/baton-fleet/baton/config"
 	"github.com/baton-fleet/baton/sharedhead"
 )
 
