@@ -194,9 +194,15 @@ const (
 	demoPort = testfleet.DemoPort
 )
 
+// newHarness boots host h1 for a test. A test that boots hosts runs in parallel with
+// the others that do (as many at once as -parallel, GOMAXPROCS by default): each has
+// its own bridge, hosts, etcd and load balancer, and mostly waits on them.
 func newHarness(t testing.TB) *harness {
 	t.Helper()
 	testbed.Require(t)
+	if pt, ok := t.(*testing.T); ok {
+		pt.Parallel()
+	}
 	h := &harness{t: t, baton: build(t, "../cmd/baton", "-X main.version=test"), secrets: new([]string)}
 	n := testbed.NewNetwork(t)
 	h.net = n

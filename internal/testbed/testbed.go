@@ -74,6 +74,11 @@ func NewNetwork(t testing.TB) *Network {
 }
 
 func newNetwork() (*Network, error) {
+	unlock, err := lockPrefixes()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	prefix, err := freePrefix()
 	if err != nil {
 		return nil, err
@@ -97,6 +102,24 @@ func (n *Network) Close() { _ = run("ip", "link", "del", n.Bridge) }
 
 // Gateway is the machine's address on the bridge: servers for the hosts listen here.
 func (n *Network) Gateway() string { return n.Prefix + ".1" }
+
+// prefixLock is held by the one process of the machine that is picking a prefix and
+// claiming it on a new bridge: the packages' tests run at once (go test runs packages
+// in parallel, and tests in parallel within one), and two that chose the same free
+// prefix before either claimed it would share a subnet.
+const prefixLock = "/run/lock/baton-testbed.lock"
+
+func lockPrefixes() (unlock func(), err error) {
+	f, err := os.OpenFile(prefixLock, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", prefixLock, err)
+	}
+	return func() { f.Close() }, nil // closing the file releases the lock
+}
 
 // freePrefix picks a 10.231.N prefix that no interface of the machine uses.
 func freePrefix() (string, error) {
