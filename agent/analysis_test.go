@@ -83,26 +83,26 @@ func TestAnalysisAndGate(t *testing.T) {
 	var failed *harness
 	h1.waitFor("a host to fail the analysis", 4*time.Minute, func() bool {
 		for _, h := range hosts {
-			if h.quarantined(c2) && h.txnState() == "" {
+			if h.host.Quarantined(c2) && h.host.TxnState() == "" {
 				failed = h
 				return true
 			}
 		}
 		return false
 	})
-	if r := failed.quarantineReason(c2); !strings.Contains(r, "analysis failed: errors: ") || !strings.Contains(r, "> max 0.01 (2 of 2 failures)") {
+	if r := failed.host.QuarantineReason(c2); !strings.Contains(r, "analysis failed: errors: ") || !strings.Contains(r, "> max 0.01 (2 of 2 failures)") {
 		t.Errorf("quarantined for %q, want the analysis' verdict", r)
 	}
 	time.Sleep(5 * time.Second)
 	for _, h := range hosts {
-		if lg := h.lastGood(); lg.Services["demo"].Version != "1.0.0" {
+		if lg := h.host.LastGood(); lg.Services["demo"].Version != "1.0.0" {
 			t.Errorf("%s runs %s after the failed analysis, want 1.0.0", h.host.Name, lg.Services["demo"].Version)
 		}
-		if h != failed && strings.Contains(h.journal(), "upgrading "+short(h.lastGood().Revision)+" -> "+short(c2)+": switching") {
+		if h != failed && strings.Contains(h.journal(), "upgrading "+short(h.host.LastGood().Revision)+" -> "+short(c2)+": switching") {
 			t.Errorf("%s switched to the release that failed its analysis on %s", h.host.Name, failed.host.Name)
 		}
 	}
-	h1.waitFor("the served version back to 1.0.0", time.Minute, func() bool { return failed.served() == "1.0.0" })
+	h1.waitFor("the served version back to 1.0.0", time.Minute, func() bool { return failed.host.Served() == "1.0.0" })
 
 	// An alert holds the gate: the next good release waits for it to resolve.
 	alerts.Set("disk_full", map[string]string{"instance": "db-02"}, 1)
@@ -115,15 +115,15 @@ func TestAnalysisAndGate(t *testing.T) {
 	})
 	time.Sleep(3 * time.Second)
 	for _, h := range hosts {
-		if h.txnState() != "" || h.lastGood().Revision == c3 {
+		if h.host.TxnState() != "" || h.host.LastGood().Revision == c3 {
 			t.Errorf("%s started %s while the gate held", h.host.Name, short(c3))
 		}
 	}
 	alerts.Set("disk_full", map[string]string{"instance": "db-02"}, 0)
 	for _, h := range hosts {
 		h.settled(c3)
-		if h.lastGood().Revision != c3 {
-			t.Errorf("%s did not upgrade once the alert resolved: %s", h.host.Name, h.quarantineReason(c3))
+		if h.host.LastGood().Revision != c3 {
+			t.Errorf("%s did not upgrade once the alert resolved: %s", h.host.Name, h.host.QuarantineReason(c3))
 		}
 		// A good release passes its analysis: the window is what it adds.
 		if !strings.Contains(h.journal(), "analysis passed: errors: ") {
@@ -139,14 +139,14 @@ func TestAnalysisAndGate(t *testing.T) {
 	c4 := h1.push(release{version: "4.0.0", mode: "slow", drain: slow, fleet: fleetFile})
 	h1.waitFor("a host to fail the slow release", 4*time.Minute, func() bool {
 		for _, h := range hosts {
-			if h.quarantined(c4) && h.txnState() == "" {
+			if h.host.Quarantined(c4) && h.host.TxnState() == "" {
 				failed = h
 				return true
 			}
 		}
 		return false
 	})
-	if r := failed.quarantineReason(c4); !strings.Contains(r, "analysis failed: latency-vs-fleet: ") || !strings.Contains(r, "> maxRatio 3") {
+	if r := failed.host.QuarantineReason(c4); !strings.Contains(r, "analysis failed: latency-vs-fleet: ") || !strings.Contains(r, "> maxRatio 3") {
 		t.Errorf("the slow release was quarantined for %q, want the baseline comparison", r)
 	}
 
@@ -155,7 +155,7 @@ func TestAnalysisAndGate(t *testing.T) {
 	var first *harness
 	h1.waitFor("a host to analyse 5.0.0", 3*time.Minute, func() bool {
 		for _, h := range hosts {
-			if h.txnState() == "ANALYZING" {
+			if h.host.TxnState() == "ANALYZING" {
 				first = h
 				return true
 			}
@@ -164,12 +164,12 @@ func TestAnalysisAndGate(t *testing.T) {
 	})
 	alerts.Set("disk_full", map[string]string{"instance": "db-02"}, 1)
 	first.settled(c5)
-	if first.lastGood().Revision != c5 {
-		t.Errorf("%s did not finish the upgrade in flight when the gate began to hold: %s", first.host.Name, first.quarantineReason(c5))
+	if first.host.LastGood().Revision != c5 {
+		t.Errorf("%s did not finish the upgrade in flight when the gate began to hold: %s", first.host.Name, first.host.QuarantineReason(c5))
 	}
 	time.Sleep(3 * time.Second)
 	for _, h := range hosts {
-		if h != first && (h.lastGood().Revision == c5 || h.txnState() == "SWITCHING" || h.txnState() == "VERIFYING") {
+		if h != first && (h.host.LastGood().Revision == c5 || h.host.TxnState() == "SWITCHING" || h.host.TxnState() == "VERIFYING") {
 			t.Errorf("%s started %s while the gate held", h.host.Name, short(c5))
 		}
 	}

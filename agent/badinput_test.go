@@ -56,17 +56,17 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	goodURL, goodSum := h.rel.demo(t, "1.0.0", "ok")
+	goodURL, goodSum := h.rel.Publish(t, "1.0.0", "ok")
 	good := badFiles(fleetYAML, badServiceYAML("1.0.0", badArtifact{url: goodURL, sum: goodSum, name: "demo"}))
 	// evil is a release that would install fine: what an attacker wants to run.
-	evilURL, evilSum := h.rel.demo(t, "6.6.6", "ok")
+	evilURL, evilSum := h.rel.Publish(t, "6.6.6", "ok")
 	evil := badFiles(fleetYAML, badServiceYAML("6.6.6", badArtifact{url: evilURL, sum: evilSum, name: "demo"}))
 
 	cGood := badCommit(h, "demo 1.0.0", good)
 	h.startAgent()
 	h.settled(cGood)
-	if lg := h.lastGood(); lg.Revision != cGood {
-		t.Fatalf("the first signed commit was not applied: %s", h.quarantineReason(cGood))
+	if lg := h.host.LastGood(); lg.Revision != cGood {
+		t.Fatalf("the first signed commit was not applied: %s", h.host.QuarantineReason(cGood))
 	}
 	h.consistent()
 
@@ -81,16 +81,16 @@ func TestBadInput(t *testing.T) {
 	releases := badSnapshot(t, h.host.Path(stateDir+"/releases/demo"))
 	untouched := func(t *testing.T) {
 		t.Helper()
-		if !h.agentActive() {
+		if !h.host.AgentActive() {
 			t.Errorf("the agent is no longer running")
 		}
-		if lg := h.lastGood(); lg.Revision != cGood {
+		if lg := h.host.LastGood(); lg.Revision != cGood {
 			t.Errorf("last good is %s, want %s", short(lg.Revision), short(cGood))
 		}
-		if s := h.txnState(); s != "" {
+		if s := h.host.TxnState(); s != "" {
 			t.Errorf("a transaction is open in %s", s)
 		}
-		if got := h.served(); got != "1.0.0" {
+		if got := h.host.Served(); got != "1.0.0" {
 			t.Errorf("demo serves %q, want 1.0.0", got)
 		}
 		if got := h.unitProp("demo.service", "MainPID"); got != pid {
@@ -494,7 +494,7 @@ func TestBadInput(t *testing.T) {
 			badBigFile(t, filepath.Join(h.repo.Work, "fleet.yaml"), fleetYAML, 100<<20)
 			c := h.repo.Commit("a 100 MB fleet.yaml")
 			t.Cleanup(func() {
-				out, _ := h.host.Exec(context.Background(), "sh", "-c", "grep -h VmHWM /proc/$(systemctl show -P MainPID "+h.unit+")/status; du -sh "+stateDir+"/repo.git")
+				out, _ := h.host.Exec(context.Background(), "sh", "-c", "grep -h VmHWM /proc/$(systemctl show -P MainPID "+h.host.AgentUnit()+")/status; du -sh "+stateDir+"/repo.git")
 				t.Logf("after a 100 MB fleet.yaml, the agent's peak RSS and its repository: %s", strings.Join(strings.Fields(string(out)), " "))
 			})
 			return c, fmt.Sprintf("export %s: more than 64 MiB of files (at fleet.yaml)", badShort(c))
@@ -533,8 +533,8 @@ func TestBadInput(t *testing.T) {
 				case st.Rejected != nil && st.Rejected.Commit == c,
 					tt.kind == refused && strings.Contains(st.Fetch.Error, short(c)),
 					(tt.kind == blocked || tt.kind == retried) && st.LastResult != nil && st.LastResult.To == c,
-					h.quarantined(c) && h.txnState() == "",
-					h.lastGood().Revision == c:
+					h.host.Quarantined(c) && h.host.TxnState() == "",
+					h.host.LastGood().Revision == c:
 					return true
 				}
 				return false
@@ -543,9 +543,9 @@ func TestBadInput(t *testing.T) {
 			st = h.status() // taken again: the verdict may have come after the last look
 			j := h.journal()
 			// A wrong verdict is an error, not a stop: what it touched is checked below.
-			switch gotQ := h.quarantineReason(c); {
+			switch gotQ := h.host.QuarantineReason(c); {
 			case tt.kind == rejected && (st.Rejected == nil || st.Rejected.Commit != c):
-				t.Errorf("%s was not rejected: quarantined %q, last good %s", short(c), gotQ, short(h.lastGood().Revision))
+				t.Errorf("%s was not rejected: quarantined %q, last good %s", short(c), gotQ, short(h.host.LastGood().Revision))
 			case tt.kind == rejected:
 				if want := "idle at " + short(cGood); st.Phase != want {
 					t.Errorf("phase %q after a rejection, want %q", st.Phase, want)
@@ -557,7 +557,7 @@ func TestBadInput(t *testing.T) {
 					t.Errorf("the journal has no rejection of %s with the reason", short(c))
 				}
 			case tt.kind == quarantined && gotQ == "":
-				t.Errorf("%s was not quarantined: rejected %+v, last good %s", short(c), st.Rejected, short(h.lastGood().Revision))
+				t.Errorf("%s was not quarantined: rejected %+v, last good %s", short(c), st.Rejected, short(h.host.LastGood().Revision))
 			case tt.kind == quarantined:
 				if gotQ != want {
 					t.Errorf("quarantined for\n%s\nwant\n%s", gotQ, want)
@@ -646,8 +646,8 @@ baton: ` + file + " is not valid\n"
 	badClear(h)
 	cNext := h.push(release{version: "2.0.0", mode: "ok"})
 	h.settled(cNext)
-	if lg := h.lastGood(); lg.Revision != cNext {
-		t.Fatalf("a good commit after the bad ones was not applied: %s", h.quarantineReason(cNext))
+	if lg := h.host.LastGood(); lg.Revision != cNext {
+		t.Fatalf("a good commit after the bad ones was not applied: %s", h.host.QuarantineReason(cNext))
 	}
 	h.consistent()
 	if got, _ := os.ReadFile(h.host.Path("/etc/systemd/system/foreign.service")); string(got) != foreign {
@@ -785,12 +785,8 @@ func badServe(t *testing.T, h *harness, name string, data []byte) (string, strin
 	if err := os.WriteFile(f, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	path := "/bad/" + name
-	h.rel.mu.Lock()
-	h.rel.files[path] = f
-	h.rel.mu.Unlock()
 	sum := sha256.Sum256(data)
-	return h.rel.URL + path, hex.EncodeToString(sum[:])
+	return h.rel.Serve("/bad/"+name, f), hex.EncodeToString(sum[:])
 }
 
 // badHTTP serves handler on addr (a port of its own) for the test, and returns its

@@ -84,10 +84,10 @@ func BenchmarkRevert(b *testing.B) {
 		seen := len(revertingRE.FindAllString(h.journal(), -1))
 		c := h.push(release{version: fmt.Sprintf("9.%d.0", i), mode: "fail-health"})
 		// wait until the bad version serves, then until the old one is back
-		h.waitFor("the bad release to start", time.Minute, func() bool { return h.served() == fmt.Sprintf("9.%d.0", i) })
+		h.waitFor("the bad release to start", time.Minute, func() bool { return h.host.Served() == fmt.Sprintf("9.%d.0", i) })
 		var back time.Time
 		h.waitEvery("the old version to serve again", time.Minute, 10*time.Millisecond, func() bool {
-			if h.served() == "1.0.0" {
+			if h.host.Served() == "1.0.0" {
 				back = time.Now()
 				return true
 			}

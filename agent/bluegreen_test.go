@@ -29,7 +29,7 @@ WantedBy=multi-user.target
 // version and mode with two colors behind HAProxy's admin socket at admin.
 func (h *harness) pushBlueGreen(version, mode, admin string) string {
 	h.t.Helper()
-	url, sum := h.rel.demo(h.t, version, mode)
+	url, sum := h.rel.Publish(h.t, version, mode)
 	service := fmt.Sprintf(`version: %q
 units: [demo.service]
 artifacts:
@@ -107,8 +107,8 @@ func TestBlueGreenKeepsSessions(t *testing.T) {
 	}
 	for _, h := range hosts {
 		h.settled(c1)
-		if h.lastGood().Revision != c1 {
-			t.Fatalf("%s did not install the first release: %s\n%s", h.host.Name, h.quarantineReason(c1), h.journal())
+		if h.host.LastGood().Revision != c1 {
+			t.Fatalf("%s did not install the first release: %s\n%s", h.host.Name, h.host.QuarantineReason(c1), h.journal())
 		}
 	}
 	h1.waitFor("blue to serve on both hosts", time.Minute, func() bool { return states("blue") == "ready,ready" && states("green") == "maint,maint" })
@@ -124,7 +124,7 @@ func TestBlueGreenKeepsSessions(t *testing.T) {
 	counts := s.Finish()
 	t.Logf("good release: %d requests in %d sessions, %d failed, %d sessions lost; answers by version %v", counts.Sent, counts.Completed, counts.Failed, counts.Lost, counts.Versions)
 	for _, h := range hosts {
-		lg := h.lastGood()
+		lg := h.host.LastGood()
 		if lg.Revision != c2 || lg.Services["demo"].Color != "green" {
 			t.Errorf("%s: last good %s color %q, want %s on green\n%s", h.host.Name, short(lg.Revision), lg.Services["demo"].Color, short(c2), h.journal())
 		}
@@ -148,7 +148,7 @@ func TestBlueGreenKeepsSessions(t *testing.T) {
 	var failedOn *harness
 	h1.waitFor("one host to fail the bad release", 3*time.Minute, func() bool {
 		for _, h := range hosts {
-			if h.quarantined(c3) && h.txnState() == "" {
+			if h.host.Quarantined(c3) && h.host.TxnState() == "" {
 				failedOn = h
 				return true
 			}
@@ -165,10 +165,10 @@ func TestBlueGreenKeepsSessions(t *testing.T) {
 		t.Errorf("during a bad bluegreen release %d requests failed and %d sessions were lost, want none", counts.Failed, counts.Lost)
 	}
 	for _, h := range hosts {
-		if h != failedOn && (h.quarantined(c3) || h.active("demo@blue.service") == "active") {
+		if h != failedOn && (h.host.Quarantined(c3) || h.active("demo@blue.service") == "active") {
 			t.Errorf("%s took the bad release after %s failed it", h.host.Name, failedOn.host.Name)
 		}
-		if lg := h.lastGood(); lg.Revision != c2 || h.active("demo@green.service") != "active" || h.active("demo@blue.service") == "active" {
+		if lg := h.host.LastGood(); lg.Revision != c2 || h.active("demo@green.service") != "active" || h.active("demo@blue.service") == "active" {
 			t.Errorf("%s: last good %s, green %s, blue %s: want green alone running %s", h.host.Name, short(lg.Revision), h.active("demo@green.service"), h.active("demo@blue.service"), short(c2))
 		}
 	}
@@ -203,19 +203,19 @@ func TestBlueGreenCrashAtEveryStep(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.failpoint, func(t *testing.T) {
 			h.t = t
-			before := h.lastGood()
+			before := h.host.LastGood()
 			c := h.pushBlueGreen(fmt.Sprintf("5.%d.0", i), tt.mode, lb.AdminTCP)
 			h.startAgent("BATON_FAILPOINT=" + tt.failpoint)
-			h.waitFor("the agent to crash at "+tt.failpoint, 3*time.Minute, func() bool { return !h.agentActive() })
+			h.waitFor("the agent to crash at "+tt.failpoint, 3*time.Minute, func() bool { return !h.host.AgentActive() })
 			h.startAgent()
 			h.settled(c)
 			h.stopAgent()
-			lg := h.lastGood()
+			lg := h.host.LastGood()
 			switch {
 			case tt.committed && lg.Revision != c:
 				t.Fatalf("last good is %s, want %s\n%s", short(lg.Revision), short(c), h.journal())
-			case !tt.committed && (lg.Revision != before.Revision || !h.quarantined(c)):
-				t.Fatalf("last good is %s (want %s), quarantined %v", short(lg.Revision), short(before.Revision), h.quarantined(c))
+			case !tt.committed && (lg.Revision != before.Revision || !h.host.Quarantined(c)):
+				t.Fatalf("last good is %s (want %s), quarantined %v", short(lg.Revision), short(before.Revision), h.host.Quarantined(c))
 			}
 			active := lg.Services["demo"].Color
 			idle := map[string]string{"blue": "green", "green": "blue"}[active]

@@ -51,7 +51,7 @@ func TestDrainedUpgradeUnderLoad(t *testing.T) {
 	sampling := make(chan struct{})
 	go func() {
 		defer close(sampling)
-		for h.lastGood().Revision == c1 {
+		for h.host.LastGood().Revision == c1 {
 			if st, err := state.State(context.Background()); err == nil && st.Admin.String() == "maint" {
 				sawMaint.Store(true)
 			}
@@ -64,8 +64,8 @@ func TestDrainedUpgradeUnderLoad(t *testing.T) {
 	time.Sleep(time.Second)
 	sent, failed := l.Finish()
 	t.Logf("%d requests through HAProxy during the upgrade, %d failed", sent, failed)
-	if h.lastGood().Revision != c2 {
-		t.Fatalf("the upgrade did not commit: %s", h.quarantineReason(c2))
+	if h.host.LastGood().Revision != c2 {
+		t.Fatalf("the upgrade did not commit: %s", h.host.QuarantineReason(c2))
 	}
 	if failed != 0 {
 		t.Errorf("%d of %d requests failed during a drained upgrade", failed, sent)
@@ -128,7 +128,7 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 	}
 
 	rollout("good release", release{version: "2.0.0", mode: "ok", drain: drainBlock}, func(h *harness, c string) bool {
-		return h.txnState() == "" && h.lastGood().Revision == c
+		return h.host.TxnState() == "" && h.host.LastGood().Revision == c
 	})
 	for _, h := range hosts {
 		h.consistent()
@@ -136,20 +136,20 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 
 	var tried []string
 	rollout("bad release", release{version: "3.0.0", mode: "fail-health", drain: drainBlock}, func(h *harness, c string) bool {
-		if h.txnState() != "" {
+		if h.host.TxnState() != "" {
 			return false
 		}
-		if h.quarantined(c) {
+		if h.host.Quarantined(c) {
 			return true
 		}
 		return strings.Contains(h.journal(), "the group is halted")
 	})
 	for _, h := range hosts {
-		if strings.Contains(h.journal(), ": switching") && strings.Contains(h.journal(), "3.0.0") && h.quarantined(h1.repo.Head()) {
+		if strings.Contains(h.journal(), ": switching") && strings.Contains(h.journal(), "3.0.0") && h.host.Quarantined(h1.repo.Head()) {
 			tried = append(tried, h.host.Name)
 		}
-		if h.served() != "2.0.0" {
-			t.Errorf("%s serves %q after the bad release", h.host.Name, h.served())
+		if h.host.Served() != "2.0.0" {
+			t.Errorf("%s serves %q after the bad release", h.host.Name, h.host.Served())
 		}
 	}
 	if len(tried) != 1 {
@@ -170,7 +170,7 @@ func TestHostKilledHoldingTheLease(t *testing.T) {
 	var victim *harness
 	h1.waitFor("a host to be verifying the upgrade", 2*time.Minute, func() bool {
 		for _, h := range hosts {
-			if h.txnState() == "VERIFYING" {
+			if h.host.TxnState() == "VERIFYING" {
 				victim = h
 				return true
 			}
@@ -210,7 +210,7 @@ func TestHostKilledHoldingTheLease(t *testing.T) {
 		t.Errorf("%d of %d requests failed while a host died mid-upgrade", failed, sent)
 	}
 	for _, h := range hosts {
-		if h != victim && h.lastGood().Revision != c2 {
+		if h != victim && h.host.LastGood().Revision != c2 {
 			t.Errorf("%s did not upgrade after %s died", h.host.Name, victim.host.Name)
 		}
 	}

@@ -29,17 +29,17 @@ func TestEtcdDown(t *testing.T) {
 	h.startAgentWith(watchdogProps)
 	c2 := h.push(release{version: "2.0.0", mode: "ok"})
 	h.waitFor("the phase to say that etcd does not answer", time.Minute, func() bool {
-		return strings.HasPrefix(h.unitProp(h.unit, "StatusText"), "waiting for etcd")
+		return strings.HasPrefix(h.unitProp(h.host.AgentUnit(), "StatusText"), "waiting for etcd")
 	})
 	time.Sleep(15 * time.Second) // several watchdog intervals and polls
-	if n := h.unitProp(h.unit, "NRestarts"); n != "0" {
+	if n := h.unitProp(h.host.AgentUnit(), "NRestarts"); n != "0" {
 		t.Fatalf("the agent was restarted %s times while etcd was down", n)
 	}
-	if lg := h.lastGood().Revision; lg != c1 || h.txnState() != "" {
-		t.Fatalf("with etcd down the host moved: last good %s (want %s), transaction %q", short(lg), short(c1), h.txnState())
+	if lg := h.host.LastGood().Revision; lg != c1 || h.host.TxnState() != "" {
+		t.Fatalf("with etcd down the host moved: last good %s (want %s), transaction %q", short(lg), short(c1), h.host.TxnState())
 	}
-	if h.served() != "1.0.0" {
-		t.Fatalf("with etcd down the host serves %q, want 1.0.0", h.served())
+	if h.host.Served() != "1.0.0" {
+		t.Fatalf("with etcd down the host serves %q, want 1.0.0", h.host.Served())
 	}
 	if j := h.journal(); !strings.Contains(j, "etcd does not answer: keeping this host as it is") {
 		t.Errorf("no journal line says that etcd does not answer")
@@ -47,11 +47,11 @@ func TestEtcdDown(t *testing.T) {
 
 	cluster.Restart(0)
 	h.settled(c2)
-	if lg := h.lastGood().Revision; lg != c2 {
-		t.Fatalf("once etcd was back the host did not upgrade: last good %s, quarantine %q", short(lg), h.quarantineReason(c2))
+	if lg := h.host.LastGood().Revision; lg != c2 {
+		t.Fatalf("once etcd was back the host did not upgrade: last good %s, quarantine %q", short(lg), h.host.QuarantineReason(c2))
 	}
 	h.consistent()
-	if n := h.unitProp(h.unit, "NRestarts"); n != "0" {
+	if n := h.unitProp(h.host.AgentUnit(), "NRestarts"); n != "0" {
 		t.Errorf("the agent was restarted %s times", n)
 	}
 	if j := h.journal(); !strings.Contains(j, "etcd answers again") {
@@ -74,8 +74,8 @@ func TestInterruptedSwitch(t *testing.T) {
 
 	c2 := h.push(release{version: "2.0.0", mode: "ok"})
 	h.startAgent("BATON_FAILPOINT=SWITCHING")
-	h.waitFor("the agent to die in SWITCHING", 2*time.Minute, func() bool { return !h.agentActive() })
-	if got := h.txnState(); got != "SWITCHING" {
+	h.waitFor("the agent to die in SWITCHING", 2*time.Minute, func() bool { return !h.host.AgentActive() })
+	if got := h.host.TxnState(); got != "SWITCHING" {
 		t.Fatalf("the agent died in %q, want SWITCHING", got)
 	}
 
@@ -90,14 +90,14 @@ func TestInterruptedSwitch(t *testing.T) {
 	}
 
 	h.startAgentWith(watchdogProps)
-	h.waitFor("the interrupted transaction to end", 2*time.Minute, func() bool { return h.txnState() == "" })
-	if n := h.unitProp(h.unit, "NRestarts"); n != "0" {
+	h.waitFor("the interrupted transaction to end", 2*time.Minute, func() bool { return h.host.TxnState() == "" })
+	if n := h.unitProp(h.host.AgentUnit(), "NRestarts"); n != "0" {
 		t.Fatalf("the watchdog restarted the agent %s times while it waited for the lease", n)
 	}
-	if h.quarantined(c2) {
-		t.Fatalf("an interruption quarantined %s: %s", short(c2), h.quarantineReason(c2))
+	if h.host.Quarantined(c2) {
+		t.Fatalf("an interruption quarantined %s: %s", short(c2), h.host.QuarantineReason(c2))
 	}
-	if lg := h.lastGood().Revision; lg != c1 {
+	if lg := h.host.LastGood().Revision; lg != c1 {
 		t.Fatalf("last good is %s, want %s", short(lg), short(c1))
 	}
 	h.consistent()
@@ -119,11 +119,11 @@ func TestInterruptedSwitch(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.settled(c2)
-	if lg := h.lastGood().Revision; lg != c2 {
-		t.Fatalf("the commit did not go through once the slot was free: last good %s, quarantine %q", short(lg), h.quarantineReason(c2))
+	if lg := h.host.LastGood().Revision; lg != c2 {
+		t.Fatalf("the commit did not go through once the slot was free: last good %s, quarantine %q", short(lg), h.host.QuarantineReason(c2))
 	}
 	h.consistent()
-	if n := h.unitProp(h.unit, "NRestarts"); n != "0" {
+	if n := h.unitProp(h.host.AgentUnit(), "NRestarts"); n != "0" {
 		t.Errorf("the agent was restarted %s times", n)
 	}
 }

@@ -38,7 +38,7 @@ func TestFleetHaltsABadRelease(t *testing.T) {
 	var tried, spared *harness
 	h1.waitFor("one host to fail the bad release", 2*time.Minute, func() bool {
 		for i, h := range hosts {
-			if h.quarantined(c2) && h.txnState() == "" {
+			if h.host.Quarantined(c2) && h.host.TxnState() == "" {
 				tried, spared = h, hosts[1-i]
 				return true
 			}
@@ -55,7 +55,7 @@ func TestFleetHaltsABadRelease(t *testing.T) {
 		t.Errorf("%s does not say the group is halted", spared.host.Name)
 	}
 	for _, h := range hosts {
-		if h.lastGood().Revision != c1 {
+		if h.host.LastGood().Revision != c1 {
 			t.Errorf("%s left %s", h.host.Name, short(c1))
 		}
 		h.consistent()
@@ -92,7 +92,7 @@ func TestFleetHaltsABadRelease(t *testing.T) {
 		return strings.Contains(h1.journal(), "group web is paused: testing the pause") && strings.Contains(h2.journal(), "group web is paused")
 	})
 	for _, h := range hosts {
-		if h.lastGood().Revision != c1 {
+		if h.host.LastGood().Revision != c1 {
 			t.Errorf("%s upgraded while its group was paused", h.host.Name)
 		}
 	}
@@ -115,7 +115,7 @@ func TestFleetHaltsABadRelease(t *testing.T) {
 			}
 			n := 0
 			for _, h := range hosts {
-				if s := h.txnState(); s == "SWITCHING" || s == "VERIFYING" {
+				if s := h.host.TxnState(); s == "SWITCHING" || s == "VERIFYING" {
 					n++
 				}
 			}
@@ -131,7 +131,7 @@ func TestFleetHaltsABadRelease(t *testing.T) {
 	close(stop)
 	<-sampled
 	for _, h := range hosts {
-		if h.lastGood().Revision != c3 {
+		if h.host.LastGood().Revision != c3 {
 			t.Errorf("%s did not upgrade to the good release after the halt", h.host.Name)
 		}
 		h.consistent()
@@ -167,7 +167,7 @@ func TestFleetCanaryAndPromote(t *testing.T) {
 	}
 	// The first commit has canaries too: promote it once the canary runs it.
 	h1.waitFor("a canary on the first commit", 2*time.Minute, func() bool {
-		return hosts[0].lastGood().Revision == c1 || hosts[1].lastGood().Revision == c1
+		return hosts[0].host.LastGood().Revision == c1 || hosts[1].host.LastGood().Revision == c1
 	})
 	h1.host.MustExec(t, "/usr/local/bin/baton", "promote", "web", c1)
 	for _, h := range hosts {
@@ -178,7 +178,7 @@ func TestFleetCanaryAndPromote(t *testing.T) {
 	var canary, rest *harness
 	h1.waitFor("the canary to commit", 2*time.Minute, func() bool {
 		for i, h := range hosts {
-			if h.lastGood().Revision == c2 {
+			if h.host.LastGood().Revision == c2 {
 				canary, rest = h, hosts[1-i]
 				return true
 			}
@@ -189,7 +189,7 @@ func TestFleetCanaryAndPromote(t *testing.T) {
 		return strings.Contains(rest.journal(), "waiting for baton promote web")
 	})
 	time.Sleep(3 * time.Second)
-	if rest.lastGood().Revision != c1 {
+	if rest.host.LastGood().Revision != c1 {
 		t.Fatalf("%s upgraded past the canary %s without a promote", rest.host.Name, canary.host.Name)
 	}
 	out := h1.host.MustExec(t, "/usr/local/bin/baton", "promote", "web", c2[:7])
@@ -197,7 +197,7 @@ func TestFleetCanaryAndPromote(t *testing.T) {
 		t.Errorf("baton promote said %q", out)
 	}
 	rest.settled(c2)
-	if rest.lastGood().Revision != c2 {
+	if rest.host.LastGood().Revision != c2 {
 		t.Fatalf("%s did not upgrade after the promote", rest.host.Name)
 	}
 	rest.consistent()
@@ -241,8 +241,8 @@ groups:
 		h.settled(c3)
 	}
 	// web committed after db: its commit came later
-	if !db.lastGood().Time.Before(web.lastGood().Time) {
-		t.Errorf("web committed %s at %v, before db at %v", short(c3), web.lastGood().Time, db.lastGood().Time)
+	if !db.host.LastGood().Time.Before(web.host.LastGood().Time) {
+		t.Errorf("web committed %s at %v, before db at %v", short(c3), web.host.LastGood().Time, db.host.LastGood().Time)
 	}
 }
 
@@ -265,14 +265,14 @@ func TestFleetHolderKilled(t *testing.T) {
 
 	c2 := h1.push(release{version: "2.0.0", mode: "ok"})
 	h1.startAgent("BATON_FAILPOINT=VERIFYING")
-	h1.waitFor("h1 to die holding the slot", 2*time.Minute, func() bool { return !h1.agentActive() })
-	if got := h1.txnState(); got != "VERIFYING" {
+	h1.waitFor("h1 to die holding the slot", 2*time.Minute, func() bool { return !h1.host.AgentActive() })
+	if got := h1.host.TxnState(); got != "VERIFYING" {
 		t.Fatalf("h1 died in %q, want VERIFYING", got)
 	}
 	killed := time.Now()
 	h2.startAgent()
 	h2.settled(c2)
-	if h2.lastGood().Revision != c2 {
+	if h2.host.LastGood().Revision != c2 {
 		t.Fatalf("h2 did not upgrade after h1's slot expired")
 	}
 	// h1 died after recording its switch: h2 waited for h1's verdict (healthyDeadline
@@ -285,8 +285,8 @@ func TestFleetHolderKilled(t *testing.T) {
 
 	h1.startAgent()
 	h1.settled(c2)
-	if h1.lastGood().Revision != c2 {
-		t.Fatalf("h1 did not finish its own transaction: %s", h1.quarantineReason(c2))
+	if h1.host.LastGood().Revision != c2 {
+		t.Fatalf("h1 did not finish its own transaction: %s", h1.host.QuarantineReason(c2))
 	}
 	if !strings.Contains(h1.journal(), "resuming an interrupted transaction") {
 		t.Errorf("h1 did not resume its transaction first")

@@ -2,29 +2,18 @@ package agent_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/internal/testbed"
-	"github.com/baton-fleet/baton/internal/testetcd"
 	"github.com/baton-fleet/baton/internal/testfleet"
 	"github.com/baton-fleet/baton/internal/testgit"
-	"github.com/baton-fleet/baton/rollback"
 )
 
 // The harness runs the real baton agent, as a systemd service, inside a real systemd
@@ -32,92 +21,7 @@ import (
 // (bound into the host, file://), and downloads the demo service's builds from a
 // release server on the machine's address on the test bridge.
 
-// builds caches binaries built by the tests, by build key.
-var (
-	buildMu sync.Mutex
-	builds  = map[string]string{}
-	buildTo string
-)
-
-// build compiles a package of this module with ldflags, once per process.
-func build(t testing.TB, pkg, ldflags string) string {
-	t.Helper()
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	key := pkg + " " + ldflags
-	if p, ok := builds[key]; ok {
-		return p
-	}
-	if buildTo == "" {
-		d, err := os.MkdirTemp("", "baton-agent-test-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		buildTo = d
-	}
-	out := filepath.Join(buildTo, fmt.Sprintf("bin%d", len(builds)))
-	cmd := exec.Command("go", "build", "-ldflags", ldflags, "-o", out, pkg)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-	}
-	builds[key] = out
-	return out
-}
-
-func TestMain(m *testing.M) {
-	code := testetcd.Main(m)
-	if buildTo != "" {
-		os.RemoveAll(buildTo)
-	}
-	os.Exit(code)
-}
-
-// releases serves the demo service's builds over HTTP to the test hosts.
-type releases struct {
-	URL   string // http://gateway:port
-	mu    sync.Mutex
-	files map[string]string // URL path -> file
-	gets  map[string]int
-}
-
-func serveReleases(t testing.TB, addr string) *releases {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &releases{URL: "http://" + ln.Addr().String(), files: map[string]string{}, gets: map[string]int{}}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		r.mu.Lock()
-		f, ok := r.files[req.URL.Path]
-		r.gets[req.URL.Path]++
-		r.mu.Unlock()
-		if !ok {
-			http.NotFound(w, req)
-			return
-		}
-		http.ServeFile(w, req, f)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return r
-}
-
-// demo publishes a build of the demo service and returns its URL and sha256.
-func (r *releases) demo(t testing.TB, version, mode string) (string, string) {
-	t.Helper()
-	bin := build(t, "../examples/demo", fmt.Sprintf("-X main.version=%s -X main.mode=%s", version, mode))
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(b)
-	path := fmt.Sprintf("/demo/%s-%s/demo", version, mode)
-	r.mu.Lock()
-	r.files[path] = bin
-	r.mu.Unlock()
-	return r.URL + path, hex.EncodeToString(sum[:])
-}
+func TestMain(m *testing.M) { os.Exit(testfleet.Main(m)) }
 
 // testClient makes the tests' own requests; it keeps no idle connections, so none
 // outlives a test.
@@ -128,11 +32,9 @@ type harness struct {
 	net     *testbed.Network
 	gateway string // the machine's address on the hosts' bridge
 	extra   string // the configuration's extra YAML
-	unit    string // the agent's current transient unit
-	runs    int    // how many times the agent was started
-	host    *testbed.Host
+	host    *testfleet.Host
 	repo    *testgit.Repo
-	rel     *releases
+	rel     *testfleet.Releases
 	baton   string
 	secrets *[]string // put in the agent's configuration: never to appear in its journal
 }
@@ -155,10 +57,10 @@ func (h *harness) secret(s string) {
 }
 
 // boot starts a host with baton and the fleet repository bound in.
-func (h *harness) boot(name string) *testbed.Host {
-	return h.net.Boot(h.t, name,
+func (h *harness) boot(name string) *testfleet.Host {
+	return testfleet.NewHost(h.net.Boot(h.t, name,
 		testbed.Bind{Src: h.baton, Dst: "/usr/local/bin/baton"},
-		testbed.Bind{Src: filepath.Dir(h.repo.Bare), Dst: "/srv/git"})
+		testbed.Bind{Src: filepath.Dir(h.repo.Bare), Dst: "/srv/git"}))
 }
 
 // sibling boots another host on the same network, following the same repository
@@ -203,10 +105,10 @@ func newHarness(t testing.TB) *harness {
 	if pt, ok := t.(*testing.T); ok {
 		pt.Parallel()
 	}
-	h := &harness{t: t, baton: build(t, "../cmd/baton", "-X main.version=test"), secrets: new([]string)}
+	h := &harness{t: t, baton: testfleet.Build(t, "github.com/baton-fleet/baton/cmd/baton", "-X main.version=test"), secrets: new([]string)}
 	n := testbed.NewNetwork(t)
 	h.net = n
-	h.rel = serveReleases(t, n.Gateway())
+	h.rel = testfleet.ServeReleases(t, n.Gateway())
 	h.repo = testgit.NewRepo(t)
 	h.host = h.boot("h1")
 	h.gateway = n.Gateway()
@@ -257,7 +159,7 @@ groups:
 // push commits a fleet repository in which h1 runs rel, and returns the commit.
 func (h *harness) push(rel release) string {
 	h.t.Helper()
-	url, sum := h.rel.demo(h.t, rel.version, rel.mode)
+	url, sum := h.rel.Publish(h.t, rel.version, rel.mode)
 	if rel.url != "" {
 		url = rel.url
 	}
@@ -295,82 +197,18 @@ func (h *harness) startAgent(env ...string) {
 // startAgentWith runs the agent with extra unit properties (Type=notify, ...).
 func (h *harness) startAgentWith(props []string, env ...string) {
 	h.t.Helper()
-	// Each run gets a unit of its own: systemd cannot always collect a finished
-	// transient unit at once inside a container (its cgroup may linger).
-	h.runs++
-	h.unit = fmt.Sprintf("baton-agent-%d", h.runs)
-	args := []string{"systemd-run", "--unit=" + h.unit, "--collect", "--property=KillMode=mixed"}
-	for _, p := range props {
-		args = append(args, "--property="+p)
-	}
-	for _, e := range env {
-		args = append(args, "--setenv="+e)
-	}
-	args = append(args, "/usr/local/bin/baton", "agent", "--config", "/etc/baton/agent.yaml")
-	h.host.MustExec(h.t, args...)
-}
-
-func (h *harness) agentActive() bool {
-	out, _ := h.host.Exec(context.Background(), "systemctl", "is-active", h.unit)
-	return strings.TrimSpace(string(out)) == "active"
-}
-
-func (h *harness) stopAgent() {
-	h.t.Helper()
-	_, _ = h.host.Exec(context.Background(), "systemctl", "stop", h.unit)
-	h.waitFor("the agent to stop", 30*time.Second, func() bool { return !h.agentActive() })
-}
-
-func (h *harness) lastGood() rollback.LastGood {
-	h.t.Helper()
-	var lg rollback.LastGood
-	b, err := os.ReadFile(h.host.Path(stateDir + "/" + rollback.LastGoodFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return lg
-	}
-	if err != nil {
+	if err := h.host.StartAgentWith(props, env...); err != nil {
 		h.t.Fatal(err)
 	}
-	if err := json.Unmarshal(b, &lg); err != nil {
-		h.t.Fatalf("lastgood.json: %v", err)
-	}
-	return lg
 }
 
-// txnState is the open transaction's state, "" when the agent is idle.
-func (h *harness) txnState() string {
-	var txn rollback.Txn
-	b, err := os.ReadFile(h.host.Path(stateDir + "/" + rollback.TxnFile))
-	if err != nil || json.Unmarshal(b, &txn) != nil {
-		return ""
+// stopAgent stops the agent and waits until it exited.
+func (h *harness) stopAgent() {
+	h.t.Helper()
+	if err := h.host.StopAgent(); err != nil {
+		h.t.Fatal(err)
 	}
-	return string(txn.State)
-}
-
-func (h *harness) quarantined(commit string) bool { return h.quarantineReason(commit) != "" }
-
-// quarantineReason is why the host quarantined commit, "" when it did not.
-func (h *harness) quarantineReason(commit string) string {
-	s := &rollback.Store{Dir: h.host.Path(stateDir)}
-	q, err := s.IsQuarantined(commit)
-	if err != nil || q == nil {
-		return ""
-	}
-	return q.Reason
-}
-
-// served is the version the demo service answers with on the host, "" if none.
-func (h *harness) served() string {
-	resp, err := testClient.Get("http://" + h.host.IP + ":" + demoPort + "/version")
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
+	h.waitFor("the agent to stop", 30*time.Second, func() bool { return !h.host.AgentActive() })
 }
 
 func (h *harness) waitFor(what string, timeout time.Duration, cond func() bool) {
@@ -385,7 +223,7 @@ func (h *harness) waitEvery(what string, timeout, every time.Duration, cond func
 	for !cond() {
 		if time.Now().After(deadline) {
 			h.t.Fatalf("timed out after %v waiting for %s (last good %s, txn %q, serving %q)",
-				timeout, what, short(h.lastGood().Revision), h.txnState(), h.served())
+				timeout, what, short(h.host.LastGood().Revision), h.host.TxnState(), h.host.Served())
 		}
 		time.Sleep(every)
 	}
@@ -395,7 +233,7 @@ func (h *harness) waitEvery(what string, timeout, every time.Duration, cond func
 func (h *harness) settled(commit string) {
 	h.t.Helper()
 	h.waitFor("the agent to settle on "+short(commit), 3*time.Minute, func() bool {
-		return h.txnState() == "" && (h.lastGood().Revision == commit || h.quarantined(commit))
+		return h.host.Settled(commit)
 	})
 }
 
@@ -403,14 +241,14 @@ func (h *harness) settled(commit string) {
 // unit file on disk is the recorded one, and the service answers with its version.
 func (h *harness) consistent() {
 	h.t.Helper()
-	lg := h.lastGood()
+	lg := h.host.LastGood()
 	want, ok := lg.Files["demo.service"]
 	got, err := os.ReadFile(h.host.Path("/etc/systemd/system/demo.service"))
 	if !ok || err != nil || string(got) != want {
 		h.t.Errorf("demo.service on disk differs from the last good record (%v)", err)
 	}
 	version := lg.Services["demo"].Version
-	h.waitFor("the host to serve "+version, 30*time.Second, func() bool { return h.served() == version })
+	h.waitFor("the host to serve "+version, 30*time.Second, func() bool { return h.host.Served() == version })
 }
 
 func short(rev string) string { return commitid.Short(rev) }

@@ -93,7 +93,7 @@ func TestStatusMetricsWebhooks(t *testing.T) {
 
 	c1 := h.push(release{version: "1.0.0", mode: "ok"})
 	h.startAgent()
-	h.waitFor("the first upgrade to verify", time.Minute, func() bool { return h.txnState() == "VERIFYING" })
+	h.waitFor("the first upgrade to verify", time.Minute, func() bool { return h.host.TxnState() == "VERIFYING" })
 	verifying := h.host.MustExec(t, "/usr/local/bin/baton", "status")
 	h.settled(c1)
 	golden(t, "status-verifying", maskStatus(verifying, map[string]string{c1: "C1"}))

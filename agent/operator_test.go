@@ -30,8 +30,8 @@ func TestOperatorRollback(t *testing.T) {
 
 	c2 := h.push(release{version: "2.0.0", mode: "ok"})
 	h.settled(c2)
-	if h.served() != "2.0.0" {
-		t.Fatalf("serving %q after the upgrade to 2.0.0", h.served())
+	if h.host.Served() != "2.0.0" {
+		t.Fatalf("serving %q after the upgrade to 2.0.0", h.host.Served())
 	}
 	out, err = h.host.Exec(context.Background(), "/usr/local/bin/baton", "rollback", "--to", "deadbeef")
 	if err == nil || !strings.Contains(string(out), "deadbeef is not a revision this host ran before "+short(c2)+" (it ran, newest first: "+short(c1)+")") {
@@ -54,7 +54,7 @@ func TestOperatorRollback(t *testing.T) {
 		first <- result{out, err}
 	}()
 	// A second request while the first runs is refused; it would go back one more.
-	h.waitFor("the rollback to start", 30*time.Second, func() bool { return h.txnState() != "" })
+	h.waitFor("the rollback to start", 30*time.Second, func() bool { return h.host.TxnState() != "" })
 	out, err = h.host.Exec(context.Background(), "/usr/local/bin/baton", "rollback", "--wait=false")
 	if err == nil || !strings.Contains(string(out), "rolling back to "+short(c1)+" is in progress") {
 		t.Errorf("a second rollback while the first runs: %v\n%s", err, out)
@@ -74,10 +74,10 @@ func TestOperatorRollback(t *testing.T) {
 			t.Errorf("baton rollback does not say %q", want)
 		}
 	}
-	if lg := h.lastGood(); lg.Revision != c1 || h.served() != "1.0.0" {
-		t.Errorf("after the rollback: last good %s, serving %q; want %s, 1.0.0", short(lg.Revision), h.served(), short(c1))
+	if lg := h.host.LastGood(); lg.Revision != c1 || h.host.Served() != "1.0.0" {
+		t.Errorf("after the rollback: last good %s, serving %q; want %s, 1.0.0", short(lg.Revision), h.host.Served(), short(c1))
 	}
-	if got, want := h.quarantineReason(c2), "rolled back by an operator on h1"; got != want {
+	if got, want := h.host.QuarantineReason(c2), "rolled back by an operator on h1"; got != want {
 		t.Errorf("quarantine of %s: %q, want %q", short(c2), got, want)
 	}
 	st := h.status()
@@ -86,8 +86,8 @@ func TestOperatorRollback(t *testing.T) {
 	}
 	// The head is still c2: the agent polls it and leaves it alone.
 	time.Sleep(3 * time.Second)
-	if lg := h.lastGood(); lg.Revision != c1 || h.txnState() != "" {
-		t.Errorf("the agent went back to %s (txn %q) after the rollback", short(lg.Revision), h.txnState())
+	if lg := h.host.LastGood(); lg.Revision != c1 || h.host.TxnState() != "" {
+		t.Errorf("the agent went back to %s (txn %q) after the rollback", short(lg.Revision), h.host.TxnState())
 	}
 
 	checkTxnLines(t, h.journal()[journalBefore:])
@@ -98,7 +98,7 @@ func TestOperatorRollback(t *testing.T) {
 	// A newer commit moves the host forward again, as usual.
 	c3 := h.push(release{version: "3.0.0", mode: "ok"})
 	h.settled(c3)
-	if h.lastGood().Revision != c3 {
+	if h.host.LastGood().Revision != c3 {
 		t.Errorf("a commit after the rollback was not applied")
 	}
 	h.consistent()

@@ -34,7 +34,7 @@ func TestConfigReload(t *testing.T) {
 		return strings.Contains(h.journal(), `msg="configuration reloaded" host=h1 why="the file changed" poll=1s`)
 	})
 	c2 := h.push(release{version: "2.0.0", mode: "ok"})
-	h.waitFor("the faster poll to see the new commit", 30*time.Second, func() bool { return h.lastGood().Revision == c2 })
+	h.waitFor("the faster poll to see the new commit", 30*time.Second, func() bool { return h.host.LastGood().Revision == c2 })
 
 	write(strings.Replace(fast, "branch:", "brnch:", 1))
 	h.waitFor("the bad configuration to be refused", 30*time.Second, func() bool {
@@ -43,7 +43,7 @@ func TestConfigReload(t *testing.T) {
 	if j := h.journal(); !strings.Contains(j, `agent.yaml:5: unknown field \"brnch\" (did you mean \"branch\"?)`) {
 		t.Errorf("the refusal does not give the file and line:\n%s", j)
 	}
-	if !h.agentActive() {
+	if !h.host.AgentActive() {
 		t.Fatal("the agent stopped on a bad configuration")
 	}
 	c3 := h.push(release{version: "3.0.0", mode: "ok"})
@@ -53,11 +53,11 @@ func TestConfigReload(t *testing.T) {
 	h.waitFor("the good configuration again", 30*time.Second, func() bool {
 		return strings.Count(h.journal(), `msg="configuration reloaded"`) >= 2
 	})
-	h.host.MustExec(t, "systemctl", "kill", "--kill-whom=main", "-s", "HUP", h.unit)
+	h.host.MustExec(t, "systemctl", "kill", "--kill-whom=main", "-s", "HUP", h.host.AgentUnit())
 	h.waitFor("a reload on SIGHUP", 30*time.Second, func() bool {
 		return strings.Contains(h.journal(), `why=SIGHUP`)
 	})
-	if !h.agentActive() {
+	if !h.host.AgentActive() {
 		t.Fatal("SIGHUP stopped the agent")
 	}
 }

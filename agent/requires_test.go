@@ -35,7 +35,7 @@ func serviceUnit(name, port string) string {
 func (h *harness) pushServices(dbVersion, apiVersion, extra string) string {
 	h.t.Helper()
 	service := func(name, version, port string) string {
-		url, sum := h.rel.demo(h.t, version, "ok")
+		url, sum := h.rel.Publish(h.t, version, "ok")
 		return fmt.Sprintf("version: %q\nunits: [%s.service]\nartifacts:\n  - {url: %q, sha256: %q, name: demo}\nchecks:\n  - {name: up, http: {url: \"http://127.0.0.1:%s/healthz\"}, interval: 200ms}\n", version, name, url, sum, port)
 	}
 	return h.repo.CommitFiles("db "+dbVersion+", api "+apiVersion, map[string]string{
@@ -79,13 +79,13 @@ func TestRequiresAndMigrations(t *testing.T) {
 		if strings.Contains(h2.status().Phase, "waiting: api 2.0.0 requires db >=2.0.0 <3.0.0; h1 runs 1.0.0") {
 			sawWait = true
 		}
-		return h2.lastGood().Revision == c2 && h2.txnState() == ""
+		return h2.host.LastGood().Revision == c2 && h2.host.TxnState() == ""
 	})
 	h1.settled(c2)
 	if !sawWait {
 		t.Errorf("h2 never said it waited for db 2.0.0 on h1:\n%s", h2.journal())
 	}
-	db, api := h1.lastGood(), h2.lastGood()
+	db, api := h1.host.LastGood(), h2.host.LastGood()
 	if db.Revision != c2 || !api.Time.After(db.Time) {
 		t.Errorf("api 2.0.0 committed at %v, db 2.0.0 at %v (last good %s): api must wait for db", api.Time, db.Time, short(db.Revision))
 	}
@@ -100,7 +100,7 @@ func TestRequiresAndMigrations(t *testing.T) {
 		p := h2.status().Phase
 		return strings.Contains(p, "migration 0002-fails of api failed on h2") && strings.Contains(p, "baton migration resolve api 0002-fails --rerun")
 	})
-	if lg := h2.lastGood(); lg.Revision == c3 || lg.Services["api"].Version != "2.0.0" {
+	if lg := h2.host.LastGood(); lg.Revision == c3 || lg.Services["api"].Version != "2.0.0" {
 		t.Errorf("h2 moved to %s (api %s) past a failed migration", short(lg.Revision), lg.Services["api"].Version)
 	}
 	if n := pg.Query(t, "SELECT count(*) FROM runs"); n != "1" {

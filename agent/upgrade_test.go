@@ -17,18 +17,18 @@ func TestUpgradeAndBadReleases(t *testing.T) {
 	c1 := h.push(release{version: "1.0.0", mode: "ok"})
 	h.startAgent()
 	h.settled(c1)
-	if lg := h.lastGood(); lg.Revision != c1 || lg.Services["demo"].Version != "1.0.0" {
+	if lg := h.host.LastGood(); lg.Revision != c1 || lg.Services["demo"].Version != "1.0.0" {
 		t.Fatalf("after the first commit the last good record is %+v", lg)
 	}
 	h.consistent()
 
 	c2 := h.push(release{version: "2.0.0", mode: "ok"})
 	h.settled(c2)
-	if h.quarantined(c2) {
+	if h.host.Quarantined(c2) {
 		t.Fatalf("a good release was quarantined")
 	}
 	h.consistent()
-	if got := h.served(); got != "2.0.0" {
+	if got := h.host.Served(); got != "2.0.0" {
 		t.Fatalf("serving %q after the upgrade, want 2.0.0", got)
 	}
 
@@ -52,14 +52,14 @@ func TestUpgradeAndBadReleases(t *testing.T) {
 			start := time.Now()
 			c := h.push(tt.rel)
 			h.settled(c)
-			reason := h.quarantineReason(c)
+			reason := h.host.QuarantineReason(c)
 			if reason == "" {
-				t.Fatalf("bad release %s was not quarantined (last good %s)", tt.rel.version, short(h.lastGood().Revision))
+				t.Fatalf("bad release %s was not quarantined (last good %s)", tt.rel.version, short(h.host.LastGood().Revision))
 			}
 			if !strings.Contains(reason, tt.reason) {
 				t.Errorf("quarantined for %q, want a reason holding %q", reason, tt.reason)
 			}
-			if lg := h.lastGood(); lg.Revision != c2 {
+			if lg := h.host.LastGood(); lg.Revision != c2 {
 				t.Errorf("last good is %s, want %s", short(lg.Revision), short(c2))
 			}
 			h.consistent()
@@ -74,15 +74,15 @@ func TestUpgradeAndBadReleases(t *testing.T) {
 		h.t = t
 		c := h.push(release{version: "3.5.0", mode: "ok", url: "http://" + gateway + ":1/demo"})
 		h.waitFor("the agent to give up staging for now", 2*time.Minute, func() bool {
-			return strings.Contains(h.journal(), "could not stage") && strings.Contains(h.journal(), short(c)) && h.txnState() == ""
+			return strings.Contains(h.journal(), "could not stage") && strings.Contains(h.journal(), short(c)) && h.host.TxnState() == ""
 		})
-		if reason := h.quarantineReason(c); reason != "" {
+		if reason := h.host.QuarantineReason(c); reason != "" {
 			t.Fatalf("a release the host could not download was quarantined: %s", reason)
 		}
 		if !strings.Contains(h.status().Phase, "waiting until") {
 			t.Errorf("phase = %q, want the backoff", h.status().Phase)
 		}
-		if lg := h.lastGood(); lg.Revision != c2 {
+		if lg := h.host.LastGood(); lg.Revision != c2 {
 			t.Errorf("last good is %s, want %s", short(lg.Revision), short(c2))
 		}
 		h.consistent()
@@ -99,8 +99,8 @@ func TestUpgradeAndBadReleases(t *testing.T) {
 		if !strings.Contains(h.journal(), `fleet.yaml:4: unknown field \"hostz\"`) {
 			t.Errorf("the rejection does not name the file and line:\n%s", h.journal())
 		}
-		if !h.agentActive() || h.lastGood().Revision != c2 || h.txnState() != "" {
-			t.Fatalf("after a bad commit: agent active %v, last good %s, txn %q", h.agentActive(), short(h.lastGood().Revision), h.txnState())
+		if !h.host.AgentActive() || h.host.LastGood().Revision != c2 || h.host.TxnState() != "" {
+			t.Fatalf("after a bad commit: agent active %v, last good %s, txn %q", h.host.AgentActive(), short(h.host.LastGood().Revision), h.host.TxnState())
 		}
 		h.consistent()
 	})
@@ -108,7 +108,7 @@ func TestUpgradeAndBadReleases(t *testing.T) {
 
 	c4 := h.push(release{version: "4.0.0", mode: "ok"})
 	h.settled(c4)
-	if h.lastGood().Revision != c4 {
+	if h.host.LastGood().Revision != c4 {
 		t.Fatalf("a good commit after bad ones did not go through")
 	}
 	h.consistent()
@@ -141,21 +141,21 @@ func TestCrashAtEveryState(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.state, func(t *testing.T) {
 			h.t = t
-			before := h.lastGood().Revision
+			before := h.host.LastGood().Revision
 			c := h.push(release{version: "5." + string(rune('0'+i)) + ".0", mode: tt.mode})
 			h.startAgent("BATON_FAILPOINT=" + tt.state)
-			h.waitFor("the agent to crash at "+tt.state, 3*time.Minute, func() bool { return !h.agentActive() })
-			if got := h.txnState(); got != tt.state {
+			h.waitFor("the agent to crash at "+tt.state, 3*time.Minute, func() bool { return !h.host.AgentActive() })
+			if got := h.host.TxnState(); got != tt.state {
 				t.Fatalf("after the crash the transaction is in %q, want %q", got, tt.state)
 			}
 			h.startAgent()
 			h.settled(c)
 			h.stopAgent()
-			switch lg := h.lastGood(); {
+			switch lg := h.host.LastGood(); {
 			case tt.committed && lg.Revision != c:
 				t.Errorf("last good is %s, want the new commit %s", short(lg.Revision), short(c))
-			case !tt.committed && (lg.Revision != before || !h.quarantined(c)):
-				t.Errorf("last good is %s (want %s) and the commit quarantined: %v", short(lg.Revision), short(before), h.quarantined(c))
+			case !tt.committed && (lg.Revision != before || !h.host.Quarantined(c)):
+				t.Errorf("last good is %s (want %s) and the commit quarantined: %v", short(lg.Revision), short(before), h.host.Quarantined(c))
 			}
 			h.consistent()
 			leftovers, _ := os.ReadDir(h.host.Path(stateDir))
@@ -180,19 +180,19 @@ func TestLoopGuard(t *testing.T) {
 	c2 := h.push(release{version: "2.0.0", mode: "fail-health"})
 	for i := range 3 {
 		h.startAgent("BATON_FAILPOINT=ROLLING_BACK")
-		h.waitFor(fmt.Sprintf("crash %d", i+1), 2*time.Minute, func() bool { return !h.agentActive() })
-		if got := h.txnState(); got != "ROLLING_BACK" {
+		h.waitFor(fmt.Sprintf("crash %d", i+1), 2*time.Minute, func() bool { return !h.host.AgentActive() })
+		if got := h.host.TxnState(); got != "ROLLING_BACK" {
 			t.Fatalf("after crash %d the transaction is in %q, want ROLLING_BACK", i+1, got)
 		}
 	}
 	// The fourth start would crash again in ROLLING_BACK; the guard must not resume it.
 	h.startAgent("BATON_FAILPOINT=ROLLING_BACK")
 	h.settled(c2)
-	reason := h.quarantineReason(c2)
+	reason := h.host.QuarantineReason(c2)
 	if !strings.Contains(reason, "stopped 3 times") {
 		t.Errorf("quarantined for %q, want the loop guard's reason", reason)
 	}
-	if lg := h.lastGood(); lg.Revision != c1 {
+	if lg := h.host.LastGood(); lg.Revision != c1 {
 		t.Errorf("last good is %s, want %s", short(lg.Revision), short(c1))
 	}
 	h.consistent()
@@ -226,8 +226,8 @@ func TestOwnershipAndRemoval(t *testing.T) {
 	if got, _ := os.ReadFile(h.host.Path("/etc/systemd/system/foreign.service")); string(got) != foreign {
 		t.Errorf("the foreign unit file was changed:\n%s", got)
 	}
-	if h.quarantined(c2) || h.txnState() != "" {
-		t.Errorf("a host-local conflict quarantined the commit (%q) or opened a transaction (%q)", h.quarantineReason(c2), h.txnState())
+	if h.host.Quarantined(c2) || h.host.TxnState() != "" {
+		t.Errorf("a host-local conflict quarantined the commit (%q) or opened a transaction (%q)", h.host.QuarantineReason(c2), h.host.TxnState())
 	}
 	h.consistent()
 
@@ -236,8 +236,8 @@ func TestOwnershipAndRemoval(t *testing.T) {
 	h.repo.WriteFile("fleet.yaml", strings.Replace(fleetYAML, "services: [demo]", "services: []", 1))
 	c3 := h.repo.Commit("drop every service")
 	h.settled(c3)
-	if h.lastGood().Revision != c3 {
-		t.Fatalf("dropping the services was not committed: %s", h.quarantineReason(c3))
+	if h.host.LastGood().Revision != c3 {
+		t.Fatalf("dropping the services was not committed: %s", h.host.QuarantineReason(c3))
 	}
 	if _, err := os.Stat(h.host.Path("/etc/systemd/system/demo.service")); !os.IsNotExist(err) {
 		t.Errorf("demo.service still on disk: %v", err)
@@ -246,7 +246,7 @@ func TestOwnershipAndRemoval(t *testing.T) {
 	if state := strings.TrimSpace(string(out)); state == "active" {
 		t.Errorf("demo.service is still %s", state)
 	}
-	if h.served() != "" {
+	if h.host.Served() != "" {
 		t.Error("the dropped service still answers")
 	}
 	if got, _ := os.ReadFile(h.host.Path("/etc/systemd/system/foreign.service")); string(got) != foreign {
@@ -273,16 +273,16 @@ func TestFetchErrorsAreNotFatal(t *testing.T) {
 	h.waitFor("fetch errors in the journal", time.Minute, func() bool {
 		return strings.Count(h.journal(), "fetch the fleet repository") >= 2
 	})
-	if !h.agentActive() || h.served() != "1.0.0" {
-		t.Fatalf("without its repository: agent active %v, serving %q", h.agentActive(), h.served())
+	if !h.host.AgentActive() || h.host.Served() != "1.0.0" {
+		t.Fatalf("without its repository: agent active %v, serving %q", h.host.AgentActive(), h.host.Served())
 	}
 	if err := os.Rename(off, h.repo.Bare); err != nil {
 		t.Fatal(err)
 	}
 	c2 := h.push(release{version: "2.0.0", mode: "ok"})
 	h.settled(c2)
-	if h.lastGood().Revision != c2 {
-		t.Fatalf("the commit pushed after the outage was not applied: %s", h.quarantineReason(c2))
+	if h.host.LastGood().Revision != c2 {
+		t.Fatalf("the commit pushed after the outage was not applied: %s", h.host.QuarantineReason(c2))
 	}
 	h.consistent()
 }

@@ -19,7 +19,7 @@ func TestSignedCommitsOnly(t *testing.T) {
 	c1 := h.push(release{version: "1.0.0", mode: "ok"})
 	h.startAgent()
 	h.settled(c1)
-	if h.lastGood().Revision != c1 {
+	if h.host.LastGood().Revision != c1 {
 		t.Fatalf("a commit signed by the trusted key was not applied")
 	}
 
@@ -38,8 +38,8 @@ func TestSignedCommitsOnly(t *testing.T) {
 			if j := h.journal(); !strings.Contains(j, tt.reason) {
 				t.Errorf("the rejection does not say %q", tt.reason)
 			}
-			if h.lastGood().Revision != c1 || h.served() != "1.0.0" {
-				t.Errorf("a badly signed commit changed the host: last good %s, serving %q", short(h.lastGood().Revision), h.served())
+			if h.host.LastGood().Revision != c1 || h.host.Served() != "1.0.0" {
+				t.Errorf("a badly signed commit changed the host: last good %s, serving %q", short(h.host.LastGood().Revision), h.host.Served())
 			}
 		})
 	}
@@ -47,7 +47,7 @@ func TestSignedCommitsOnly(t *testing.T) {
 	sign("trusted")
 	c3 := h.push(release{version: "3.0.0", mode: "ok"})
 	h.settled(c3)
-	if h.lastGood().Revision != c3 {
+	if h.host.LastGood().Revision != c3 {
 		t.Fatalf("a signed commit after rejected ones was not applied")
 	}
 	h.consistent()

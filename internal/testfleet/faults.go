@@ -25,16 +25,31 @@ const cutTable = "testfleet_cut"
 // (Type=notify, the watchdog, restarted on failure) when the fleet has a Watchdog,
 // as a plain service otherwise. env is added to its environment (NAME=value).
 func (h *Host) StartAgent(env ...string) error {
-	return h.startAgentUnit(h.fleet.opts.Watchdog, true, env...)
+	return h.StartAgentWith(h.watchdogProps(true), env...)
 }
 
 // StartAgentOnce starts the agent with env as StartAgent does, but systemd does not
 // restart it when it dies: for a failpoint (BATON_FAILPOINT=STATE) that kills it.
 func (h *Host) StartAgentOnce(env ...string) error {
-	return h.startAgentUnit(h.fleet.opts.Watchdog, false, env...)
+	return h.StartAgentWith(h.watchdogProps(false), env...)
 }
 
-func (h *Host) startAgentUnit(watchdog time.Duration, restart bool, env ...string) error {
+// watchdogProps are the unit properties of an agent run as the package runs it.
+func (h *Host) watchdogProps(restart bool) []string {
+	if h.watchdog <= 0 {
+		return nil
+	}
+	props := []string{"Type=notify", "NotifyAccess=main", "WatchdogSec=" + strconv.Itoa(int(h.watchdog.Seconds())),
+		"TimeoutStartSec=infinity", "StartLimitIntervalSec=10min", "StartLimitBurst=5"}
+	if restart {
+		props = append(props, "Restart=on-failure", "RestartSec=1s")
+	}
+	return props
+}
+
+// StartAgentWith starts the agent as a transient unit with the unit properties props
+// (such as "Type=notify") and env added to its environment.
+func (h *Host) StartAgentWith(props []string, env ...string) error {
 	// systemd in the hosts does not always collect a stopped transient unit, so each
 	// start after the first takes a new name.
 	h.mu.Lock()
@@ -50,13 +65,8 @@ func (h *Host) startAgentUnit(watchdog time.Duration, restart bool, env ...strin
 	unit := h.unit
 	h.mu.Unlock()
 	args := []string{"systemd-run", "--unit=" + unit, "--collect", "--property=KillMode=mixed"}
-	if watchdog > 0 {
-		args = append(args, "--property=Type=notify", "--property=NotifyAccess=main",
-			"--property=WatchdogSec="+strconv.Itoa(int(watchdog.Seconds())), "--property=TimeoutStartSec=infinity",
-			"--property=StartLimitIntervalSec=10min", "--property=StartLimitBurst=5")
-		if restart {
-			args = append(args, "--property=Restart=on-failure", "--property=RestartSec=1s")
-		}
+	for _, p := range props {
+		args = append(args, "--property="+p)
 	}
 	for _, e := range env {
 		args = append(args, "--setenv="+e)
@@ -66,8 +76,8 @@ func (h *Host) startAgentUnit(watchdog time.Duration, restart bool, env ...strin
 	return err
 }
 
-// agentUnit is the unit the agent runs (or last ran) as.
-func (h *Host) agentUnit() string {
+// AgentUnit is the unit the agent runs (or last ran) as.
+func (h *Host) AgentUnit() string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.unit == "" {
@@ -94,7 +104,7 @@ func active(state string) bool {
 }
 
 // agentUnitState is the agent unit's active state, "" when systemd has not loaded it.
-func (h *Host) agentUnitState() string { return h.unitState(h.agentUnit()) }
+func (h *Host) agentUnitState() string { return h.unitState(h.AgentUnit()) }
 
 // unitState lists units rather than naming one, so that asking does not load a stub.
 func (h *Host) unitState(unit string) string {
@@ -111,13 +121,13 @@ func (h *Host) StopAgent() error {
 	if h.agentUnitState() == "" {
 		return nil
 	}
-	_, err := h.Exec(context.Background(), "systemctl", "stop", h.agentUnit())
+	_, err := h.Exec(context.Background(), "systemctl", "stop", h.AgentUnit())
 	return err
 }
 
 // KillAgent sends SIGKILL to the agent's process, as its systemd sees it.
 func (h *Host) KillAgent() error {
-	_, err := h.Exec(context.Background(), "systemctl", "kill", "--signal=KILL", "--kill-whom=main", h.agentUnit())
+	_, err := h.Exec(context.Background(), "systemctl", "kill", "--signal=KILL", "--kill-whom=main", h.AgentUnit())
 	return err
 }
 
@@ -129,7 +139,7 @@ func (h *Host) AgentRestarts() int {
 	if h.agentUnitState() == "" {
 		return 0
 	}
-	out, _ := h.Exec(context.Background(), "systemctl", "show", "--value", "--property=NRestarts", h.agentUnit())
+	out, _ := h.Exec(context.Background(), "systemctl", "show", "--value", "--property=NRestarts", h.AgentUnit())
 	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
 	return n
 }

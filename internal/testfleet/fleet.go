@@ -170,7 +170,10 @@ func start(ctx context.Context, tb testing.TB, o Options) *Fleet {
 	if o.Initial == "" {
 		o.Initial = DefaultInitial
 	}
-	f := &Fleet{tb: tb, opts: o, log: o.Log, builds: &builds{dir: tb.TempDir()}}
+	f := &Fleet{tb: tb, opts: o, log: o.Log, builds: testBuilds}
+	if _, program := tb.(*programTB); program {
+		f.builds = &builds{dir: tb.TempDir()} // removed when the program's fleet closes
+	}
 	if f.log == nil {
 		f.log = io.Discard
 	}
@@ -194,7 +197,7 @@ func start(ctx context.Context, tb testing.TB, o Options) *Fleet {
 		th := n.Boot(tb, name,
 			testbed.Bind{Src: baton, Dst: "/usr/local/bin/baton"},
 			testbed.Bind{Src: filepath.Dir(f.Repo.Bare), Dst: "/srv/git"})
-		h := &Host{Host: th, fleet: f}
+		h := &Host{Host: th, fleet: f, watchdog: o.Watchdog}
 		h.writeConfig(tb, f.Repo, f.leaseConfig(), f.Gateway)
 		f.Hosts = append(f.Hosts, h)
 	}
@@ -257,7 +260,7 @@ func (f *Fleet) push(tb testing.TB, rel Release) string {
 	if rel.Mode == "" {
 		rel.Mode = "ok"
 	}
-	u, sum := f.Releases.publish(tb, rel.Version, rel.Mode)
+	u, sum := f.Releases.Publish(tb, rel.Version, rel.Mode)
 	drainBlock := ""
 	switch {
 	case f.opts.DrainGate:

@@ -20,12 +20,18 @@ import (
 // journal and its demo service.
 type Host struct {
 	*testbed.Host
-	fleet *Fleet
+	fleet    *Fleet        // nil for a host of NewHost
+	watchdog time.Duration // Options.Watchdog
 
 	mu   sync.Mutex
 	runs int    // agent units started
 	unit string // the agent's unit now: AgentUnit, then AgentUnit-2, -3, ...
 }
+
+// NewHost is a host that a test booted itself (with baton at /usr/local/bin/baton and
+// its configuration at /etc/baton/agent.yaml), outside any Fleet: its agent is started,
+// stopped and read as a fleet's hosts are.
+func NewHost(h *testbed.Host) *Host { return &Host{Host: h} }
 
 // client makes the fleet's own requests to the hosts; it keeps no idle connections.
 var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -75,10 +81,16 @@ func (h *Host) TxnState() string {
 }
 
 // Quarantined reports whether the host quarantined commit.
-func (h *Host) Quarantined(commit string) bool {
+func (h *Host) Quarantined(commit string) bool { return h.QuarantineReason(commit) != "" }
+
+// QuarantineReason is why the host quarantined commit, "" when it did not.
+func (h *Host) QuarantineReason(commit string) string {
 	s := &rollback.Store{Dir: h.Path(stateDir)}
 	q, err := s.IsQuarantined(commit)
-	return err == nil && q != nil
+	if err != nil || q == nil {
+		return ""
+	}
+	return q.Reason
 }
 
 // Settled reports whether the agent is idle on commit: committed or quarantined.
@@ -102,6 +114,9 @@ func (h *Host) Served() string {
 
 // InRotation reports whether HAProxy sends requests to the host: ready and UP.
 func (h *Host) InRotation() bool {
+	if h.fleet == nil {
+		return false
+	}
 	st, err := h.fleet.haproxyState(h.Name)
 	return err == nil && st.Admin.String() == "ready" && strings.HasPrefix(st.Status, "UP")
 }
