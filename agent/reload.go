@@ -17,10 +17,12 @@ import (
 // when the agent gets SIGHUP. Call it before Run.
 func (a *Agent) WatchConfig(file string) { a.configFile = file }
 
-// watchConfig sends on reload when the configuration file changes or on SIGHUP, until
-// ctx ends. It watches the file's directory, so that editors that replace the file
-// (write a temporary, rename it over) are seen too.
-func (a *Agent) watchConfig(ctx context.Context, reload chan<- string) {
+// watchConfig sends on reload (buffered, of one) why the configuration should be read
+// again: the file changed, or SIGHUP; until ctx ends. It watches the file's directory,
+// so that editors that replace the file (write a temporary, rename it over) are seen
+// too. A reason that comes while one is still waiting joins it: the one reload serves
+// both, and its log line names both.
+func (a *Agent) watchConfig(ctx context.Context, reload chan string) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -37,9 +39,13 @@ func (a *Agent) watchConfig(ctx context.Context, reload chan<- string) {
 	}
 	send := func(why string) {
 		select {
-		case reload <- why:
+		case waiting := <-reload:
+			if waiting != why {
+				why = waiting + ", " + why
+			}
 		default:
 		}
+		reload <- why // this is the only sender, and the buffer is empty now
 	}
 	for {
 		select {

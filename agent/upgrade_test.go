@@ -41,7 +41,9 @@ func TestUpgradeAndBadReleases(t *testing.T) {
 	}{
 		{"fails its health check", release{version: "3.0.0", mode: "fail-health"}, "verify: check health failed 3 times in a row"},
 		{"crashes after 3s", release{version: "3.1.0", mode: "crash-after"}, "verify: demo.service"},
-		{"exits at once", release{version: "3.2.0", mode: "exit"}, "verify: demo.service"},
+		// systemd's verdict (the unit exited) or the health check (nothing listens), as
+		// the process starts and exits faster or slower than three probes
+		{"exits at once", release{version: "3.2.0", mode: "exit"}, "verify: "},
 		{"unit file systemd rejects", release{version: "3.3.0", mode: "ok",
 			unit: "[Unit]\nDescription=no ExecStart\n\n[Service]\nExecStop=/bin/true\n"}, "switch: "},
 		{"artifact with a wrong sha256", release{version: "3.4.0", mode: "ok", sha256: strings.Repeat("0", 64)}, "stage: "},
