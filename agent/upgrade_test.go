@@ -39,7 +39,7 @@ func TestUpgradeAndBadReleases(t *testing.T) {
 		rel    release
 		reason string // the quarantine's reason holds this
 	}{
-		{"fails its health check", release{version: "3.0.0", mode: "fail-health"}, "verify: check health failed 3 times in a row"},
+		{"fails its health check", release{version: "3.0.0", mode: "fail-health"}, "verify: check health failed 10 times in a row"},
 		{"crashes after 3s", release{version: "3.1.0", mode: "crash-after"}, "verify: demo.service"},
 		// systemd's verdict (the unit exited) or the health check (nothing listens), as
 		// the process starts and exits faster or slower than three probes

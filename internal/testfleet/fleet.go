@@ -35,14 +35,17 @@ const (
 	Group = "web"
 	// DemoPort is where the demo service listens on every host.
 	DemoPort = "8080"
-	// DemoChecks is the demo service's health check, as its service.yaml says it.
+	// DemoChecks is the demo service's health check, as its service.yaml says it. Its
+	// failures in a row give the service two seconds to start listening: tests run
+	// side by side, and on a busy machine a process can take more than the half
+	// second that three failures would allow.
 	DemoChecks = `checks:
   - name: health
     http: {url: "http://127.0.0.1:` + DemoPort + `/healthz", contains: ok}
     interval: 200ms
     timeout: 1s
     successes: 2
-    failures: 3
+    failures: 10
 `
 	// AgentUnit is the transient unit the agent runs as in every host; started again
 	// by the test (Host.StartAgent), it runs as AgentUnit-2, -3, ...
