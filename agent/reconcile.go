@@ -11,8 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/baton-fleet/baton/api"
-	"github.com/baton-fleet/baton/events"
+	"github.com/baton-fleet/baton/core"
 	"github.com/baton-fleet/baton/gitsync"
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/plan"
@@ -39,7 +38,7 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		return
 	}
 	if err := a.trusted(log, lg, commit); err != nil {
-		a.reject(log, commit, err)
+		a.endLook(ctx, look{log: log, commit: commit, lg: lg}, core.Outcome{Kind: core.Rejected, Reason: err.Error()})
 		return
 	}
 	hs, repo, err := a.load(ctx, commit)
@@ -52,7 +51,7 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		return
 	}
 	if err != nil {
-		a.reject(log, commit, err)
+		a.endLook(ctx, look{log: log, commit: commit, lg: lg}, core.Outcome{Kind: core.Rejected, Reason: err.Error()})
 		return
 	}
 	log = log.With("group", hs.Group.Name)
@@ -63,14 +62,20 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		log.Error("plan", "err", err)
 		return
 	}
+	l := look{log: log, commit: commit, lg: lg, hs: hs}
 	if !p.Changed() {
-		a.unchanged(ctx, log, lg, hs)
+		if a.unchanged(l) {
+			a.endLook(ctx, l, core.Outcome{Kind: core.Unchanged})
+			a.contract(ctx, hs)
+		}
 		return
 	}
 	txn := newTxn(hs, lg, p)
-	if a.mayStart(ctx, log, st, lg, hs, repo, txn) {
-		a.upgrade(ctx, log.With("txn", txn.ID), txn, hs)
+	if o := a.blocked(ctx, log, lg, hs, repo, txn); o != nil {
+		a.endLook(ctx, l, *o)
+		return
 	}
+	a.upgrade(ctx, log.With("txn", txn.ID), txn, hs)
 }
 
 // mayTry says whether the loop may consider commit at all now: no transaction is
@@ -143,66 +148,45 @@ func (a *Agent) trusted(log *slog.Logger, lg *rollback.LastGood, commit string) 
 	return nil
 }
 
-// unchanged records a commit that changes nothing of this host: it is good here as
-// it is.
-func (a *Agent) unchanged(ctx context.Context, log *slog.Logger, lg *rollback.LastGood, hs *spec.HostSpec) {
-	commit := hs.Revision
+// unchanged records a commit that changes nothing of this host as its last good
+// revision: it is good here as it is. It reports whether it could.
+func (a *Agent) unchanged(l look) bool {
+	lg, hs := l.lg, l.hs
 	lg.History = lg.NextHistory()
-	lg.Revision, lg.Time, lg.Host, lg.Group = commit, time.Now().UTC(), hs.Host, hs.Group.Name
+	lg.Revision, lg.Time, lg.Host, lg.Group = l.commit, time.Now().UTC(), hs.Host, hs.Group.Name
 	if err := a.store.SetLastGood(lg); err != nil {
-		log.Error("record the last good revision", "err", err)
-		return
+		l.log.Error("record the last good revision", "err", err)
+		return false
 	}
-	a.setStatus(func(s *Status) {
-		s.Applied, s.LastResult = commit, "nothing to change at "+commitid.ShortOrNone(commit)
-	})
-	a.idle()
-	a.recordIdle(ctx, hs.Group.Name, commit, "unchanged")
-	log.Info("commit changes nothing on this host")
-	a.contract(ctx, hs)
+	return true
 }
 
-// mayStart says whether txn may start now, as far as this host can tell before the
-// lease: no unit file of the release is someone else's, the fleet is not frozen, and
-// the fleet's gate lets it through. When not, the status says why.
-func (a *Agent) mayStart(ctx context.Context, log *slog.Logger, st Status, lg *rollback.LastGood, hs *spec.HostSpec, repo *spec.Repo, txn *rollback.Txn) bool {
+// blocked says what holds txn back now, as far as this host can tell before the
+// lease, as a Blocked outcome: a unit file of the release that is someone else's
+// (the host, not the release, is in the way: nothing is quarantined or halted, and
+// the next poll looks again), a freeze, the fleet's gate, the group's alerts. It is
+// nil when the transaction may start.
+func (a *Agent) blocked(ctx context.Context, log *slog.Logger, lg *rollback.LastGood, hs *spec.HostSpec, repo *spec.Repo, txn *rollback.Txn) *core.Outcome {
+	held := func(by, why string) *core.Outcome { return &core.Outcome{Kind: core.Blocked, Step: by, Reason: why} }
 	if why := a.foreignUnits(hs, lg); why != "" {
-		// The host, not the release, is in the way: nothing is quarantined or halted,
-		// and the next poll looks again.
-		if st.Phase != why {
-			a.phase("%s", why)
-			a.result(api.Result{Outcome: api.OutcomeAborted, From: lg.Revision, To: txn.To, Message: why})
-			log.Error("not upgrading: a unit file of the release belongs to someone else", "reason", why)
-		}
-		return false
+		return held(heldByUnits, why)
 	}
 	if repo.Fleet.Freeze {
-		if st.Phase != "frozen" {
-			a.phase("frozen")
-			log.Info("fleet.yaml sets freeze: not starting the upgrade")
-		}
-		return false
+		return held(heldByFreeze, "frozen")
 	}
 	v, err := a.gate(ctx, hs.Group, txn)
 	if err != nil {
 		log.Warn("read the fleet state", "err", err)
-		return false
+		return held(heldByFleetState, "")
 	}
 	if !v.OK {
-		if st.Phase != v.Why {
-			a.phase("%s", v.Why)
-		}
 		a.obs.metrics.Halted(v.Halted)
-		return false
+		return held(heldByGate, v.Why)
 	}
 	if why := a.promGate(ctx, hs.Group, txn.To); why != "" {
-		if st.Phase != why {
-			a.phase("%s", why)
-			log.Info("the group's gate holds new upgrades", "reason", why)
-		}
-		return false
+		return held(heldByAlerts, why)
 	}
-	return true
+	return nil
 }
 
 // foreignUnits says which unit files of hs are taken on the host without baton
@@ -310,17 +294,4 @@ func (a *Agent) idle() {
 	if p := "idle at " + commitid.ShortOrNone(st.Applied); st.Phase != p {
 		a.phase("%s", p)
 	}
-}
-
-// reject records a commit refused as bad input. Nothing on the host is touched.
-func (a *Agent) reject(log *slog.Logger, commit string, err error) {
-	a.setStatus(func(s *Status) {
-		s.Rejected, s.RejectReason = commit, err.Error()
-		s.LastResult = fmt.Sprintf("rejected %s: %v", commitid.ShortOrNone(commit), err)
-	})
-	a.obs.metrics.Rejected()
-	a.idle()
-	a.result(api.Result{Outcome: api.OutcomeRejected, To: commit, Message: err.Error()})
-	a.emit(events.CommitRejected, commit, "", err.Error(), nil)
-	log.Error("commit rejected; keeping the last good revision", "err", err)
 }

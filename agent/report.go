@@ -16,6 +16,7 @@ import (
 	"github.com/baton-fleet/baton/metrics"
 	"github.com/baton-fleet/baton/release"
 	"github.com/baton-fleet/baton/rollback"
+	"github.com/baton-fleet/baton/spec"
 )
 
 // end performs the ending s of a transaction: Leave keeps the record open for the next
@@ -183,5 +184,71 @@ func (a *Agent) releaseLease(ctx context.Context, log *slog.Logger) {
 	defer cancel()
 	if err := a.lease.Release(ctx); err != nil {
 		log.Warn("release the lease", "err", err)
+	}
+}
+
+// look is a commit the loop looked at that started no transaction.
+type look struct {
+	log    *slog.Logger
+	commit string
+	lg     *rollback.LastGood
+	hs     *spec.HostSpec // nil when the commit did not load
+}
+
+// What holds a commit back, the Step of a Blocked outcome.
+const (
+	heldByUnits      = "units"       // a unit file of the release belongs to someone else
+	heldByFreeze     = "freeze"      // fleet.yaml sets freeze
+	heldByGate       = "gate"        // the fleet's gate: a halt, canaries, requirements, a stranded host
+	heldByAlerts     = "alerts"      // the group's gate on firing alerts
+	heldByFleetState = "fleet-state" // the fleet state could not be read (logged where it failed)
+)
+
+// endLook reports the ending of a look that started no transaction, once: rejected
+// (bad input; nothing on the host touched), blocked (it waits, and the phase says
+// why) or unchanged (nothing to do here; good as it is).
+func (a *Agent) endLook(ctx context.Context, l look, o core.Outcome) {
+	switch o.Kind {
+	case core.Rejected:
+		a.reportRejected(l, o)
+	case core.Blocked:
+		a.reportBlocked(l, o)
+	case core.Unchanged:
+		a.setStatus(func(s *Status) {
+			s.Applied, s.LastResult = l.commit, "nothing to change at "+commitid.ShortOrNone(l.commit)
+		})
+		a.idle()
+		a.recordIdle(ctx, l.hs.Group.Name, l.commit, "unchanged")
+		l.log.Info("commit changes nothing on this host")
+	}
+}
+
+// reportRejected reports a commit refused as bad input.
+func (a *Agent) reportRejected(l look, o core.Outcome) {
+	a.setStatus(func(s *Status) {
+		s.Rejected, s.RejectReason = l.commit, o.Reason
+		s.LastResult = fmt.Sprintf("rejected %s: %s", commitid.ShortOrNone(l.commit), o.Reason)
+	})
+	a.obs.metrics.Rejected()
+	a.idle()
+	a.result(api.Result{Outcome: api.OutcomeRejected, To: l.commit, Message: o.Reason})
+	a.emit(events.CommitRejected, l.commit, "", o.Reason, nil)
+	l.log.Error("commit rejected; keeping the last good revision", "err", o.Reason)
+}
+
+// reportBlocked says why a commit waits, once while the reason stays the same.
+func (a *Agent) reportBlocked(l look, o core.Outcome) {
+	if o.Reason == "" || a.Status().Phase == o.Reason {
+		return
+	}
+	a.phase("%s", o.Reason)
+	switch o.Step {
+	case heldByUnits:
+		a.result(api.Result{Outcome: api.OutcomeAborted, From: l.lg.Revision, To: l.commit, Message: o.Reason})
+		l.log.Error("not upgrading: a unit file of the release belongs to someone else", "reason", o.Reason)
+	case heldByFreeze:
+		l.log.Info("fleet.yaml sets freeze: not starting the upgrade")
+	case heldByAlerts:
+		l.log.Info("the group's gate holds new upgrades", "reason", o.Reason)
 	}
 }
