@@ -31,7 +31,11 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		return
 	}
 	st := a.Status()
-	if commit == lg.Revision || commit == st.Rejected {
+	if commit == lg.Revision {
+		a.contractAgain(ctx, commit)
+		return
+	}
+	if commit == st.Rejected {
 		return
 	}
 	log := a.log.With("commit", commitid.ShortOrNone(commit))
@@ -193,6 +197,12 @@ func (a *Agent) mayStart(ctx context.Context, log *slog.Logger, st Status, lg *r
 			a.phase("%s", v.Why)
 		}
 		a.obs.metrics.Halted(v.Halted)
+		return false
+	}
+	if why := a.migrationHold(ctx, hs, txn); why != "" {
+		if st.Phase != why {
+			a.phase("%s", why)
+		}
 		return false
 	}
 	if why := a.promGate(ctx, hs.Group, txn.To); why != "" {

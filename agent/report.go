@@ -32,7 +32,7 @@ func (a *Agent) end(ctx context.Context, w *work, s core.Step) {
 	case core.Reverted, core.RevertFailed:
 		a.reportFailed(ctx, w, o)
 	default:
-		a.reportAborted(w, o)
+		a.reportAborted(ctx, w, o)
 	}
 }
 
@@ -101,7 +101,7 @@ func (a *Agent) reportFailed(ctx context.Context, w *work, o *core.Outcome) {
 // stopped before it touched the host, or reverted after an interruption. The commit is
 // not quarantined; after the host's own trouble or an interruption it is tried again
 // after a backoff.
-func (a *Agent) reportAborted(w *work, o *core.Outcome) {
+func (a *Agent) reportAborted(ctx context.Context, w *work, o *core.Outcome) {
 	txn, log := w.txn, w.log
 	reason := o.Reason
 	switch o.Retry {
@@ -124,6 +124,11 @@ func (a *Agent) reportAborted(w *work, o *core.Outcome) {
 		log.Warn("upgrade aborted before touching the host", "reason", reason)
 	}
 	a.releaseLease(context.Background(), log)
+	if recorded(txn) {
+		// The record said LEASED (or later) and where the host was going, which the
+		// other hosts' requirement checks count as what it may serve: it runs From.
+		a.recordIdle(context.WithoutCancel(ctx), txn.Group, txn.From, "aborted: "+reason)
+	}
 	if err := a.store.End(); err != nil {
 		log.Error("close the transaction", "err", err)
 	}
@@ -184,4 +189,9 @@ func (a *Agent) releaseLease(ctx context.Context, log *slog.Logger) {
 	if err := a.lease.Release(ctx); err != nil {
 		log.Warn("release the lease", "err", err)
 	}
+}
+
+// recorded reports whether txn wrote this host's fleet record (from LEASED on).
+func recorded(txn *rollback.Txn) bool {
+	return slices.ContainsFunc(txn.History, func(s rollback.Step) bool { return s.State == rollback.Leased })
 }
