@@ -129,6 +129,9 @@ type contracts struct {
 func (a *Agent) contract(ctx context.Context, hs *spec.HostSpec) {
 	a.contracts.due = nil
 	waits, troubles := a.runContracts(ctx, hs)
+	if len(troubles) == 0 {
+		a.obs.metrics.MigrationBlocked(false)
+	}
 	why := strings.Join(append(waits, troubles...), "; ")
 	if why != "" {
 		a.contracts.due = hs

@@ -196,11 +196,13 @@ func TestRequiresAndMigrations(t *testing.T) {
 	for _, h := range []*harness{h2, h3} {
 		h.said("waiting: api 2.1.0 requires db >=2.0.0 <3.0.0; h1 runs 1.0.0")
 	}
+	resolved := time.Now()
 	out := h2.host.MustExec(t, "/usr/local/bin/baton", "migration", "resolve", "api", "0003-slow", "--done")
 	if !strings.Contains(out, "marked done") {
 		t.Errorf("baton migration resolve said %q", out)
 	}
 	settled(c3)
+	t.Logf("h1 started api 2.1.0 %v after the resolve (--done)", h1.apiStarted().Sub(resolved).Round(time.Millisecond))
 	if n := db.runs(t, "0003"); n != 1 {
 		t.Errorf("the interrupted migration ran %d times, want once (resolved as done)", n)
 	}
@@ -220,8 +222,10 @@ func TestRequiresAndMigrations(t *testing.T) {
 	for _, h := range hosts { // resolved before a host sees the fix, it would run the failing one again
 		h.waitFor(h.host.Name+" to fetch the fix", time.Minute, func() bool { return h.status().Tracked == c5 })
 	}
+	resolved = time.Now()
 	h2.host.MustExec(t, "/usr/local/bin/baton", "migration", "resolve", "api", "0004-fails", "--rerun")
 	settled(c5)
+	t.Logf("the first host started api 2.2.0 %v after the resolve (--rerun)", firstStart(hosts).Sub(resolved).Round(time.Millisecond))
 	h1.waitFor("the contract migration", time.Minute, func() bool { return db.runs(t, "0005") > 0 })
 	contractAfterAll(t, db, hosts)
 
@@ -289,12 +293,14 @@ func killedMidMigration(t *testing.T, db *migrationDB, runner, other *harness) {
 	if e, lock := other.ledger(); e["0003-slow"].State != migrate.StateRunning || e["0003-slow"].Host != runner.host.Name || lock != runner.host.Name {
 		t.Fatalf("while it sleeps, the ledger says %+v, the lock is %q's; want it running on %s", e["0003-slow"], lock, runner.host.Name)
 	}
+	killed := time.Now()
 	runner.host.MustExec(t, "systemctl", "kill", "--signal=SIGKILL", "--kill-whom=main", runner.unit)
 	runner.waitFor("the agent to die", 30*time.Second, func() bool { return !runner.agentActive() })
 	// The server finishes a statement whose client is gone only when it next writes to
 	// it: end the sleep, as an operator who found it would.
 	db.pg.Query(t, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(600)'")
 	other.waitFor("the killed runner's migration lock to expire", time.Minute, func() bool { _, lock := other.ledger(); return lock == "" })
+	t.Logf("the killed runner's migration lock was gone %v after the kill (lease TTL 5s)", time.Since(killed).Round(100*time.Millisecond))
 	if out := other.host.MustExec(t, "/usr/local/bin/baton", "migrations", "api"); !strings.Contains(out, "INTERRUPTED") || !strings.Contains(out, "api 0003-slow: interrupted on "+runner.host.Name) {
 		t.Errorf("baton migrations api does not say 0003-slow was interrupted:\n%s", out)
 	}
