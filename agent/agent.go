@@ -85,6 +85,7 @@ type Agent struct {
 
 	fleet      *fleetState     // nil without the etcd backend
 	migrations *migrate.Runner // runs the releases' data migrations once for the fleet; nil with FleetLock
+	contracts  contracts       // the contract migrations left to run at the applied commit
 	// promSaid is what the group's Prometheus gate said last (see Agent.promGate).
 	promSaid  gateSaid
 	trouble   core.Backoff   // a commit this host could not carry out, and when to try again

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/baton-fleet/baton/core"
@@ -26,10 +27,11 @@ func expands(changed []*spec.Rendered) []*spec.Rendered {
 }
 
 // expand runs the pending expand migrations of the changed services, under the slot,
-// with the release staged and before it switches: once for the whole fleet, by the
-// first host that gets here (migrate.Runner). A migration that failed, was interrupted
-// or changed halts the service's rollout on every host until an operator resolves it
-// (baton migration resolve): this host waits and says so.
+// with the release staged and before the host leaves its load balancers and switches:
+// once for the whole fleet, by the first host that gets here (migrate.Runner). A
+// migration that failed, was interrupted or changed halts the service's rollout on
+// every host until an operator resolves it (baton migration resolve): the transaction
+// ends, and the gate (migrationHold) keeps this host waiting, saying why.
 func (a *Agent) expand(ctx context.Context, w *work) core.Event {
 	rs := expands(w.changed)
 	if a.migrations == nil {
@@ -49,8 +51,9 @@ func (a *Agent) expand(ctx context.Context, w *work) core.Event {
 	return core.Event{}
 }
 
-// migrationWaits is the event of a migration run that did not finish: stopped, or
-// waiting (a halt in the ledger, or the ledger out of reach).
+// migrationWaits is the event of a migration run that did not finish: stopped, halted
+// (Failed: the ledger's verdict, for the whole fleet) or the host's trouble (the
+// ledger or the lock out of reach: tried again after a backoff).
 func (a *Agent) migrationWaits(ctx context.Context, err error) core.Event {
 	if ctx.Err() != nil {
 		return core.Event{Result: core.Stopped}
@@ -58,8 +61,37 @@ func (a *Agent) migrationWaits(ctx context.Context, err error) core.Event {
 	var halt *migrate.Halt
 	if errors.As(err, &halt) {
 		a.obs.metrics.MigrationBlocked(true)
+		return core.Event{Result: core.Failed, Reason: err.Error()}
 	}
 	return core.Event{Result: core.HostTrouble, Reason: err.Error()}
+}
+
+// migrationHold says why the expand migrations of the services txn changes hold it
+// before the lease, "" when they do not: a migration of theirs that failed, was
+// interrupted or changed (a migrate.Halt in the ledger) halts the service's rollout
+// on every host, in every group, until an operator resolves it. The host waits here,
+// not drained under a slot, and goes on at the first poll after the resolve. A ledger
+// out of reach holds nothing here: the migrate step finds it again under the slot.
+func (a *Agent) migrationHold(ctx context.Context, hs *spec.HostSpec, txn *rollback.Txn) string {
+	rs := expands(changedServices(hs, txn))
+	if a.migrations == nil || len(rs) == 0 {
+		return ""
+	}
+	for _, r := range rs {
+		cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+		halt, err := a.migrations.Halted(cctx, r.Name, r.Phase(spec.PhaseExpand))
+		cancel()
+		if err != nil {
+			a.log.Warn("read the migrations ledger", "service", r.Name, "err", err)
+			return ""
+		}
+		if halt != nil {
+			a.obs.metrics.MigrationBlocked(true)
+			return "waiting: " + halt.Error()
+		}
+	}
+	a.obs.metrics.MigrationBlocked(false)
+	return ""
 }
 
 // migrationsBound is how long running ms may take: each migration's timeout, twice
@@ -79,15 +111,55 @@ func (a *Agent) migrationRan(e migrate.Entry) {
 	a.emit(ev.Type, "", ev.Service, ev.Message, ev.Fields)
 }
 
+// contracts is what the loop remembers of the contract migrations of the commit the
+// host runs, between polls.
+type contracts struct {
+	due *spec.HostSpec // its contract migrations are not all done: tried at each poll
+	why string         // what was logged of them last, not to repeat at each poll
+}
+
 // contract runs the contract migrations of the services hs runs, once no host of the
-// fleet runs (or is going to run) a version older than theirs: after a commit, and at
-// a poll that finds the host's commit unchanged. The last host to commit a version
-// finds no one holding them back and runs them, once for the fleet; with the local
-// lease, right after the commit. A run that does not finish is logged; the next
-// commit or poll that gets here tries again.
+// fleet runs (or is going to run) a version older than theirs: after a commit, after
+// a commit that changes nothing here, and at each poll that finds the host still at
+// hs's commit while some are not done (contractAgain). The last host to commit a
+// version finds no one holding them back and runs them, once for the fleet; a host
+// that finds one still holding them back, or cannot finish them, tries again at its
+// next poll, so that a failed try is not left for the next commit. With the local
+// lease, they run right after the commit.
 func (a *Agent) contract(ctx context.Context, hs *spec.HostSpec) {
+	a.contracts.due = nil
+	waits, troubles := a.runContracts(ctx, hs)
+	if len(troubles) == 0 {
+		a.obs.metrics.MigrationBlocked(false)
+	}
+	why := strings.Join(append(waits, troubles...), "; ")
+	if why != "" {
+		a.contracts.due = hs
+	}
+	if why != "" && why != a.contracts.why {
+		if len(troubles) > 0 {
+			a.log.Error(why)
+		} else {
+			a.log.Info(why)
+		}
+	}
+	a.contracts.why = why
+}
+
+// contractAgain tries again the contract migrations left to run at commit, when the
+// host still runs it.
+func (a *Agent) contractAgain(ctx context.Context, commit string) {
+	if hs := a.contracts.due; hs != nil && hs.Revision == commit {
+		a.contract(ctx, hs)
+	}
+}
+
+// runContracts runs what contract runs, and says of each service whose contract
+// migrations are left why: waits, for a host that holds them back, and troubles, for
+// a run that halted or did not finish (or a fleet state that cannot be read).
+func (a *Agent) runContracts(ctx context.Context, hs *spec.HostSpec) (waits, troubles []string) {
 	if a.migrations == nil {
-		return
+		return nil, nil
 	}
 	var snap *fleet.Snapshot
 	for _, r := range hs.Services {
@@ -100,24 +172,29 @@ func (a *Agent) contract(ctx context.Context, hs *spec.HostSpec) {
 			s, err := a.fleet.store.Snapshot(cctx)
 			cancel()
 			if err != nil {
-				a.log.Warn("contract migrations: read the fleet state", "err", err)
-				return
+				return nil, []string{fmt.Sprintf("contract migrations wait: the fleet state cannot be read: %v", err)}
 			}
 			snap = s
 		}
 		if snap != nil {
 			if h := snap.ContractHoldout(r.Name, r.Version); h != nil {
-				a.log.Info("contract migrations wait", "service", r.Name, "version", r.Version, "for", h.String())
+				waits = append(waits, h.String())
 				continue
 			}
 		}
 		a.notify.busy(migrationsBound(ms))
 		err := a.migrations.Run(ctx, r.Name, r.Version, ms)
 		a.notify.busy(0)
-		if err != nil {
-			a.log.Error("contract migrations did not finish", "service", r.Name, "version", r.Version, "err", err)
+		var halt *migrate.Halt
+		switch {
+		case errors.As(err, &halt):
+			a.obs.metrics.MigrationBlocked(true)
+			troubles = append(troubles, fmt.Sprintf("contract migrations of %s %s halted: %v", r.Name, r.Version, err))
+		case err != nil:
+			troubles = append(troubles, fmt.Sprintf("contract migrations of %s %s did not finish: %v", r.Name, r.Version, err))
 		}
 	}
+	return waits, troubles
 }
 
 // runsOf is what a host runs by its last good record (or a transaction's target), as

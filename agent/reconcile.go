@@ -30,7 +30,11 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 		return
 	}
 	st := a.Status()
-	if commit == lg.Revision || commit == st.Rejected {
+	if commit == lg.Revision {
+		a.contractAgain(ctx, commit)
+		return
+	}
+	if commit == st.Rejected {
 		return
 	}
 	log := a.log.With("commit", commitid.ShortOrNone(commit))
@@ -164,7 +168,8 @@ func (a *Agent) unchanged(l look) bool {
 // blocked says what holds txn back now, as far as this host can tell before the
 // lease, as a Blocked outcome: a unit file of the release that is someone else's
 // (the host, not the release, is in the way: nothing is quarantined or halted, and
-// the next poll looks again), a freeze, the fleet's gate, the group's alerts. It is
+// the next poll looks again), a freeze, the fleet's gate, a migration halted in the
+// ledger, the group's alerts. It is
 // nil when the transaction may start.
 func (a *Agent) blocked(ctx context.Context, log *slog.Logger, lg *rollback.LastGood, hs *spec.HostSpec, repo *spec.Repo, txn *rollback.Txn) *core.Outcome {
 	held := func(by, why string) *core.Outcome { return &core.Outcome{Kind: core.Blocked, Step: by, Reason: why} }
@@ -182,6 +187,9 @@ func (a *Agent) blocked(ctx context.Context, log *slog.Logger, lg *rollback.Last
 	if !v.OK {
 		a.obs.metrics.Halted(v.Halted)
 		return held(heldByGate, v.Why)
+	}
+	if why := a.migrationHold(ctx, hs, txn); why != "" {
+		return held(heldByMigration, why)
 	}
 	if why := a.promGate(ctx, hs.Group, txn.To); why != "" {
 		return held(heldByAlerts, why)

@@ -33,7 +33,7 @@ func (a *Agent) end(ctx context.Context, w *work, s core.Step) {
 	case core.Reverted, core.RevertFailed:
 		a.reportFailed(ctx, w, o)
 	default:
-		a.reportAborted(w, o)
+		a.reportAborted(ctx, w, o)
 	}
 }
 
@@ -102,7 +102,7 @@ func (a *Agent) reportFailed(ctx context.Context, w *work, o *core.Outcome) {
 // stopped before it touched the host, or reverted after an interruption. The commit is
 // not quarantined; after the host's own trouble or an interruption it is tried again
 // after a backoff.
-func (a *Agent) reportAborted(w *work, o *core.Outcome) {
+func (a *Agent) reportAborted(ctx context.Context, w *work, o *core.Outcome) {
 	txn, log := w.txn, w.log
 	reason := o.Reason
 	switch o.Retry {
@@ -125,6 +125,11 @@ func (a *Agent) reportAborted(w *work, o *core.Outcome) {
 		log.Warn("upgrade aborted before touching the host", "reason", reason)
 	}
 	a.releaseLease(context.Background(), log)
+	if recorded(txn) {
+		// The record said LEASED (or later) and where the host was going, which the
+		// other hosts' requirement checks count as what it may serve: it runs From.
+		a.recordIdle(context.WithoutCancel(ctx), txn.Group, txn.From, "aborted: "+reason)
+	}
 	if err := a.store.End(); err != nil {
 		log.Error("close the transaction", "err", err)
 	}
@@ -200,6 +205,7 @@ const (
 	heldByUnits      = "units"       // a unit file of the release belongs to someone else
 	heldByFreeze     = "freeze"      // fleet.yaml sets freeze
 	heldByGate       = "gate"        // the fleet's gate: a halt, canaries, requirements, a stranded host
+	heldByMigration  = "migration"   // a migration of the release is halted in the ledger
 	heldByAlerts     = "alerts"      // the group's gate on firing alerts
 	heldByFleetState = "fleet-state" // the fleet state could not be read (logged where it failed)
 )
@@ -251,4 +257,9 @@ func (a *Agent) reportBlocked(l look, o core.Outcome) {
 	case heldByAlerts:
 		l.log.Info("the group's gate holds new upgrades", "reason", o.Reason)
 	}
+}
+
+// recorded reports whether txn wrote this host's fleet record (from LEASED on).
+func recorded(txn *rollback.Txn) bool {
+	return slices.ContainsFunc(txn.History, func(s rollback.Step) bool { return s.State == rollback.Leased })
 }

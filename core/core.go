@@ -9,7 +9,7 @@
 // agent reports it once (see agent.report).
 //
 //	Begin:   PREPARED stage -> STAGED acquire -> LEASED check-hold -> look-again
-//	         -> [DRAINING check-hold -> drain] -> [migrate] -> confirm-hold
+//	         -> [migrate] -> [DRAINING check-hold -> drain] -> confirm-hold
 //	         -> SWITCHING switch -> VERIFYING verify
 //	         -> [bluegreen: cutover -> VERIFYING verify] -> [undrain]
 //	         -> [ANALYZING analyze] -> [bluegreen: retire] -> COMMITTED commit -> done
@@ -209,12 +209,13 @@ func (m *Machine) beforeSwitch(ev Event) Step {
 		// Wrong the same way on every host, and nothing switched: quarantined here,
 		// the group not halted (each host finds it for itself).
 		return m.fail("stage", ev.Reason, "")
-	case ev.Did == Migrate && ev.Result != OK:
-		// The ledger holds a migration's verdict for the whole fleet: a failed or
-		// interrupted one halts every host's rollout of the service until an
-		// operator resolves it, so this host waits, nothing quarantined; so does
-		// one that could not reach the ledger.
-		return m.undrainThen(func() Step { return m.trouble("migrate", ev.Reason) })
+	case ev.Did == Migrate && ev.Result == Failed:
+		// The ledger holds a migration's verdict for the whole fleet: a failed,
+		// interrupted or changed one halts every host's rollout of the service
+		// until an operator resolves it. Nothing is quarantined, and no backoff
+		// delays the host once it is resolved: the agent's gate reads the ledger
+		// before the lease, and holds the host there meanwhile.
+		return m.done(&Outcome{Kind: Aborted, Step: "migrate", Reason: ev.Reason})
 	case ev.Result == HostTrouble:
 		return m.trouble(troubleStep[ev.Did], ev.Reason)
 	case ev.Did == ConfirmHold && ev.Result != OK:
@@ -239,23 +240,25 @@ func (m *Machine) beforeSwitch(ev Event) Step {
 		}
 		return Step{Do: LookAgain}
 	case LookAgain:
-		if m.Drains {
-			return Step{Do: CheckHold, Persist: rollback.Draining}
+		if m.Migrates {
+			return Step{Do: Migrate}
 		}
-		return m.migrate()
-	case Drain:
-		return m.migrate()
+		return m.drain()
 	case Migrate:
+		return m.drain()
+	case Drain:
 		return Step{Do: ConfirmHold}
 	}
 	return Step{Do: Switch, Persist: rollback.Switching} // ConfirmHold
 }
 
-// migrate runs the release's expand migrations, when it has any, right before the
-// hold is confirmed for the switch.
-func (m *Machine) migrate() Step {
-	if m.Migrates {
-		return Step{Do: Migrate}
+// drain takes the host out of its load balancers, when it has any, after the expand
+// migrations: an expand migration leaves what the old version reads, so the host
+// serves while it runs, or while it waits for another host's run (the migration lock
+// is the fleet's); a long migration takes no capacity from the group.
+func (m *Machine) drain() Step {
+	if m.Drains {
+		return Step{Do: CheckHold, Persist: rollback.Draining}
 	}
 	return Step{Do: ConfirmHold}
 }

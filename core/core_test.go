@@ -232,12 +232,18 @@ func TestBlueGreenAnalysisAndMigrations(t *testing.T) {
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, confirm-hold, SWITCHING switch, VERIFYING verify, undrain, ANALYZING analyze, halt-early, ROLLING_BACK check-hold, drain, revert, undrain, quarantine, FAILED halt, done"},
 		{name: "bluegreen with analysis: a failure switches back", blueGreen: true, analyzes: true, script: map[Action][]Result{Analyze: {Failed}}, kind: Reverted, halts: true,
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, confirm-hold, SWITCHING switch, VERIFYING verify, cutover, VERIFYING verify, ANALYZING analyze, halt-early, ROLLING_BACK check-hold, revert, quarantine, FAILED halt, done"},
-		{name: "expand migrations", migr: true, drains: true, kind: Committed,
-			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, migrate, confirm-hold, SWITCHING switch, VERIFYING verify, undrain, COMMITTED commit, done"},
-		{name: "a migration failed or was interrupted: the host waits for an operator", migr: true, drains: true, script: map[Action][]Result{Migrate: {Failed}}, kind: Aborted, retry: RetryTrouble,
-			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, DRAINING check-hold, drain, migrate, undrain, done"},
-		{name: "a migration waits on another host's run", migr: true, script: map[Action][]Result{Migrate: {HostTrouble}}, kind: Aborted, retry: RetryTrouble,
+		{name: "expand migrations: run before the drain", migr: true, drains: true, kind: Committed,
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, migrate, DRAINING check-hold, drain, confirm-hold, SWITCHING switch, VERIFYING verify, undrain, COMMITTED commit, done"},
+		{name: "expand migrations without a load balancer", migr: true, kind: Committed,
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, migrate, confirm-hold, SWITCHING switch, VERIFYING verify, COMMITTED commit, done"},
+		{name: "a migration failed, was interrupted or changed: the gate holds the host, no backoff", migr: true, drains: true, script: map[Action][]Result{Migrate: {Failed}}, kind: Aborted, retry: NoRetry,
 			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, migrate, done"},
+		{name: "the ledger out of reach: tried again after a backoff", migr: true, drains: true, script: map[Action][]Result{Migrate: {HostTrouble}}, kind: Aborted, retry: RetryTrouble,
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, migrate, done"},
+		{name: "stopped while migrating: never drained", migr: true, drains: true, script: map[Action][]Result{Migrate: {Stopped}}, kind: Aborted, retry: NoRetry,
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, migrate, done"},
+		{name: "the hold lost after the migrations: not drained", migr: true, drains: true, script: map[Action][]Result{CheckHold: {OK, Failed}}, kind: Aborted, retry: NoRetry,
+			want: "PREPARED stage, STAGED acquire, LEASED check-hold, look-again, migrate, DRAINING check-hold, done"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

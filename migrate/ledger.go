@@ -36,13 +36,16 @@ type Entry struct {
 	Phase    string    `json:"phase"`
 	Version  string    `json:"version"` // of the release that ran it
 	State    string    `json:"state"`
-	Host     string    `json:"host"`               // the runner's
-	Start    time.Time `json:"start"`              // of the last run
-	End      time.Time `json:"end,omitzero"`       // of the last run, when it ended
-	Checksum string    `json:"checksum"`           // of the rendered command (Checksum of spec.Migration.Canonical)
-	Error    string    `json:"error,omitempty"`    // how the last run failed
-	Output   string    `json:"output,omitempty"`   // the tail of the last run's output
-	Resolved *Resolved `json:"resolved,omitempty"` // an operator's word on it, the last
+	Host     string    `json:"host"`         // the runner's
+	Start    time.Time `json:"start"`        // of the last run
+	End      time.Time `json:"end,omitzero"` // of the last run, when it ended
+	Checksum string    `json:"checksum"`     // of the rendered command (Checksum of spec.Migration.Canonical)
+	// Rerunnable is the migration's rerunnable: as it was when it last started: when
+	// it is interrupted, the next runner runs it again rather than halt.
+	Rerunnable bool      `json:"rerunnable,omitempty"`
+	Error      string    `json:"error,omitempty"`    // how the last run failed
+	Output     string    `json:"output,omitempty"`   // the tail of the last run's output
+	Resolved   *Resolved `json:"resolved,omitempty"` // an operator's word on it, the last
 }
 
 // Event is the rollout event of a migration that ran here and ended:

@@ -190,6 +190,10 @@ func TestKilledRunner(t *testing.T) {
 	killedAt := time.Now()
 	m := f.migration("0007-orders-status", "")
 	m.Command = f.migrationSQL("marker-killed")
+	// While the lock is held, the gate sees no halt: its holder may be running it.
+	if h, err := f.runner(t, "web-03").Halted(context.Background(), "api", []spec.Migration{m}); h != nil || err != nil {
+		t.Errorf("Halted while the killed runner's lock is held = %v, %v; want nil", h, err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // 10 TTLs: a lock that never expires fails here
 	defer cancel()
 	err := f.runner(t, "web-02").Run(ctx, "api", "2.0.0", []spec.Migration{m})
@@ -206,12 +210,19 @@ func TestKilledRunner(t *testing.T) {
 	if got := f.rows(t); got != "" {
 		t.Fatalf("runs = %q: the interrupted migration ran again", got)
 	}
-	// Asked again (every poll), it says the same, without waiting for any lock.
+	// Asked again (every poll), it says the same, without waiting for any lock; so
+	// does the gate, before a host takes its slot.
 	if err := f.runner(t, "web-03").Run(context.Background(), "api", "2.0.0", []spec.Migration{m}); !errors.As(err, &halt) || halt.Kind != Interrupted {
 		t.Fatalf("Run again = %v", err)
 	}
+	if h, err := f.runner(t, "web-03").Halted(context.Background(), "api", []spec.Migration{m}); h == nil || h.Kind != Interrupted || err != nil {
+		t.Fatalf("Halted after the lock expired = %v, %v; want interrupted", h, err)
+	}
 	if _, err := l.Resolve(context.Background(), "api", "0007-orders-status", StatePending, "ops@admin"); err != nil {
 		t.Fatal(err)
+	}
+	if h, err := f.runner(t, "web-03").Halted(context.Background(), "api", []spec.Migration{m}); h != nil || err != nil {
+		t.Fatalf("Halted after --rerun = %v, %v; want nil", h, err)
 	}
 	f.pg.Query(t, "UPDATE slow SET s = 0")
 	if err := f.runner(t, "web-02").Run(context.Background(), "api", "2.0.0", []spec.Migration{m}); err != nil {

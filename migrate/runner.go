@@ -96,6 +96,19 @@ func (r *Runner) Run(ctx context.Context, service, version string, ms []spec.Mig
 	return nil
 }
 
+// Halted returns the *Halt that the ledger holds against the migrations ms of
+// service, nil when it holds none: what Run would return before it takes the lock. A
+// host asks before it takes its group's slot, so that a halted rollout waits at the
+// gate and goes on at the first poll after an operator resolves the halt.
+func (r *Runner) Halted(ctx context.Context, service string, ms []spec.Migration) (*Halt, error) {
+	_, err := r.pending(ctx, service, ms)
+	var halt *Halt
+	if errors.As(err, &halt) {
+		return halt, nil
+	}
+	return nil, err
+}
+
 // pending reports whether some migration of ms needs the lock: one not done. It
 // returns a *Halt found without it, so that a host does not take the lock to learn
 // what the ledger says already: a changed command, a failure, an interruption (a
@@ -132,7 +145,7 @@ func (r *Runner) runOne(ctx context.Context, lock held, service, version string,
 		return nil
 	}
 	log := r.logger().With("service", service, "migration", m.ID, "phase", m.Phase)
-	cur := Entry{Service: service, ID: m.ID, Phase: m.Phase, Version: version, State: StateRunning, Host: r.Host, Start: r.Ledger.clock().UTC(), Checksum: sum}
+	cur := Entry{Service: service, ID: m.ID, Phase: m.Phase, Version: version, State: StateRunning, Host: r.Host, Start: r.Ledger.clock().UTC(), Checksum: sum, Rerunnable: m.Rerunnable}
 	if e != nil {
 		cur.Resolved = e.Resolved
 	}

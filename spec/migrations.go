@@ -33,15 +33,21 @@ type Migration struct {
 	User       string           `yaml:"user" json:"user,omitempty"`     // as for exec checks
 	Rerunnable bool             `yaml:"rerunnable" json:"rerunnable"`   // safe to run again after an interruption
 
-	// Canonical is, once rendered, the command as a host whose state directory is
-	// CanonicalStateDir renders it: the same on every host, whatever its own, for the
-	// ledger's checksum of the command.
+	// Canonical is, once rendered, the command as written: rendered with each value of
+	// the release standing for itself ({{ .Release }} stays {{ .Release }}). It is the
+	// same on every host, whatever its state directory, and in every later release
+	// that keeps the migration, for the ledger's checksum of the command: an edit
+	// changes it, a new release directory does not.
 	Canonical []string `yaml:"-" json:"-"`
 }
 
-// CanonicalStateDir is the state directory Migration.Canonical is rendered with: the
-// agent's default.
+// CanonicalStateDir is the agent's default state directory: the release directories
+// a repository is checked with (baton validate) are under it.
 const CanonicalStateDir = "/var/lib/baton"
+
+// releaseItself are the values of MigrationVars that differ between releases of a
+// service, each standing for itself: what Migration.Canonical is rendered with.
+var releaseItself = MigrationVars{Version: "{{ .Version }}", Revision: "{{ .Revision }}", Release: "{{ .Release }}"}
 
 // MigrationVars are the values a migration's command and backup see: those of the
 // release, none of the host's.
@@ -113,8 +119,9 @@ func renderMigrations(s *Service, v Vars, errs *yamldoc.Errors) []Migration {
 	}
 	mv := MigrationVars{Version: v.Version, Service: v.Service, Revision: v.Revision, Release: v.Release}
 	ren := &renderer{vars: mv, doc: s.doc, errs: errs}
-	mv.Release = s.ReleaseDir(CanonicalStateDir)
-	canon := &renderer{vars: mv, doc: s.doc, errs: &yamldoc.Errors{}} // its errors are ren's
+	itself := releaseItself
+	itself.Service = v.Service
+	canon := &renderer{vars: itself, doc: s.doc, errs: &yamldoc.Errors{}} // its errors are ren's
 	out := slices.Clone(s.Migrations)
 	for i := range out {
 		m := &out[i]

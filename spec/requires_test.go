@@ -184,8 +184,28 @@ func TestRenderMigrations(t *testing.T) {
 	if m[0].Timeout.D() != DefaultMigrationTimeout || m[1].Timeout.D().String() != "30s" || m[0].User != "api" || m[0].Rerunnable || !m[1].Rerunnable {
 		t.Errorf("fields: %+v", m)
 	}
-	if got, want := m[0].Canonical[0], api.ReleaseDir(CanonicalStateDir)+"/api"; got != want {
+	if got, want := m[0].Canonical[0], "{{ .Release }}/api"; got != want {
 		t.Errorf("canonical command = %s, want %s", got, want)
+	}
+	// The same migration in the next release, whose release directory differs, is
+	// the one that ran; an edit is not.
+	next := loadTxtar(t, strings.Replace(threeTiers, `version: "2.0.0"`, `version: "2.1.0"`, 1)).Services["api"]
+	if next.Version != "2.1.0" {
+		t.Fatalf("the next release is %s", next.Version)
+	}
+	nr, err := next.Render(Vars{Host: "app-1", Group: "app", Revision: "def", Release: "/var/lib/baton/releases/api/2.1.0-y"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := nr.Migrations[0]; strings.Join(n.Canonical, " ") != strings.Join(m[0].Canonical, " ") || n.Command[0] == m[0].Command[0] {
+		t.Errorf("the next release: canonical %q and %q, commands %q and %q", n.Canonical, m[0].Canonical, n.Command, m[0].Command)
+	}
+	edited, err := loadTxtar(t, strings.Replace(threeTiers, `"migrate", "up", "7"`, `"migrate", "up", "8"`, 1)).Services["api"].Render(Vars{Release: "/var/lib/baton/releases/api/2.0.0-x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(edited.Migrations[0].Canonical, " ") == strings.Join(m[0].Canonical, " ") {
+		t.Error("an edited migration has the canonical command of the one that ran")
 	}
 	other, err := api.Render(Vars{Host: "app-2", Group: "app", Revision: "abc", Release: "/srv/baton/releases/api/2.0.0-x"})
 	if err != nil {

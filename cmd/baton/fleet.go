@@ -22,6 +22,7 @@ import (
 	"github.com/baton-fleet/baton/fleet"
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/lease"
+	"github.com/baton-fleet/baton/migrate"
 )
 
 // fleetClient connects to the etcd of the agent configuration in file.
@@ -77,7 +78,7 @@ func newFleetCmd() *cobra.Command {
 		Short: "Show the fleet: groups, lease holders, hosts and their commits, halted commits, pauses",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withFleet(cmd, func(ctx context.Context, s *fleet.Store, _ *clientv3.Client, _ string) error {
+			return withFleet(cmd, func(ctx context.Context, s *fleet.Store, cli *clientv3.Client, prefix string) error {
 				snap, err := s.Snapshot(ctx)
 				if err != nil {
 					return err
@@ -85,7 +86,10 @@ func newFleetCmd() *cobra.Command {
 				if asJSON {
 					return writeJSON(cmd.OutOrStdout(), snap)
 				}
-				return writeFleet(cmd.OutOrStdout(), snap, time.Now())
+				if err := writeFleet(cmd.OutOrStdout(), snap, time.Now()); err != nil {
+					return err
+				}
+				return writeLedgerHalts(ctx, cmd.OutOrStdout(), migrate.NewLedger(cli, prefix))
 			})
 		},
 	}

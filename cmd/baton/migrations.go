@@ -93,12 +93,11 @@ func writeMigrations(w io.Writer, list []migrate.Entry, holder string) error {
 	var notes []string
 	for _, e := range list {
 		state := e.State
-		if e.State == migrate.StateRunning && holder == "" {
+		if interrupted(e, holder) {
 			state = "INTERRUPTED"
-			notes = append(notes, fmt.Sprintf("%s %s: interrupted on %s; check the data, then baton migration resolve %s %s --done or --rerun", e.Service, e.ID, e.Host, e.Service, e.ID))
 		}
-		if e.State == migrate.StateFailed || e.State == migrate.StateUnreadable {
-			notes = append(notes, fmt.Sprintf("%s %s: %s%s", e.Service, e.ID, e.Error, outputTail(e.Output)))
+		if n := haltNote(e, holder); n != "" {
+			notes = append(notes, n)
 		}
 		if r := e.Resolved; r != nil {
 			notes = append(notes, fmt.Sprintf("%s %s: resolved as %s by %s at %s (it was %s)", e.Service, e.ID, r.As, r.By, r.Time.Format(time.RFC3339), r.From))
@@ -112,6 +111,67 @@ func writeMigrations(w io.Writer, list []migrate.Entry, holder string) error {
 		fmt.Fprintln(tw, "\n"+strings.Join(notes, "\n"))
 	}
 	return tw.Flush()
+}
+
+// interrupted reports whether e is running while no runner holds the migration lock:
+// its runner died.
+func interrupted(e migrate.Entry, holder string) bool {
+	return e.State == migrate.StateRunning && holder == ""
+}
+
+// haltNote says what an operator does about e when it stops its service's rollout (a
+// failed migration, with its output's tail; an interrupted one that is not
+// rerunnable; an unreadable entry), or what happens next for an interrupted one that
+// is; "" otherwise.
+func haltNote(e migrate.Entry, holder string) string {
+	switch {
+	case interrupted(e, holder) && e.Rerunnable:
+		return fmt.Sprintf("%s %s: interrupted on %s; it is rerunnable: the next host that needs it runs it again", e.Service, e.ID, e.Host)
+	case interrupted(e, holder):
+		return fmt.Sprintf("%s %s: interrupted on %s; check the data, then baton migration resolve %s %s --done or --rerun", e.Service, e.ID, e.Host, e.Service, e.ID)
+	case e.State == migrate.StateFailed || e.State == migrate.StateUnreadable:
+		return fmt.Sprintf("%s %s: %s%s", e.Service, e.ID, e.Error, outputTail(e.Output))
+	}
+	return ""
+}
+
+// writeLedgerHalts reads the ledger l and prints its halts (writeMigrationHalts).
+func writeLedgerHalts(ctx context.Context, w io.Writer, l *migrate.Ledger) error {
+	list, err := l.List(ctx, "")
+	if err != nil {
+		return err
+	}
+	holder, err := l.Holder(ctx)
+	if err != nil {
+		return err
+	}
+	writeMigrationHalts(w, list, holder)
+	return nil
+}
+
+// writeMigrationHalts prints, below the fleet, the migrations in the ledger that stop
+// their service's rollout in every group, as the hosts that wait for them say it
+// (migrate.Halt), with a failed one's output's tail. It prints nothing when none does.
+func writeMigrationHalts(w io.Writer, list []migrate.Entry, holder string) {
+	var halts []string
+	for _, e := range list {
+		var kind string
+		switch {
+		case interrupted(e, holder) && !e.Rerunnable:
+			kind = migrate.Interrupted
+		case e.State == migrate.StateFailed:
+			kind = migrate.Failed
+		case e.State == migrate.StateUnreadable:
+			kind = migrate.Unreadable
+		default:
+			continue
+		}
+		h := &migrate.Halt{Kind: kind, Entry: e}
+		halts = append(halts, h.Error()+outputTail(e.Output))
+	}
+	if len(halts) > 0 {
+		fmt.Fprintf(w, "\nHALTED BY A MIGRATION (baton migrations for the ledger)\n%s\n", strings.Join(halts, "\n"))
+	}
 }
 
 // outputTail is the last lines of a migration's output, indented.

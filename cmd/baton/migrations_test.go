@@ -24,6 +24,7 @@ func TestWriteMigrations(t *testing.T) {
 		{Service: "api", ID: "0008-orders-index", Phase: "expand", Version: "2.0.0", State: "failed", Host: "web-01", Start: start.Add(time.Minute), End: start.Add(2 * time.Minute),
 			Error: "/usr/bin/psql: exit status 3: ERROR:  relation \"orders_idx\" already exists", Output: "BEGIN\nERROR:  relation \"orders_idx\" already exists\n"},
 		{Service: "billing", ID: "12", Phase: "contract", Version: "5.1.0", State: "running", Host: "bill-02", Start: start.Add(time.Hour)},
+		{Service: "billing", ID: "13", Phase: "contract", Version: "5.1.0", State: "running", Host: "bill-02", Start: start.Add(time.Hour), Rerunnable: true},
 		{Service: "billing", ID: "11", Phase: "expand", Version: "5.1.0", State: "pending", Host: "bill-01", Start: start.Add(-time.Hour),
 			Resolved: &migrate.Resolved{As: "pending", By: "ops@bastion", Time: start.Add(-time.Minute), From: "running"}},
 	}
@@ -39,6 +40,9 @@ func TestWriteMigrations(t *testing.T) {
 	if err := writeMigrations(&out, nil, ""); err != nil {
 		t.Fatal(err)
 	}
+	out.WriteString("---- below baton fleet: what halts a rollout\n")
+	writeMigrationHalts(&out, list, "")
+	writeMigrationHalts(&out, list[:1], "") // nothing
 	golden.Check(t, "testdata/golden/migrations.txt", out.Bytes())
 }
 
