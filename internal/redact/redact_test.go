@@ -52,6 +52,9 @@ func TestText(t *testing.T) {
 		{`"https://h/a?token=abc&x=1"`, `"https://h/a?token=REDACTED&x=REDACTED"`},
 		{"two: http://a:b@h1/ and http://h2/?k=v", "two: http://h1/ and http://h2/?k=REDACTED"},
 		{"bad: https://u:pw@h/%zz end", "bad: " + Invalid + " end"},
+		{"prometheus unreachable: http://prom:9090: connection refused", "prometheus unreachable: http://prom:9090: connection refused"},
+		{"ask https://u:pw@prom:9090, then", "ask https://prom:9090, then"},
+		{"bad: https://u:pw@h/%zz: end", "bad: " + Invalid + ": end"},
 	}
 	for _, tt := range tests {
 		if got := Text(tt.in); got != tt.want {
