@@ -120,6 +120,10 @@ func (a *Agent) reportAborted(w *work, o *core.Outcome) {
 	a.tlog.track(txn)
 	if core.Switched(txn) {
 		log.Warn("upgrade aborted after reverting the host", "reason", reason)
+		// Reverted (an interruption, an inconclusive analysis): the fleet record must not
+		// leave this host switched and silent, which holds the group as if a halt were
+		// on its way (core.Stranded).
+		a.recordIdle(context.Background(), txn.Group, txn.From, "aborted")
 	} else {
 		log.Warn("upgrade aborted before touching the host", "reason", reason)
 	}
