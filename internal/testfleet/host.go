@@ -75,10 +75,16 @@ func (h *Host) TxnState() string {
 }
 
 // Quarantined reports whether the host quarantined commit.
-func (h *Host) Quarantined(commit string) bool {
+func (h *Host) Quarantined(commit string) bool { return h.QuarantineReason(commit) != "" }
+
+// QuarantineReason is why the host quarantined commit, "" when it did not.
+func (h *Host) QuarantineReason(commit string) string {
 	s := &rollback.Store{Dir: h.Path(stateDir)}
 	q, err := s.IsQuarantined(commit)
-	return err == nil && q != nil
+	if err != nil || q == nil {
+		return ""
+	}
+	return q.Reason
 }
 
 // Settled reports whether the agent is idle on commit: committed or quarantined.
