@@ -12,8 +12,9 @@ import (
 
 // analyzeTarget runs the analysis of the changed services while the host serves the
 // release: Passed goes on; Failed fails the release (drained again, reverted,
-// quarantined, halted); Inconclusive (no answer, or no data, to the end) blames no one:
-// the host is reverted and tries the commit again after a backoff.
+// quarantined, halted), be it on bad values or on no data (Prometheus down included)
+// with noData: fail; Inconclusive (no data to the end, with noData: wait) blames no
+// one: the host is reverted and tries the commit again after a backoff.
 func (a *Agent) analyzeTarget(ctx context.Context, w *work) core.Event {
 	txn := w.txn
 	m := map[string]*spec.Analysis{}

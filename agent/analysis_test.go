@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-fleet/baton/events"
 	"github.com/baton-fleet/baton/internal/testfleet"
 	"github.com/baton-fleet/baton/internal/testprom"
 )
@@ -57,7 +58,8 @@ groups:
 // of its requests with 500 fails its analysis on the first host once it serves: drained
 // again, reverted, quarantined, and the group halted, so the second host never runs it.
 // An alert firing holds the group's gate: a good release waits, and goes once it
-// resolves.
+// resolves. A Prometheus stopped during an analysis is no data, which each check's
+// noData decides (analysisWithoutPrometheus).
 func TestAnalysisAndGate(t *testing.T) {
 	hosts, lb, drainBlock := balancedFleet(t, 2)
 	h1 := hosts[0]
@@ -176,6 +178,108 @@ func TestAnalysisAndGate(t *testing.T) {
 	alerts.Set("disk_full", map[string]string{"instance": "db-02"}, 0)
 	for _, h := range hosts {
 		h.settled(c5)
+	}
+
+	analysisWithoutPrometheus(t, hosts, prom, promURL, drainBlock+fmt.Sprintf(analysisBlock, promURL), fleetFile)
+}
+
+// analysisWithoutPrometheus stops Prometheus while a host analyses a release, once for
+// each noData that decides something. With wait (the default) the host waits out its
+// window without data and reverts, blaming no one: nothing quarantined or halted, the
+// gate holds the other host meanwhile, and the commit goes through once Prometheus is
+// back. With fail each evaluation without an answer is a failure: the release is
+// reverted on that host, quarantined, and the group halted.
+func analysisWithoutPrometheus(t *testing.T, hosts []*harness, prom *testprom.Prometheus, promURL, waitBlock, fleetFile string) {
+	t.Helper()
+	start := time.Now()
+	defer func() { t.Logf("the phases without Prometheus took %v", time.Since(start).Round(time.Second)) }()
+	h1 := hosts[0]
+	noAnswer := "errors: no data (prometheus unreachable: " + promURL + ": "
+
+	c6 := h1.push(release{version: "6.0.0", mode: "ok", drain: waitBlock, fleet: fleetFile})
+	tried, other := stopPrometheusInFlight(t, hosts, prom)
+	h1.waitFor("the analysis without Prometheus to end", 2*time.Minute, func() bool {
+		return tried.host.TxnState() == "" && tried.host.LastGood().Revision != c6
+	})
+	if tried.host.Quarantined(c6) {
+		t.Errorf("%s quarantined %s, which only met a Prometheus down: %s", tried.host.Name, short(c6), tried.host.QuarantineReason(c6))
+	}
+	said := "analysis inconclusive: " + noAnswer
+	saysWhy(t, tried, c6, "aborted", said, "; noData: wait)")
+	if v := h1.host.MustExec(t, "/usr/local/bin/baton", "fleet"); strings.Contains(v, "HALTED on "+short(c6)) {
+		t.Errorf("an analysis without Prometheus halted the group:\n%s", v)
+	}
+	other.waitFor("the gate to hold the other host while Prometheus is down", time.Minute, func() bool {
+		return strings.Contains(other.status().Phase, "held: prometheus unreachable: "+promURL)
+	})
+	prom.Restart(t)
+	for _, h := range hosts {
+		h.settled(c6)
+		if h.host.LastGood().Revision != c6 {
+			t.Errorf("%s did not commit %s once Prometheus was back: %s", h.host.Name, short(c6), h.host.QuarantineReason(c6))
+		}
+	}
+
+	failBlock := strings.Replace(waitBlock, "max: 0.01\n", "max: 0.01\n        noData: fail\n", 1)
+	c7 := h1.push(release{version: "7.0.0", mode: "ok", drain: failBlock, fleet: fleetFile})
+	tried, other = stopPrometheusInFlight(t, hosts, prom)
+	h1.waitFor("the release to fail without Prometheus", 2*time.Minute, func() bool {
+		return tried.host.Quarantined(c7) && tried.host.TxnState() == ""
+	})
+	said = "analysis failed: " + noAnswer
+	if r := tried.host.QuarantineReason(c7); !strings.HasPrefix(r, "analyze: "+said) || !strings.HasSuffix(r, "; noData: fail) (2 of 2 failures)") {
+		t.Errorf("%s quarantined %s for %q, want analyze: %s...; noData: fail) (2 of 2 failures)", tried.host.Name, short(c7), r, said)
+	}
+	saysWhy(t, tried, c7, "reverted", said, "; noData: fail) (2 of 2 failures)")
+	if v := h1.host.MustExec(t, "/usr/local/bin/baton", "fleet"); !strings.Contains(v, "HALTED on "+short(c7)) {
+		t.Errorf("baton fleet does not show the halt on %s:\n%s", short(c7), v)
+	}
+	h1.waitFor("the served version back to 6.0.0", time.Minute, func() bool { return tried.host.Served() == "6.0.0" })
+	prom.Restart(t) // the gate answers again: only the halt holds the other host
+	other.waitFor("the other host to see the halt", time.Minute, func() bool {
+		return strings.Contains(other.journal(), "commit "+short(c7)+" failed on "+tried.host.Name)
+	})
+	if other.host.LastGood().Revision != c6 || strings.Contains(other.journal(), "-> "+short(c7)+": switching") {
+		t.Errorf("%s switched to %s, which failed its analysis on %s", other.host.Name, short(c7), tried.host.Name)
+	}
+}
+
+// stopPrometheusInFlight waits for a host to upgrade past the gate (verifying, or
+// analysing) and stops Prometheus: the host's analysis gets no answer from the start.
+// It returns that host and the other.
+func stopPrometheusInFlight(t *testing.T, hosts []*harness, prom *testprom.Prometheus) (tried, other *harness) {
+	t.Helper()
+	hosts[0].waitFor("a host to verify the release", 3*time.Minute, func() bool {
+		for i, h := range hosts {
+			if s := h.host.TxnState(); s == "VERIFYING" || s == "ANALYZING" {
+				tried, other = h, hosts[1-i]
+				return true
+			}
+		}
+		return false
+	})
+	prom.Stop()
+	return tried, other
+}
+
+// saysWhy checks that the host's last result (in its status) says how its transaction
+// to commit ended and why, as do its analysis event and its journal: the analysis'
+// text begins with prefix, and its end, with what noData made of it, holds suffix.
+func saysWhy(t *testing.T, h *harness, commit, outcome, prefix, suffix string) {
+	t.Helper()
+	st := h.status()
+	if r := st.LastResult; r == nil || r.Outcome != outcome || r.To != commit || !strings.HasPrefix(r.Message, prefix) || !strings.Contains(r.Message, suffix) {
+		t.Errorf("%s: last result %+v, want %s to %s: %s...%s", h.host.Name, r, outcome, short(commit), prefix, suffix)
+	}
+	finished := false
+	for _, e := range st.Events {
+		finished = finished || (e.Type == events.AnalysisFinished && e.Commit == commit && strings.HasPrefix(e.Message, prefix) && strings.Contains(e.Message, suffix))
+	}
+	if !finished {
+		t.Errorf("%s: no %s event for %s saying %s...%s", h.host.Name, events.AnalysisFinished, short(commit), prefix, suffix)
+	}
+	if j := h.journal(); !strings.Contains(j, prefix) || !strings.Contains(j, suffix) {
+		t.Errorf("%s: the journal does not say %s...%s", h.host.Name, prefix, suffix)
 	}
 }
 

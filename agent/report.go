@@ -124,12 +124,14 @@ func (a *Agent) reportAborted(ctx context.Context, w *work, o *core.Outcome) {
 	} else {
 		log.Warn("upgrade aborted before touching the host", "reason", reason)
 	}
-	a.releaseLease(context.Background(), log)
 	if recorded(txn) {
-		// The record said LEASED (or later) and where the host was going, which the
-		// other hosts' requirement checks count as what it may serve: it runs From.
+		// The record said LEASED (or later) and where the host was going: the other
+		// hosts' requirement checks count that as what it may serve, and a host left
+		// switched and silent holds the group as if a halt were on its way
+		// (core.Stranded). It runs From; said before the slot is free.
 		a.recordIdle(context.WithoutCancel(ctx), txn.Group, txn.From, "aborted: "+reason)
 	}
+	a.releaseLease(context.Background(), log)
 	if err := a.store.End(); err != nil {
 		log.Error("close the transaction", "err", err)
 	}

@@ -12,7 +12,8 @@ import (
 )
 
 // Querier answers an instant query: a Prometheus server (Client), or a fake in tests
-// of the logic.
+// of the logic. Its error is shown as why there was no data, so it says what failed
+// ("prometheus unreachable: http://prometheus:9090: ...").
 type Querier interface {
 	Query(ctx context.Context, query string) (Vector, error)
 }
@@ -49,13 +50,12 @@ type Verdict int
 
 // Verdicts of an evaluation.
 const (
-	Pass     Verdict = iota // within its bounds, or no data with noData: pass
-	Fail                    // out of its bounds, or no data with noData: fail
-	Wait                    // no data with noData: wait: neither a pass nor a failure
-	NoAnswer                // Prometheus did not answer (or not with one number): not the release's fault, not counted
+	Pass Verdict = iota // within its bounds, or no data with noData: pass
+	Fail                // out of its bounds, or no data with noData: fail
+	Wait                // no data with noData: wait: neither a pass nor a failure
 )
 
-var verdictNames = [...]string{Pass: "pass", Fail: "fail", Wait: "wait", NoAnswer: "no_answer"}
+var verdictNames = [...]string{Pass: "pass", Fail: "fail", Wait: "wait"}
 
 func (v Verdict) String() string { return verdictNames[v] }
 
@@ -70,23 +70,25 @@ type Sample struct {
 	Bound    string  // the bound that decided: "min", "max" or "maxRatio"; "" when none did
 	Limit    float64 // that bound's value
 	Series   string  // the series whose value failed, when the query returned several
-	Reason   string  // for Wait and NoAnswer: no data, or Prometheus' error
-	Failures int     // failures in a row, this one included
-	Of       int     // failures in a row that fail the check
-	At       time.Time
+	// Reason is set when there was no data: why, and the noData that judged it.
+	Reason string
+	// Unanswered says that the no data was Prometheus not answering (unreachable, or
+	// an error): judged by noData like an empty answer, and counted apart in metrics.
+	Unanswered bool
+	Failures   int // failures in a row, this one included
+	Of         int // failures in a row that fail the check
+	At         time.Time
 }
 
 // String is the sample as status, events and the journal show it:
 //
 //	errors: 0.034 > max 0.01 (2 of 2 failures)
 //	latency-vs-fleet: 0.45 / baseline 0.15 = 3 > maxRatio 1.5 (1 of 2 failures)
-//	errors: no data, noData: wait
-//	errors: Prometheus did not answer: Post "http://prometheus:9090/api/v1/query": connection refused
+//	errors: no data (empty result; noData: wait)
+//	errors: no data (prometheus unreachable: http://prometheus:9090: Post "http://prometheus:9090/api/v1/query": dial tcp 10.0.0.9:9090: connect: connection refused; noData: fail) (2 of 2 failures)
 func (s Sample) String() string {
 	text := s.Check + ": "
 	switch {
-	case s.Verdict == NoAnswer:
-		return text + s.Reason
 	case s.Reason != "":
 		text += s.Reason
 	case s.Bound == "maxRatio":
@@ -162,17 +164,20 @@ type Answer struct {
 	BaselineErr error
 }
 
-// Judge decides what an answer says of c: a pure function of the two. A NaN value
-// (0/0: a rate of errors over no requests) is no data.
+// Judge decides what an answer says of c: a pure function of the two. Whatever leaves
+// it without one number to judge is no data, which c's noData decides: an empty
+// answer; a NaN value (0/0: a rate of errors over no requests); an empty baseline, or
+// a comparison of several series; and Prometheus not answering at all, which is no
+// more a pass than an empty answer is.
 func Judge(c Check, a Answer) Sample {
 	s := Sample{Service: c.Service, Check: c.Name, Value: math.NaN(), Baseline: math.NaN()}
 	if err := firstErr(a.QueryErr, a.BaselineErr); err != nil {
-		s.Verdict, s.Reason = NoAnswer, "Prometheus did not answer: "+shorten(err.Error(), 512)
-		return s
+		s.Unanswered = true
+		return noData(c, s, shorten(err.Error(), 512))
 	}
 	q := a.Query.numbers()
 	if len(q) == 0 {
-		return noData(c, s, "no data")
+		return noData(c, s, emptyWhy(a.Query, "result"))
 	}
 	if c.Baseline == "" {
 		return judgeBounds(c, s, q)
@@ -180,11 +185,9 @@ func Judge(c Check, a Answer) Sample {
 	b := a.Baseline.numbers()
 	switch {
 	case len(q) > 1 || len(b) > 1:
-		s.Verdict = NoAnswer
-		s.Reason = fmt.Sprintf("the query returned %d series and the baseline %d; a comparison needs one of each (aggregate with sum, avg or max)", len(q), len(b))
-		return s
+		return noData(c, s, fmt.Sprintf("the query returned %d series and the baseline %d, a comparison needs one of each: aggregate with sum, avg or max", len(q), len(b)))
 	case len(b) == 0:
-		return noData(c, s, "no data for the baseline")
+		return noData(c, s, emptyWhy(a.Baseline, "baseline"))
 	}
 	s.Baseline = b[0].Value
 	if s = judgeBounds(c, s, q); s.Verdict != Pass {
@@ -193,11 +196,20 @@ func Judge(c Check, a Answer) Sample {
 	s.Bound, s.Limit = "maxRatio", *c.MaxRatio
 	if ratio := s.Value / s.Baseline; !(ratio <= *c.MaxRatio) { // NaN and +Inf fail: a baseline of 0 under a value above 0
 		if math.IsNaN(ratio) {
-			return noData(c, s, "no data: 0 / baseline 0")
+			return noData(c, s, "0 / baseline 0")
 		}
 		s.Verdict = Fail
 	}
 	return s
+}
+
+// emptyWhy says why an answer without numbers has none: "empty result", or "NaN
+// result" when its series are all NaN.
+func emptyWhy(v Vector, what string) string {
+	if len(v) > 0 {
+		return "NaN " + what
+	}
+	return "empty " + what
 }
 
 // judgeBounds holds every series of q to c's min and max: the first (in the order of
@@ -229,10 +241,10 @@ func judgeBounds(c Check, s Sample, q Vector) Sample {
 	return s
 }
 
-// noData applies c's noData to an answer without a value.
+// noData applies c's noData to an answer without a value, and says why it had none.
 func noData(c Check, s Sample, why string) Sample {
 	s.Bound, s.Limit = "", 0
-	s.Reason = why + ", noData: " + c.NoData
+	s.Reason = fmt.Sprintf("no data (%s; noData: %s)", why, c.NoData)
 	switch c.NoData {
 	case spec.NoDataFail:
 		s.Verdict = Fail

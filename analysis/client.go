@@ -90,47 +90,63 @@ func NewClient(s Server) (*Client, error) {
 // Close closes the client's idle connections.
 func (c *Client) Close() { c.http.CloseIdleConnections() }
 
+// What a failed query's error begins with: why Prometheus gave no answer.
+const (
+	errUnreachable = "prometheus unreachable" // no connection, no TLS handshake, or no answer in time
+	errAnswer      = "prometheus error"       // what answered said no, or not in the query API's terms
+	errNotAsked    = "prometheus not asked"   // the query could not be sent: its token
+)
+
 // Query runs an instant query at the server's present time, bounded by ctx. Its error
-// names the server (redacted) and never holds the token.
+// says why there is no answer, names the server (redacted), and never holds the
+// token: "prometheus unreachable: http://prometheus:9090: ...".
 func (c *Client) Query(ctx context.Context, query string) (Vector, error) {
-	v, err := c.query(ctx, query)
+	v, why, err := c.query(ctx, query)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %s", c.shown, redact.Text(err.Error()))
+		return nil, fmt.Errorf("%s: %s: %s", why, c.shown, redact.Text(err.Error()))
 	}
 	return v, nil
 }
 
-func (c *Client) query(ctx context.Context, query string) (Vector, error) {
+// query asks the server; on error it also says which of errUnreachable, errAnswer or
+// errNotAsked it is.
+func (c *Client) query(ctx context.Context, query string) (Vector, string, error) {
 	form := url.Values{"query": {query}}.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint, strings.NewReader(form))
 	if err != nil {
-		return nil, err
+		return nil, errNotAsked, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
 	if c.tokenFile != "" {
 		token, err := readToken(c.tokenFile)
 		if err != nil {
-			return nil, err
+			return nil, errNotAsked, err
 		}
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("no answer within the timeout: %w", ctx.Err())
+			return nil, errUnreachable, fmt.Errorf("no answer within the timeout: %w", ctx.Err())
 		}
-		return nil, err
+		return nil, errUnreachable, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxAnswer+1))
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return nil, errUnreachable, fmt.Errorf("no whole answer within the timeout: %w", ctx.Err())
+	case err != nil:
+		return nil, errUnreachable, fmt.Errorf("read the answer: %w", err)
+	case len(body) > MaxAnswer:
+		return nil, errAnswer, fmt.Errorf("the answer is over %d bytes", MaxAnswer)
+	}
+	v, err := ParseAnswer(resp.StatusCode, body)
 	if err != nil {
-		return nil, fmt.Errorf("read the answer: %w", err)
+		return nil, errAnswer, err
 	}
-	if len(body) > MaxAnswer {
-		return nil, fmt.Errorf("the answer is over %d bytes", MaxAnswer)
-	}
-	return ParseAnswer(resp.StatusCode, body)
+	return v, "", nil
 }
 
 // readToken reads a bearer token from path, a regular file that other users cannot

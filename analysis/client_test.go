@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/common/model"
 
+	"github.com/baton-fleet/baton/internal/redact"
 	"github.com/baton-fleet/baton/internal/yamldoc"
 	"github.com/baton-fleet/baton/spec"
 )
@@ -218,7 +219,7 @@ func TestGateText(t *testing.T) {
 		{answerOrErr{v: alerts("DiskFull")}, `held: ALERTS{alertname="DiskFull",instance="db-02"}`},
 		{answerOrErr{v: alerts("G", "F", "E", "D", "C", "B", "A")}, `held: ALERTS{alertname="A",instance="db-02"}, ALERTS{alertname="B",instance="db-02"}, ALERTS{alertname="C",instance="db-02"}, ALERTS{alertname="D",instance="db-02"}, ALERTS{alertname="E",instance="db-02"} and 2 more`},
 		{answerOrErr{v: alerts(strings.Repeat("X", 300))}, `held: ALERTS{alertname="` + strings.Repeat("X", 182) + `…`},
-		{down, "held: Prometheus did not answer: " + down.err.Error()},
+		{down, "held: " + down.err.Error()},
 	} {
 		q := `ALERTS{alertstate="firing",severity="page"}`
 		g := NewGate(spec.PrometheusGate{Query: q, Timeout: yamldoc.Duration(time.Second)}, script{q: {tc.answer}})
@@ -283,7 +284,7 @@ func TestForServicesSharesClients(t *testing.T) {
 }
 
 // TestEvaluateBoundedByTimeout: a Prometheus that does not answer costs one check's
-// timeout, and is no answer, not a failure.
+// timeout, and is no data, judged by noData: here a failure.
 func TestEvaluateBoundedByTimeout(t *testing.T) {
 	release := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -305,8 +306,45 @@ func TestEvaluateBoundedByTimeout(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("evaluation took %v with a timeout of 200ms", took)
 	}
-	want := "errors: Prometheus did not answer: " + srv.URL + ": no answer within the timeout: context deadline exceeded"
-	if s.Verdict != NoAnswer || s.Failures != 1 || s.String() != want {
+	want := "errors: no data (prometheus unreachable: " + srv.URL + ": no answer within the timeout: context deadline exceeded; noData: fail) (2 of 2 failures)"
+	if s.Verdict != Fail || !s.Unanswered || s.Failures != 2 || s.String() != want {
 		t.Errorf("sample = %s (%v, %d failures), want %s", s, s.Verdict, s.Failures, want)
+	}
+}
+
+// TestQueryErrorSaysWhy: a failed query's error begins with why there is no answer:
+// nothing reached (a closed port), what answered said no (HTTP 503, a page that is
+// not the query API), or the query was not sent (its token file). The local API shows
+// it as it is.
+func TestQueryErrorSaysWhy(t *testing.T) {
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"status":"error","errorType":"timeout","error":"query timed out"}`))
+	}))
+	defer busy.Close()
+	html := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("<html>login</html>")) }))
+	defer html.Close()
+	for _, tc := range []struct {
+		s    Server
+		want string
+	}{
+		{Server{URL: closed.URL}, "prometheus unreachable: " + closed.URL + `: Post "` + closed.URL + `/api/v1/query": dial tcp `},
+		{Server{URL: busy.URL}, "prometheus error: " + busy.URL + ": HTTP 503: timeout: query timed out"},
+		{Server{URL: html.URL}, "prometheus error: " + html.URL + ": not an answer of Prometheus' query API: "},
+		{Server{URL: busy.URL, TokenFile: filepath.Join(t.TempDir(), "none")}, "prometheus not asked: " + busy.URL + ": read tokenFile: open "},
+	} {
+		c, err := NewClient(tc.s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Query(context.Background(), "up")
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("query of %s = %v, want %s...", tc.s.URL, err, tc.want)
+		} else if shown := redact.Text(err.Error()); shown != err.Error() {
+			t.Errorf("the local API would show %q as %q", err, shown) // it redacts every text it serves
+		}
+		c.Close()
 	}
 }

@@ -40,7 +40,7 @@ type GateResult struct {
 	Held   bool
 	Series []string // the series that hold it, sorted, at most GateShown
 	More   int      // series that hold it beyond those named
-	Err    error    // Prometheus did not answer: the gate holds
+	Err    error    // why Prometheus gave no answer: the gate holds
 }
 
 // String is the result as status, events and the journal show it:
@@ -48,13 +48,13 @@ type GateResult struct {
 //	open
 //	held: ALERTS{alertname="DiskFull",instance="db-02"}
 //	held: A{...}, B{...}, C{...}, D{...}, E{...} and 3 more
-//	held: Prometheus did not answer: ...
+//	held: prometheus unreachable: http://prometheus:9090: ...
 func (r GateResult) String() string {
 	switch {
 	case !r.Held:
 		return "open"
 	case r.Err != nil:
-		return "held: Prometheus did not answer: " + r.Err.Error()
+		return "held: " + r.Err.Error()
 	}
 	text := "held: " + strings.Join(r.Series, ", ")
 	if r.More > 0 {

@@ -116,11 +116,11 @@ func TestAnalysisAgainstPrometheus(t *testing.T) {
 		{"an error rate above max fails after 2 failures", `query=error_ratio{host="web-02"}; max=0.01`,
 			`analysis failed: errors: 0.034 > max 0.01 (2 of 2 failures)`, 2},
 		{"noData: wait is inconclusive at the end", `query=error_ratio{host="web-09"}; max=0.01; noData=wait`,
-			`analysis inconclusive: errors: no data, noData: wait`, int(realWindow/realInterval) + 2},
+			`analysis inconclusive: errors: no data (empty result; noData: wait)`, int(realWindow/realInterval) + 2},
 		{"noData: fail fails", `query=error_ratio{host="web-09"}; max=0.01; noData=fail`,
-			`analysis failed: errors: no data, noData: fail (2 of 2 failures)`, 2},
+			`analysis failed: errors: no data (empty result; noData: fail) (2 of 2 failures)`, 2},
 		{"noData: pass passes", `query=error_ratio{host="web-09"}; max=0.01; noData=pass`,
-			`analysis passed: errors: no data, noData: pass`, int(realWindow / realInterval)},
+			`analysis passed: errors: no data (empty result; noData: pass)`, int(realWindow / realInterval)},
 		{"a ratio to the baseline above maxRatio fails", `query=p99_seconds{host="web-01"}; baseline=avg(p99_seconds{host!="web-01"}); maxRatio=1.5`,
 			`analysis failed: errors: 0.45 / baseline 0.175 = 2.571 > maxRatio 1.5 (2 of 2 failures)`, 2},
 		{"a ratio within maxRatio passes", `query=p99_seconds{host="web-03"}; baseline=avg(p99_seconds{host!="web-03"}); maxRatio=1.5`,
@@ -138,16 +138,48 @@ func TestAnalysisAgainstPrometheus(t *testing.T) {
 	}
 }
 
-// TestAnalysisPrometheusDown: Prometheus stopped in the middle of a window makes the
-// analysis inconclusive, whatever noData says: not a failure of the release, and not
-// a pass.
+// TestAnalysisPrometheusDown: Prometheus stopped in the middle of a window is no
+// data, and each check's noData decides: wait goes on waiting, and with Prometheus
+// still down at the end the analysis is inconclusive (the release not blamed, and not
+// passed); fail counts a failure at each evaluation, so the analysis fails; pass
+// passes. The text says why there was no data.
 func TestAnalysisPrometheusDown(t *testing.T) {
 	e, p, c := realProm(t, "")
 	e.Set("error_ratio", host, 0.001)
-	waitSeries(t, c, "error_ratio", 1)
+	for _, tc := range []struct {
+		noData  string
+		outcome Outcome
+		suffix  string
+	}{
+		{spec.NoDataWait, Inconclusive, "; noData: wait)"},
+		{spec.NoDataFail, Failed, "; noData: fail) (2 of 2 failures)"},
+		{spec.NoDataPass, Passed, "; noData: pass)"},
+	} {
+		t.Run(tc.noData, func(t *testing.T) {
+			if p.PID() == 0 {
+				p.Restart(t)
+			}
+			waitSeries(t, c, `error_ratio{host="web-01"}`, 1)
+			res, seen := analyzeStoppingPrometheus(t, p, tc.noData)
+			want := "analysis " + tc.outcome.String() + ": errors: no data (prometheus unreachable: " + p.URL + ": "
+			if res.Outcome != tc.outcome || !strings.HasPrefix(res.String(), want) || !strings.HasSuffix(res.String(), tc.suffix) ||
+				!strings.Contains(res.String(), "connection refused") {
+				t.Errorf("result:\n  %s\nwant\n  %s...%s", res, want, tc.suffix)
+			}
+			if len(seen) == 0 || seen[0].Verdict != Pass || !seen[len(seen)-1].Unanswered {
+				t.Errorf("samples = %v, want a pass before Prometheus stopped, and no answer after", seen)
+			}
+		})
+	}
+}
+
+// analyzeStoppingPrometheus runs an analysis of error_ratio against p, as the
+// repository would say it with noData, and stops p halfway through its window.
+func analyzeStoppingPrometheus(t *testing.T, p *testprom.Prometheus, noData string) (Result, []Sample) {
+	t.Helper()
 	a := &spec.Analysis{Window: yamldoc.Duration(realWindow), Checks: []spec.AnalysisCheck{{
 		Name:       "errors",
-		Prometheus: &spec.PrometheusCheck{URL: p.URL, Query: `error_ratio{host="web-01"}`, Max: ptr(0.01), NoData: spec.NoDataFail},
+		Prometheus: &spec.PrometheusCheck{URL: p.URL, Query: `error_ratio{host="web-01"}`, Max: ptr(0.01), NoData: noData},
 		Interval:   yamldoc.Duration(realInterval), Timeout: yamldoc.Duration(time.Second), Failures: 2,
 	}}}
 	run, closeRun, err := ForServices(map[string]*spec.Analysis{"api": a}, checks.RealClock)
@@ -157,21 +189,18 @@ func TestAnalysisPrometheusDown(t *testing.T) {
 	defer closeRun()
 	var seen []Sample
 	run.Report = func(s Sample) { seen = append(seen, s) }
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		time.Sleep(realWindow / 2)
 		p.Stop()
 	}()
 	res, err := run.Analyze(context.Background())
+	<-stopped
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Outcome != Inconclusive || !strings.HasPrefix(res.String(), "analysis inconclusive: errors: Prometheus did not answer: "+p.URL+": ") ||
-		!strings.Contains(res.String(), "connection refused") {
-		t.Errorf("result = %s", res)
-	}
-	if len(seen) == 0 || seen[0].Verdict != Pass {
-		t.Errorf("first sample = %v, want a pass before Prometheus stopped", seen)
-	}
+	return res, seen
 }
 
 // TestGateAgainstPrometheus: the gate holds while a real alert fires, names it, lets
@@ -206,7 +235,7 @@ func TestGateAgainstPrometheus(t *testing.T) {
 		t.Errorf("gate once DiskFull resolved: %s", r)
 	}
 	p.Stop()
-	if r := gate.Check(context.Background()); !r.Held || !strings.HasPrefix(r.String(), "held: Prometheus did not answer: "+p.URL) {
+	if r := gate.Check(context.Background()); !r.Held || !strings.HasPrefix(r.String(), "held: prometheus unreachable: "+p.URL) {
 		t.Errorf("gate with Prometheus stopped: %s", r)
 	}
 }
@@ -234,7 +263,7 @@ func TestClientHTTPSAgainstPrometheus(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := Evaluate(context.Background(), realCheck(t, other, "errors", `query=error_ratio; max=0.01`), 0, time.Now())
-		if s.Verdict != NoAnswer || !strings.Contains(s.String(), "certificate") {
+		if !s.Unanswered || s.Verdict != Wait || !strings.Contains(s.String(), "certificate") {
 			t.Errorf("with caFile %q: %s", ca, s)
 		}
 		other.Close()

@@ -19,7 +19,7 @@ type Outcome int
 const (
 	Passed       Outcome = iota // every check passed at the end of the window
 	Failed                      // a check failed its failures in a row: the release is at fault
-	Inconclusive                // a check had no answer or no data to the end: the release is not blamed
+	Inconclusive                // a check had no data to the end, with noData: wait: the release is not blamed
 )
 
 var outcomeNames = [...]string{Passed: "passed", Failed: "failed", Inconclusive: "inconclusive"}
@@ -37,7 +37,7 @@ type Result struct {
 //
 //	analysis passed: errors: 0.002 <= max 0.01; latency-vs-fleet: 0.21 / baseline 0.2 = 1.05 <= maxRatio 1.5
 //	analysis failed: errors: 0.034 > max 0.01 (2 of 2 failures)
-//	analysis inconclusive: errors: Prometheus did not answer: ...
+//	analysis inconclusive: errors: no data (prometheus unreachable: ...; noData: wait)
 func (r Result) String() string {
 	if r.Decided != nil {
 		return fmt.Sprintf("analysis %s: %s", r.Outcome, r.Decided)
@@ -67,12 +67,14 @@ func (r Result) Fields() map[string]string {
 // evaluated every Interval from the start, for its service's window (or Window).
 //
 // A check fails the analysis at once when it fails Failures times in a row (a pass
-// resets the count; no data with noData: wait, and no answer, leave it as it was).
-// When the window ends, a check whose last evaluation passed is done; one that did
-// not pass last goes on, for at most Failures more intervals, until it passes or
-// fails: so a release failing as the window closes is still caught. A check that
-// still has no answer or no data then makes the analysis Inconclusive: Prometheus
-// down, or no traffic to judge, is not the release's fault, and not a pass either.
+// resets the count; no data with noData: wait leaves it as it was). No data is an
+// empty answer, or no answer at all (Prometheus down): noData: fail counts it as a
+// failure, noData: pass as a pass. When the window ends, a check whose last
+// evaluation passed is done; one that did not pass last goes on, for at most Failures
+// more intervals, until it passes or fails: so a release failing as the window closes
+// is still caught. A check that still has no data then (noData: wait) makes the
+// analysis Inconclusive: Prometheus down, or no traffic to judge, is not the
+// release's fault, and not a pass either.
 type Run struct {
 	Window time.Duration // of the checks that have none of their own
 	Checks []Check

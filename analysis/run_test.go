@@ -51,7 +51,7 @@ func val(v float64) answerOrErr { return answerOrErr{v: Vector{{Metric: model.Me
 
 var (
 	empty = answerOrErr{v: Vector{}}
-	down  = answerOrErr{err: errors.New(`http://prometheus:9090: Post "http://prometheus:9090/api/v1/query": dial tcp 127.0.0.1:9090: connect: connection refused`)}
+	down  = answerOrErr{err: errors.New(`prometheus unreachable: http://prometheus:9090: Post "http://prometheus:9090/api/v1/query": dial tcp 127.0.0.1:9090: connect: connection refused`)}
 )
 
 func ptr(v float64) *float64 { return &v }
@@ -92,19 +92,31 @@ func TestRun(t *testing.T) {
 		{"no data is not counted with wait", []answerOrErr{val(0.02), empty, val(0.03)}, spec.NoDataWait,
 			"analysis failed: errors: 0.03 > max 0.01 (2 of 2 failures)", 3, 30 * time.Second},
 		{"no data fails with fail", []answerOrErr{empty}, spec.NoDataFail,
-			"analysis failed: errors: no data, noData: fail (2 of 2 failures)", 2, 20 * time.Second},
+			"analysis failed: errors: no data (empty result; noData: fail) (2 of 2 failures)", 2, 20 * time.Second},
 		{"no data passes with pass", []answerOrErr{empty}, spec.NoDataPass,
-			"analysis passed: errors: no data, noData: pass", 12, 2 * time.Minute},
+			"analysis passed: errors: no data (empty result; noData: pass)", 12, 2 * time.Minute},
 		{"no data to the end is inconclusive with wait", []answerOrErr{empty}, spec.NoDataWait,
-			"analysis inconclusive: errors: no data, noData: wait", 14, 140 * time.Second},
-		{"Prometheus down is inconclusive, whatever noData says", []answerOrErr{val(0.001), down}, spec.NoDataFail,
-			"analysis inconclusive: errors: Prometheus did not answer: http://prometheus:9090: Post \"http://prometheus:9090/api/v1/query\": dial tcp 127.0.0.1:9090: connect: connection refused", 14, 140 * time.Second},
+			"analysis inconclusive: errors: no data (empty result; noData: wait)", 14, 140 * time.Second},
+		{"Prometheus down is no data: inconclusive with wait", []answerOrErr{val(0.001), down}, spec.NoDataWait,
+			"analysis inconclusive: errors: no data (" + down.err.Error() + "; noData: wait)", 14, 140 * time.Second},
+		{"Prometheus down is no data: failed with fail", []answerOrErr{val(0.001), down}, spec.NoDataFail,
+			"analysis failed: errors: no data (" + down.err.Error() + "; noData: fail) (2 of 2 failures)", 3, 30 * time.Second},
+		{"Prometheus down is no data: passed with pass", []answerOrErr{val(0.001), down}, spec.NoDataPass,
+			"analysis passed: errors: no data (" + down.err.Error() + "; noData: pass)", 12, 2 * time.Minute},
+		{"Prometheus down, then a bad value, with wait: the down neither counts nor resets", []answerOrErr{val(0.02), down, val(0.02)}, spec.NoDataWait,
+			"analysis failed: errors: 0.02 > max 0.01 (2 of 2 failures)", 3, 30 * time.Second},
+		{"Prometheus down between two bad values, with pass: the pass resets", []answerOrErr{val(0.02), down, val(0.02), val(0.001)}, spec.NoDataPass,
+			"analysis passed: errors: 0.001 <= max 0.01", 12, 2 * time.Minute},
+		{"Prometheus down while a bad value counts, with fail: they add up", []answerOrErr{val(0.02), down, val(0.001)}, spec.NoDataFail,
+			"analysis failed: errors: no data (" + down.err.Error() + "; noData: fail) (2 of 2 failures)", 2, 20 * time.Second},
 		{"Prometheus back before the end passes", []answerOrErr{down, down, down, val(0.001)}, spec.NoDataWait,
+			"analysis passed: errors: 0.001 <= max 0.01", 12, 2 * time.Minute},
+		{"Prometheus back before the end passes, with fail", []answerOrErr{down, val(0.001)}, spec.NoDataFail,
 			"analysis passed: errors: 0.001 <= max 0.01", 12, 2 * time.Minute},
 		{"a failure as the window ends is followed up", append(repeat(val(0.001), 11), val(0.02), val(0.02)), spec.NoDataWait,
 			"analysis failed: errors: 0.02 > max 0.01 (2 of 2 failures)", 13, 130 * time.Second},
 		{"NaN (0/0, no requests) is no data", []answerOrErr{val(math.NaN())}, spec.NoDataFail,
-			"analysis failed: errors: no data, noData: fail (2 of 2 failures)", 2, 20 * time.Second},
+			"analysis failed: errors: no data (NaN result; noData: fail) (2 of 2 failures)", 2, 20 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, seen, took := analyze(t, 2*time.Minute, errorsCheck(script{"errors": tc.answers}, tc.noData))
@@ -202,7 +214,7 @@ func TestRunStopsWithContext(t *testing.T) {
 // spec's defaults (an interval of 0 would never end).
 func TestRunDefaults(t *testing.T) {
 	res, seen, took := analyze(t, time.Minute, Check{Name: "errors", Query: "errors", Max: ptr(0.01), Server: script{"errors": {empty}}})
-	want := "analysis inconclusive: errors: no data, noData: wait"
+	want := "analysis inconclusive: errors: no data (empty result; noData: wait)"
 	if res.String() != want || len(seen) != 8 || took != 80*time.Second { // every 10s for 1m, then 2 more
 		t.Errorf("result %s after %d samples over %v, want %s after 8 over 1m20s", res, len(seen), took, want)
 	}
@@ -214,6 +226,8 @@ func TestJudge(t *testing.T) {
 		{Metric: model.Metric{"host": "b"}, Value: 0.5},
 	}
 	check := Check{Name: "c", Min: ptr(0.0001), Max: ptr(0.01), NoData: spec.NoDataWait, Failures: 3}
+	failing, passing := check, check
+	failing.NoData, passing.NoData = spec.NoDataFail, spec.NoDataPass
 	ratio := Check{Name: "r", MaxRatio: ptr(1.5), Baseline: "b", NoData: spec.NoDataWait, Failures: 3}
 	for _, tc := range []struct {
 		c    Check
@@ -224,14 +238,17 @@ func TestJudge(t *testing.T) {
 		{check, Answer{Query: Vector{{Value: 0.00001}}}, "c: 1e-05 < min 0.0001 (0 of 3 failures)", Fail},
 		{check, Answer{Query: Vector{{Value: 0.005}}}, "c: 0.005 <= max 0.01", Pass},
 		{check, Answer{Query: many}, `c: 0.5 for {host="b"} > max 0.01 (0 of 3 failures)`, Fail},
-		{check, Answer{Query: Vector{}}, "c: no data, noData: wait", Wait},
-		{check, Answer{QueryErr: errors.New("x")}, "c: Prometheus did not answer: x", NoAnswer},
+		{check, Answer{Query: Vector{}}, "c: no data (empty result; noData: wait)", Wait},
+		{check, Answer{Query: Vector{{Value: math.NaN()}}}, "c: no data (NaN result; noData: wait)", Wait},
+		{check, Answer{QueryErr: errors.New("prometheus unreachable: x")}, "c: no data (prometheus unreachable: x; noData: wait)", Wait},
+		{failing, Answer{QueryErr: errors.New("prometheus error: x: HTTP 503")}, "c: no data (prometheus error: x: HTTP 503; noData: fail) (0 of 3 failures)", Fail},
+		{passing, Answer{QueryErr: errors.New("prometheus unreachable: x")}, "c: no data (prometheus unreachable: x; noData: pass)", Pass},
 		{ratio, Answer{Query: Vector{{Value: 0.2}}, Baseline: Vector{{Value: 0.2}}}, "r: 0.2 / baseline 0.2 = 1 <= maxRatio 1.5", Pass},
 		{ratio, Answer{Query: Vector{{Value: 0.2}}, Baseline: Vector{{Value: 0}}}, "r: 0.2 / baseline 0 = +Inf > maxRatio 1.5 (0 of 3 failures)", Fail},
-		{ratio, Answer{Query: Vector{{Value: 0}}, Baseline: Vector{{Value: 0}}}, "r: no data: 0 / baseline 0, noData: wait", Wait},
-		{ratio, Answer{Query: Vector{{Value: 0.2}}, Baseline: Vector{}}, "r: no data for the baseline, noData: wait", Wait},
-		{ratio, Answer{Query: Vector{{Value: 0.2}}, BaselineErr: errors.New("timeout")}, "r: Prometheus did not answer: timeout", NoAnswer},
-		{ratio, Answer{Query: many, Baseline: Vector{{Value: 1}}}, "r: the query returned 2 series and the baseline 1; a comparison needs one of each (aggregate with sum, avg or max)", NoAnswer},
+		{ratio, Answer{Query: Vector{{Value: 0}}, Baseline: Vector{{Value: 0}}}, "r: no data (0 / baseline 0; noData: wait)", Wait},
+		{ratio, Answer{Query: Vector{{Value: 0.2}}, Baseline: Vector{}}, "r: no data (empty baseline; noData: wait)", Wait},
+		{ratio, Answer{Query: Vector{{Value: 0.2}}, BaselineErr: errors.New("prometheus unreachable: timeout")}, "r: no data (prometheus unreachable: timeout; noData: wait)", Wait},
+		{ratio, Answer{Query: many, Baseline: Vector{{Value: 1}}}, "r: no data (the query returned 2 series and the baseline 1, a comparison needs one of each: aggregate with sum, avg or max; noData: wait)", Wait},
 	} {
 		s := Judge(tc.c, tc.a)
 		s.Of = tc.c.Failures
@@ -243,8 +260,8 @@ func TestJudge(t *testing.T) {
 
 // TestNoAnswerIsOneBoundedLine: an error from outside shows on one line of bounded length.
 func TestNoAnswerIsOneBoundedLine(t *testing.T) {
-	s := Judge(Check{Name: "c", Max: ptr(1)}, Answer{QueryErr: errors.New("a\nb " + strings.Repeat("x", 2000))})
-	if got := s.String(); strings.Contains(got, "\n") || len(got) > 600 || !strings.HasPrefix(got, "c: Prometheus did not answer: a b xxx") {
+	s := Judge(Check{Name: "c", Max: ptr(1), NoData: spec.NoDataWait}, Answer{QueryErr: errors.New("a\nb " + strings.Repeat("x", 2000))})
+	if got := s.String(); strings.Contains(got, "\n") || len(got) > 600 || !strings.HasPrefix(got, "c: no data (a b xxx") || !s.Unanswered {
 		t.Errorf("sample text = %q", got)
 	}
 }

@@ -286,7 +286,7 @@ func (m *Machine) afterSwitch(ev Event) Step {
 	case (ev.Did == Verify || ev.Did == Analyze) && ev.Result == Stopped:
 		return m.leave() // the next start verifies (or analyses) again
 	case ev.Did == Analyze && ev.Result == HostTrouble:
-		// Inconclusive (no answer, or no data): not the release's fault, and not a
+		// Inconclusive (no data to the end, noData: wait): not the release's fault, and not a
 		// pass either. The host goes back, as after an interruption, and tries again.
 		return m.inconclusive(ev.Reason)
 	case ev.Did == Retire && ev.Result != OK:

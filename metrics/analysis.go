@@ -15,6 +15,7 @@ type analysisMetrics struct {
 	baseline    *prometheus.GaugeVec
 	bound       *prometheus.GaugeVec
 	evaluations *prometheus.CounterVec
+	unanswered  *prometheus.CounterVec
 	analyses    *prometheus.CounterVec
 	gateHeld    prometheus.Gauge
 	gateSeries  prometheus.Gauge
@@ -28,8 +29,10 @@ func newAnalysisMetrics(f factory) analysisMetrics {
 			"service", "check"),
 		bound: f.gaugeVec("baton_analysis_bound", "The bound (min, max, maxRatio) an analysis check's last value was held to.",
 			"service", "check", "bound"),
-		evaluations: f.counterVec("baton_analysis_evaluations_total", "Evaluations of analysis checks, by service, check and verdict (pass, fail, wait, no_answer).",
+		evaluations: f.counterVec("baton_analysis_evaluations_total", "Evaluations of analysis checks, by service, check and verdict (pass, fail, wait).",
 			"service", "check", "verdict"),
+		unanswered: f.counterVec("baton_analysis_unanswered_total", "Evaluations of analysis checks that Prometheus did not answer (unreachable, or an error), by service and check: each is no data, judged by the check's noData.",
+			"service", "check"),
 		analyses: f.counterVec("baton_analyses_total", "Analyses finished, by service and outcome (passed, failed, inconclusive).",
 			"service", "outcome"),
 		gateHeld:   f.gauge("baton_gate_held", "1 while the group's gate holds new upgrades (its query returns series, or Prometheus does not answer)."),
@@ -49,6 +52,9 @@ func (m *Metrics) AnalysisSample(s analysis.Sample) {
 		a.bound.WithLabelValues(service, s.Check, s.Bound).Set(s.Limit)
 	}
 	a.evaluations.WithLabelValues(service, s.Check, s.Verdict.String()).Inc()
+	if s.Unanswered {
+		a.unanswered.WithLabelValues(service, s.Check).Inc()
+	}
 }
 
 // Analysis counts a finished analysis once for each service it checked.

@@ -1,7 +1,8 @@
 // Command baton-demo runs baton's live demo on this machine (as root): a fleet of real
 // systemd hosts (systemd-nspawn) behind HAProxy on the etcd lease, a rolling upgrade
 // under load shown as a table refreshed every second, then a bad release reverted on
-// the first host and halting the group; everything is removed at the end.
+// the first host and halting the group, then a release healthy by its health check
+// but stopped by its analysis of Prometheus' metrics; everything is removed at the end.
 package main
 
 import (
@@ -23,7 +24,7 @@ import (
 func main() {
 	hosts := flag.Int("hosts", testfleet.DefaultHosts, "hosts in the fleet")
 	minHealthy := flag.Duration("min-healthy", testfleet.DefaultMinHealthy, "the group's minHealthy")
-	install := flag.Bool("install", false, "apt-get install what is missing (systemd-container, haproxy)")
+	install := flag.Bool("install", false, "apt-get install what is missing (systemd-container, haproxy; prometheus for the analysis act)")
 	baton := flag.String("baton", "", "a prebuilt baton binary (default: go build ./cmd/baton)")
 	flag.Parse()
 
@@ -88,6 +89,9 @@ func run(ctx context.Context, w io.Writer, hosts int, minHealthy time.Duration, 
 		default:
 			fmt.Fprintf(w, "   committed on %v, ran on %v\n", o.Committed, o.Switched)
 		}
+	}
+	if err := analysisAct(ctx, w, f, install); err != nil {
+		return err
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ package redact
 import (
 	"net/url"
 	"regexp"
+	"strings"
 )
 
 // Invalid is what a URL that does not parse is shown as.
@@ -79,5 +80,16 @@ var urlPattern = regexp.MustCompile(`[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"'<>]+`)
 // Text returns s with every URL in it shown by URL: the last line for free text that
 // may quote a URL, such as the error of a library.
 func Text(s string) string {
-	return urlPattern.ReplaceAllStringFunc(s, URL)
+	return urlPattern.ReplaceAllStringFunc(s, textURL)
+}
+
+// textURL shows a URL found in free text. Punctuation after it that makes it
+// unparsable is the text's, not the URL's ("ask http://prom:9090: connection
+// refused": a port of "9090:" does not parse), and is kept after it.
+func textURL(s string) string {
+	if shown := URL(s); shown != Invalid {
+		return shown
+	}
+	u := strings.TrimRight(s, ":,.;")
+	return URL(u) + s[len(u):]
 }

@@ -52,6 +52,9 @@ func TestText(t *testing.T) {
 		{`"https://h/a?token=abc&x=1"`, `"https://h/a?token=REDACTED&x=REDACTED"`},
 		{"two: http://a:b@h1/ and http://h2/?k=v", "two: http://h1/ and http://h2/?k=REDACTED"},
 		{"bad: https://u:pw@h/%zz end", "bad: " + Invalid + " end"},
+		{"prometheus unreachable: http://prom:9090: connection refused", "prometheus unreachable: http://prom:9090: connection refused"},
+		{"ask https://u:pw@prom:9090, then", "ask https://prom:9090, then"},
+		{"bad: https://u:pw@h/%zz: end", "bad: " + Invalid + ": end"},
 	}
 	for _, tt := range tests {
 		if got := Text(tt.in); got != tt.want {
@@ -83,6 +86,35 @@ func FuzzURL(f *testing.F) {
 			for _, val := range vals {
 				if val != hidden {
 					t.Fatalf("%q shown as %q keeps the value of %s", raw, shown, k)
+				}
+			}
+		}
+	})
+}
+
+// FuzzText: whatever free text shows holds no URL with user information or a query
+// value, the punctuation kept after a URL included.
+func FuzzText(f *testing.F) {
+	for _, s := range []string{"ask http://u:p@prom:9090: refused", "see https://h/a?t=1, then", "x https://u:p@h/%zz: y", "http://h:1:2:3,"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		shown := Text(s)
+		for _, m := range urlPattern.FindAllString(shown, -1) {
+			u, err := url.Parse(m)
+			if err != nil {
+				continue
+			}
+			if u.User != nil {
+				t.Fatalf("%q shown as %q keeps user information", s, shown)
+			}
+			if q, err := url.ParseQuery(u.RawQuery); err == nil && u.RawQuery != hidden {
+				for k, vals := range q {
+					for _, v := range vals {
+						if v != hidden {
+							t.Fatalf("%q shown as %q keeps the value of %s", s, shown, k)
+						}
+					}
 				}
 			}
 		}

@@ -248,8 +248,9 @@ func (f *Fleet) logf(format string, args ...any) { fmt.Fprintf(f.log, format+"\n
 
 // Release is one version of the demo service pushed to the fleet repository.
 type Release struct {
-	Version string
-	Mode    string // the demo's mode: ok, fail-health, crash-after, exit, slow-start
+	Version  string
+	Mode     string // the demo's mode: ok, fail-health, crash-after, exit, slow-start, flaky, slow
+	Analysis string // an analysis: block for service.yaml (see StartPrometheus), "" for none
 }
 
 // Push commits a fleet repository in which every host runs rel and returns the commit.
@@ -286,7 +287,7 @@ artifacts:
   - url: %q
     sha256: %q
     name: demo
-`, rel.Version, u, sum) + DemoChecks + drainBlock,
+`, rel.Version, u, sum) + DemoChecks + drainBlock + rel.Analysis,
 		"services/demo/demo.service": `[Unit]
 Description=baton demo {{ .Version }}
 

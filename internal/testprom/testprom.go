@@ -56,6 +56,7 @@ type Prometheus struct {
 	LogFile string // Prometheus' output
 
 	cfg  Config
+	addr string // host:port it listens on
 	dir  string
 	bin  string
 	mu   sync.Mutex
@@ -100,13 +101,31 @@ func Start(t testing.TB, cfg Config) *Prometheus {
 	// binds it: try a few times.
 	var err error
 	for range 3 {
-		if err = p.start(); err == nil {
-			return p
+		if p.addr, err = freeLoopback(); err == nil {
+			p.URL = "http://" + p.addr
+			if cfg.TLS != nil {
+				p.URL = "https://" + p.addr
+			}
+			if err = p.start(); err == nil {
+				return p
+			}
 		}
 		p.Stop()
 	}
 	t.Fatalf("testprom: %v", err)
 	return nil
+}
+
+// Restart starts Prometheus again, after Stop, on the same address and with the same
+// storage: what its clients see is Prometheus coming back. It fails the test if the
+// address was taken meanwhile or Prometheus does not get ready.
+func (p *Prometheus) Restart(t testing.TB) {
+	t.Helper()
+	p.Stop()
+	if err := p.start(); err != nil {
+		p.Stop()
+		t.Fatalf("testprom: restart: %v", err)
+	}
 }
 
 var configTemplate = template.Must(template.New("prometheus.yml").Parse(`# written by testprom
@@ -148,20 +167,15 @@ func (p *Prometheus) writeConfig() error {
 	return nil
 }
 
+// start runs Prometheus on p.addr and waits until it is ready.
 func (p *Prometheus) start() error {
-	addr, err := freeLoopback()
-	if err != nil {
-		return err
-	}
-	p.URL = "http://" + addr
 	args := []string{
 		"--config.file=" + filepath.Join(p.dir, "prometheus.yml"),
 		"--storage.tsdb.path=" + filepath.Join(p.dir, "data"),
-		"--web.listen-address=" + addr,
+		"--web.listen-address=" + p.addr,
 		"--log.level=warn",
 	}
 	if p.cfg.TLS != nil {
-		p.URL = "https://" + addr
 		args = append(args, "--web.config.file="+filepath.Join(p.dir, "web.yml"))
 	}
 	cmd := exec.Command(p.bin, args...)

@@ -9,7 +9,8 @@ import (
 )
 
 // TestStartScrapesAndStops: a value the test sets reaches Prometheus through a
-// scrape; a rule fires; Stop ends the process, which answers no more.
+// scrape; a rule fires; Stop ends the process, which answers no more; Restart brings
+// it back where it was.
 func TestStartScrapesAndStops(t *testing.T) {
 	e := NewExporter(t)
 	e.Set("temperature", map[string]string{"room": "a"}, 21.5)
@@ -52,5 +53,14 @@ func TestStartScrapesAndStops(t *testing.T) {
 	}
 	if _, err := c.Query(context.Background(), "up"); err == nil {
 		t.Error("a stopped Prometheus answered")
+	}
+
+	// Restarted, it answers at the same address, from the same storage.
+	p.Restart(t)
+	if p.PID() == 0 || p.PID() == pid {
+		t.Errorf("PID after Restart = %d (was %d)", p.PID(), pid)
+	}
+	if v := wait(`temperature{room="a"}`, 1); v[0].Value != 35 {
+		t.Errorf("temperature after Restart = %v", v)
 	}
 }
