@@ -144,30 +144,14 @@ func New(cfg *config.Config, version string, logger *slog.Logger) (*Agent, error
 	}
 	tlog := &txnLog{}
 	logger = slog.New(tlog.handler(logger.Handler())).With("host", cfg.Host)
-	v := cfg.Repo.Verify
-	verify := gitsync.VerifyOptions{
-		OpenPGPKeyring: v.OpenPGPKeyring, SSHAllowedSigners: v.SSHAllowedSigners,
-		Release: gitsync.ReleaseSigners{OpenPGPKeyring: v.Release.OpenPGPKeyring, SSHAllowedSigners: v.Release.SSHAllowedSigners},
-		Branch:  cfg.Repo.Branch,
-	}
-	git, err := gitsync.New(gitsync.Options{
-		URL:    cfg.Repo.URL,
-		Branch: cfg.Repo.Branch,
-		Dir:    filepath.Join(state, "repo.git"),
-		Auth: gitsync.Auth{
-			TokenFile: cfg.Repo.Auth.TokenFile, TokenUser: cfg.Repo.Auth.TokenUser,
-			SSHKeyFile: cfg.Repo.Auth.SSHKeyFile, KnownHostsFile: cfg.Repo.Auth.KnownHostsFile,
-		},
-		AllowRewind: cfg.Repo.AllowRewind,
-		Verify:      verify,
-		MaxFetch:    int64(cfg.Repo.MaxFetch),
-	}, logger)
+	syncOpts := syncOptions(cfg, state)
+	git, err := gitsync.New(syncOpts, logger)
 	if err != nil {
 		return nil, err
 	}
-	if verify.Enabled() {
+	if syncOpts.Verify.Enabled() {
 		// Load the keys once now, so a bad keyring stops the start with its reason.
-		if _, err := gitsync.NewVerifier(verify); err != nil {
+		if _, err := gitsync.NewVerifier(syncOpts.Verify); err != nil {
 			return nil, fmt.Errorf("repo.verify: %w", err)
 		}
 	}
@@ -193,7 +177,7 @@ func New(cfg *config.Config, version string, logger *slog.Logger) (*Agent, error
 		wake:       make(chan struct{}, 1),
 		runtimeDir: DefaultRuntimeDir,
 		version:    version,
-		signedOnly: verify.Enabled(),
+		signedOnly: syncOpts.Verify.Enabled(),
 		obs:        obs,
 		tlog:       tlog,
 	}
@@ -208,6 +192,28 @@ func New(cfg *config.Config, version string, logger *slog.Logger) (*Agent, error
 		return nil, fmt.Errorf("statuses: %w", err)
 	}
 	return a, nil
+}
+
+// syncOptions are the options of the fleet repository's syncer: cfg.Repo, as
+// gitsync takes them, with its clone in the state directory.
+func syncOptions(cfg *config.Config, state string) gitsync.Options {
+	v := cfg.Repo.Verify
+	return gitsync.Options{
+		URL:    cfg.Repo.URL,
+		Branch: cfg.Repo.Branch,
+		Dir:    filepath.Join(state, "repo.git"),
+		Auth: gitsync.Auth{
+			TokenFile: cfg.Repo.Auth.TokenFile, TokenUser: cfg.Repo.Auth.TokenUser,
+			SSHKeyFile: cfg.Repo.Auth.SSHKeyFile, KnownHostsFile: cfg.Repo.Auth.KnownHostsFile,
+		},
+		AllowRewind: cfg.Repo.AllowRewind,
+		Verify: gitsync.VerifyOptions{
+			OpenPGPKeyring: v.OpenPGPKeyring, SSHAllowedSigners: v.SSHAllowedSigners,
+			Release: gitsync.ReleaseSigners{OpenPGPKeyring: v.Release.OpenPGPKeyring, SSHAllowedSigners: v.Release.SSHAllowedSigners},
+			Branch:  cfg.Repo.Branch,
+		},
+		MaxFetch: int64(cfg.Repo.MaxFetch),
+	}
 }
 
 // Status returns a copy of what the agent is doing.

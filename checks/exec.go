@@ -80,27 +80,52 @@ func (p *Prober) Exec(ctx context.Context, argv []string, timeout time.Duration)
 
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.Command(prog, argv[1:]...)
-	cmd.Args[0] = argv[0]
-	cmd.Env = []string{"PATH=" + execPath, "LANG=" + execLang}
-	cmd.Dir = "/"
-	cmd.Stdout, cmd.Stderr = w, w // an *os.File: the child writes to it directly
-	cmd.SysProcAttr = attr
+	cmd := command(prog, argv, w, attr)
 	err = cmd.Start()
 	w.Close()
 	if err != nil {
 		return notStarted("%s: %v", start, err)
 	}
-	pid := cmd.Process.Pid
 
 	out := make(chan []byte, 1)
 	go func() { out <- readTail(r, maxOutput) }()
+	killed := waitOrKill(ctx, cmd.Process.Pid)
+	waitErr := cmd.Wait()
+	r.SetReadDeadline(time.Now().Add(drainAfterExit))
+	output := printable(<-out)
+
+	err = runError(ctx, argv[0], timeout, waitErr, killed)
+	if err == nil {
+		return output, nil
+	}
+	if l := lastLine(output); l != "" {
+		err = fmt.Errorf("%w: %s", err, l)
+	}
+	return output, err
+}
+
+// command makes the command that runs prog as argv in the environment that Exec
+// promises, its stdout and stderr going to out.
+func command(prog string, argv []string, out *os.File, attr *syscall.SysProcAttr) *exec.Cmd {
+	cmd := exec.Command(prog, argv[1:]...)
+	cmd.Args[0] = argv[0]
+	cmd.Env = []string{"PATH=" + execPath, "LANG=" + execLang}
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = out, out // an *os.File: the child writes to it directly
+	cmd.SysProcAttr = attr
+	return cmd
+}
+
+// waitOrKill waits until the started command, the leader of process group pid,
+// has exited, killing its group if ctx ends first, and reports whether it did;
+// then it kills whatever the command left behind in the group. The leader is
+// not reaped.
+func waitOrKill(ctx context.Context, pid int) (killed bool) {
 	exited := make(chan struct{})
 	go func() { waitExited(pid); close(exited) }()
 
 	// Every kill happens while the leader has exited at most, not been reaped: it
 	// still holds the group's id then, so the id cannot name another group.
-	killed := false
 	select {
 	case <-exited:
 	case <-ctx.Done():
@@ -113,24 +138,21 @@ func (p *Prober) Exec(ctx context.Context, argv []string, timeout time.Duration)
 		}
 	}
 	killGroup(pid) // whatever the command left behind
-	err = cmd.Wait()
-	r.SetReadDeadline(time.Now().Add(drainAfterExit))
-	output := printable(<-out)
+	return killed
+}
 
+// runError says how a command that ran failed, from what Wait returned and
+// whether waitOrKill killed it; nil when it exited with status 0 on its own.
+func runError(ctx context.Context, name string, timeout time.Duration, waitErr error, killed bool) error {
 	switch {
-	case err == nil && !killed:
-		return output, nil
+	case waitErr == nil && !killed:
+		return nil
 	case killed && errors.Is(ctx.Err(), context.DeadlineExceeded):
-		err = fmt.Errorf("%s: killed after the %s timeout", argv[0], timeout)
+		return fmt.Errorf("%s: killed after the %s timeout", name, timeout)
 	case killed:
-		err = fmt.Errorf("%s: canceled", argv[0])
-	default:
-		err = fmt.Errorf("%s: %v", argv[0], err)
+		return fmt.Errorf("%s: canceled", name)
 	}
-	if l := lastLine(output); l != "" {
-		err = fmt.Errorf("%w: %s", err, l)
-	}
-	return output, err
+	return fmt.Errorf("%s: %v", name, waitErr)
 }
 
 // lookPath finds a program named without a slash in the PATH that Exec sets, not

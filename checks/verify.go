@@ -185,34 +185,12 @@ func (vf *verifier) run(ctx context.Context) Report {
 				nextPoll = nextPoll.Add(pollInterval)
 			}
 		}
-		for _, c := range vf.checks {
-			if c.running || now.Before(c.next) {
-				continue
-			}
-			c.running, c.started = true, now
-			if vf.inline {
-				if rep, failed := vf.record(c, vf.probe(ctx, c.c), now); failed {
-					return rep
-				}
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				done <- probeDone{c, vf.probe(ctx, c.c)}
-			}()
+		if rep, failed := vf.startDue(ctx, now, &wg, done); failed {
+			return rep
 		}
 		vf.updateWindow(now)
-		if vf.open && !now.Before(vf.openedAt.Add(vf.v.MinHealthy)) {
-			if !polled && len(vf.units) > 0 {
-				if rep, failed := vf.poll(ctx, now); failed {
-					return rep
-				}
-				vf.updateWindow(now)
-			}
-			if vf.open && ctx.Err() == nil {
-				return vf.report(true, fmt.Sprintf("healthy for %s", vf.v.MinHealthy), nil)
-			}
+		if rep, ended := vf.endIfHealthy(ctx, now, polled); ended {
+			return rep
 		}
 		if !now.Before(deadline) {
 			return vf.deadlineReport()
@@ -224,24 +202,75 @@ func (vf *verifier) run(ctx context.Context) Report {
 			}
 		}
 
-		wake := earliest(nextPoll, deadline)
-		if vf.open {
-			wake = earliest(wake, vf.openedAt.Add(vf.v.MinHealthy))
-		}
-		for _, c := range vf.checks {
-			if !c.running {
-				wake = earliest(wake, c.next)
-			}
-		}
 		select {
 		case <-ctx.Done():
 		case d := <-done:
 			if rep, failed := vf.record(d.c, d.r, vf.clock.Now()); failed {
 				return rep
 			}
-		case <-vf.clock.After(wake.Sub(now)):
+		case <-vf.clock.After(vf.wakeAt(nextPoll, deadline).Sub(now)):
 		}
 	}
+}
+
+// startDue starts the probe of every check that is due and has none in flight:
+// on a goroutine of its own, which sends the result on done, or inline, whose
+// result is recorded at once and may fail the verification.
+func (vf *verifier) startDue(ctx context.Context, now time.Time, wg *sync.WaitGroup, done chan<- probeDone) (Report, bool) {
+	for _, c := range vf.checks {
+		if c.running || now.Before(c.next) {
+			continue
+		}
+		c.running, c.started = true, now
+		if vf.inline {
+			if rep, failed := vf.record(c, vf.probe(ctx, c.c), now); failed {
+				return rep, true
+			}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done <- probeDone{c, vf.probe(ctx, c.c)}
+		}()
+	}
+	return Report{}, false
+}
+
+// endIfHealthy passes the verification when the healthy window has stayed
+// open MinHealthy. The units are read once more first, unless this tick just
+// read them, so that a unit that went down since the last read is not missed:
+// that read may fail the verification instead, or close the window, and then
+// the verification goes on.
+func (vf *verifier) endIfHealthy(ctx context.Context, now time.Time, polled bool) (Report, bool) {
+	if !vf.open || now.Before(vf.openedAt.Add(vf.v.MinHealthy)) {
+		return Report{}, false
+	}
+	if !polled && len(vf.units) > 0 {
+		if rep, failed := vf.poll(ctx, now); failed {
+			return rep, true
+		}
+		vf.updateWindow(now)
+	}
+	if vf.open && ctx.Err() == nil {
+		return vf.report(true, fmt.Sprintf("healthy for %s", vf.v.MinHealthy), nil), true
+	}
+	return Report{}, false
+}
+
+// wakeAt is when the loop has something to do next: read the units, fail at the
+// deadline, pass at the end of the healthy window, or start a probe.
+func (vf *verifier) wakeAt(nextPoll, deadline time.Time) time.Time {
+	wake := earliest(nextPoll, deadline)
+	if vf.open {
+		wake = earliest(wake, vf.openedAt.Add(vf.v.MinHealthy))
+	}
+	for _, c := range vf.checks {
+		if !c.running {
+			wake = earliest(wake, c.next)
+		}
+	}
+	return wake
 }
 
 // checkJobs fails the verification when a restart job did not end "done".

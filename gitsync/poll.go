@@ -13,6 +13,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
@@ -95,18 +96,9 @@ func (s *Syncer) poll(ctx context.Context) (Update, error) {
 		return u, fmt.Errorf("list refs of %s: %w", shown, err)
 	}
 	defer func() { _ = sess.Close() }()
-	ar, err := sess.AdvertisedReferencesContext(ctx)
-	switch {
-	case lim.exceeded():
-		return u, fmt.Errorf("list refs of %s: %w", shown, lim.refusal("the ref listing"))
-	case errors.Is(err, transport.ErrAuthenticationRequired) || errors.Is(err, transport.ErrAuthorizationFailed):
-		return u, fmt.Errorf("list refs of %s: %w (check repo.auth)", shown, oneLine{err})
-	case err != nil:
-		return u, fmt.Errorf("list refs of %s: %w", shown, err)
-	}
-	remoteHead, ok := ar.References[s.acceptedRef().String()]
-	if !ok || remoteHead.IsZero() {
-		return u, fmt.Errorf("list refs of %s: branch %q not found", shown, s.opts.Branch)
+	ar, remoteHead, err := s.remoteHead(ctx, sess, lim, shown)
+	if err != nil {
+		return u, err
 	}
 	if remoteHead.String() == prev {
 		return u, nil
@@ -131,23 +123,67 @@ func (s *Syncer) poll(ctx context.Context) (Update, error) {
 		return u, fmt.Errorf("read head %s of %s: %w", newHead, s.opts.Branch, err)
 	}
 
-	if anchor := s.Anchor(); anchor != "" {
-		ok, err := descends(repo.Storer, plumbing.NewHash(anchor), newHead)
-		if err != nil {
-			return u, fmt.Errorf("check that %s descends from %s: %w", commitid.ShortOrNone(newHead.String()), commitid.ShortOrNone(anchor), err)
-		}
-		if !ok && !s.allowRewind.Load() {
-			return u, fmt.Errorf("%w: %s of %s moved from %s to %s, which does not descend from it (a force-push or reset); staying on %s (set repo.allowRewind: true in agent.yaml to accept such a head)",
-				ErrRewound, s.opts.Branch, shown, commitid.ShortOrNone(anchor), commitid.ShortOrNone(newHead.String()), commitid.ShortOrNone(anchor))
-		}
-		if !ok {
-			s.log.Warn("accepting a head that does not descend from the previous one (allowRewind is set)",
-				"from", commitid.ShortOrNone(anchor), "to", commitid.ShortOrNone(newHead.String()))
-		}
+	if err := s.checkRewind(repo.Storer, newHead, shown); err != nil {
+		return u, err
 	}
+	anchor, err := s.acceptHead(repo.Storer, prev, newHead, u.Fetched)
+	if err != nil {
+		return u, err
+	}
+	s.setHeads(newHead.String(), anchor)
+	u.Commit, u.Changed = newHead.String(), true
+	return u, nil
+}
+
+// remoteHead lists the refs of the remote over sess and returns them with the
+// head of the branch. shown is the remote's URL as errors show it.
+func (s *Syncer) remoteHead(ctx context.Context, sess transport.UploadPackSession, lim *fetchLimit, shown string) (*packp.AdvRefs, plumbing.Hash, error) {
+	ar, err := sess.AdvertisedReferencesContext(ctx)
+	switch {
+	case lim.exceeded():
+		return nil, plumbing.ZeroHash, fmt.Errorf("list refs of %s: %w", shown, lim.refusal("the ref listing"))
+	case errors.Is(err, transport.ErrAuthenticationRequired) || errors.Is(err, transport.ErrAuthorizationFailed):
+		return nil, plumbing.ZeroHash, fmt.Errorf("list refs of %s: %w (check repo.auth)", shown, oneLine{err})
+	case err != nil:
+		return nil, plumbing.ZeroHash, fmt.Errorf("list refs of %s: %w", shown, err)
+	}
+	head, ok := ar.References[s.acceptedRef().String()]
+	if !ok || head.IsZero() {
+		return nil, plumbing.ZeroHash, fmt.Errorf("list refs of %s: branch %q not found", shown, s.opts.Branch)
+	}
+	return ar, head, nil
+}
+
+// checkRewind refuses with ErrRewound a new head that does not descend from
+// the anchor, unless AllowRewind is set. shown is the remote's URL as errors
+// show it.
+func (s *Syncer) checkRewind(st storer.EncodedObjectStorer, newHead plumbing.Hash, shown string) error {
+	anchor := s.Anchor()
+	if anchor == "" {
+		return nil
+	}
+	ok, err := descends(st, plumbing.NewHash(anchor), newHead)
+	if err != nil {
+		return fmt.Errorf("check that %s descends from %s: %w", commitid.ShortOrNone(newHead.String()), commitid.ShortOrNone(anchor), err)
+	}
+	if !ok && !s.allowRewind.Load() {
+		return fmt.Errorf("%w: %s of %s moved from %s to %s, which does not descend from it (a force-push or reset); staying on %s (set repo.allowRewind: true in agent.yaml to accept such a head)",
+			ErrRewound, s.opts.Branch, shown, commitid.ShortOrNone(anchor), commitid.ShortOrNone(newHead.String()), commitid.ShortOrNone(anchor))
+	}
+	if !ok {
+		s.log.Warn("accepting a head that does not descend from the previous one (allowRewind is set)",
+			"from", commitid.ShortOrNone(anchor), "to", commitid.ShortOrNone(newHead.String()))
+	}
+	return nil
+}
+
+// acceptHead returns the anchor that goes with newHead, which replaces prev:
+// newHead itself, recorded in Dir, unless Options.Verify is set and its
+// signature does not verify; then the anchor stays.
+func (s *Syncer) acceptHead(st storer.EncodedObjectStorer, prev string, newHead plumbing.Hash, fetched bool) (string, error) {
 	anchor := newHead.String()
 	if s.opts.Verify.Enabled() {
-		if _, err := verifyCommit(repo.Storer, s.opts.Verify, newHead); err != nil {
+		if _, err := verifyCommit(st, s.opts.Verify, newHead); err != nil {
 			// Not an error of the poll: the head is reported, and its caller
 			// refuses it with the same verdict.
 			anchor = s.Anchor()
@@ -156,13 +192,11 @@ func (s *Syncer) poll(ctx context.Context) (Update, error) {
 	}
 	if anchor == newHead.String() {
 		if err := writeRef(s.opts.Dir, s.acceptedRef(), newHead); err != nil {
-			return u, fmt.Errorf("record accepted head %s: %w", commitid.ShortOrNone(newHead.String()), err)
+			return "", fmt.Errorf("record accepted head %s: %w", commitid.ShortOrNone(newHead.String()), err)
 		}
-		s.log.Info("accepted new head", "from", commitid.ShortOrNone(prev), "to", commitid.ShortOrNone(newHead.String()), "fetched", u.Fetched)
+		s.log.Info("accepted new head", "from", commitid.ShortOrNone(prev), "to", commitid.ShortOrNone(newHead.String()), "fetched", fetched)
 	}
-	s.setHeads(newHead.String(), anchor)
-	u.Commit, u.Changed = newHead.String(), true
-	return u, nil
+	return anchor, nil
 }
 
 // openRepo opens the local bare repository, creating it when Dir holds

@@ -56,6 +56,40 @@ type EtcdTLS struct {
 }
 
 // NewClient connects to etcd as c says. The connection is made in the background: an
+// readPassword reads the password of the etcd user from file, without the line
+// end.
+func readPassword(file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("etcd client: read the password file: %w", err)
+	}
+	password := strings.TrimRight(string(b), "\r\n")
+	if password == "" {
+		return "", fmt.Errorf("etcd client: password file %s is empty", file)
+	}
+	return password, nil
+}
+
+// dial makes the client of cfg. clientv3 authenticates before it returns:
+// without an answer from etcd it gives up. When etcd does not answer, the
+// client starts instead with a token etcd will refuse; it then authenticates
+// at its first request that reaches etcd.
+func dial(cfg clientv3.Config, log *slog.Logger) (*clientv3.Client, error) {
+	cli, err := clientv3.New(cfg)
+	if err != nil && cfg.Password != "" && unreachable(err) {
+		if log != nil {
+			log.Warn("etcd does not answer; the client authenticates when it does", "err", err)
+		}
+		user, password := cfg.Username, cfg.Password
+		cfg.Username, cfg.Password, cfg.Token = "", "", pendingToken
+		cli, err = clientv3.New(cfg)
+		if err == nil {
+			cli.Token, cli.Username, cli.Password = "", user, password
+		}
+	}
+	return cli, err
+}
+
 // unreachable etcd shows on the first request, not here, with or without a password
 // (the client then authenticates when etcd first answers). Files that cannot be read,
 // a cert without its key, and a password that etcd refuses are errors. Every request
@@ -94,30 +128,11 @@ func NewClient(c EtcdClientConfig) (*clientv3.Client, error) {
 		return nil, errors.New("etcd client: username and passwordFile go together")
 	}
 	if c.PasswordFile != "" {
-		b, err := os.ReadFile(c.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("etcd client: read the password file: %w", err)
-		}
-		cfg.Password = strings.TrimRight(string(b), "\r\n")
-		if cfg.Password == "" {
-			return nil, fmt.Errorf("etcd client: password file %s is empty", c.PasswordFile)
+		if cfg.Password, err = readPassword(c.PasswordFile); err != nil {
+			return nil, err
 		}
 	}
-	cli, err := clientv3.New(cfg)
-	if err != nil && cfg.Password != "" && unreachable(err) {
-		// clientv3 authenticates before it returns: without an answer from etcd it
-		// gives up. Start with a token etcd will refuse instead; the client then
-		// authenticates at its first request that reaches etcd.
-		if c.Logger != nil {
-			c.Logger.Warn("etcd does not answer; the client authenticates when it does", "err", err)
-		}
-		user, password := cfg.Username, cfg.Password
-		cfg.Username, cfg.Password, cfg.Token = "", "", pendingToken
-		cli, err = clientv3.New(cfg)
-		if err == nil {
-			cli.Token, cli.Username, cli.Password = "", user, password
-		}
-	}
+	cli, err := dial(cfg, c.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}

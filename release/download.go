@@ -156,11 +156,8 @@ func (p policy) checkRedirect(req *http.Request, via []*http.Request) error {
 // download fetches artifact a into f, no more than max bytes, and checks its SHA-256.
 // It returns the URL as errors may show it and the size.
 func (s *Stager) download(ctx context.Context, a spec.Artifact, i int, f *os.File, max int64) (string, int64, error) {
-	want := strings.ToLower(a.SHA256)
-	if len(want) != sha256.Size*2 {
-		return "", 0, fmt.Errorf("artifact %d: sha256 %q is not 64 hex digits", i+1, a.SHA256)
-	}
-	if _, err := hex.DecodeString(want); err != nil {
+	want, ok := wantSHA256(a.SHA256)
+	if !ok {
 		return "", 0, fmt.Errorf("artifact %d: sha256 %q is not 64 hex digits", i+1, a.SHA256)
 	}
 	u, err := url.Parse(a.URL)
@@ -180,21 +177,8 @@ func (s *Stager) download(ctx context.Context, a spec.Artifact, i int, f *os.Fil
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	resp, err := s.get(ctx, cancel, u)
 	if err != nil {
-		return fail(err)
-	}
-	budget := cmp.Or(s.RetryBudget, DefaultRetryBudget)
-	giveUp := time.AfterFunc(budget, func() { cancel(fmt.Errorf("no answer within %s, retries included", budget)) })
-	resp, err := s.client().Do(req)
-	if !giveUp.Stop() && err == nil {
-		resp.Body.Close()
-		err = context.Cause(ctx)
-	}
-	if err != nil {
-		if cause := context.Cause(ctx); cause != nil && errors.Is(err, context.Canceled) {
-			err = cause
-		}
 		return fail(err)
 	}
 	defer resp.Body.Close()
@@ -221,6 +205,43 @@ func (s *Stager) download(ctx context.Context, a spec.Artifact, i int, f *os.Fil
 		return where, 0, badArtifact{fmt.Errorf("artifact %s: sha256 mismatch: got %s, want %s", where, got, want)}
 	}
 	return where, n, nil
+}
+
+// wantSHA256 returns the digest an artifact declares, in lower case, and
+// whether it is 64 hex digits.
+func wantSHA256(s string) (string, bool) {
+	want := strings.ToLower(s)
+	if len(want) != sha256.Size*2 {
+		return "", false
+	}
+	if _, err := hex.DecodeString(want); err != nil {
+		return "", false
+	}
+	return want, true
+}
+
+// get sends the request for u and returns the response once its headers are
+// in. Retries included, it gives up after RetryBudget by cancelling ctx with
+// cancel, the cause being what the error says; the body is read under ctx too.
+func (s *Stager) get(ctx context.Context, cancel context.CancelCauseFunc, u *url.URL) (*http.Response, error) {
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	budget := cmp.Or(s.RetryBudget, DefaultRetryBudget)
+	giveUp := time.AfterFunc(budget, func() { cancel(fmt.Errorf("no answer within %s, retries included", budget)) })
+	resp, err := s.client().Do(req)
+	if !giveUp.Stop() && err == nil {
+		resp.Body.Close()
+		err = context.Cause(ctx)
+	}
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && errors.Is(err, context.Canceled) {
+			err = cause
+		}
+		return nil, err
+	}
+	return resp, nil
 }
 
 // stallReader pushes its timer back whenever data arrives.

@@ -141,18 +141,9 @@ func (s *Stager) Stage(ctx context.Context, r *spec.Rendered) (string, error) {
 }
 
 func (s *Stager) stage(ctx context.Context, r *spec.Rendered, id string) (string, error) {
-	if s.StateDir == "" {
-		return "", errors.New("the stager has no state directory")
-	}
-	if err := checkDirName("service name", r.Name); err != nil {
+	dir, err := s.releaseDir(r, id)
+	if err != nil {
 		return "", err
-	}
-	if err := checkDirName("release id", id); err != nil {
-		return "", err
-	}
-	dir := r.Service.ReleaseDir(s.StateDir)
-	if r.Vars.Release != "" && filepath.Clean(r.Vars.Release) != dir {
-		return "", fmt.Errorf("rendered for release directory %s, but it stages into %s", r.Vars.Release, dir)
 	}
 	log := s.logger().With("service", r.Name, "release", id)
 	if complete(dir) {
@@ -178,22 +169,9 @@ func (s *Stager) stage(ctx context.Context, r *spec.Rendered, id string) (string
 			os.RemoveAll(staging)
 		}
 	}()
-	var total int64
-	for i, a := range r.Artifacts {
-		n, err := s.place(ctx, a, i, staging, parent, id, lim)
-		if err != nil {
-			return "", err
-		}
-		total += n
-	}
-	if err := writeMarker(staging, r, id); err != nil {
+	total, err := s.fill(ctx, r, id, staging, parent, lim)
+	if err != nil {
 		return "", err
-	}
-	if err := os.Chmod(staging, 0o755); err != nil {
-		return "", err
-	}
-	if err := syncTree(staging); err != nil {
-		return "", fmt.Errorf("sync %s: %w", staging, err)
 	}
 	if _, err := os.Lstat(dir); err == nil {
 		// Not complete (checked above) unless another Stage just finished it.
@@ -220,6 +198,51 @@ func (s *Stager) stage(ctx context.Context, r *spec.Rendered, id string) (string
 	}
 	log.Info("release staged", "dir", dir, "artifacts", len(r.Artifacts), "bytes", total, "took", time.Since(start).Round(time.Millisecond))
 	return dir, nil
+}
+
+// releaseDir returns the directory r stages into as release id, refusing a
+// name that would not be one directory and an r rendered for another
+// directory.
+func (s *Stager) releaseDir(r *spec.Rendered, id string) (string, error) {
+	if s.StateDir == "" {
+		return "", errors.New("the stager has no state directory")
+	}
+	if err := checkDirName("service name", r.Name); err != nil {
+		return "", err
+	}
+	if err := checkDirName("release id", id); err != nil {
+		return "", err
+	}
+	dir := r.Service.ReleaseDir(s.StateDir)
+	if r.Vars.Release != "" && filepath.Clean(r.Vars.Release) != dir {
+		return "", fmt.Errorf("rendered for release directory %s, but it stages into %s", r.Vars.Release, dir)
+	}
+	return dir, nil
+}
+
+// fill places every artifact of r in the staging directory, downloading into
+// tmpDir, then the marker, and syncs the whole tree to disk, so that once
+// renamed into place the release is complete even across a crash. It returns
+// the bytes downloaded.
+func (s *Stager) fill(ctx context.Context, r *spec.Rendered, id, staging, tmpDir string, lim Limits) (int64, error) {
+	var total int64
+	for i, a := range r.Artifacts {
+		n, err := s.place(ctx, a, i, staging, tmpDir, id, lim)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	if err := writeMarker(staging, r, id); err != nil {
+		return 0, err
+	}
+	if err := os.Chmod(staging, 0o755); err != nil {
+		return 0, err
+	}
+	if err := syncTree(staging); err != nil {
+		return 0, fmt.Errorf("sync %s: %w", staging, err)
+	}
+	return total, nil
 }
 
 // place downloads artifact i into a temporary file in tmpDir and puts it into staging.

@@ -125,37 +125,60 @@ func parseFleet(file string, data []byte, services map[string]bool) (*Fleet, yam
 		} else {
 			groups[g.Name] = i
 		}
-		if len(g.Hosts) == 0 {
-			errs.Add(at("hosts").Errorf("group %q: hosts: at least one host name or glob is required", g.Name))
-		}
-		for j, p := range g.Hosts {
-			if _, err := path.Match(p, ""); err != nil || p == "" || strings.ContainsAny(p, " \t/") {
-				errs.Add(at("hosts", j).Errorf("group %q: invalid host glob %q", g.Name, p))
-			} else if other, dup := patterns[p]; dup {
-				errs.Add(at("hosts", j).Errorf("group %q: host glob %q is also in group %q; a host belongs to one group", g.Name, p, other))
-			} else {
-				patterns[p] = g.Name
-			}
-		}
-		if !doc.Has("groups", i, "services") && g.Services == nil {
-			errs.Add(at().Errorf("group %q: services: required (use [] for a group that runs none)", g.Name))
-		}
-		seen := map[string]bool{}
-		for j, s := range g.Services {
-			switch {
-			case seen[s]:
-				errs.Add(at("services", j).Errorf("group %q: service %q is listed twice", g.Name, s))
-			case !services[s]:
-				errs.Add(at("services", j).Errorf("group %q: unknown service %q: there is no services/%s/service.yaml", g.Name, s, s))
-			}
-			seen[s] = true
-		}
+		checkGroupHosts(doc, i, g, patterns, &errs)
+		checkGroupServices(doc, i, g, services, &errs)
 		errs = append(errs, rolloutDefaults(doc, i, &g.Rollout)...)
 		errs = append(errs, checkGate(doc, i, g.Rollout.Gate)...)
 	}
-	for i, g := range f.Groups {
+	checkAfter(doc, f.Groups, groups, &errs)
+	return &f, errs
+}
+
+// checkGroupHosts adds to errs what is wrong with the host globs of group i, g:
+// none, one that is not a glob of host names, or one already in another group,
+// which patterns (host glob -> group) records.
+func checkGroupHosts(doc *yamldoc.Doc, i int, g *Group, patterns map[string]string, errs *yamldoc.Errors) {
+	at := func(p ...any) yamldoc.Pos { return doc.At(append([]any{"groups", i}, p...)...) }
+	if len(g.Hosts) == 0 {
+		errs.Add(at("hosts").Errorf("group %q: hosts: at least one host name or glob is required", g.Name))
+	}
+	for j, p := range g.Hosts {
+		if _, err := path.Match(p, ""); err != nil || p == "" || strings.ContainsAny(p, " \t/") {
+			errs.Add(at("hosts", j).Errorf("group %q: invalid host glob %q", g.Name, p))
+		} else if other, dup := patterns[p]; dup {
+			errs.Add(at("hosts", j).Errorf("group %q: host glob %q is also in group %q; a host belongs to one group", g.Name, p, other))
+		} else {
+			patterns[p] = g.Name
+		}
+	}
+}
+
+// checkGroupServices adds to errs what is wrong with the services of group i,
+// g: left out, listed twice, or not among services (those the repository has).
+func checkGroupServices(doc *yamldoc.Doc, i int, g *Group, services map[string]bool, errs *yamldoc.Errors) {
+	at := func(p ...any) yamldoc.Pos { return doc.At(append([]any{"groups", i}, p...)...) }
+	if !doc.Has("groups", i, "services") && g.Services == nil {
+		errs.Add(at().Errorf("group %q: services: required (use [] for a group that runs none)", g.Name))
+	}
+	seen := map[string]bool{}
+	for j, s := range g.Services {
+		switch {
+		case seen[s]:
+			errs.Add(at("services", j).Errorf("group %q: service %q is listed twice", g.Name, s))
+		case !services[s]:
+			errs.Add(at("services", j).Errorf("group %q: unknown service %q: there is no services/%s/service.yaml", g.Name, s, s))
+		}
+		seen[s] = true
+	}
+}
+
+// checkAfter adds to errs the groups' after entries that name no group of
+// index (name -> index) or their own, and a cycle of groups waiting for each
+// other.
+func checkAfter(doc *yamldoc.Doc, groups []Group, index map[string]int, errs *yamldoc.Errors) {
+	for i, g := range groups {
 		for j, a := range g.After {
-			switch _, ok := groups[a]; {
+			switch _, ok := index[a]; {
 			case a == g.Name:
 				errs.Add(doc.At("groups", i, "after", j).Errorf("group %q: after: a group cannot wait for itself", g.Name))
 			case !ok:
@@ -163,10 +186,9 @@ func parseFleet(file string, data []byte, services map[string]bool) (*Fleet, yam
 			}
 		}
 	}
-	if cycle := afterCycle(f.Groups); cycle != nil {
-		errs.Add(doc.At("groups", groups[cycle[0]], "after").Errorf("after: groups wait for each other in a cycle: %s", strings.Join(cycle, " -> ")))
+	if cycle := afterCycle(groups); cycle != nil {
+		errs.Add(doc.At("groups", index[cycle[0]], "after").Errorf("after: groups wait for each other in a cycle: %s", strings.Join(cycle, " -> ")))
 	}
-	return &f, errs
 }
 
 func rolloutDefaults(doc *yamldoc.Doc, i int, r *Rollout) yamldoc.Errors {

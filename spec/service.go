@@ -291,76 +291,91 @@ func (s *Service) checkChecks(doc *yamldoc.Doc) yamldoc.Errors {
 	names := map[string]bool{}
 	for i := range s.Checks {
 		c := &s.Checks[i]
-		at := func(p ...any) yamldoc.Pos { return doc.At(append([]any{"checks", i}, p...)...) }
-		has := func(k string) bool { return doc.Has("checks", i, k) }
 		switch {
 		case !checkRE.MatchString(c.Name):
-			errs.Add(at("name").Errorf("checks: name: %q: use letters, digits and ._-", c.Name))
+			errs.Add(doc.At("checks", i, "name").Errorf("checks: name: %q: use letters, digits and ._-", c.Name))
 		case names[c.Name]:
-			errs.Add(at("name").Errorf("checks: %q is defined twice", c.Name))
+			errs.Add(doc.At("checks", i, "name").Errorf("checks: %q is defined twice", c.Name))
 		}
 		names[c.Name] = true
-		var kinds []string
-		if c.HTTP != nil {
-			kinds = append(kinds, "http")
-			if !doc.Has("checks", i, "http", "status") {
-				c.HTTP.Status = DefaultHTTPStatus
-			}
-			if err := checkHTTPURL(c.HTTP.URL); err != nil {
-				errs.Add(at("http", "url").Errorf("check %q: http.url: %v", c.Name, err))
-			}
-			if c.HTTP.Status < 100 || c.HTTP.Status > 599 {
-				errs.Add(at("http", "status").Errorf("check %q: http.status: %d is not an HTTP status", c.Name, c.HTTP.Status))
-			}
-		}
-		if c.TCP != nil {
-			kinds = append(kinds, "tcp")
-			if !isHostPort(c.TCP.Address) {
-				errs.Add(at("tcp", "address").Errorf("check %q: tcp.address: %q is not host:port", c.Name, c.TCP.Address))
-			}
-		}
-		if c.Exec != nil {
-			kinds = append(kinds, "exec")
-			if err := checkCommand(c.Exec.Command); err != nil {
-				errs.Add(at("exec", "command").Errorf("check %q: exec.command: %v", c.Name, err))
-			}
-			if c.Exec.User != "" || doc.Has("checks", i, "exec", "user") {
-				if err := checkUser(c.Exec.User); err != nil {
-					errs.Add(at("exec", "user").Errorf("check %q: exec.user: %v", c.Name, err))
-				}
-			}
-		}
-		switch len(kinds) {
-		case 0:
-			errs.Add(at().Errorf("check %q: set one of http, tcp, exec", c.Name))
-		case 1:
-		default:
-			errs.Add(at().Errorf("check %q: has %d kinds (%s); set exactly one", c.Name, len(kinds), strings.Join(kinds, ", ")))
-		}
-		defaults := []struct {
-			key string
-			v   *int
-			def int
-		}{{"successes", &c.Successes, DefaultCheckSuccesses}, {"failures", &c.Failures, DefaultCheckFailures}}
-		for _, d := range defaults {
-			if !has(d.key) {
-				*d.v = d.def
-			} else if *d.v < 1 {
-				errs.Add(at(d.key).Errorf("check %q: %s: must be at least 1, got %d", c.Name, d.key, *d.v))
-			}
-		}
-		if !has("interval") {
-			c.Interval = yamldoc.Duration(DefaultCheckInterval)
-		} else if c.Interval <= 0 {
-			errs.Add(at("interval").Errorf("check %q: interval: must be longer than 0", c.Name))
-		}
-		if !has("timeout") {
-			c.Timeout = yamldoc.Duration(DefaultCheckTimeout)
-		} else if c.Timeout <= 0 {
-			errs.Add(at("timeout").Errorf("check %q: timeout: must be longer than 0", c.Name))
-		}
+		checkKind(doc, i, c, &errs)
+		checkCadence(doc, i, c, &errs)
 	}
 	return errs
+}
+
+// checkKind checks that check i, c, is exactly one of http, tcp and exec, and
+// the settings of that kind, adding what is wrong to errs; it sets the HTTP
+// status expected when none is given.
+func checkKind(doc *yamldoc.Doc, i int, c *Check, errs *yamldoc.Errors) {
+	at := func(p ...any) yamldoc.Pos { return doc.At(append([]any{"checks", i}, p...)...) }
+	var kinds []string
+	if c.HTTP != nil {
+		kinds = append(kinds, "http")
+		if !doc.Has("checks", i, "http", "status") {
+			c.HTTP.Status = DefaultHTTPStatus
+		}
+		if err := checkHTTPURL(c.HTTP.URL); err != nil {
+			errs.Add(at("http", "url").Errorf("check %q: http.url: %v", c.Name, err))
+		}
+		if c.HTTP.Status < 100 || c.HTTP.Status > 599 {
+			errs.Add(at("http", "status").Errorf("check %q: http.status: %d is not an HTTP status", c.Name, c.HTTP.Status))
+		}
+	}
+	if c.TCP != nil {
+		kinds = append(kinds, "tcp")
+		if !isHostPort(c.TCP.Address) {
+			errs.Add(at("tcp", "address").Errorf("check %q: tcp.address: %q is not host:port", c.Name, c.TCP.Address))
+		}
+	}
+	if c.Exec != nil {
+		kinds = append(kinds, "exec")
+		if err := checkCommand(c.Exec.Command); err != nil {
+			errs.Add(at("exec", "command").Errorf("check %q: exec.command: %v", c.Name, err))
+		}
+		if c.Exec.User != "" || doc.Has("checks", i, "exec", "user") {
+			if err := checkUser(c.Exec.User); err != nil {
+				errs.Add(at("exec", "user").Errorf("check %q: exec.user: %v", c.Name, err))
+			}
+		}
+	}
+	switch len(kinds) {
+	case 0:
+		errs.Add(at().Errorf("check %q: set one of http, tcp, exec", c.Name))
+	case 1:
+	default:
+		errs.Add(at().Errorf("check %q: has %d kinds (%s); set exactly one", c.Name, len(kinds), strings.Join(kinds, ", ")))
+	}
+}
+
+// checkCadence sets the defaults of check i, c, for how many results in a row
+// decide (successes, failures) and how often and how long it probes (interval,
+// timeout), and adds to errs what is wrong with the values given.
+func checkCadence(doc *yamldoc.Doc, i int, c *Check, errs *yamldoc.Errors) {
+	at := func(k string) yamldoc.Pos { return doc.At("checks", i, k) }
+	has := func(k string) bool { return doc.Has("checks", i, k) }
+	defaults := []struct {
+		key string
+		v   *int
+		def int
+	}{{"successes", &c.Successes, DefaultCheckSuccesses}, {"failures", &c.Failures, DefaultCheckFailures}}
+	for _, d := range defaults {
+		if !has(d.key) {
+			*d.v = d.def
+		} else if *d.v < 1 {
+			errs.Add(at(d.key).Errorf("check %q: %s: must be at least 1, got %d", c.Name, d.key, *d.v))
+		}
+	}
+	if !has("interval") {
+		c.Interval = yamldoc.Duration(DefaultCheckInterval)
+	} else if c.Interval <= 0 {
+		errs.Add(at("interval").Errorf("check %q: interval: must be longer than 0", c.Name))
+	}
+	if !has("timeout") {
+		c.Timeout = yamldoc.Duration(DefaultCheckTimeout)
+	} else if c.Timeout <= 0 {
+		errs.Add(at("timeout").Errorf("check %q: timeout: must be longer than 0", c.Name))
+	}
 }
 
 // checkCommand checks an argv: not empty, and an absolute program path unless it is

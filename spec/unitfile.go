@@ -130,33 +130,6 @@ func readUnit(data []byte) ([]unitSection, []unitProblem) {
 		bomSeen  bool
 		n        int
 	)
-	parse := func(start, line int, l string) {
-		l = strings.Trim(l, unitWhitespace)
-		switch {
-		case l == "":
-			return
-		case l[0] == '[':
-			if l[len(l)-1] != ']' || len(l) < 2 {
-				problems = append(problems, unitProblem{line, fmt.Sprintf("invalid section header %q", l)})
-				return
-			}
-			sections = append(sections, unitSection{Name: l[1 : len(l)-1], Line: start})
-			return
-		case len(sections) == 0:
-			problems = append(problems, unitProblem{line, "a setting outside any section: systemd ignores it"})
-			return
-		}
-		k, v, ok := strings.Cut(l, "=")
-		switch {
-		case !ok:
-			problems = append(problems, unitProblem{line, "missing '=': systemd ignores the line"})
-		case k == "":
-			problems = append(problems, unitProblem{line, "missing key name before '=': systemd ignores the line"})
-		default:
-			s := &sections[len(sections)-1]
-			s.Settings = append(s.Settings, unitSetting{Key: strings.Trim(k, unitWhitespace), Value: strings.Trim(v, unitWhitespace), Line: start})
-		}
-	}
 	for _, pl := range splitUnitLines(data) {
 		n = pl.n
 		if len(pl.text) >= longLineMax {
@@ -192,11 +165,40 @@ func readUnit(data []byte) ([]unitSection, []unitProblem) {
 		if cont != nil {
 			start = contLine
 		}
-		parse(start, n, p)
+		sections, problems = addLogicalLine(sections, problems, start, n, p)
 		cont = nil
 	}
 	if cont != nil {
-		parse(contLine, n+1, cont.String())
+		sections, problems = addLogicalLine(sections, problems, contLine, n+1, cont.String())
+	}
+	return sections, problems
+}
+
+// addLogicalLine reads l, a logical line that starts on line start, as a
+// section header or a setting of the last section, and returns sections with
+// it added; or problems with why systemd ignores it, named at line.
+func addLogicalLine(sections []unitSection, problems []unitProblem, start, line int, l string) ([]unitSection, []unitProblem) {
+	l = strings.Trim(l, unitWhitespace)
+	switch {
+	case l == "":
+		return sections, problems
+	case l[0] == '[':
+		if l[len(l)-1] != ']' || len(l) < 2 {
+			return sections, append(problems, unitProblem{line, fmt.Sprintf("invalid section header %q", l)})
+		}
+		return append(sections, unitSection{Name: l[1 : len(l)-1], Line: start}), problems
+	case len(sections) == 0:
+		return sections, append(problems, unitProblem{line, "a setting outside any section: systemd ignores it"})
+	}
+	k, v, ok := strings.Cut(l, "=")
+	switch {
+	case !ok:
+		problems = append(problems, unitProblem{line, "missing '=': systemd ignores the line"})
+	case k == "":
+		problems = append(problems, unitProblem{line, "missing key name before '=': systemd ignores the line"})
+	default:
+		s := &sections[len(sections)-1]
+		s.Settings = append(s.Settings, unitSetting{Key: strings.Trim(k, unitWhitespace), Value: strings.Trim(v, unitWhitespace), Line: start})
 	}
 	return sections, problems
 }

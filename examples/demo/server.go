@@ -72,6 +72,13 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, notify notifyFunc
 		ls = append(ls, l)
 	}
 
+	return serve(ctx, cfg, logger, notify, ls)
+}
+
+// serve serves on ls until ctx is done, then shuts down gracefully; it stops
+// at once, with an error, when crash-after mode's timer fires or a listener
+// fails.
+func serve(ctx context.Context, cfg config, logger *slog.Logger, notify notifyFunc, ls []net.Listener) error {
 	host, err := os.Hostname()
 	if err != nil {
 		host = "unknown"
@@ -117,9 +124,16 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, notify notifyFunc
 
 	notify("STOPPING=1\nSTATUS=stopping: finishing in-flight requests")
 	logger.Info("stopping", "cause", context.Cause(ctx), "timeout", cfg.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	return shutDown(srv, cfg.ShutdownTimeout, logger, wait)
+}
+
+// shutDown stops srv accepting and lets in-flight requests finish within
+// timeout, closing the connections still open after it; wait collects the
+// Serve goroutines.
+func shutDown(srv *http.Server, timeout time.Duration, logger *slog.Logger, wait func()) error {
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	err = srv.Shutdown(sctx)
+	err := srv.Shutdown(sctx)
 	if err != nil {
 		srv.Close()
 	}
