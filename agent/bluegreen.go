@@ -64,13 +64,12 @@ func (a *Agent) cutover(ctx context.Context, w *work) core.Event {
 		} else {
 			err = drain.Switch(ctx, a.haproxyOf(w, mv.from), to)
 		}
-		if err == nil {
-			a.obs.metrics.ColorSwitched(mv.service, time.Since(start))
-		}
 		if err != nil {
 			return stopOr(ctx, fmt.Errorf("%s: the load balancer to %s: %w", mv.service, mv.to.Name, err))
 		}
-		w.log.Info("the load balancer sends new clients to the new color", "service", mv.service, "color", mv.to.Name)
+		took := time.Since(start)
+		a.obs.metrics.ColorSwitched(mv.service, took)
+		w.log.Info("the load balancer sends new clients to the new color", "service", mv.service, "color", mv.to.Name, "took", took)
 		from := "-"
 		if mv.from != nil {
 			from = mv.from.Name
@@ -149,7 +148,12 @@ func (a *Agent) switchBack(ctx context.Context, w *work, lg *rollback.LastGood) 
 	for _, mv := range colorMoves(w, lg) {
 		to := a.haproxyOf(w, mv.to)
 		if mv.from != nil {
-			errs = append(errs, drain.SwitchBack(ctx, to, a.haproxyOf(w, mv.from)))
+			start := time.Now()
+			err := drain.SwitchBack(ctx, to, a.haproxyOf(w, mv.from))
+			if err == nil {
+				w.log.Info("the load balancer sends the clients back to the old color", "service", mv.service, "color", mv.from.Name, "clientsMoved", w.txn.CutOver, "took", time.Since(start))
+			}
+			errs = append(errs, err)
 		} else {
 			errs = append(errs, to.SetState(ctx, drain.StateMaint))
 		}
