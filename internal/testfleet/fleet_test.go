@@ -100,31 +100,6 @@ func BenchmarkRollout(b *testing.B) {
 	b.Run("hosts=3/sessions/bluegreen", func(b *testing.B) { benchSessions(b, Options{Hosts: 3, BlueGreen: true}) })
 }
 
-// The session load of the benchmarks and TestBlueGreen: clients that log in, make 10
-// requests 100ms apart and log out, and clients that download for 5s at a time.
-const (
-	benchSessionClients  = 8
-	benchDownloadClients = 4
-	benchDownload        = 5 * time.Second
-)
-
-// sessionLoad is the session load running against a fleet.
-type sessionLoad struct {
-	sessions  *Sessions
-	downloads *Downloads
-}
-
-func startSessionLoad(f *Fleet) sessionLoad {
-	return sessionLoad{
-		sessions:  StartSessions(f.LB.URL, benchSessionClients, 10, 100*time.Millisecond, 5*time.Minute),
-		downloads: StartDownloads(f.LB.URL, benchDownloadClients, benchDownload, 5*time.Minute),
-	}
-}
-
-func (l sessionLoad) finish() (SessionCounts, DownloadLog) {
-	return l.sessions.Finish(), l.downloads.Finish()
-}
-
 // benchSessions rolls a good release through f under the session load and reports
 // the sessions lost and the downloads cut; in a bluegreen fleet, the switches, the
 // memory of two colors, a bad release and a release that fails after its switch too.
@@ -137,9 +112,9 @@ func benchSessions(b *testing.B, o Options) {
 	}
 	b.ResetTimer()
 	for i := range b.N {
-		l := startSessionLoad(f)
+		l := StartSessionLoad(f.LB.URL)
 		good, err := f.Upgrade(ctx, Release{Version: fmt.Sprintf("2.%d.0", i)})
-		counts, downloads := l.finish()
+		counts, downloads := l.Finish()
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -152,7 +127,7 @@ func benchSessions(b *testing.B, o Options) {
 		b.ReportMetric(float64(len(downloads)-downloads.Completed()), "cut-downloads")
 		b.ReportMetric(ratio, "rollout/floor")
 		b.Logf("%d hosts, %s, under %d session clients and %d downloading %v at a time: %d requests, %d failed; %d sessions, %d lost; %d downloads, %d cut %v; rollout %v, floor %v, ratio %.3f",
-			o.Hosts, strategy, benchSessionClients, benchDownloadClients, benchDownload, counts.Sent, counts.Failed, counts.Completed+counts.Lost, counts.Lost,
+			o.Hosts, strategy, SessionClients, DownloadClients, DownloadLength, counts.Sent, counts.Failed, counts.Completed+counts.Lost, counts.Lost,
 			len(downloads), len(downloads)-downloads.Completed(), downloads.Failures(3), good.Rollout.Round(time.Millisecond), good.Floor.Round(time.Millisecond), ratio)
 		for _, h := range f.Hosts {
 			if steps, ok := h.CommitSteps(good.Commit); ok {
@@ -180,9 +155,9 @@ func benchSessions(b *testing.B, o Options) {
 // back).
 func benchBadBlueGreen(b *testing.B, f *Fleet, i int) {
 	ctx := context.Background()
-	l := startSessionLoad(f)
+	l := StartSessionLoad(f.LB.URL)
 	bad, err := f.Upgrade(ctx, Release{Version: fmt.Sprintf("3.%d.0", i), Mode: "fail-health"})
-	counts, downloads := l.finish()
+	counts, downloads := l.Finish()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -191,9 +166,9 @@ func benchBadBlueGreen(b *testing.B, f *Fleet, i int) {
 	b.Logf("a release failing its check on its own port: ran on %v, halted %v; it answered %d of %d client requests; %d failed, %d sessions lost, %d of %d downloads cut",
 		bad.Switched, bad.Halted, answered, counts.Sent, counts.Failed, counts.Lost, len(downloads)-downloads.Completed(), len(downloads))
 
-	l = startSessionLoad(f)
+	l = StartSessionLoad(f.LB.URL)
 	back, err := f.Upgrade(ctx, Release{Version: fmt.Sprintf("4.%d.0", i), Mode: "fail-on-traffic"})
-	counts, downloads = l.finish()
+	counts, downloads = l.Finish()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -15,7 +15,10 @@ import (
 // Sessions are clients of the demo service that log in, make a few requests in their
 // session (each a GET /cart with the session's cookies, and HAProxy's when it sticks
 // sessions), log out and start again, until Finish. A session unknown to the process
-// that receives it is answered 401: a lost session.
+// that receives it is answered 401: a lost session. Each request opens a connection
+// of its own, as a browser's does after a pause: between two requests a session holds
+// no connection, so a drain that waits for a server's connections to end does not
+// wait for its sessions.
 type Sessions struct {
 	sent, failed, lost, done atomic.Int64
 	mu                       sync.Mutex
@@ -45,8 +48,7 @@ func StartSessions(base string, clients, perSession int, pause, limit time.Durat
 // session runs one session; false when the clients are to stop.
 func (s *Sessions) session(base string, n int, pause time.Duration) bool {
 	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Timeout: 5 * time.Second, Jar: jar, Transport: &http.Transport{}}
-	defer c.CloseIdleConnections()
+	c := &http.Client{Timeout: 5 * time.Second, Jar: jar, Transport: &http.Transport{DisableKeepAlives: true}}
 	if !s.do(c, http.MethodPost, base+"/login") {
 		return s.running()
 	}
@@ -250,4 +252,36 @@ func (l DownloadLog) Failures(n int) []string {
 		}
 	}
 	return out
+}
+
+// The session load of the bluegreen tests and benchmarks: SessionClients clients that
+// log in and make SessionRequests requests SessionPause apart (about 5s a session),
+// and DownloadClients that download for DownloadLength at a time.
+const (
+	SessionClients  = 12
+	SessionRequests = 20
+	SessionPause    = 250 * time.Millisecond
+	DownloadClients = 4
+	DownloadLength  = 4 * time.Second
+)
+
+// SessionLoad is the session load running against a load balancer.
+type SessionLoad struct {
+	Sessions  *Sessions
+	Downloads *Downloads
+}
+
+// StartSessionLoad starts the session load against base (HAProxy's URL, no trailing
+// slash), for at most 5 minutes.
+func StartSessionLoad(base string) SessionLoad {
+	return SessionLoad{
+		Sessions:  StartSessions(base, SessionClients, SessionRequests, SessionPause, 5*time.Minute),
+		Downloads: StartDownloads(base, DownloadClients, DownloadLength, 5*time.Minute),
+	}
+}
+
+// Finish stops the clients, waits for their sessions and downloads to end, and
+// returns what they saw.
+func (l SessionLoad) Finish() (SessionCounts, DownloadLog) {
+	return l.Sessions.Finish(), l.Downloads.Finish()
 }
