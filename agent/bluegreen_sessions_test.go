@@ -1,13 +1,19 @@
 package agent_test
 
 import (
+	"cmp"
+	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/internal/testfleet"
 	"github.com/baton-fleet/baton/internal/testhaproxy"
 )
@@ -101,6 +107,46 @@ func (f *sessionFleet) settled(commit string) {
 	}
 }
 
+// watchColors polls `baton status --json` in the host every 200ms until the function
+// it returns is called, which returns each different way the demo service's colors
+// were shown, in order, such as "green 2.0.0 active, blue 1.0.0 draining".
+func (h *harness) watchColors() func() []string {
+	done := make(chan struct{})
+	var seen []string
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			out, err := h.host.Exec(context.Background(), "/usr/local/bin/baton", "status", "--json")
+			var st api.State
+			if err != nil || json.Unmarshal(out, &st) != nil {
+				continue
+			}
+			for _, svc := range st.Services {
+				if svc.Name != "demo" {
+					continue
+				}
+				var cs []string
+				for _, c := range svc.Colors {
+					cs = append(cs, strings.TrimSpace(c.Name+" "+cmp.Or(c.Version, "-")+" "+c.State))
+				}
+				if now := strings.Join(cs, ", "); len(seen) == 0 || seen[len(seen)-1] != now {
+					seen = append(seen, now)
+				}
+			}
+		}
+	})
+	return func() []string {
+		close(done)
+		wg.Wait()
+		return seen
+	}
+}
+
 // timeRE is the time of an agent's log line.
 var timeRE = regexp.MustCompile(`(?:^|\s)time=(\S+)`)
 
@@ -158,9 +204,17 @@ func TestBlueGreenKeepsSessions(t *testing.T) {
 func (f *sessionFleet) goodBlueGreen() (testfleet.SessionCounts, testfleet.DownloadLog) {
 	t := f.t
 	l := testfleet.StartSessionLoad(f.lb.URL)
+	seen := f.hosts[0].watchColors()
 	c := f.push(release{version: "2.0.0", mode: "ok"}, f.shopVer)
 	f.settled(c)
 	counts, downloads := l.Finish()
+	colors := seen()
+	t.Logf("baton status on h1 showed the colors as %q", colors)
+	for _, want := range []string{"blue 1.0.0 active, green - stopped", "blue 1.0.0 active, green 2.0.0 starting", "green 2.0.0 active, blue 1.0.0 draining", "green 2.0.0 active, blue - stopped"} {
+		if !slices.Contains(colors, want) {
+			t.Errorf("baton status on h1 never showed %q", want)
+		}
+	}
 	t.Logf("bluegreen: %d requests in %d sessions, %d failed, %d sessions lost; %d downloads, %d complete; answers by version %v",
 		counts.Sent, counts.Completed, counts.Failed, counts.Lost, len(downloads), downloads.Completed(), counts.Versions)
 	for _, h := range f.hosts {
