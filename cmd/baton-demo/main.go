@@ -89,6 +89,9 @@ func run(ctx context.Context, w io.Writer, hosts int, minHealthy time.Duration, 
 			fmt.Fprintf(w, "   committed on %v, ran on %v\n", o.Committed, o.Switched)
 		}
 	}
+	if err := blueGreenAct(ctx, w, hosts, minHealthy, baton); err != nil {
+		return err
+	}
 	return nil
 }
 

@@ -110,6 +110,26 @@ func (h *Host) readyColor() (Color, bool) {
 	return Color{}, false
 }
 
+// ColorState is what one color of a bluegreen host does: the version answering on its
+// port ("" when none) and its server's admin state in HAProxy (ready, drain, maint).
+type ColorState struct {
+	Color
+	Version, Admin string
+}
+
+// Colors are the host's colors, in the order of Colors.
+func (h *Host) Colors() []ColorState {
+	var out []ColorState
+	for _, c := range Colors {
+		st := ColorState{Color: c, Version: version(h.IP + ":" + c.Port)}
+		if s, err := h.fleet.haproxyState(h.Name + "-" + c.Name); err == nil {
+			st.Admin = s.Admin.String()
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
 // ColorMemory is the resident memory of each color of the demo service that answers
 // on its port now, by its own process_resident_memory_bytes. It is the processes'
 // RSS, not systemd's MemoryCurrent: the test hosts do not account memory.

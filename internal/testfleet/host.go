@@ -97,7 +97,12 @@ func (h *Host) Served() string {
 		}
 		port = c.Port
 	}
-	resp, err := client.Get("http://" + h.IP + ":" + port + "/version")
+	return version(h.IP + ":" + port)
+}
+
+// version is the version the demo service at addr answers with, "" if none.
+func version(addr string) string {
+	resp, err := client.Get("http://" + addr + "/version")
 	if err != nil {
 		return ""
 	}

@@ -109,6 +109,11 @@ type SessionCounts struct {
 func (s *Sessions) Finish() SessionCounts {
 	s.once.Do(func() { close(s.stop) })
 	s.wg.Wait()
+	return s.Counts()
+}
+
+// Counts are the counts so far.
+func (s *Sessions) Counts() SessionCounts {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v := make(map[string]int64, len(s.versions))
@@ -212,6 +217,11 @@ func (d *Downloads) running() bool {
 func (d *Downloads) Finish() DownloadLog {
 	d.once.Do(func() { close(d.stop) })
 	d.wg.Wait()
+	return d.Log()
+}
+
+// Log is every download that ended so far.
+func (d *Downloads) Log() DownloadLog {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return slices.Clone(d.log)
