@@ -111,8 +111,8 @@ licenses: ## the license of each module linked into baton; fails on one unknown 
 
 demo-live: demo
 
-bench-rollout: ## (root) rollout time vs its floor, failed requests, revert time, on 3 and 5 hosts and without drain
-	$(GO) test -run '^$$' -bench BenchmarkRollout -benchtime 1x -timeout 30m ./internal/testfleet/
+bench-rollout: ## (root) rollout time vs its floor, failed requests, revert time, on 3 and 5 hosts and without drain; sessions lost by restart and by bluegreen, switch and switch-back time, two colors' memory
+	$(GO) test -run '^$$' -bench BenchmarkRollout -benchtime 1x -timeout 45m ./internal/testfleet/
 
 # Faults on the fleet test bed (internal/chaos). CI runs the scenario suite (TestFaults)
 # with the other tests; the random run is for people, replayed with its seed.

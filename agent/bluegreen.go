@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/core"
 	"github.com/baton-fleet/baton/drain"
 	"github.com/baton-fleet/baton/events"
@@ -64,13 +67,12 @@ func (a *Agent) cutover(ctx context.Context, w *work) core.Event {
 		} else {
 			err = drain.Switch(ctx, a.haproxyOf(w, mv.from), to)
 		}
-		if err == nil {
-			a.obs.metrics.ColorSwitched(mv.service, time.Since(start))
-		}
 		if err != nil {
 			return stopOr(ctx, fmt.Errorf("%s: the load balancer to %s: %w", mv.service, mv.to.Name, err))
 		}
-		w.log.Info("the load balancer sends new clients to the new color", "service", mv.service, "color", mv.to.Name)
+		took := time.Since(start)
+		a.obs.metrics.ColorSwitched(mv.service, took)
+		w.log.Info("the load balancer sends new clients to the new color", "service", mv.service, "color", mv.to.Name, "took", took)
 		from := "-"
 		if mv.from != nil {
 			from = mv.from.Name
@@ -149,7 +151,12 @@ func (a *Agent) switchBack(ctx context.Context, w *work, lg *rollback.LastGood) 
 	for _, mv := range colorMoves(w, lg) {
 		to := a.haproxyOf(w, mv.to)
 		if mv.from != nil {
-			errs = append(errs, drain.SwitchBack(ctx, to, a.haproxyOf(w, mv.from)))
+			start := time.Now()
+			err := drain.SwitchBack(ctx, to, a.haproxyOf(w, mv.from))
+			if err == nil {
+				w.log.Info("the load balancer sends the clients back to the old color", "service", mv.service, "color", mv.from.Name, "clientsMoved", w.txn.CutOver, "took", time.Since(start))
+			}
+			errs = append(errs, err)
 		} else {
 			errs = append(errs, to.SetState(ctx, drain.StateMaint))
 		}
@@ -198,20 +205,16 @@ func (a *Agent) secondCopy(ctx context.Context, w *work, lg *rollback.LastGood) 
 		if mv.from == nil {
 			continue
 		}
-		run := room.Running{Units: mv.from.Units.Names(), Known: true}
-		for _, u := range run.Units {
+		var usages []room.Usage
+		for _, u := range mv.from.Units.Names() {
 			b, known, err := a.systemd.MemoryCurrent(ctx, u)
-			if err != nil || !known {
-				run.Known = false
-				break
-			}
-			run.Bytes += b
+			usages = append(usages, room.Usage{Unit: u, Bytes: b, Known: known && err == nil})
 		}
 		mem, err := room.ReadMemInfo("/")
 		if err != nil {
 			return "blocked: " + err.Error()
 		}
-		v := room.Check(run, mem)
+		v := room.Check(room.RunningOf(usages), mem)
 		if why := v.Reason(); !v.OK {
 			return why
 		} else if why != "" {
@@ -219,4 +222,98 @@ func (a *Agent) secondCopy(ctx context.Context, w *work, lg *rollback.LastGood) 
 		}
 	}
 	return ""
+}
+
+// colorStates are a bluegreen service's colors as `baton status` shows them, the
+// active one first: the version each runs and its state. rec is the service's last
+// good record, target its record in txn (both nil when no transaction changes it),
+// running whether a unit runs now. Each color is read from its units' names
+// (<service>@<color>.service), as baton renders them.
+func colorStates(rec rollback.ServiceRecord, txn *rollback.Txn, target *rollback.ServiceRecord, running func(unit string) bool) []api.ColorState {
+	units := map[string][]string{}
+	var order []string
+	add := func(color string, us ...string) {
+		if _, seen := units[color]; !seen && color != "" {
+			order = append(order, color)
+			units[color] = nil
+		}
+		if color != "" {
+			units[color] = append(units[color], us...)
+		}
+	}
+	add(rec.Color)
+	if target != nil {
+		add(target.Color)
+	}
+	all := slices.Clone(rec.Units)
+	if target != nil {
+		all = append(all, target.Units...)
+	}
+	slices.Sort(all)
+	for _, u := range slices.Compact(all) {
+		add(colorOfUnit(u), u)
+	}
+	var out []api.ColorState
+	for _, c := range order {
+		out = append(out, colorState(c, slices.ContainsFunc(units[c], running), rec, txn, target))
+	}
+	slices.SortStableFunc(out, func(a, b api.ColorState) int {
+		return boolInt(b.State == api.ColorActive) - boolInt(a.State == api.ColorActive)
+	})
+	return out
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// unitRuns says whether systemd runs unit now (active, or on its way in or out).
+func (a *Agent) unitRuns(ctx context.Context, unit string) bool {
+	if a.systemd == nil {
+		return false
+	}
+	st, err := a.systemd.Status(ctx, unit)
+	return err == nil && st.ActiveState != "" && st.ActiveState != "inactive" && st.ActiveState != "failed"
+}
+
+// colorState is color's state: what the last good record and the transaction say it
+// does, and whether its units run.
+func colorState(color string, runs bool, rec rollback.ServiceRecord, txn *rollback.Txn, target *rollback.ServiceRecord) api.ColorState {
+	moving := txn != nil && target != nil && target.Color != "" && target.Color != rec.Color
+	reverting := moving && (txn.State == rollback.RollingBack || txn.State == rollback.Failed)
+	st := api.ColorState{Name: color, State: api.ColorStopped}
+	if !runs {
+		return st
+	}
+	switch {
+	case moving && color == target.Color:
+		st.Version, st.State = target.Version, api.ColorStarting
+		if reverting {
+			st.State = api.ColorReverting
+		} else if txn.CutOver {
+			st.State = api.ColorActive
+		}
+	case color == rec.Color:
+		st.Version, st.State = rec.Version, api.ColorActive
+		if moving && txn.CutOver && !reverting {
+			st.State = api.ColorDraining
+		}
+	default:
+		st.State = api.ColorIdle
+	}
+	return st
+}
+
+// colorOfUnit is the color of a bluegreen unit, <service>@<color>.service; "" for
+// another unit.
+func colorOfUnit(unit string) string {
+	_, rest, ok := strings.Cut(unit, "@")
+	color, isService := strings.CutSuffix(rest, ".service")
+	if !ok || !isService {
+		return ""
+	}
+	return color
 }

@@ -173,13 +173,20 @@ func (b apiBackend) State(ctx context.Context) (api.State, error) {
 	for _, name := range slices.Sorted(maps.Keys(services)) {
 		rec := services[name]
 		ss := api.ServiceState{Name: name, Version: rec.Version, Color: rec.Color}
+		var target *rollback.ServiceRecord
 		if txn != nil {
-			if t, ok := txn.Target.Services[name]; ok && t.Version != rec.Version {
-				ss.Target = t.Version
+			if t, ok := txn.Target.Services[name]; ok {
+				target = &t
 			}
-			if t, ok := txn.Target.Services[name]; ok && t.Color != rec.Color {
-				ss.TargetColor = t.Color
+			if target != nil && target.Version != rec.Version {
+				ss.Target = target.Version
 			}
+			if target != nil && target.Color != rec.Color {
+				ss.TargetColor = target.Color
+			}
+		}
+		if rec.Color != "" || ss.TargetColor != "" {
+			ss.Colors = colorStates(rec, txn, target, func(u string) bool { return a.unitRuns(ctx, u) })
 		}
 		for _, u := range rec.Units {
 			us := api.UnitState{Name: u, Drift: slices.ContainsFunc(drift, func(d Drift) bool { return d.Unit == u })}

@@ -48,6 +48,26 @@ type ServiceState struct {
 	Color       string      `json:"color,omitempty"`
 	TargetColor string      `json:"targetColor,omitempty"`
 	Units       []UnitState `json:"units"`
+	// Colors are a bluegreen service's colors, the active one first.
+	Colors []ColorState `json:"colors,omitempty"`
+}
+
+// The states of a ColorState.
+const (
+	ColorActive    = "active"    // the load balancer sends it clients
+	ColorStarting  = "starting"  // a transaction started it: checked on its own port, no client yet
+	ColorDraining  = "draining"  // after a switch: it serves the sessions it has, new clients go to the other
+	ColorReverting = "reverting" // a failed release: switched back from, being stopped
+	ColorStopped   = "stopped"   // its units do not run
+	ColorIdle      = "idle"      // its units run, but no client is sent to it and no transaction started it
+)
+
+// ColorState is one color of a bluegreen service: the version it runs ("" when it
+// does not run) and its state, one of the Color* constants.
+type ColorState struct {
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"`
+	State   string `json:"state"`
 }
 
 // UnitState is one systemd unit, as systemd reports it.

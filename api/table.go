@@ -206,8 +206,22 @@ func (t *table) services(svcs []ServiceState) {
 			units = append(units, t.unit(u))
 		}
 		rows = append(rows, []cell{{clean(svc.Name), styleNone}, version, {strings.Join(units, "  "), styleNone}})
+		for _, c := range svc.Colors {
+			rows = append(rows, []cell{{"  " + clean(c.Name), styleDim}, {clean(orDash(c.Version)) + " " + t.paint(colorStyle(c.State), clean(c.State)), styleNone}})
+		}
 	}
 	t.rows(rows)
+}
+
+// colorStyle is the style of a color's state.
+func colorStyle(state string) string {
+	switch state {
+	case ColorActive:
+		return styleGreen
+	case ColorStarting, ColorDraining, ColorReverting:
+		return styleYellow
+	}
+	return styleDim
 }
 
 // colorOf names a bluegreen service's color after its version, "" for others.

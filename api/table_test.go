@@ -76,6 +76,7 @@ func blueGreenState() State {
 	s := upgradingState()
 	s.Services[0].Color, s.Services[0].TargetColor = "blue", "green"
 	s.Services[0].Units = []UnitState{{Name: "api@blue.service", Active: "active", Sub: "running"}, {Name: "api@green.service", Active: "active", Sub: "running"}}
+	s.Services[0].Colors = []ColorState{{Name: "green", Version: "1.4.3", State: ColorActive}, {Name: "blue", Version: "1.4.2", State: ColorDraining}}
 	return s
 }
 
@@ -123,6 +124,7 @@ func TestWriteTable(t *testing.T) {
 		{"idle-color", idleState(), true},
 		{"upgrading-color", upgradingState(), true},
 		{"failed-color", failedState(), true},
+		{"bluegreen-color", blueGreenState(), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -18,6 +18,29 @@ type Running struct {
 	Known bool     // false when systemd does not account their memory (MemoryAccounting=no)
 }
 
+// Usage is one unit's memory as systemd reports it (units.Systemd.MemoryCurrent):
+// Known is false where systemd does not account it (MemoryCurrent "[not set]").
+type Usage struct {
+	Unit  string
+	Bytes uint64
+	Known bool
+}
+
+// RunningOf is the running copy made of the usages of its units: their memory
+// summed, known only when every unit's is. It is a pure function of its argument.
+func RunningOf(usages []Usage) Running {
+	r := Running{Known: true}
+	for _, u := range usages {
+		r.Units = append(r.Units, u.Unit)
+		r.Bytes += u.Bytes
+		r.Known = r.Known && u.Known
+	}
+	if !r.Known {
+		r.Bytes = 0
+	}
+	return r
+}
+
 // Verdict is whether a second copy fits, with the figures it was decided on.
 type Verdict struct {
 	OK        bool

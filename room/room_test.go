@@ -107,3 +107,56 @@ func FuzzParseMemInfo(f *testing.F) {
 		}
 	})
 }
+
+// TestDecision decides from what a host reports: the text of /proc/meminfo and the
+// MemoryCurrent of the running color's units, as systemd gives them. The test hosts
+// of this repository cannot show a "blocked" for real: systemd in a container on
+// cgroup v1 accounts no memory, and their MemAvailable is the machine's. This table
+// is the proof of the decision.
+func TestDecision(t *testing.T) {
+	// A 2 GiB host with 700 MiB available: 100 MiB (1/20 of MemTotal) stays free.
+	const host = "MemTotal:        2048000 kB\nMemFree:          120360 kB\nMemAvailable:     716800 kB\nBuffers:           40960 kB\n"
+	const tight = "MemTotal:        2048000 kB\nMemAvailable:      97280 kB\n" // 95 MiB
+	for _, tt := range []struct {
+		name    string
+		meminfo string
+		usages  []Usage
+		ok      bool
+		reason  string
+	}{
+		{"one unit fits", host, []Usage{{"shop@blue.service", 300 * mb, true}}, true, ""},
+		{"two units fit to the byte", host, []Usage{{"shop@blue.service", 500 * mb, true}, {"cache@blue.service", 100 * mb, true}}, true, ""},
+		{"two units, one byte too many", host, []Usage{{"shop@blue.service", 500 * mb, true}, {"cache@blue.service", 100*mb + 1, true}}, false,
+			"blocked: no room for a second copy: the running copy (shop@blue.service, cache@blue.service) uses 600 MiB, MemAvailable is 700 MiB and 100 MiB (1/20 of MemTotal) stays free"},
+		{"a big copy", host, []Usage{{"shop@green.service", 812 * mb, true}}, false,
+			"blocked: no room for a second copy: the running copy (shop@green.service) uses 812 MiB, MemAvailable is 700 MiB and 100 MiB (1/20 of MemTotal) stays free"},
+		{"one unit not accounted: the reserve alone", host, []Usage{{"shop@blue.service", 812 * mb, true}, {"cache@blue.service", 0, false}}, true,
+			"memory of shop@blue.service, cache@blue.service not accounted by systemd (MemoryAccounting=no): a second copy is started with only 100 MiB (1/20 of MemTotal) known to stay free"},
+		{"not accounted on a host already short", tight, []Usage{{"shop@blue.service", 0, false}}, false,
+			"blocked: no room for a second copy: MemAvailable is 95 MiB, less than the 100 MiB (1/20 of MemTotal) that stays free"},
+		{"a tiny copy on a host already short", tight, []Usage{{"shop@blue.service", 1, true}}, false,
+			"blocked: no room for a second copy: the running copy (shop@blue.service) uses 0 MiB, MemAvailable is 95 MiB and 100 MiB (1/20 of MemTotal) stays free"},
+	} {
+		mem, err := ParseMemInfo(tt.meminfo)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		v := Check(RunningOf(tt.usages), mem)
+		if v.OK != tt.ok || v.Reason() != tt.reason {
+			t.Errorf("%s: ok %v, %q; want ok %v, %q", tt.name, v.OK, v.Reason(), tt.ok, tt.reason)
+		}
+	}
+}
+
+func TestRunningOf(t *testing.T) {
+	if got := RunningOf(nil); !got.Known || got.Bytes != 0 || len(got.Units) != 0 {
+		t.Errorf("no units (a first install): %+v, want known and nothing used", got)
+	}
+	got := RunningOf([]Usage{{"a.service", 5, true}, {"b.service", 7, false}, {"c.service", 11, true}})
+	if got.Known || got.Bytes != 0 || strings.Join(got.Units, ",") != "a.service,b.service,c.service" {
+		t.Errorf("one unit unknown: %+v, want unknown, every unit named", got)
+	}
+	if got := RunningOf([]Usage{{"a.service", 5, true}, {"c.service", 11, true}}); !got.Known || got.Bytes != 16 {
+		t.Errorf("both known: %+v, want 16 bytes", got)
+	}
+}

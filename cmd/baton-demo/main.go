@@ -51,6 +51,16 @@ func run(ctx context.Context, w io.Writer, hosts int, minHealthy time.Duration, 
 			return fmt.Errorf("still missing after apt-get: %w", err)
 		}
 	}
+	if err := rollingActs(ctx, w, hosts, minHealthy, install, baton); err != nil {
+		return err
+	}
+	// The fleet of the rolling acts is stopped: bluegreen boots its own.
+	return blueGreenAct(ctx, w, hosts, minHealthy, baton)
+}
+
+// rollingActs runs the acts of a fleet upgraded by restart behind its drain: a good
+// release, a release that fails its health check, and one the analysis stops.
+func rollingActs(ctx context.Context, w io.Writer, hosts int, minHealthy time.Duration, install bool, baton string) error {
 	fmt.Fprintf(w, "== starting a fleet of %d hosts (systemd-nspawn), etcd, HAProxy, a git repository and a release server\n", hosts)
 	f, err := testfleet.Start(ctx, testfleet.Options{Hosts: hosts, MinHealthy: minHealthy, Baton: baton, Log: prefixed(w, "   ")})
 	if err != nil {
@@ -90,10 +100,7 @@ func run(ctx context.Context, w io.Writer, hosts int, minHealthy time.Duration, 
 			fmt.Fprintf(w, "   committed on %v, ran on %v\n", o.Committed, o.Switched)
 		}
 	}
-	if err := analysisAct(ctx, w, f, install); err != nil {
-		return err
-	}
-	return nil
+	return analysisAct(ctx, w, f, install)
 }
 
 // watch pushes rel under load and prints the fleet's table every second until every

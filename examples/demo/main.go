@@ -39,9 +39,13 @@ const (
 	modeSlowStart  = "slow-start"  // wait StartDelay before listening and READY
 	modeFlaky      = "flaky"       // / answers 500 to 3% of requests; /healthz is fine
 	modeSlow       = "slow"        // / takes 300 ms longer; /healthz is fine
+	// fail-on-traffic: /healthz answers 503 once a client request was served (any
+	// path but /healthz, /version and /metrics): healthy on its own port, failing
+	// once a load balancer sends it clients, as a release broken by real traffic is.
+	modeFailOnTraffic = "fail-on-traffic"
 )
 
-var modes = []string{modeOK, modeFailHealth, modeCrashAfter, modeExit, modeSlowStart, modeFlaky, modeSlow}
+var modes = []string{modeOK, modeFailHealth, modeCrashAfter, modeExit, modeSlowStart, modeFlaky, modeSlow, modeFailOnTraffic}
 
 // Defaults of the settings that are not baked in.
 const (

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -17,7 +18,8 @@ const (
 )
 
 // requestMetrics counts the requests of / by status code and observes how long they
-// took, by host, as the analysis recipes in docs/operations.md query them.
+// took, by host, as the analysis recipes in docs/operations.md query them, beside the
+// process's own metrics.
 type requestMetrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
@@ -37,7 +39,9 @@ func newRequestMetrics(host string) *requestMetrics {
 			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5},
 		}, []string{"host"}),
 	}
-	m.reg.MustRegister(m.requests, m.duration)
+	// The process's own figures (process_resident_memory_bytes, ...): what a second
+	// copy of the service costs a host.
+	m.reg.MustRegister(m.requests, m.duration, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

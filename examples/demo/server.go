@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
@@ -188,19 +189,22 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// newHandler serves /healthz, /version, /metrics, /, and sessions kept in this
-// process's memory (POST /login, GET /cart, POST /logout), and names the version in
-// an X-Demo-Version header on every response.
+// newHandler serves /healthz, /version, /metrics, /, sessions kept in this process's
+// memory (POST /login, GET /cart, POST /logout) and long downloads (GET
+// /download?seconds=N), and names the version in an X-Demo-Version header on every
+// response.
 func newHandler(cfg config, host string) http.Handler {
 	metrics := newRequestMetrics(host)
 	var requests counter
 	mux := http.NewServeMux()
+	var clients traffic
 	sessions := newSessions()
-	mux.HandleFunc("POST /login", sessions.login)
-	mux.HandleFunc("GET /cart", sessions.cart)
-	mux.HandleFunc("POST /logout", sessions.logout)
+	mux.HandleFunc("POST /login", clients.count(sessions.login))
+	mux.HandleFunc("GET /cart", clients.count(sessions.cart))
+	mux.HandleFunc("POST /logout", clients.count(sessions.logout))
+	mux.HandleFunc("GET /download", clients.count(download))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if cfg.Mode == modeFailHealth {
+		if cfg.Mode == modeFailHealth || cfg.Mode == modeFailOnTraffic && clients.seen() {
 			http.Error(w, "unhealthy", http.StatusServiceUnavailable)
 			return
 		}
@@ -214,7 +218,7 @@ func newHandler(cfg config, host string) http.Handler {
 	if cfg.Mode == modeSlow {
 		delay += slowDelay
 	}
-	mux.HandleFunc("GET /{$}", metrics.observe(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /{$}", clients.count(metrics.observe(func(w http.ResponseWriter, r *http.Request) {
 		// The delay ignores shutdown on purpose: a request in flight when
 		// SIGTERM arrives completes. Only the client giving up ends it early.
 		if delay > 0 && !sleep(r.Context(), delay) {
@@ -225,9 +229,22 @@ func newHandler(cfg config, host string) http.Handler {
 			return
 		}
 		fmt.Fprintf(w, "hello from %s version %s\n", host, cfg.Version)
-	}))
+	})))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Demo-Version", cfg.Version)
 		mux.ServeHTTP(w, r)
 	})
 }
+
+// traffic says whether the process has served a client request yet.
+type traffic struct{ served atomic.Bool }
+
+// count marks next's requests as client traffic.
+func (t *traffic) count(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		t.served.Store(true)
+		next(w, r)
+	}
+}
+
+func (t *traffic) seen() bool { return t.served.Load() }

@@ -81,6 +81,13 @@ type Options struct {
 	// the agents take their slot from instead of etcd's lease; the fleet relays to it
 	// from the bridge. Its group is Group. etcd still runs, unused by the lease.
 	FleetLock string
+	// BlueGreen deploys the demo service with strategy: bluegreen in two Colors, each
+	// a server of HAProxy's backend (h1-blue, h1-green, ...) behind cookie persistence
+	// (StickyCookie). With NoDrain or DrainGate it cannot run.
+	BlueGreen bool
+	// Sticky puts cookie persistence (StickyCookie) in front of a fleet deployed by
+	// restart, so that logged-in clients keep their host, as a shop's do.
+	Sticky bool
 }
 
 // Fleet is a running fleet. Close (or the test's cleanup) stops everything it started.
@@ -173,6 +180,9 @@ func start(ctx context.Context, tb testing.TB, o Options) *Fleet {
 	if o.Initial == "" {
 		o.Initial = DefaultInitial
 	}
+	if o.BlueGreen && (o.NoDrain || o.DrainGate) {
+		tb.Fatal("testfleet: a bluegreen fleet switches colors in HAProxy: NoDrain and DrainGate do not apply")
+	}
 	f := &Fleet{tb: tb, opts: o, log: o.Log, builds: testBuilds}
 	if _, program := tb.(*programTB); program {
 		f.builds = &builds{dir: tb.TempDir()} // removed when the program's fleet closes
@@ -204,11 +214,7 @@ func start(ctx context.Context, tb testing.TB, o Options) *Fleet {
 		h.writeConfig(tb, f.Repo, f.leaseConfig(), f.Gateway)
 		f.Hosts = append(f.Hosts, h)
 	}
-	var servers []testhaproxy.Server
-	for _, h := range f.Hosts {
-		servers = append(servers, testhaproxy.Server{Name: h.Name, Addr: h.IP + ":" + DemoPort, Check: true})
-	}
-	f.LB = testhaproxy.Start(tb, testhaproxy.Config{Backend: Group, Servers: servers, AdminTCP: f.Gateway + ":0"})
+	f.LB = testhaproxy.Start(tb, testhaproxy.Config{Backend: Group, Servers: f.haproxyServers(), AdminTCP: f.Gateway + ":0", Cookie: f.cookie()})
 
 	tb.Cleanup(func() {
 		if tb.Failed() {
@@ -249,7 +255,7 @@ func (f *Fleet) logf(format string, args ...any) { fmt.Fprintf(f.log, format+"\n
 // Release is one version of the demo service pushed to the fleet repository.
 type Release struct {
 	Version  string
-	Mode     string // the demo's mode: ok, fail-health, crash-after, exit, slow-start, flaky, slow
+	Mode     string // the demo's mode: ok, fail-health, crash-after, exit, slow-start, flaky, slow, fail-on-traffic, ...
 	Analysis string // an analysis: block for service.yaml (see StartPrometheus), "" for none
 }
 
@@ -273,6 +279,20 @@ func (f *Fleet) push(tb testing.TB, rel Release) string {
 	case !f.opts.NoDrain:
 		drainBlock = fmt.Sprintf("drain:\n  haproxy: {socket: %q, backend: %s, server: \"{{ .Host }}\", timeout: 10s}\n", f.LB.AdminTCP, Group)
 	}
+	service, unit := DemoChecks+drainBlock, `[Unit]
+Description=baton demo {{ .Version }}
+
+[Service]
+ExecStart={{ .Release }}/demo --listen 0.0.0.0:`+DemoPort+` `+f.opts.ServiceFlags+`
+Restart=on-failure
+RestartSec=300ms
+
+[Install]
+WantedBy=multi-user.target
+`
+	if f.opts.BlueGreen {
+		service, unit = f.blueGreenService()
+	}
 	files := map[string]string{
 		"fleet.yaml": fmt.Sprintf(`apiVersion: baton/v1
 groups:
@@ -287,18 +307,8 @@ artifacts:
   - url: %q
     sha256: %q
     name: demo
-`, rel.Version, u, sum) + DemoChecks + drainBlock + rel.Analysis,
-		"services/demo/demo.service": `[Unit]
-Description=baton demo {{ .Version }}
-
-[Service]
-ExecStart={{ .Release }}/demo --listen 0.0.0.0:` + DemoPort + ` ` + f.opts.ServiceFlags + `
-Restart=on-failure
-RestartSec=300ms
-
-[Install]
-WantedBy=multi-user.target
-`,
+`, rel.Version, u, sum) + service + rel.Analysis,
+		"services/demo/demo.service": unit,
 	}
 	c := f.Repo.CommitFiles(fmt.Sprintf("demo %s (%s)", rel.Version, rel.Mode), files)
 	f.mu.Lock()

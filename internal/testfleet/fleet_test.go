@@ -93,6 +93,90 @@ func BenchmarkRollout(b *testing.B) {
 	const rude = "--request-delay 50ms --shutdown-timeout 1ms"
 	b.Run("hosts=3/rude", func(b *testing.B) { benchRollout(b, Options{Hosts: 3, ServiceFlags: rude}) })
 	b.Run("hosts=3/rude/no-drain", func(b *testing.B) { benchRollout(b, Options{Hosts: 3, ServiceFlags: rude, NoDrain: true}) })
+	// Clients that log in and keep a session in the service's memory, and long
+	// downloads, through cookie persistence: deployed by restart with drain, then
+	// by bluegreen.
+	b.Run("hosts=3/sessions/restart", func(b *testing.B) { benchSessions(b, Options{Hosts: 3, Sticky: true}) })
+	b.Run("hosts=3/sessions/bluegreen", func(b *testing.B) { benchSessions(b, Options{Hosts: 3, BlueGreen: true}) })
+}
+
+// benchSessions rolls a good release through f under the session load and reports
+// the sessions lost and the downloads cut; in a bluegreen fleet, the switches, the
+// memory of two colors, a bad release and a release that fails after its switch too.
+func benchSessions(b *testing.B, o Options) {
+	f := StartTB(b, o)
+	ctx := context.Background()
+	strategy := "restart with drain"
+	if o.BlueGreen {
+		strategy = "bluegreen"
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		l := StartSessionLoad(f.LB.URL)
+		good, err := f.Upgrade(ctx, Release{Version: fmt.Sprintf("2.%d.0", i)})
+		counts, downloads := l.Finish()
+		if err != nil {
+			b.Fatal(err)
+		}
+		ratio := good.Rollout.Seconds() / good.Floor.Seconds()
+		b.ReportMetric(float64(counts.Sent), "sent")
+		b.ReportMetric(float64(counts.Failed), "failed")
+		b.ReportMetric(float64(counts.Completed+counts.Lost), "sessions")
+		b.ReportMetric(float64(counts.Lost), "lost-sessions")
+		b.ReportMetric(float64(len(downloads)), "downloads")
+		b.ReportMetric(float64(len(downloads)-downloads.Completed()), "cut-downloads")
+		b.ReportMetric(ratio, "rollout/floor")
+		b.Logf("%d hosts, %s, under %d session clients and %d downloading %v at a time: %d requests, %d failed; %d sessions, %d lost; %d downloads, %d cut %v; rollout %v, floor %v, ratio %.3f",
+			o.Hosts, strategy, SessionClients, DownloadClients, DownloadLength, counts.Sent, counts.Failed, counts.Completed+counts.Lost, counts.Lost,
+			len(downloads), len(downloads)-downloads.Completed(), downloads.Failures(3), good.Rollout.Round(time.Millisecond), good.Floor.Round(time.Millisecond), ratio)
+		for _, h := range f.Hosts {
+			if steps, ok := h.CommitSteps(good.Commit); ok {
+				b.Logf("  %s: %v", h.Name, steps)
+			}
+		}
+		if !o.BlueGreen {
+			continue
+		}
+		var slowest time.Duration
+		for _, d := range good.Switches {
+			slowest = max(slowest, d)
+		}
+		b.ReportMetric(float64(slowest.Microseconds())/1000, "switch-ms")
+		b.ReportMetric(float64(good.OneColor>>20), "one-color-MiB")
+		b.ReportMetric(float64(good.TwoColors>>20), "two-colors-MiB")
+		b.Logf("switches (new color checked by HAProxy, ready; old one drain): %v; resident memory of one color at most %d MiB, of two colors on one host at once %d MiB",
+			good.Switches, good.OneColor>>20, good.TwoColors>>20)
+		benchBadBlueGreen(b, f, i)
+	}
+}
+
+// benchBadBlueGreen pushes, under the session load, a release that fails on its own
+// port (no client may reach it) and one that fails once clients reach it (switched
+// back).
+func benchBadBlueGreen(b *testing.B, f *Fleet, i int) {
+	ctx := context.Background()
+	l := StartSessionLoad(f.LB.URL)
+	bad, err := f.Upgrade(ctx, Release{Version: fmt.Sprintf("3.%d.0", i), Mode: "fail-health"})
+	counts, downloads := l.Finish()
+	if err != nil {
+		b.Fatal(err)
+	}
+	answered := counts.Versions[bad.Release.Version]
+	b.ReportMetric(float64(answered), "bad-answers")
+	b.Logf("a release failing its check on its own port: ran on %v, halted %v; it answered %d of %d client requests; %d failed, %d sessions lost, %d of %d downloads cut",
+		bad.Switched, bad.Halted, answered, counts.Sent, counts.Failed, counts.Lost, len(downloads)-downloads.Completed(), len(downloads))
+
+	l = StartSessionLoad(f.LB.URL)
+	back, err := f.Upgrade(ctx, Release{Version: fmt.Sprintf("4.%d.0", i), Mode: "fail-on-traffic"})
+	counts, downloads = l.Finish()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(back.SwitchBack.Microseconds())/1000, "revert-ms")
+	b.ReportMetric(back.RevertToServing.Seconds()*1000, "revert-to-serving-ms")
+	b.Logf("a release failing once clients reach it: switched back on %v in %v (%v from the failed check), halted %v; it answered %d of %d client requests; %d failed, %d sessions lost (those it took), %d of %d downloads cut",
+		back.Switched, back.SwitchBack, back.RevertToServing.Round(time.Millisecond), back.Halted, counts.Versions[back.Release.Version], counts.Sent,
+		counts.Failed, counts.Lost, len(downloads)-downloads.Completed(), len(downloads))
 }
 
 func benchRollout(b *testing.B, o Options) {

@@ -98,9 +98,23 @@ func (h *Host) Settled(commit string) bool {
 	return h.TxnState() == "" && (h.LastGood().Revision == commit || h.Quarantined(commit))
 }
 
-// Served is the version the host's demo service answers with, "" if none.
+// Served is the version the host's demo service answers with, "" if none: in a
+// bluegreen fleet, the color's that HAProxy sends new clients to.
 func (h *Host) Served() string {
-	resp, err := client.Get("http://" + h.IP + ":" + DemoPort + "/version")
+	port := DemoPort
+	if h.fleet.opts.BlueGreen {
+		c, ok := h.readyColor()
+		if !ok {
+			return ""
+		}
+		port = c.Port
+	}
+	return version(h.IP + ":" + port)
+}
+
+// version is the version the demo service at addr answers with, "" if none.
+func version(addr string) string {
+	resp, err := client.Get("http://" + addr + "/version")
 	if err != nil {
 		return ""
 	}
@@ -112,13 +126,19 @@ func (h *Host) Served() string {
 	return strings.TrimSpace(string(b))
 }
 
-// InRotation reports whether HAProxy sends requests to the host: ready and UP.
+// InRotation reports whether HAProxy sends requests to the host: a server of it (in a
+// bluegreen fleet, one of its colors) ready and UP.
 func (h *Host) InRotation() bool {
 	if h.fleet == nil {
 		return false
 	}
-	st, err := h.fleet.haproxyState(h.Name)
-	return err == nil && st.Admin.String() == "ready" && strings.HasPrefix(st.Status, "UP")
+	for _, name := range h.servers() {
+		st, err := h.fleet.haproxyState(name)
+		if err == nil && st.Admin.String() == "ready" && strings.HasPrefix(st.Status, "UP") {
+			return true
+		}
+	}
+	return false
 }
 
 // Journal is the agent's journal, message lines only, over every unit it ran as.

@@ -10,6 +10,7 @@ import (
 var (
 	timeAttr  = regexp.MustCompile(`(?:^|\s)time=(\S+)`)
 	stepsAttr = regexp.MustCompile(`(?:^|\s)steps="([^"]*)"`)
+	tookAttr  = regexp.MustCompile(`(?:^|\s)took=(\S+)`)
 )
 
 // findLine returns the last journal line with message msg about commit.
@@ -107,4 +108,36 @@ func (h *Host) lineTime(msg, commit string) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return parseTime(l)
+}
+
+// SwitchTook is how long the host's agent took to move the clients to the new color
+// for commit (bluegreen's cutover); false when it did not.
+func (h *Host) SwitchTook(commit string) (time.Duration, bool) {
+	l, ok := findLine(h.Journal(), "the load balancer sends new clients to the new color", commit)
+	if !ok {
+		return 0, false
+	}
+	return parseTook(l)
+}
+
+// SwitchedBack is when the host's agent had sent the clients back to the old color,
+// reverting commit, and how long that switch took; false when it did not.
+func (h *Host) SwitchedBack(commit string) (time.Time, time.Duration, bool) {
+	l, ok := findLine(h.Journal(), "the load balancer sends the clients back to the old color", commit)
+	if !ok || !strings.Contains(l, "clientsMoved=true") {
+		return time.Time{}, 0, false
+	}
+	at, ok := parseTime(l)
+	took, ok2 := parseTook(l)
+	return at, took, ok && ok2
+}
+
+// parseTook is the took= attribute of a log line.
+func parseTook(line string) (time.Duration, bool) {
+	m := tookAttr.FindStringSubmatch(line)
+	if m == nil {
+		return 0, false
+	}
+	d, err := time.ParseDuration(m[1])
+	return d, err == nil
 }

@@ -37,3 +37,22 @@ time=2025-03-01T10:01:02.5Z level=ERROR msg="upgrade failed; reverting" commit=1
 		t.Error("found a line for a commit the journal does not name")
 	}
 }
+
+func TestParseJournalColors(t *testing.T) {
+	journal := `time=2025-03-01T10:00:05.000Z level=INFO msg="the load balancer sends new clients to the new color" commit=abcdef1 group=web txn=2 service=demo color=green took=2.234181ms
+time=2025-03-01T10:00:07.000Z level=INFO msg="the load balancer sends the clients back to the old color" commit=abcdef1 group=web txn=2 service=demo color=blue clientsMoved=true took=1.66ms
+time=2025-03-01T10:00:08.000Z level=INFO msg="the load balancer sends the clients back to the old color" commit=1234567 group=web txn=3 service=demo color=blue clientsMoved=false took=1ms
+time=2025-03-01T10:00:09.000Z level=INFO msg="the load balancer sends new clients to the new color" commit=fffffff group=web txn=4 service=demo color=green took=soon
+`
+	l, ok := findLine(journal, "the load balancer sends new clients to the new color", "abcdef1")
+	if took, ok2 := parseTook(l); !ok || !ok2 || took != 2234181*time.Nanosecond {
+		t.Errorf("switch: %v %v %v", took, ok, ok2)
+	}
+	l, _ = findLine(journal, "the load balancer sends new clients to the new color", "fffffff")
+	if took, ok := parseTook(l); ok {
+		t.Errorf("took=soon parsed as %v", took)
+	}
+	if took, ok := parseTook("msg=x"); ok {
+		t.Errorf("no took= parsed as %v", took)
+	}
+}

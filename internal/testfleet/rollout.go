@@ -34,6 +34,21 @@ type Outcome struct {
 	// agent giving up ("upgrade failed; reverting") to the previous version answering
 	// on /version again (polled every 10ms). 0 when no host failed it.
 	RevertToServing time.Duration
+
+	// In a bluegreen fleet:
+	// Switches are each host's cutover to its new color, as its agent timed it: the
+	// new color's server out of maint, up by HAProxy's check, ready; the old one's
+	// drain.
+	Switches []time.Duration
+	// SwitchBack is, on the first host that failed the release after its cutover,
+	// how long its agent took to send the clients back to the old color; 0 when no
+	// host switched back. RevertToServing is then from the agent giving up to that
+	// switch back done.
+	SwitchBack time.Duration
+	// OneColor is the most resident memory one color of the demo service used, and
+	// TwoColors the most that both colors of one host used at once (sampled every
+	// 250ms, by the processes' own RSS).
+	OneColor, TwoColors uint64
 }
 
 // Upgrade pushes rel and waits until every host settled on it (committed, reverted,
@@ -62,6 +77,7 @@ func (f *Fleet) Upgrade(ctx context.Context, rel Release) (*Outcome, error) {
 	}
 	s.stop()
 	o.MaxOut = s.maxOut
+	o.OneColor, o.TwoColors = s.memory.one, s.memory.two
 	return o, nil
 }
 
@@ -129,9 +145,15 @@ func (f *Fleet) tally(o *Outcome, s *sampler) error {
 			}
 			o.Floor += steps["SWITCHING"] + steps["VERIFYING"]
 		}
+		if took, ok := h.SwitchTook(c); ok {
+			o.Switches = append(o.Switches, took)
+		}
 		if o.RevertToServing == 0 && h.Quarantined(c) {
 			if failed, ok := h.RevertStarted(c); ok {
 				o.RevertToServing = s.backSince(h.Name, failed)
+				if at, took, ok := h.SwitchedBack(c); ok && f.opts.BlueGreen {
+					o.RevertToServing, o.SwitchBack = at.Sub(failed), took
+				}
 			}
 		}
 	}
@@ -147,7 +169,8 @@ type sampler struct {
 	once sync.Once
 	wg   sync.WaitGroup
 
-	maxOut int // written by rotation alone; read after stop
+	maxOut int          // written by rotation alone; read after stop
+	memory memorySample // written by colorMemory alone; read after stop
 
 	mu       sync.Mutex
 	timeline map[string][]change // each host's changes of version
@@ -166,10 +189,32 @@ func (f *Fleet) sample() *sampler {
 		s.prev[h.Name] = h.Served()
 	}
 	for _, h := range f.Hosts {
+		if f.opts.BlueGreen {
+			// Served asks HAProxy which color is ready: too slow for every 10ms, and
+			// the switch back is timed by the agent.
+			continue
+		}
 		s.wg.Go(func() { s.served(h) })
 	}
 	s.wg.Go(func() { s.rotation(f) })
+	if f.opts.BlueGreen {
+		s.wg.Go(func() { s.colorMemory(f) })
+	}
 	return s
+}
+
+// colorMemory records the most memory one color, and two colors of one host, used.
+func (s *sampler) colorMemory(f *Fleet) {
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+		for _, h := range f.Hosts {
+			s.memory.add(h.ColorMemory())
+		}
+	}
 }
 
 // served records each change of the version h serves.
