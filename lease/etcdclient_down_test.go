@@ -18,7 +18,7 @@ func TestNewClientEtcdDown(t *testing.T) {
 	c := testetcd.Start(t)
 	const password = "s3cret-Pa55"
 	admin := newClient(t, EtcdClientConfig{Endpoints: c.Endpoints()})
-	ctx := ctxT(t, time.Minute)
+	ctx := ctxT(t, 3*time.Minute) // a bound, not a figure: a busy machine takes its time
 	if _, err := admin.UserAdd(ctx, "root", password); err != nil {
 		t.Fatal(err)
 	}
