@@ -44,9 +44,8 @@ func FuzzMigrations(f *testing.F) {
 				t.Fatalf("Load error is %T: %v", err, err)
 			}
 			for _, e := range list {
-				// (A YAML error the parser gives no position, such as an unknown
-				// anchor, has line 0: it still names the file.)
-				if e.File != "services/api/service.yaml" || e.Line < 0 {
+				// Every error has its line, but an alias bomb's: it is the whole document's.
+				if e.File != "services/api/service.yaml" || (e.Line < 1 && !strings.Contains(e.Msg, "alias bomb")) {
 					t.Fatalf("error not in service.yaml: %v", e)
 				}
 			}

@@ -44,13 +44,13 @@ func Decode(file string, data []byte, v any) (*Doc, error) {
 		if errors.Is(err, io.EOF) {
 			return doc, nil
 		}
-		return doc, convert(file, err)
+		return doc, placeParseErrors(data, convert(file, err))
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		line := extra.Line
 		if err != nil {
-			return doc, convert(file, err)
+			return doc, placeParseErrors(data, convert(file, err))
 		}
 		return doc, Error{File: file, Line: line, Msg: "more than one YAML document; a file holds exactly one"}
 	}
@@ -78,8 +78,8 @@ func binaryAt(data []byte) (int, bool) {
 }
 
 var (
-	lineRE      = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
-	unmarshalRE = regexp.MustCompile("^cannot unmarshal (!!\\w+)(?: `(.*)`)? into (.+)$")
+	lineRE      = regexp.MustCompile(`(?s)^(?:yaml: )?line (\d+): (.*)$`)
+	unmarshalRE = regexp.MustCompile("(?s)^cannot unmarshal (!!\\w+)(?: `(.*)`)? into (.+)$")
 )
 
 // convert turns a yaml.v3 error into Errors, one per line the library reports.
@@ -107,6 +107,64 @@ func convert(file string, err error) error {
 		errs.Add(e)
 	}
 	return errs.Err()
+}
+
+// unknownAnchorRE is the parser's error for an alias to no anchor, which it gives
+// without a line.
+var unknownAnchorRE = regexp.MustCompile(`^unknown anchor '(.*)' referenced$`)
+
+// placeParseErrors gives the line the parser leaves out: of an unknown anchor's error,
+// the first alias to it; of a control character's, the first such character; of an
+// unexpected end of the file, its last line.
+func placeParseErrors(data []byte, err error) error {
+	errs, ok := err.(Errors)
+	if !ok {
+		return err
+	}
+	for i, e := range errs {
+		switch g := unknownAnchorRE.FindStringSubmatch(e.Msg); {
+		case e.Line != 0:
+		case g != nil:
+			errs[i].Line = aliasLine(data, g[1])
+		case e.Msg == "control characters are not allowed":
+			errs[i].Line = controlLine(data)
+		case strings.Contains(e.Msg, "end of stream"):
+			errs[i].Line = max(1, bytes.Count(bytes.TrimRight(data, "\n"), []byte("\n"))+1) // the last line
+		default:
+			// The parser numbers lines from 0 internally and leaves out a line of 0:
+			// an error it gives without a line is on the first.
+			errs[i].Line = 1
+		}
+	}
+	return errs
+}
+
+// controlLine is the line of the first character YAML does not allow in a stream
+// (YAML 1.2, 5.1: c-printable), 0 when there is none.
+func controlLine(data []byte) int {
+	for i, r := range string(data) {
+		printable := r == '\t' || r == '\n' || r == '\r' || (r >= 0x20 && r <= 0x7e) || r == 0x85 ||
+			(r >= 0xa0 && r <= 0xd7ff) || (r >= 0xe000 && r <= 0xfffd && (r != 0xfeff || i == 0)) || r >= 0x10000
+		if !printable {
+			return 1 + bytes.Count(data[:i], []byte("\n"))
+		}
+	}
+	return 0
+}
+
+// aliasLine is the line of the first alias *name in data: a '*' at the start of a
+// line or after a blank or an indicator; 0 when there is none.
+func aliasLine(data []byte, name string) int {
+	re := regexp.MustCompile(`(?m)(?:^|[\s\[{,:-])\*` + regexp.QuoteMeta(name))
+	loc := re.FindIndex(data)
+	if loc == nil {
+		return 0
+	}
+	star := loc[0]
+	if data[star] != '*' {
+		star++ // the match starts at the character before it
+	}
+	return 1 + bytes.Count(data[:star], []byte("\n"))
 }
 
 func goKind(t string) string {

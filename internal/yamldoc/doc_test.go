@@ -1,6 +1,7 @@
 package yamldoc
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +53,18 @@ func TestDecodeErrors(t *testing.T) {
 		{"top level list", "- a\n- b\n",
 			[]string{`f.yaml:1: expected a mapping, got a list`}},
 		{"alias bomb", aliasBomb(), []string{`f.yaml: too many alias expansions (a YAML alias bomb?)`}},
+		{"unknown anchor", "name: a\nhosts:\n  - *web 00\n",
+			[]string{`f.yaml:3: unknown anchor 'web' referenced`}},
+		{"unknown anchor after a line break in a flow list", "name: a\nhosts: [b,\n*web]\n",
+			[]string{`f.yaml:3: unknown anchor 'web' referenced`}},
+		{"control character", "name: a\nhosts: [b\x0c]\n",
+			[]string{`f.yaml:2: control characters are not allowed`}},
+		{"bad directive on the first line", "%\n",
+			[]string{`f.yaml:1: could not find expected directive name`}},
+		{"a scalar over lines for the document", "0\n\n0",
+			[]string{`f.yaml:1: expected a mapping, got string "0\n0"`}},
+		{"unknown anchor in a flow list", "name: a\nhosts: [b,*web]\n",
+			[]string{`f.yaml:2: unknown anchor 'web' referenced`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,6 +184,15 @@ func FuzzDecode(f *testing.F) {
 		}
 		if err != nil && !strings.HasPrefix(err.Error(), "f.yaml") {
 			t.Fatalf("error does not name the file: %v", err)
+		}
+		// Every error has its line but an alias bomb's, which is the whole document's.
+		var list Errors
+		if errors.As(err, &list) {
+			for _, e := range list {
+				if e.Line < 1 && !strings.Contains(e.Msg, "alias bomb") {
+					t.Fatalf("error without a line: %v", e)
+				}
+			}
 		}
 		_ = doc.At("inner", "maxParallel")
 		if time.Since(start) > 10*time.Second {
