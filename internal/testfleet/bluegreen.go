@@ -88,7 +88,7 @@ WantedBy=multi-user.target
 
 // servers are the host's servers in HAProxy's backend.
 func (h *Host) servers() []string {
-	if !h.fleet.opts.BlueGreen {
+	if !h.blueGreen() {
 		return []string{h.Name}
 	}
 	var out []string

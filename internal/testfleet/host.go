@@ -33,6 +33,9 @@ type Host struct {
 // stopped and read as a fleet's hosts are.
 func NewHost(h *testbed.Host) *Host { return &Host{Host: h} }
 
+// blueGreen reports whether the host is in a bluegreen fleet (Options.BlueGreen).
+func (h *Host) blueGreen() bool { return h.fleet != nil && h.fleet.opts.BlueGreen }
+
 // client makes the fleet's own requests to the hosts; it keeps no idle connections.
 var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
@@ -102,7 +105,7 @@ func (h *Host) Settled(commit string) bool {
 // bluegreen fleet, the color's that HAProxy sends new clients to.
 func (h *Host) Served() string {
 	port := DemoPort
-	if h.fleet.opts.BlueGreen {
+	if h.blueGreen() {
 		c, ok := h.readyColor()
 		if !ok {
 			return ""
