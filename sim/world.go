@@ -63,6 +63,7 @@ type World struct {
 
 	res      Result
 	verdicts map[string]*verdict // the bad releases found, by version
+	sight    *sight              // the fleet state as last read (see sightAt)
 	trace    []string
 }
 
@@ -198,6 +199,10 @@ func (w *World) fault() {
 		states := []rollback.State{rollback.Switching, rollback.Verifying, rollback.RollingBack}
 		h.poison, h.poisonUntil = states[w.rng.IntN(len(states))], w.clock.Elapsed()+20*time.Minute
 		w.tracef(h.name, "fault: the agent dies each time it enters %s, for 20m", h.poison)
+	case k < 9 && w.rng.IntN(2) == 0:
+		d := w.between(time.Second, 30*time.Second)
+		w.tracef(h.name, "fault: the host is paused for %v when its next etcd request goes out", d)
+		h.pauseNext = d
 	default:
 		mode := FailMode(w.rng.IntN(2))
 		w.tracef(h.name, "fault: its next etcd request is lost (mode %d)", mode)
