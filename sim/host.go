@@ -39,7 +39,7 @@ type Host struct {
 	silence   core.Silence
 	session   int64         // the etcd lease of the slot, 0 when none
 	token     int64         // the slot key's create revision, 0 when none
-	heldUntil time.Duration // the hold is certain until then, by the last keep-alive
+	heldUntil time.Duration // the hold is certain until the host's clock (now) reads this
 	switched  bool          // between its switch and its verdict, in this life
 
 	// poison, until poisonUntil, crashes the agent each time it persists that state:

@@ -62,6 +62,7 @@ func (h *Host) grant(done func(error)) {
 		return err
 	}, func(err error) {
 		if err == nil {
+			h.w.tracef(h.name, "session %d", id)
 			h.session, h.heldUntil = id, sent+ttl-margin
 			h.keepAlive(id)
 		}

@@ -13,10 +13,10 @@ import (
 // lease can expire between a host's read and the write it decides, and a write the host
 // gave up on can still land.
 
-// leg is how long one leg of a request takes: a few milliseconds mostly, up to a
-// second now and then, and rarely a stall of up to 5 s (a slow disk under etcd's log,
-// a congested link), as long as the agent waits for most calls.
-func (w *World) leg() time.Duration {
+// drawLeg is how long one leg of a request takes (World.leg): a few milliseconds
+// mostly, up to a second now and then, and rarely a stall of up to 5 s (a slow disk
+// under etcd's log, a congested link), as long as the agent waits for most calls.
+func (w *World) drawLeg() time.Duration {
 	switch r := w.rng.IntN(1000); {
 	case r < 3:
 		return w.between(time.Second, 5*time.Second)
@@ -46,7 +46,10 @@ func (h *Host) call(what string, timeout time.Duration, apply func() error, done
 		}
 	}
 	if timeout <= 0 {
-		expire()
+		h.after(0, func() {
+			w.tracef(h.name, "%s: not sent, its deadline passed %v ago", what, -timeout)
+			done(ErrTimeout)
+		})
 		return
 	}
 	w.clock.After(w.leg(), func() {
