@@ -50,21 +50,21 @@ func Gate(snap *fleet.Snapshot, g *spec.Group, mv Move, holding []string, silenc
 	return v
 }
 
-// Stranded names the other hosts of group that switched and neither finished nor hold
-// a slot any more: cut off or stopped between their switch and their verdict. Whether
-// their release failed its checks there is not known, and a halt may be on its way;
-// and whatever commit they switched to, they may still be out of service, counted
-// against the group's maxParallel. (Keyed by the commit at first, this let a host
-// start a newer commit while one stranded on an older one was still switching: the
-// fleet simulation found it.)
-func Stranded(snap *fleet.Snapshot, holding []string, group, self string) []string {
-	var hosts []string
+// Stranded returns the records, by host name, of the other hosts of group that
+// switched and neither finished nor hold a slot any more: cut off or stopped between
+// their switch and their verdict. Whether their release failed its checks there is
+// not known, and a halt may be on its way; and whatever commit they switched to, they
+// may still be out of service, counted against the group's maxParallel. (Keyed by the
+// commit at first, this let a host start a newer commit while one stranded on an
+// older one was still switching: the fleet simulation found it.)
+func Stranded(snap *fleet.Snapshot, holding []string, group, self string) []fleet.Host {
+	var hosts []fleet.Host
 	for _, h := range snap.Hosts {
 		if h.Host != self && h.Group == group && h.Target != "" && h.State == string(rollback.Switching) && !slices.Contains(holding, h.Host) {
-			hosts = append(hosts, h.Host)
+			hosts = append(hosts, h)
 		}
 	}
-	slices.Sort(hosts)
+	slices.SortFunc(hosts, func(a, b fleet.Host) int { return strings.Compare(a.Host, b.Host) })
 	return hosts
 }
 
@@ -73,18 +73,27 @@ func Stranded(snap *fleet.Snapshot, holding []string, group, self string) []stri
 // needs to reach its verdict and revert, the group's healthyDeadline and a revert's,
 // counted on this host's clock from when it first saw them silent. A host that stays
 // silent longer is dead or cut off for good, and the rollout goes on without it
-// rather than wait for an operator. The zero value is ready; only one goroutine may
-// use it.
+// rather than wait for an operator. A wait is for one switch of each host, told by
+// the time its SWITCHING record was written: a host that switches again and falls
+// silent again starts a new wait. (Keyed by the hosts' names alone, a wait that had
+// run out on a record left over from an earlier switch let the group pass a host that
+// had just switched again: the fleet simulation found it.) The zero value is ready;
+// only one goroutine may use it.
 type Silence struct {
-	since map[string]time.Time // one wait at a time, by commit and hosts
+	since map[string]time.Time // one wait at a time, by commit and switches
 }
 
-// Wait is the verdict on hosts, stranded on commit, at now.
-func (s *Silence) Wait(hosts []string, g *spec.Group, commit string, now time.Time) fleet.Verdict {
+// Wait is the verdict on hosts, stranded on commit (their records, as Stranded
+// returns them), at now.
+func (s *Silence) Wait(hosts []fleet.Host, g *spec.Group, commit string, now time.Time) fleet.Verdict {
 	if len(hosts) == 0 {
 		return fleet.Verdict{OK: true}
 	}
-	key := commit + " " + strings.Join(hosts, ",")
+	key, names := commit, make([]string, len(hosts))
+	for i, h := range hosts {
+		key += " " + h.Host + "@" + h.Time.UTC().Format(time.RFC3339Nano)
+		names[i] = h.Host
+	}
 	since, ok := s.since[key]
 	if !ok {
 		since = now
@@ -93,7 +102,7 @@ func (s *Silence) Wait(hosts []string, g *spec.Group, commit string, now time.Ti
 	until := since.Add(g.Rollout.HealthyDeadline.D() + RevertDeadline)
 	if now.Before(until) {
 		return fleet.Verdict{Why: fmt.Sprintf("waiting until %s for %s: switched (to %s or an earlier commit) and silent since (its verdict is unknown; a halt may be on its way)",
-			until.UTC().Format(time.TimeOnly), strings.Join(hosts, ", "), commitid.ShortOrNone(commit))}
+			until.UTC().Format(time.TimeOnly), strings.Join(names, ", "), commitid.ShortOrNone(commit))}
 	}
 	return fleet.Verdict{OK: true}
 }

@@ -40,7 +40,11 @@ func TestStranded(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := strings.Join(Stranded(tt.snap, tt.line, "web", "h1"), ", "); got != tt.want {
+			var names []string
+			for _, h := range Stranded(tt.snap, tt.line, "web", "h1") {
+				names = append(names, h.Host)
+			}
+			if got := strings.Join(names, ", "); got != tt.want {
 				t.Errorf("stranded = %q, want %q", got, tt.want)
 			}
 		})
@@ -49,26 +53,50 @@ func TestStranded(t *testing.T) {
 
 // A host silent since its switch holds the group for the time a live host needs to
 // reach its verdict and revert, measured on this host's clock; then the rollout goes on.
+// The wait is for one switch: a host that switches again, and is silent again, holds
+// the group again, whether or not it was seen finishing in between.
 func TestSilentHostsHoldTheGroupForAWhile(t *testing.T) {
-	var f Silence
 	g := &spec.Group{Name: "web"}
 	g.Rollout.HealthyDeadline = yamldoc.Duration(30 * time.Second)
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	if v := f.Wait(nil, g, "c1", now); !v.OK {
-		t.Fatalf("no silent host: %+v", v)
-	}
-	if v := f.Wait([]string{"h2"}, g, "c1", now); v.OK || !strings.Contains(v.Why, "h2") {
-		t.Fatalf("first sight of a silent host: %+v, want a wait naming it", v)
-	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	horizon := 30*time.Second + RevertDeadline
-	if v := f.Wait([]string{"h2"}, g, "c1", now.Add(horizon-time.Second)); v.OK {
-		t.Fatalf("before the horizon: %+v, want a wait", v)
+	switched := func(host string, at time.Duration) []fleet.Host {
+		return []fleet.Host{{Host: host, Group: "web", Target: "c1", State: "SWITCHING", Time: t0.Add(at)}}
 	}
-	if v := f.Wait([]string{"h2"}, g, "c1", now.Add(horizon)); !v.OK {
-		t.Fatalf("after the horizon: %+v, want OK", v)
+	type sight struct {
+		stranded []fleet.Host
+		at       time.Duration // since t0, on this host's clock
+		wait     bool
 	}
-	if v := f.Wait([]string{"h3"}, g, "c1", now.Add(horizon)); v.OK {
-		t.Fatalf("another silent host starts its own wait: %+v", v)
+	tests := []struct {
+		name   string
+		sights []sight
+	}{
+		{"no silent host", []sight{{nil, 0, false}}},
+		{"first sight of a silent host", []sight{{switched("h2", 0), 0, true}}},
+		{"until the horizon", []sight{{switched("h2", 0), 0, true}, {switched("h2", 0), horizon - time.Second, true}, {switched("h2", 0), horizon, false}}},
+		{"counted from the first sight, not the switch", []sight{{switched("h2", 0), time.Hour, true}, {switched("h2", 0), time.Hour + horizon, false}}},
+		{"another silent host starts its own wait", []sight{{switched("h2", 0), 0, true}, {switched("h2", 0), horizon, false}, {switched("h3", 0), horizon, true}}},
+		{"a new switch of the same host, seen finishing in between", []sight{
+			{switched("h2", 0), 0, true}, {switched("h2", 0), horizon, false}, {nil, horizon + time.Minute, false},
+			{switched("h2", horizon+2*time.Minute), horizon + 2*time.Minute, true}}},
+		{"a new switch of the same host, not seen finishing", []sight{
+			{switched("h2", 0), 0, true}, {switched("h2", 0), horizon, false},
+			{switched("h2", horizon+2*time.Minute), horizon + 3*time.Minute, true}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s Silence
+			for i, si := range tt.sights {
+				v := s.Wait(si.stranded, g, "c1", t0.Add(si.at))
+				if v.OK == si.wait {
+					t.Fatalf("sight %d at %v: %+v, want wait=%v", i, si.at, v, si.wait)
+				}
+				if si.wait && !strings.Contains(v.Why, si.stranded[0].Host) {
+					t.Fatalf("sight %d: %q does not name %s", i, v.Why, si.stranded[0].Host)
+				}
+			}
+		})
 	}
 }
 

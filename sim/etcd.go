@@ -174,6 +174,9 @@ type Etcd struct {
 	// WatchDelay plus up to WatchJitter (drawn from the rng) after it; an election
 	// (LeaderChange) lasts Election.
 	WatchDelay, WatchJitter, Election time.Duration
+	// Expired, when set, is told of each lease that expires (not one revoked), for
+	// traces.
+	Expired func(id int64)
 
 	clock *Clock
 	rng   *rand.Rand
@@ -555,7 +558,7 @@ func (e *Etcd) Revoke(client string, id int64) error {
 func (e *Etcd) live(id int64) *etcdLease {
 	l := e.leases[id]
 	if l != nil && l.expiry <= e.clock.now && !e.down {
-		e.end(l)
+		e.expire(l)
 		return nil
 	}
 	return l
@@ -585,7 +588,15 @@ func (e *Etcd) check(l *etcdLease) {
 		e.setExpiry(l, l.expiry)
 		return
 	}
+	e.expire(l)
+}
+
+// expire ends l, whose expiry passed.
+func (e *Etcd) expire(l *etcdLease) {
 	e.end(l)
+	if e.Expired != nil {
+		e.Expired(l.id)
+	}
 }
 
 // end deletes l and its keys, in one revision.

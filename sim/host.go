@@ -2,7 +2,6 @@ package sim
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -40,34 +39,26 @@ type Host struct {
 	silence   core.Silence
 	session   int64         // the etcd lease of the slot, 0 when none
 	token     int64         // the slot key's create revision, 0 when none
-	heldUntil time.Duration // the hold is certain until then, by the last keep-alive
+	heldUntil time.Duration // the hold is certain until the host's clock (now) reads this
 	switched  bool          // between its switch and its verdict, in this life
 
 	// poison, until poisonUntil, crashes the agent each time it persists that state:
 	// a step that kills it every time (an OOM, a hang the watchdog ends).
 	poison      rollback.State
 	poisonUntil time.Duration
+	// pauseNext, when not 0, pauses the host for that long as its next etcd request
+	// goes out (see call).
+	pauseNext time.Duration
 	// touchedSince is when the open transaction first reached a state that may have
 	// changed the host, -1 when it has not.
 	touchedSince time.Duration
-	// rate is how fast the host's clock runs against etcd's (1: the same; 0.8: it
-	// counts 0.8 s while etcd counts 1 s): the hold it measures locally lasts longer.
-	rate float64
-}
 
-// local is how long d, measured on the host's clock, lasts in real time.
-func (h *Host) local(d time.Duration) time.Duration {
-	return time.Duration(float64(d) / h.rate)
-}
-
-// after runs fn after d in this life of the agent only.
-func (h *Host) after(d time.Duration, fn func()) {
-	life := h.life
-	h.w.clock.After(d, func() {
-		if h.up && h.life == life {
-			fn()
-		}
-	})
+	// The host's monotonic clock (see now): it read localAt when etcd's clock read
+	// anchor, and runs at rate from there (1: as etcd's; 0.8: it counts 0.8 s while
+	// etcd counts 1 s, so a hold measured on it lasts longer). While the host is
+	// paused, anchor is ahead of etcd's clock and the host's stands still.
+	localAt, anchor time.Duration
+	rate            float64
 }
 
 // start starts the agent: it resumes an open transaction, or polls.
@@ -91,7 +82,7 @@ func (h *Host) start() {
 
 // crash stops the host for down, then starts its agent again.
 func (h *Host) crash(down time.Duration) {
-	if !h.up {
+	if !h.up || h.paused() {
 		return
 	}
 	h.w.tracef(h.name, "fault: crash, down for %v (in %s)", down, h.state())
@@ -110,45 +101,28 @@ func (h *Host) state() rollback.State {
 	return h.txn.State
 }
 
-// keepAlive renews the session's lease every third of its TTL while the agent runs and
-// has a session (takeSlot starts it).
-func (h *Host) keepAlive() {
-	h.after(ttl/3, func() {
-		if h.session == 0 {
-			return
-		}
-		sent := h.w.clock.Elapsed()
-		_, err := h.w.etcd.KeepAlive(h.name, h.session)
-		switch {
-		case err == nil:
-			h.heldUntil = sent + h.local(ttl-time.Second)
-		case errors.Is(err, ErrLeaseNotFound):
-			h.w.tracef(h.name, "session %d gone", h.session)
-			h.session, h.token = 0, 0
-			return
-		}
-		h.keepAlive()
-	})
-}
-
-// poll looks at the branch's head and starts a transaction when it may.
+// poll looks at the branch's head and starts a transaction when the gate lets it.
 func (h *Host) poll() {
-	defer func() {
-		if h.m == nil {
-			h.after(pollEvery, h.poll)
-		}
-	}()
 	head := h.w.head()
 	now := Epoch.Add(h.w.clock.Elapsed())
 	if h.txn != nil || head.id == h.lastGood || h.quarantine[head.id] || h.backoff.Waiting(head.id, now) != "" {
+		h.after(pollEvery, h.poll)
 		return
 	}
-	if v, err := h.gate(head); err != nil || !v.OK {
-		return
-	}
-	t := &rollback.Txn{ID: fmt.Sprintf("%s-%d", h.name, h.w.res.Steps), Host: h.name, Group: group, From: h.lastGood, To: head.id,
-		Services: []string{service}, Target: rollback.LastGood{Revision: head.id, Services: map[string]rollback.ServiceRecord{
-			service: {Version: head.rel.Version, Fingerprint: head.rel.Fingerprint}}}}
+	h.gate(head, func(v fleet.Verdict, err error) {
+		if err != nil || !v.OK || h.txn != nil {
+			h.after(pollEvery, h.poll)
+			return
+		}
+		h.begin(head)
+	})
+}
+
+// begin starts a transaction to c.
+func (h *Host) begin(c commit) {
+	t := &rollback.Txn{ID: fmt.Sprintf("%s-%d", h.name, h.w.res.Steps), Host: h.name, Group: group, From: h.lastGood, To: c.id,
+		Services: []string{service}, Target: rollback.LastGood{Revision: c.id, Services: map[string]rollback.ServiceRecord{
+			service: {Version: c.rel.Version, Fingerprint: c.rel.Fingerprint}}}}
 	h.w.tracef(h.name, "upgrade %s -> %s", short(t.From), short(t.To))
 	h.live = t
 	h.m = &core.Machine{Txn: t, Drains: true}
@@ -156,30 +130,60 @@ func (h *Host) poll() {
 }
 
 // gate reads the fleet state and asks core.Gate whether the host may start c.
-func (h *Host) gate(c commit) (fleet.Verdict, error) {
-	res, err := h.w.etcd.Txn(h.name, nil, []Op{OpGet(prefix+"/", true)}, nil)
-	if err != nil {
-		return fleet.Verdict{}, err
+func (h *Host) gate(c commit, done func(fleet.Verdict, error)) {
+	var res TxnResult
+	h.call("read the fleet state", h.callTimeout(), func() (err error) {
+		res, err = h.w.etcd.Txn(h.name, nil, []Op{OpGet(prefix+"/", true)}, nil)
+		return err
+	}, func(err error) {
+		if err != nil {
+			done(fleet.Verdict{}, err)
+			return
+		}
+		done(h.decide(res, c), nil)
+	})
+}
+
+// decide is core.Gate on the fleet state read in res, and the line of the group's
+// lease in it.
+func (h *Host) decide(res TxnResult, c commit) fleet.Verdict {
+	s := h.w.sightAt(res)
+	now := Epoch.Add(h.w.clock.Elapsed())
+	return core.Gate(s.snap, h.w.group, core.Move{Commit: c.id, Host: h.name, Releases: []fleet.Release{c.rel}}, s.holding, &h.silence, now)
+}
+
+// sight is the fleet state as read at one revision: the snapshot and the holders of
+// the group's slots. Hosts that read the same revision share it, parsed once
+// (fleet.ReadSnapshot is pure; parsing is most of a seed's work).
+type sight struct {
+	rev     int64
+	snap    *fleet.Snapshot
+	holding []string
+}
+
+// sightAt returns the sight of res, a read of the whole fleet state.
+func (w *World) sightAt(res TxnResult) *sight {
+	if w.sight != nil && w.sight.rev == res.Revision {
+		return w.sight
 	}
 	kvs := make([]*mvccpb.KeyValue, 0, len(res.Results[0].KVs))
-	var holding []string
 	for _, kv := range res.Results[0].KVs {
 		kvs = append(kvs, &mvccpb.KeyValue{Key: []byte(kv.Key), Value: kv.Value, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision, Lease: kv.Lease})
 	}
-	snap := fleet.ReadSnapshot(prefix, res.Revision, kvs)
+	s := &sight{rev: res.Revision, snap: fleet.ReadSnapshot(prefix, res.Revision, kvs)}
 	var keys []lease.SlotKey
 	for _, kv := range kvs {
 		if host, ok := strings.CutPrefix(string(kv.Key), slotsPrefix); ok {
 			keys = append(keys, lease.SlotKey{Host: host, CreateRevision: kv.CreateRevision})
 		}
 	}
-	for _, hd := range lease.Rank(keys, h.w.cfg.MaxParallel) {
+	for _, hd := range lease.Rank(keys, w.cfg.MaxParallel) {
 		if hd.Holding {
-			holding = append(holding, hd.Host)
+			s.holding = append(s.holding, hd.Host)
 		}
 	}
-	now := Epoch.Add(h.w.clock.Elapsed())
-	return core.Gate(snap, h.w.group, core.Move{Commit: c.id, Host: h.name, Releases: []fleet.Release{c.rel}}, holding, &h.silence, now), nil
+	w.sight = s
+	return s
 }
 
 // exec persists s's state and performs its action, or ends the transaction.
@@ -224,25 +228,38 @@ func jsonOf(v any) []byte {
 	return data
 }
 
-// put writes v as JSON at key, fenced by the host's slot when fenced.
-func (h *Host) put(key string, v any, fenced bool) error {
+// put writes v as JSON at key, fenced by the host's slot when fenced, waiting for
+// etcd's answer at most timeout.
+func (h *Host) put(key string, v any, fenced bool, timeout time.Duration, done func(error)) {
 	data := jsonOf(v)
 	var cmps []Cmp
 	if fenced {
 		if h.token == 0 {
-			return fleet.ErrFenced
+			done(fleet.ErrFenced)
+			return
 		}
 		cmps = []Cmp{Compare(fleet.SlotKey(prefix, group, h.name), TargetCreate, Equal, h.token)}
 	}
-	res, err := h.w.etcd.Txn(h.name, cmps, []Op{OpPut(key, data, 0)}, nil)
-	if err == nil && !res.Succeeded {
-		err = fleet.ErrFenced
-	}
-	return err
+	var res TxnResult
+	h.call("put "+key, timeout, func() (err error) {
+		res, err = h.w.etcd.Txn(h.name, cmps, []Op{OpPut(key, data, 0)}, nil)
+		return err
+	}, func(err error) {
+		if err == nil && !res.Succeeded {
+			err = fleet.ErrFenced
+		}
+		done(err)
+	})
 }
 
-// record writes the host's record in the fleet state.
-func (h *Host) record(state, target string, fenced bool) error {
-	return h.put(fleet.HostKey(prefix, h.name), fleet.Host{Host: h.name, Group: group, Commit: h.lastGood, Target: target, State: state,
-		Time: Epoch.Add(h.w.clock.Elapsed())}, fenced)
+// record writes the host's record in the fleet state, as a call under the lease
+// (callTimeout); the record of an idle host is its own word, written unfenced and
+// bounded by etcdCallTimeout alone.
+func (h *Host) record(state, target string, fenced bool, done func(error)) {
+	timeout := h.callTimeout()
+	if state == "IDLE" {
+		timeout = etcdCallTimeout
+	}
+	h.put(fleet.HostKey(prefix, h.name), fleet.Host{Host: h.name, Group: group, Commit: h.lastGood, Target: target, State: state,
+		Time: Epoch.Add(h.w.clock.Elapsed())}, fenced, timeout, done)
 }

@@ -54,11 +54,11 @@ func (w *World) checkAlways() {
 	}
 }
 
-// reachable says whether host is up and etcd answers it.
+// reachable says whether host is up, not paused, and etcd answers it.
 func (w *World) reachable(host string) bool {
 	for _, h := range w.hosts {
 		if h.name == host {
-			return h.up && w.etcd.Reachable(host)
+			return h.up && !h.paused() && w.etcd.Reachable(host)
 		}
 	}
 	return false

@@ -1,9 +1,11 @@
 package sim
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,6 +68,7 @@ func TestSimulation(t *testing.T) {
 	}
 	wg.Wait()
 	took := time.Since(start)
+	slices.SortFunc(failed, func(a, b Result) int { return cmp.Compare(a.Seed, b.Seed) })
 	fmt.Printf("sim: %d seeds, %d events, %d transaction steps, %d faults in %v (%.0f seeds/s); %d broke a promise\n",
 		*seeds, events.Load(), steps.Load(), faults.Load(), took.Round(time.Millisecond), float64(*seeds)/took.Seconds(), len(failed))
 	for i, res := range failed {

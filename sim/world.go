@@ -62,7 +62,9 @@ type World struct {
 	commits []commit // pushed so far, in order; the last is the branch's head
 
 	res      Result
-	verdicts map[string]*verdict // the bad releases found, by version
+	verdicts map[string]*verdict  // the bad releases found, by version
+	sight    *sight               // the fleet state as last read (see sightAt)
+	leg      func() time.Duration // how long the next leg of a request takes: drawLeg, or a test's
 	trace    []string
 }
 
@@ -110,6 +112,10 @@ func newWorld(cfg Config) *World {
 	}
 	clock := NewClock()
 	w := &World{cfg: cfg, rng: rng, clock: clock, etcd: NewEtcd(clock, rng), verdicts: map[string]*verdict{}}
+	w.leg = w.drawLeg
+	if cfg.Trace {
+		w.etcd.Expired = func(id int64) { w.tracef("-", "etcd: lease %d expired", id) }
+	}
 	w.res.Seed = cfg.Seed
 	w.group = &spec.Group{Name: group}
 	w.group.Rollout.MaxParallel = cfg.MaxParallel
@@ -154,13 +160,16 @@ func (w *World) schedule() {
 	for _, h := range w.hosts {
 		h.start()
 	}
+	// A good release last, so that the fleet has somewhere to converge to; pushed while
+	// the faults go on, so that a host's last transaction runs under them too (a slot
+	// left held by a failed release, say, only shows when no later one frees it).
+	last := w.between(w.cfg.Faulty/2, w.cfg.Faulty)
 	pushes := 2 + w.rng.IntN(4)
 	for range pushes {
 		good := w.rng.IntN(10) < 7
-		w.clock.After(w.between(0, w.cfg.Faulty), func() { w.push(good) })
+		w.clock.After(w.between(0, last), func() { w.push(good) })
 	}
-	// A good release last, so that the fleet has somewhere to converge to.
-	w.clock.After(w.cfg.Faulty, func() { w.push(true) })
+	w.clock.After(last, func() { w.push(true) })
 	for t := w.between(5*time.Second, 60*time.Second); t < w.cfg.Faulty; t += w.between(5*time.Second, 90*time.Second) {
 		w.clock.After(t, w.fault)
 	}
@@ -178,26 +187,30 @@ func (w *World) between(lo, hi time.Duration) time.Duration {
 func (w *World) fault() {
 	w.res.Faults++
 	h := w.hosts[w.rng.IntN(len(w.hosts))]
-	switch k := w.rng.IntN(10); {
-	case k < 4:
+	switch k := w.rng.IntN(60); {
+	case k < 24:
 		h.crash(w.between(time.Second, 2*time.Minute))
-	case k < 6:
+	case k < 36:
 		d := w.between(5*time.Second, 2*time.Minute)
 		w.tracef(h.name, "fault: cut off from etcd for %v", d)
 		w.etcd.Partition(h.name)
 		w.clock.After(d, func() { w.etcd.Heal(h.name); w.tracef(h.name, "fault: reaches etcd again") })
-	case k < 7:
+	case k < 42:
 		d := w.between(2*time.Second, time.Minute)
 		w.tracef("-", "fault: etcd down for %v", d)
 		w.etcd.Down()
 		w.clock.After(d, func() { w.etcd.Up(); w.tracef("-", "fault: etcd up") })
-	case k < 8:
+	case k < 48:
 		w.tracef("-", "fault: etcd leader change")
 		w.etcd.LeaderChange()
-	case k < 9 && w.rng.IntN(3) == 0:
+	case k < 50:
 		states := []rollback.State{rollback.Switching, rollback.Verifying, rollback.RollingBack}
 		h.poison, h.poisonUntil = states[w.rng.IntN(len(states))], w.clock.Elapsed()+20*time.Minute
 		w.tracef(h.name, "fault: the agent dies each time it enters %s, for 20m", h.poison)
+	case k < 55:
+		d := w.between(time.Second, 30*time.Second)
+		w.tracef(h.name, "fault: the host is paused for %v when its next etcd request goes out", d)
+		h.pauseNext = d
 	default:
 		mode := FailMode(w.rng.IntN(2))
 		w.tracef(h.name, "fault: its next etcd request is lost (mode %d)", mode)
