@@ -18,10 +18,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/baton-fleet/baton/internal/testetcd"
 	"github.com/baton-fleet/baton/internal/testfleet"
 )
 
 func main() {
+	testetcd.RunIfMember() // the fleet's etcd members are this program run again
 	hosts := flag.Int("hosts", testfleet.DefaultHosts, "hosts in the fleet")
 	minHealthy := flag.Duration("min-healthy", testfleet.DefaultMinHealthy, "the group's minHealthy")
 	install := flag.Bool("install", false, "apt-get install what is missing (systemd-container, haproxy; prometheus for the analysis act)")

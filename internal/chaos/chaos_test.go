@@ -33,7 +33,7 @@ func TestChaos(t *testing.T) {
 	ctx := context.Background()
 	start := time.Now()
 	deadline := start.Add(*chaosDuration)
-	rep := Report{Seed: seed, Hosts: len(h.f.Hosts), EtcdMembers: h.f.Cluster.Members(), Faults: map[string]int{}}
+	rep := Report{Seed: seed, Hosts: len(h.f.Hosts), EtcdMembers: len(h.f.Cluster.Members()), Faults: map[string]int{}}
 	kills := h.watchdogKills()
 
 	stop := make(chan struct{})
@@ -119,7 +119,7 @@ func injectFault(h *harness, rng *rand.Rand, stop <-chan struct{}) (string, erro
 		hold(3, 20)
 		return "host cut off etcd", host.HealEtcd()
 	case 1:
-		f.Cluster.StopAll()
+		f.Cluster.KillAll()
 		hold(5, 30)
 		return "etcd down", f.Cluster.StartAll()
 	case 2:
@@ -131,9 +131,10 @@ func injectFault(h *harness, rng *rand.Rand, stop <-chan struct{}) (string, erro
 		hold(5, 15)
 		return "etcd leader killed", f.Cluster.Start(l)
 	case 3:
-		i := rng.IntN(f.Cluster.Members())
+		n := len(f.Cluster.Members())
+		i := rng.IntN(n)
 		if i == f.Cluster.Leader() {
-			i = (i + 1) % f.Cluster.Members()
+			i = (i + 1) % n
 		}
 		f.Cluster.Kill(i)
 		hold(5, 15)

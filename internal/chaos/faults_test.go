@@ -124,7 +124,7 @@ func cutHolderWhileDraining(ctx context.Context, t *testing.T, h *harness) (Rele
 	return rel, holder.HealEtcd()
 }
 
-// etcdDown stops every etcd member while a new commit arrives, for etcdOutage, with
+// etcdDown kills every etcd member while a new commit arrives, for etcdOutage, with
 // the agents under the watchdog: none may be restarted, and the rollout goes on after.
 func etcdDown(ctx context.Context, t *testing.T, h *harness) (Release, error) {
 	f := h.f
@@ -132,7 +132,7 @@ func etcdDown(ctx context.Context, t *testing.T, h *harness) (Release, error) {
 	for _, host := range f.Hosts {
 		before[host.Name] = host.AgentRestarts()
 	}
-	f.Cluster.StopAll()
+	f.Cluster.KillAll()
 	rel, err := h.push(true)
 	if err != nil {
 		return rel, err
@@ -170,13 +170,15 @@ func etcdMemberLost(leader bool) func(context.Context, *testing.T, *harness) (Re
 		if err != nil {
 			return rel, err
 		}
-		l, err := f.Cluster.WaitLeader(ctx, 30*time.Second)
+		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		l, err := f.Cluster.WaitLeaderContext(lctx)
+		cancel()
 		if err != nil {
 			return rel, err
 		}
 		victim := l
 		if !leader {
-			victim = (l + 1) % f.Cluster.Members()
+			victim = (l + 1) % len(f.Cluster.Members())
 		}
 		f.Cluster.Kill(victim)
 		t.Logf("killed etcd member %d (leader %d)", victim, l)

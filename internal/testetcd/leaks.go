@@ -22,6 +22,7 @@ func Main(m *testing.M) int {
 	if spec := os.Getenv(memberEnv); spec != "" {
 		return runMember(spec)
 	}
+	canRunMembers.Store(true)
 	base := len(goroutines())
 	code := m.Run()
 	if code != 0 {

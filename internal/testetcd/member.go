@@ -1,16 +1,23 @@
 package testetcd
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
+	"os/exec"
 	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -18,6 +25,176 @@ import (
 
 // memberEnv carries a member's configuration (JSON) to the child process that runs it.
 const memberEnv = "BATON_TESTETCD_MEMBER"
+
+// canRunMembers is set once this process runs a member when started as one: Main or
+// RunIfMember was called. A cluster's members are this executable run again.
+var canRunMembers atomic.Bool
+
+// RunIfMember is for a program (not a test) that starts clusters, the first call of
+// its main: in a process started as a member it runs that member and exits; in any
+// other it returns at once.
+func RunIfMember() {
+	if spec := os.Getenv(memberEnv); spec != "" {
+		os.Exit(runMember(spec))
+	}
+	canRunMembers.Store(true)
+}
+
+// Member is one etcd member: its URLs and data directory stay the same across Stop and
+// Start.
+type Member struct {
+	Name      string
+	ClientURL string // e.g. http://127.0.0.1:41234
+	PeerURL   string
+
+	dir string
+
+	life    sync.Mutex // held while the member starts or stops
+	started bool       // it started once: its data directory holds the cluster
+
+	mu   sync.Mutex
+	proc *memberProc // nil while stopped
+}
+
+type memberProc struct {
+	cmd    *exec.Cmd
+	stdin  io.Closer
+	exited chan struct{}
+}
+
+// start runs member m as a child process, unless it runs, and waits until it serves
+// clients.
+func (c *Cluster) start(m *Member) error {
+	m.life.Lock()
+	defer m.life.Unlock()
+	if m.running() {
+		return nil
+	}
+	if !canRunMembers.Load() {
+		if testing.Testing() {
+			return errors.New("the package's TestMain must call testetcd.Main to run etcd members")
+		}
+		return errors.New("main must call testetcd.RunIfMember first to run etcd members")
+	}
+	var initial []string
+	for _, o := range c.members {
+		initial = append(initial, o.Name+"="+o.PeerURL)
+	}
+	mc := memberConfig{
+		Name: m.Name, Dir: m.dir, ClientURL: m.ClientURL, PeerURL: m.PeerURL,
+		InitialCluster: strings.Join(initial, ","), State: "new",
+		NoFsync: c.opts.NoFsync, TLS: c.opts.TLS, Log: os.Getenv(LogEnv) == "1",
+	}
+	if m.started {
+		mc.State = "existing"
+	}
+	p, err := startMember(mc)
+	if err != nil {
+		return fmt.Errorf("member %s: %w", m.Name, err)
+	}
+	m.started = true
+	m.mu.Lock()
+	m.proc = p
+	m.mu.Unlock()
+	return nil
+}
+
+// startMember runs this executable again as the member mc and waits until it says it
+// is ready.
+func startMember(mc memberConfig) (*memberProc, error) {
+	b, err := json.Marshal(mc)
+	if err != nil {
+		return nil, err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), memberEnv+"="+string(b))
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &memberProc{cmd: cmd, stdin: stdin, exited: make(chan struct{})}
+	ready := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		ready <- strings.TrimSpace(line)
+		io.Copy(io.Discard, stdout)
+		cmd.Wait()
+		close(p.exited)
+	}()
+	select {
+	case line := <-ready:
+		if line != "ready" {
+			p.kill()
+			return nil, fmt.Errorf("did not start (%q)", line)
+		}
+	case <-time.After(readyTimeout):
+		p.kill()
+		return nil, fmt.Errorf("not ready after %v", readyTimeout)
+	}
+	return p, nil
+}
+
+func (p *memberProc) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	p.stdin.Close()
+	<-p.exited
+}
+
+// stop asks for a graceful stop (SIGTERM), killing the member after 15s.
+func (p *memberProc) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(15 * time.Second):
+		p.kill()
+	}
+}
+
+// running reports whether the member's process runs.
+func (m *Member) running() bool {
+	m.mu.Lock()
+	p := m.proc
+	m.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+func (m *Member) stop(kill bool) {
+	m.life.Lock()
+	defer m.life.Unlock()
+	m.mu.Lock()
+	p := m.proc
+	m.proc = nil
+	m.mu.Unlock()
+	if p == nil {
+		return
+	}
+	if kill {
+		p.kill()
+	} else {
+		p.stop()
+	}
+}
 
 // memberConfig is what a member process needs to start.
 type memberConfig struct {

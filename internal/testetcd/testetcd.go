@@ -1,18 +1,13 @@
-// Package testetcd starts real etcd members (go.etcd.io/etcd/server/v3/embed) on loopback for tests.
+// Package testetcd runs real etcd clusters for tests and the live demo: each member is a child process running etcd embedded (go.etcd.io/etcd/server/v3/embed), stopped, killed (SIGKILL) and started again on its data.
 package testetcd
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
-	"os/exec"
-	"strings"
+	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,7 +19,8 @@ import (
 // silent otherwise).
 const LogEnv = "BATON_TESTETCD_LOG"
 
-// readyTimeout bounds how long a member may take to start and join its cluster.
+// readyTimeout bounds how long a member may take to start and join its cluster, and
+// WaitLeader how long a cluster may go without a leader.
 const readyTimeout = 30 * time.Second
 
 // Options shape a cluster.
@@ -32,6 +28,9 @@ type Options struct {
 	Members int  // 1 (default) or more; 3 for leader-loss tests
 	NoFsync bool // skip fsync (etcd's --unsafe-no-fsync): faster, for tests that need many writes
 	TLS     *TLS // serve clients over TLS (https:// endpoints) when set
+	// ClientHost is the address the members serve clients on, such as the test hosts'
+	// gateway on their bridge; default 127.0.0.1. Peers always talk on loopback.
+	ClientHost string
 }
 
 // TLS is the server side of client TLS.
@@ -41,34 +40,15 @@ type TLS struct {
 	ClientCertAuth    bool   // require a client certificate
 }
 
-// Cluster is a running etcd cluster. Each member is a child process of the test binary
-// running etcd embedded (see Main), so that Kill is a real SIGKILL: its connections
-// reset at once, as when a machine's etcd dies. Every member is stopped and its data
-// removed when the test ends.
+// Cluster is a running etcd cluster. Each member is a child process of this one (see
+// Main and RunIfMember), so that Kill is a real SIGKILL: its connections reset at
+// once, as when a machine's etcd dies. Every member is killed and its data removed
+// when the test ends.
 type Cluster struct {
 	t       testing.TB
 	opts    Options
 	members []*Member
 	status  *clientv3.Client // for Leader
-}
-
-// Member is one etcd member: its URLs and data directory stay the same across Stop and
-// Restart.
-type Member struct {
-	Name      string
-	ClientURL string // e.g. http://127.0.0.1:41234
-	PeerURL   string
-
-	dir string
-
-	mu   sync.Mutex
-	proc *memberProc // nil while stopped
-}
-
-type memberProc struct {
-	cmd    *exec.Cmd
-	stdin  io.Closer
-	exited chan struct{}
 }
 
 // Start runs a one-member cluster.
@@ -83,30 +63,27 @@ func StartWith(t testing.TB, o Options) *Cluster {
 	if o.Members <= 0 {
 		o.Members = 1
 	}
+	if o.ClientHost == "" {
+		o.ClientHost = "127.0.0.1"
+	}
 	c := &Cluster{t: t, opts: o}
 	scheme := "http"
 	if o.TLS != nil {
 		scheme = "https"
 	}
-	ports := freePorts(t, 2*o.Members)
+	clients, peers := freePorts(t, o.ClientHost, o.Members), freePorts(t, "127.0.0.1", o.Members)
 	for i := range o.Members {
 		c.members = append(c.members, &Member{
 			Name:      fmt.Sprintf("m%d", i),
-			ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[2*i]),
-			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
+			ClientURL: scheme + "://" + net.JoinHostPort(o.ClientHost, strconv.Itoa(clients[i])),
+			PeerURL:   "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(peers[i])),
 			dir:       t.TempDir(),
 		})
 	}
 	// Registered after the TempDirs, so it runs before they are removed.
 	t.Cleanup(c.close)
-	errs := make(chan error, o.Members)
-	for _, m := range c.members {
-		go func() { errs <- c.start(m, "new") }()
-	}
-	for range c.members {
-		if err := <-errs; err != nil {
-			t.Fatalf("start etcd: %v", err)
-		}
+	if err := c.StartAll(); err != nil {
+		t.Fatalf("start etcd: %v", err)
 	}
 	cfg := c.ClientConfig()
 	cfg.TLS = nil
@@ -122,9 +99,9 @@ func StartWith(t testing.TB, o Options) *Cluster {
 	return c
 }
 
-// freePorts finds n TCP ports free on 127.0.0.1 now. Another process may take one
-// before etcd binds it; the start then fails loudly rather than flakes silently.
-func freePorts(t testing.TB, n int) []int {
+// freePorts finds n TCP ports free on host now. Another process may take one before
+// etcd binds it; the start then fails loudly rather than flakes silently.
+func freePorts(t testing.TB, host string, n int) []int {
 	t.Helper()
 	var ls []net.Listener
 	defer func() {
@@ -134,7 +111,7 @@ func freePorts(t testing.TB, n int) []int {
 	}()
 	ports := make([]int, n)
 	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			t.Fatalf("find a free port: %v", err)
 		}
@@ -144,86 +121,11 @@ func freePorts(t testing.TB, n int) []int {
 	return ports
 }
 
-// start runs member m as a child process and waits until it serves clients.
-func (c *Cluster) start(m *Member, state string) error {
-	var initial []string
-	for _, o := range c.members {
-		initial = append(initial, o.Name+"="+o.PeerURL)
-	}
-	mc := memberConfig{
-		Name: m.Name, Dir: m.dir, ClientURL: m.ClientURL, PeerURL: m.PeerURL,
-		InitialCluster: strings.Join(initial, ","), State: state,
-		NoFsync: c.opts.NoFsync, TLS: c.opts.TLS, Log: os.Getenv(LogEnv) == "1",
-	}
-	b, err := json.Marshal(mc)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), memberEnv+"="+string(b))
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("member %s: %w", m.Name, err)
-	}
-	p := &memberProc{cmd: cmd, stdin: stdin, exited: make(chan struct{})}
-	ready := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		ready <- strings.TrimSpace(line)
-		io.Copy(io.Discard, stdout)
-		cmd.Wait()
-		close(p.exited)
-	}()
-	select {
-	case line := <-ready:
-		if line != "ready" {
-			p.kill()
-			return fmt.Errorf("member %s did not start (%q); does the package's TestMain call testetcd.Main?", m.Name, line)
-		}
-	case <-time.After(readyTimeout):
-		p.kill()
-		return fmt.Errorf("member %s: not ready after %v", m.Name, readyTimeout)
-	}
-	m.mu.Lock()
-	m.proc = p
-	m.mu.Unlock()
-	return nil
-}
-
-func (p *memberProc) kill() {
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	p.stdin.Close()
-	<-p.exited
-}
-
-// stop asks for a graceful stop (SIGTERM), killing the member after 15s.
-func (p *memberProc) stop() {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(15 * time.Second):
-		p.kill()
-	}
-}
-
 func (c *Cluster) close() {
 	if c.status != nil {
 		c.status.Close()
 	}
-	var wg sync.WaitGroup
-	for _, m := range c.members {
-		wg.Go(func() { m.stop(true) })
-	}
-	wg.Wait()
+	c.KillAll()
 }
 
 // Members returns the members, in the order they were created.
@@ -271,24 +173,44 @@ func (c *Cluster) Stop(i int) { c.members[i].stop(false) }
 // Kill kills member i (SIGKILL): no leadership transfer, its connections reset.
 func (c *Cluster) Kill(i int) { c.members[i].stop(true) }
 
-// Restart starts a stopped member i again with its data and URLs.
+// KillAll kills every member at once (SIGKILL): etcd is down.
+func (c *Cluster) KillAll() {
+	var wg sync.WaitGroup
+	for _, m := range c.members {
+		wg.Go(func() { m.stop(true) })
+	}
+	wg.Wait()
+}
+
+// Start starts member i again with its data and URLs, unless it runs, and waits until
+// it serves clients, which takes a quorum of members running.
+func (c *Cluster) Start(i int) error { return c.start(c.members[i]) }
+
+// StartAll starts every stopped member at once and waits until each serves clients.
+func (c *Cluster) StartAll() error {
+	errs := make([]error, len(c.members))
+	var wg sync.WaitGroup
+	for i, m := range c.members {
+		wg.Go(func() { errs[i] = c.start(m) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Restart starts a stopped member i again with its data and URLs; the test fails if
+// it runs or does not start.
 func (c *Cluster) Restart(i int) {
 	c.t.Helper()
 	if c.Running(i) {
 		c.t.Fatalf("restart %s: still running", c.members[i].Name)
 	}
-	if err := c.start(c.members[i], "existing"); err != nil {
+	if err := c.Start(i); err != nil {
 		c.t.Fatalf("restart etcd: %v", err)
 	}
 }
 
 // Running reports whether member i runs.
-func (c *Cluster) Running(i int) bool {
-	m := c.members[i]
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.proc != nil
-}
+func (c *Cluster) Running(i int) bool { return c.members[i].running() }
 
 // Leader returns the index of the member that is leader now, by its own word, or -1
 // when no running member says it is.
@@ -307,20 +229,32 @@ func (c *Cluster) Leader() int {
 	return -1
 }
 
+// WaitLeaderContext waits until a running member is leader and returns its index, or
+// an error once ctx ends.
+func (c *Cluster) WaitLeaderContext(ctx context.Context) (int, error) {
+	for {
+		if i := c.Leader(); i >= 0 {
+			return i, nil
+		}
+		select {
+		case <-ctx.Done():
+			return -1, fmt.Errorf("etcd: no leader: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // WaitLeader waits until a running member is leader and returns its index; the test
 // fails after 30s without one.
 func (c *Cluster) WaitLeader() int {
 	c.t.Helper()
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		if i := c.Leader(); i >= 0 {
-			return i
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("etcd: no leader after %v", readyTimeout)
-		}
-		time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	i, err := c.WaitLeaderContext(ctx)
+	if err != nil {
+		c.t.Fatalf("%v after %v", err, readyTimeout)
 	}
+	return i
 }
 
 // KillLeader kills the current leader and returns its index.
@@ -329,19 +263,4 @@ func (c *Cluster) KillLeader() int {
 	i := c.WaitLeader()
 	c.Kill(i)
 	return i
-}
-
-func (m *Member) stop(kill bool) {
-	m.mu.Lock()
-	p := m.proc
-	m.proc = nil
-	m.mu.Unlock()
-	if p == nil {
-		return
-	}
-	if kill {
-		p.kill()
-	} else {
-		p.stop()
-	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,5 +107,38 @@ func TestTLSClientCertificates(t *testing.T) {
 	put(t, cli, "k", "v")
 	if got := get(t, cli, "k"); got != "v" {
 		t.Fatalf("k = %q, want v", got)
+	}
+}
+
+func TestKillAllThenStartAllOnAnotherAddress(t *testing.T) {
+	c := StartWith(t, Options{Members: 3, ClientHost: "127.0.0.2"})
+	for _, ep := range c.Endpoints() {
+		if !strings.HasPrefix(ep, "http://127.0.0.2:") {
+			t.Fatalf("endpoint %s, want one on 127.0.0.2", ep)
+		}
+	}
+	cli := c.Client(t)
+	put(t, cli, "k", "v1")
+	c.KillAll()
+	for i := range c.Members() {
+		if c.Running(i) {
+			t.Fatalf("member %d runs after KillAll", i)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	_, err := c.WaitLeaderContext(ctx)
+	cancel()
+	if err == nil {
+		t.Fatal("a leader with every member killed")
+	}
+	if err := c.StartAll(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(0); err != nil { // running: nothing to do
+		t.Fatal(err)
+	}
+	c.WaitLeader()
+	if got := get(t, cli, "k"); got != "v1" {
+		t.Fatalf("after StartAll k = %q, want v1", got)
 	}
 }

@@ -3,6 +3,7 @@ package testfleet
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -148,12 +149,19 @@ func (h *Host) AgentRestarts() int {
 // client ports and theirs to it are dropped (nftables in the host's network
 // namespace), so that connections hang instead of being refused. HealEtcd undoes it.
 func (h *Host) CutEtcd() error {
-	ports := strings.Join(h.fleet.Cluster.Ports(), ", ")
+	var ports []string
+	for _, ep := range h.fleet.Cluster.Endpoints() {
+		u, err := url.Parse(ep)
+		if err != nil {
+			return fmt.Errorf("cut %s off etcd: %w", h.Name, err)
+		}
+		ports = append(ports, u.Port())
+	}
 	rules := fmt.Sprintf(`table inet %[1]s {
 	chain out { type filter hook output priority 0; ip daddr %[2]s tcp dport { %[3]s } drop; }
 	chain in { type filter hook input priority 0; ip saddr %[2]s tcp sport { %[3]s } drop; }
 }
-`, cutTable, h.fleet.Gateway, ports)
+`, cutTable, h.fleet.Gateway, strings.Join(ports, ", "))
 	cmd := exec.Command("nsenter", "-t", strconv.Itoa(h.Leader), "-n", "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {

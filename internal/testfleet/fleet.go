@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 	"github.com/baton-fleet/baton/drain"
 	"github.com/baton-fleet/baton/fleet"
 	"github.com/baton-fleet/baton/internal/testbed"
+	"github.com/baton-fleet/baton/internal/testetcd"
 	"github.com/baton-fleet/baton/internal/testgit"
 	"github.com/baton-fleet/baton/internal/testhaproxy"
 )
@@ -96,9 +96,9 @@ type Fleet struct {
 	LB       *testhaproxy.HAProxy
 	Releases *Releases
 	Repo     *testgit.Repo
-	Etcd     *clientv3.Client // a client of every member
-	Cluster  *EtcdCluster     // the etcd members, each stoppable
-	Gateway  string           // the machine's address on the hosts' bridge
+	Etcd     *clientv3.Client  // a client of every member
+	Cluster  *testetcd.Cluster // the etcd members, serving the hosts on the gateway
+	Gateway  string            // the machine's address on the hosts' bridge
 
 	tb     testing.TB
 	prog   *programTB // nil under a test
@@ -123,7 +123,8 @@ func (f *Fleet) leaseConfig() string {
 
 // Start starts a fleet from a program: hosts, etcd, HAProxy, the repository with the
 // initial release, every agent; it returns once every host runs the initial release
-// and is in rotation. Close stops it all, as does a failed Start.
+// and is in rotation. Close stops it all, as does a failed Start. The etcd members are
+// the program run again: its main calls testetcd.RunIfMember first.
 func Start(ctx context.Context, o Options) (*Fleet, error) {
 	p := newProgramTB(o.Log)
 	var f *Fleet
@@ -199,7 +200,8 @@ func start(ctx context.Context, tb testing.TB, o Options) *Fleet {
 	f.Gateway = n.Gateway()
 	f.Releases = serveReleases(tb, f.Gateway, f.builds)
 	f.Repo = testgit.NewRepo(tb)
-	f.Cluster, f.Etcd = startEtcd(tb, f.Gateway, max(o.EtcdMembers, 1))
+	f.Cluster = testetcd.StartWith(tb, testetcd.Options{Members: max(o.EtcdMembers, 1), ClientHost: f.Gateway})
+	f.Etcd = f.Cluster.Client(tb)
 	if o.FleetLock != "" {
 		f.fleetLock = "http://" + Forward(tb, f.Gateway, o.FleetLock)
 	}
@@ -382,17 +384,6 @@ func (f *Fleet) haproxyState(name string) (drain.ServerState, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	return (&drain.HAProxy{Addr: f.LB.AdminTCP, Backend: Group, Server: name}).State(ctx)
-}
-
-// freePort finds a TCP port free on host now.
-func freePort(tb testing.TB, host string) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", host+":0")
-	if err != nil {
-		tb.Fatalf("find a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func short(rev string) string {
