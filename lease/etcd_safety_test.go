@@ -27,6 +27,8 @@ type stepChecker struct {
 	most    int
 	entered int
 	bad     []string // the revisions where more than n were in a step
+	rev     int64    // the revision the watch has reached
+	cli     *clientv3.Client
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
@@ -41,7 +43,7 @@ func startStepChecker(t *testing.T, cli *clientv3.Client, n int) *stepChecker {
 	if len(resp.Kvs) != 0 {
 		t.Fatalf("in-step keys before the test: %d", len(resp.Kvs))
 	}
-	sc := &stepChecker{in: map[string]bool{}, cancel: cancel, done: make(chan struct{})}
+	sc := &stepChecker{in: map[string]bool{}, cli: cli, cancel: cancel, done: make(chan struct{})}
 	ch := cli.Watch(ctx, inStepPrefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
 	go func() {
 		defer close(sc.done)
@@ -53,6 +55,7 @@ func startStepChecker(t *testing.T, cli *clientv3.Client, n int) *stepChecker {
 				return
 			}
 			sc.mu.Lock()
+			sc.rev = max(sc.rev, wr.Header.Revision)
 			for _, ev := range wr.Events {
 				k := string(ev.Kv.Key)
 				if ev.Type == clientv3.EventTypePut {
@@ -75,13 +78,37 @@ func startStepChecker(t *testing.T, cli *clientv3.Client, n int) *stepChecker {
 	return sc
 }
 
+// catchUp waits, for up to 30s, until the watch has reached etcd's revision now: the
+// last events of the contenders may still be on their way. It asks for progress
+// notifications, which carry the revision when no event of the prefix does.
+func (sc *stepChecker) catchUp() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := sc.cli.Get(ctx, inStepPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return
+	}
+	for ctx.Err() == nil {
+		sc.mu.Lock()
+		reached := sc.rev >= resp.Header.Revision
+		sc.mu.Unlock()
+		if reached {
+			return
+		}
+		_ = sc.cli.RequestProgress(ctx)
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func (sc *stepChecker) stop() {
 	sc.cancel()
 	<-sc.done
 }
 
-// result stops the checker and returns what it saw.
+// result stops the checker, once its watch has seen every change made so far, and
+// returns what it saw.
 func (sc *stepChecker) result() (most, entered int, bad []string) {
+	sc.catchUp()
 	sc.stop()
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
