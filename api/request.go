@@ -2,13 +2,12 @@ package api
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/baton-fleet/baton/internal/commitid"
+	"github.com/baton-fleet/baton/internal/strictjson"
 )
 
 // RetryRequest is the body of POST /v1/retry.
@@ -102,13 +101,11 @@ func decodeStrict(data []byte, v any) error {
 	if trimmed[0] != '{' {
 		return fmt.Errorf("%w: request body is not a JSON object", ErrInvalid)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: request body: %v", ErrInvalid, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+	switch err := strictjson.Decode(data, v); {
+	case errors.Is(err, strictjson.ErrTrailing):
 		return fmt.Errorf("%w: request body: data after the JSON object", ErrInvalid)
+	case err != nil:
+		return fmt.Errorf("%w: request body: %v", ErrInvalid, err)
 	}
 	return nil
 }

@@ -1,14 +1,13 @@
 package rollback
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/baton-fleet/baton/internal/strictjson"
 )
 
 // readStateFile reads the record name in dir into v, by parseStateFile's rules; what
@@ -42,13 +41,9 @@ func readStateFile(dir, name, what string, v any) (bool, error) {
 // fields at their zero values. A field is added to these records only when its zero
 // value means what older files meant.
 func parseStateFile(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+	err := strictjson.Decode(data, v)
+	if errors.Is(err, strictjson.ErrTrailing) {
 		return errors.New("data after the record")
 	}
-	return nil
+	return err
 }

@@ -2,8 +2,6 @@
 package sharedhead
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -11,6 +9,7 @@ import (
 	"time"
 
 	"github.com/baton-fleet/baton/internal/commitid"
+	"github.com/baton-fleet/baton/internal/strictjson"
 )
 
 // Head is the value at HeadKey: the branch head the elected fetcher last polled
@@ -49,13 +48,11 @@ func ParseHead(value []byte) (Head, error) {
 	if len(value) > maxValue {
 		return h, fmt.Errorf("head record of %d bytes, over %d", len(value), maxValue)
 	}
-	dec := json.NewDecoder(bytes.NewReader(value))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&h); err != nil {
-		return Head{}, fmt.Errorf("head record %s: not a JSON head (commit, by, time)", quote(value))
-	}
-	if dec.More() {
+	switch err := strictjson.Decode(value, &h); {
+	case errors.Is(err, strictjson.ErrTrailing):
 		return Head{}, fmt.Errorf("head record %s: more than one JSON value", quote(value))
+	case err != nil:
+		return Head{}, fmt.Errorf("head record %s: not a JSON head (commit, by, time)", quote(value))
 	}
 	if !commitid.IsFull(h.Commit) {
 		return Head{}, fmt.Errorf("head record %s: commit is not a full commit id (40 or 64 lower-case hex digits)", quote(value))
