@@ -67,26 +67,7 @@ func blueGreenAct(ctx context.Context, w io.Writer, hosts int, minHealthy time.D
 // watchColors pushes rel and prints the bluegreen fleet's table every second until
 // every host settled.
 func watchColors(ctx context.Context, w io.Writer, f *testfleet.Fleet, l testfleet.SessionLoad, rel testfleet.Release) (*testfleet.Outcome, error) {
-	type result struct {
-		o   *testfleet.Outcome
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		o, err := f.Upgrade(ctx, rel)
-		done <- result{o, err}
-	}()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case r := <-done:
-			showColors(w, f, &l)
-			return r.o, r.err
-		case <-tick.C:
-			showColors(w, f, &l)
-		}
-	}
+	return upgradeShowing(ctx, f, rel, func() { showColors(w, f, &l) })
 }
 
 // showColors prints one table of the bluegreen fleet: each host's colors (the version

@@ -109,6 +109,14 @@ func rollingActs(ctx context.Context, w io.Writer, hosts int, minHealthy time.Du
 // host settled.
 func watch(ctx context.Context, w io.Writer, f *testfleet.Fleet, rel testfleet.Release) (*testfleet.Outcome, int64, int64, error) {
 	l := testfleet.StartLoad(f.LB.URL+"/", 4, 2000000, 5*time.Minute)
+	o, err := upgradeShowing(ctx, f, rel, func() { show(ctx, w, f, l) })
+	sent, failed := l.Finish()
+	return o, sent, failed, err
+}
+
+// upgradeShowing pushes rel and waits until every host settled, calling show every
+// second and once at the end.
+func upgradeShowing(ctx context.Context, f *testfleet.Fleet, rel testfleet.Release, show func()) (*testfleet.Outcome, error) {
 	type result struct {
 		o   *testfleet.Outcome
 		err error
@@ -123,11 +131,10 @@ func watch(ctx context.Context, w io.Writer, f *testfleet.Fleet, rel testfleet.R
 	for {
 		select {
 		case r := <-done:
-			show(ctx, w, f, l)
-			sent, failed := l.Finish()
-			return r.o, sent, failed, r.err
+			show()
+			return r.o, r.err
 		case <-tick.C:
-			show(ctx, w, f, l)
+			show()
 		}
 	}
 }
