@@ -133,6 +133,9 @@ func (b apiBackend) Retry(_ context.Context, prefix string) error {
 	return nil
 }
 
+// State is what `baton status` shows: the agent's status, its last results, the
+// services of the last good record (and of the open transaction) with their units and
+// colors, the transaction, and the quarantine.
 func (b apiBackend) State(ctx context.Context) (api.State, error) {
 	a := b.a
 	st := a.Status()
@@ -161,15 +164,35 @@ func (b apiBackend) State(ctx context.Context) (api.State, error) {
 		s.Group = lg.Group
 	}
 	txn, _ := a.store.Load()
+	s.Services = a.serviceStates(ctx, lg, txn, drift)
+	if txn != nil {
+		s.Txn = &api.TxnState{ID: txn.ID, From: txn.From, To: txn.To, State: string(txn.State), Since: txn.Updated,
+			Started: txn.Started, Attempts: txn.Attempts, Services: txn.Services, Reason: txn.Reason}
+		s.Lease.Held = txn.State != rollback.Prepared && txn.State != rollback.Staged
+		s.Lease.Waiting = txn.State == rollback.Staged
+	}
+	q, err := a.store.Quarantine()
+	if err != nil {
+		return s, err
+	}
+	for _, e := range q {
+		s.Quarantined = append(s.Quarantined, api.Quarantined{Commit: e.Commit, Reason: e.Reason, Time: e.Time})
+	}
+	return s, nil
+}
+
+// serviceStates are the services of lg, and those txn adds (with their target version
+// only), each with its target, colors and units as systemd has them now.
+func (a *Agent) serviceStates(ctx context.Context, lg *rollback.LastGood, txn *rollback.Txn, drift []Drift) []api.ServiceState {
 	services := maps.Clone(lg.Services)
 	if txn != nil {
-		// A service the transaction adds shows with its target version only.
 		for name, t := range txn.Target.Services {
 			if _, ok := services[name]; !ok {
 				services[name] = rollback.ServiceRecord{Units: t.Units}
 			}
 		}
 	}
+	var out []api.ServiceState
 	for _, name := range slices.Sorted(maps.Keys(services)) {
 		rec := services[name]
 		ss := api.ServiceState{Name: name, Version: rec.Version, Color: rec.Color}
@@ -197,20 +220,7 @@ func (b apiBackend) State(ctx context.Context) (api.State, error) {
 			}
 			ss.Units = append(ss.Units, us)
 		}
-		s.Services = append(s.Services, ss)
+		out = append(out, ss)
 	}
-	if txn != nil {
-		s.Txn = &api.TxnState{ID: txn.ID, From: txn.From, To: txn.To, State: string(txn.State), Since: txn.Updated,
-			Started: txn.Started, Attempts: txn.Attempts, Services: txn.Services, Reason: txn.Reason}
-		s.Lease.Held = txn.State != rollback.Prepared && txn.State != rollback.Staged
-		s.Lease.Waiting = txn.State == rollback.Staged
-	}
-	q, err := a.store.Quarantine()
-	if err != nil {
-		return s, err
-	}
-	for _, e := range q {
-		s.Quarantined = append(s.Quarantined, api.Quarantined{Commit: e.Commit, Reason: e.Reason, Time: e.Time})
-	}
-	return s, nil
+	return out
 }
