@@ -23,7 +23,7 @@ lint: ## gofmt, go vet, staticcheck, go mod tidy check
 unit: ## only the tests, with -race (no package installs, no lint)
 	$(GO) test -race ./...
 
-demo: ## (root) the demo fleet, live: 3 real systemd hosts behind HAProxy, a rolling upgrade, a bad release halted
+demo: ## (root) the demo fleet, live: 3 real systemd hosts behind HAProxy; a rolling upgrade, a bad release halted, one stopped by its metrics, then bluegreen
 	./scripts/demo
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
