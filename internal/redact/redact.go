@@ -56,7 +56,13 @@ func ParsedURL(u *url.URL) string {
 			r.RawQuery = q.Encode()
 		}
 	}
-	return r.String()
+	shown := r.String()
+	// A path that starts with "//" under no host reads back as an authority, its "@"
+	// as user information: what is shown must read back as what was meant.
+	if back, err := url.Parse(shown); err != nil || back.User != nil || back.Host != r.Host {
+		return Invalid
+	}
+	return shown
 }
 
 // URLHost returns raw reduced to its scheme, host and port, for a URL whose path may
