@@ -28,10 +28,14 @@ type Status struct {
 	Group       string
 	State       State
 	Description string // at most MaxDescription characters
+	// Started: a host of the group runs the commit. GitLab tells a rollout that
+	// has not reached a host ("pending") from one under way ("running").
+	Started bool
 }
 
 // MaxDescription is the longest description posted: GitHub's limit, the
-// strictest of the three forges (Gitea and GitLab take 255).
+// strictest of the three forges (GitLab takes 255, app/models/commit_status.rb;
+// Gitea keeps it as text).
 const MaxDescription = 140
 
 // ContextPrefix starts every status's context: baton/<group>.
@@ -72,7 +76,7 @@ func Compute(commit string, rollouts []Rollout, snap *fleet.Snapshot) []Status {
 			continue
 		}
 		g := snap.Groups[r.Group.Name]
-		st := Status{Context: ContextPrefix + r.Group.Name, Group: r.Group.Name}
+		st := Status{Context: ContextPrefix + r.Group.Name, Group: r.Group.Name, Started: done > 0}
 		progress := fmt.Sprintf("%d/%d hosts on %s", done, hosts, releases(r.Releases))
 		switch f, halted := haltOf(g, commit, r.Releases); {
 		case halted:
