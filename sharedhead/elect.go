@@ -227,19 +227,49 @@ func (s *Shared) stand(ctx context.Context, wake func()) error {
 		}
 		return err
 	}
+	s.lead(ctx, sess, e, wake)
+	return nil
+}
+
+// lead is the fetcher's term: it polls at once (wake), and again at each sync
+// request, until its session or ctx ends. Only the fetcher watches SyncKey: a sync
+// request is one message from etcd, not one to every agent of the fleet.
+func (s *Shared) lead(ctx context.Context, sess *concurrency.Session, e *concurrency.Election, wake func()) {
 	s.setElected(e)
 	defer s.setElected(nil)
 	s.log.Info("elected the fleet's fetcher: this agent polls the repository for the fleet")
 	wake()
-	select {
-	case <-sess.Done():
-		s.log.Warn("no longer the fleet's fetcher: the election session ended (etcd unreachable?)")
-	case <-ctx.Done():
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		_ = e.Resign(rctx)
-		rcancel()
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	watchSyncs := func() clientv3.WatchChan {
+		return s.cli.Watch(wctx, SyncKey(s.o.Prefix, s.o.Branch), clientv3.WithFilterDelete())
 	}
-	return nil
+	syncs := watchSyncs()
+	var again <-chan time.Time // after a watch that ended (etcd lost its leader)
+	for {
+		select {
+		case <-sess.Done():
+			s.log.Warn("no longer the fleet's fetcher: the election session ended (etcd unreachable?)")
+			return
+		case <-ctx.Done():
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = e.Resign(rctx)
+			rcancel()
+			return
+		case <-again:
+			syncs, again = watchSyncs(), nil
+		case wr, ok := <-syncs:
+			if err := watchErr(wr, ok); err != nil {
+				s.log.Debug("the watch of sync requests ended; starting again", "err", err)
+				syncs, again = nil, time.After(retryWait)
+				continue
+			}
+			if len(wr.Events) > 0 {
+				s.log.Info("a fleet sync was asked for: polling now")
+				wake()
+			}
+		}
+	}
 }
 
 // checkRank withdraws a candidacy that came in behind Candidates others (agents
