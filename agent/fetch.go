@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/config"
 	"github.com/baton-fleet/baton/gitsync"
 	"github.com/baton-fleet/baton/internal/commitid"
@@ -94,6 +95,27 @@ func (a *Agent) nextPoll() time.Duration {
 	v.Poll = poll
 	_, wait := sharedhead.OwnPoll(v)
 	return wait
+}
+
+// sharedHeadState is the shared head as baton status shows it: who published it,
+// when this agent last saw it confirmed, and whether it polls on its own for not
+// hearing the fetcher; nil without a shared head.
+func (a *Agent) sharedHeadState() *api.SharedHead {
+	if a.head == nil {
+		return nil
+	}
+	h, age := a.head.Head()
+	v := a.head.View()
+	v.Poll = a.cfg.Repo.Poll.D()
+	own, _ := sharedhead.OwnPoll(v)
+	st := &api.SharedHead{Fetcher: h.By, Head: h.Commit, Self: v.Role == sharedhead.Fetcher, Stale: own && v.Role != sharedhead.Fetcher}
+	if st.Self {
+		st.Fetcher = a.cfg.Host
+	}
+	if h.Commit != "" {
+		st.Heard = time.Now().Add(-age)
+	}
+	return st
 }
 
 // receiveWebhooks serves listen.webhook until ctx ends: a push to the followed

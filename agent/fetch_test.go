@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-fleet/baton/api"
 	"github.com/baton-fleet/baton/internal/testetcd"
 	"github.com/baton-fleet/baton/internal/testfleet"
 )
@@ -99,6 +101,68 @@ func TestWebhookPushReachesTheFleet(t *testing.T) {
 		})
 		h.settled(c3)
 	}
+	fetcherKilled(t, hosts)
+}
+
+// fetcherKilled is the last phase of TestWebhookPushReachesTheFleet: baton status
+// names the fleet's fetcher on both hosts; its agent is killed (SIGKILL: its
+// election key stays until its etcd lease expires) and the other host becomes the
+// fetcher. The killed agent, started again, follows it: a push and a baton sync
+// --fleet run there reach both hosts, whose polls are ten minutes apart.
+func fetcherKilled(t *testing.T, hosts []*harness) {
+	t.Helper()
+	fetcher, other := hosts[0], hosts[1]
+	if sharedHead(t, other).Self {
+		fetcher, other = other, fetcher
+	}
+	if f := sharedHead(t, fetcher); !f.Self || f.Fetcher != fetcher.host.Name {
+		t.Fatalf("baton status on %s, the fetcher: %+v", fetcher.host.Name, f)
+	}
+	if o := sharedHead(t, other); o.Self || o.Fetcher != fetcher.host.Name || o.Heard.IsZero() || o.Stale {
+		t.Errorf("baton status on %s does not name %s as the fetcher it hears: %+v", other.host.Name, fetcher.host.Name, o)
+	}
+	if out := fetcher.host.MustExec(t, "/usr/local/bin/baton", "status"); !strings.Contains(out, "fetcher     this host, head "+short(fetcher.host.LastGood().Revision)) {
+		t.Errorf("baton status on the fetcher:\n%s", out)
+	}
+
+	fetcher.host.MustExec(t, "systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", fetcher.host.AgentUnit())
+	killed := time.Now()
+	other.waitFor(other.host.Name+" elected the fetcher", time.Minute, func() bool { return sharedHead(t, other).Self })
+	t.Logf("%s became the fetcher %v after %s's agent was killed (etcd lease TTL 5s)", other.host.Name, time.Since(killed).Round(100*time.Millisecond), fetcher.host.Name)
+
+	fetcher.startAgent()
+	fetcher.waitFor("the restarted agent to answer", time.Minute, func() bool { _, ok := status(t, fetcher); return ok })
+	c4 := fetcher.push(release{version: "4.0.0", mode: "ok"})
+	fetcher.host.MustExec(t, "/usr/local/bin/baton", "sync", "--fleet")
+	for _, h := range hosts {
+		h.settled(c4)
+		if got := h.host.LastGood().Revision; got != c4 {
+			t.Fatalf("%s is on %s after the push, want %s", h.host.Name, short(got), short(c4))
+		}
+	}
+	if s := sharedHead(t, fetcher); s.Self || s.Fetcher != other.host.Name || s.Head != c4 {
+		t.Errorf("baton status on %s after the takeover: %+v, want %s publishing %s", fetcher.host.Name, s, other.host.Name, short(c4))
+	}
+}
+
+// sharedHead is the shared head as baton status --json on h shows it; an empty one
+// while the agent does not answer.
+func sharedHead(t *testing.T, h *harness) api.SharedHead {
+	t.Helper()
+	sh, _ := status(t, h)
+	return sh
+}
+
+// status is the shared head as baton status --json on h shows it, and whether the
+// agent answered with one.
+func status(t *testing.T, h *harness) (api.SharedHead, bool) {
+	t.Helper()
+	out, err := h.host.Exec(context.Background(), "/usr/local/bin/baton", "status", "--json")
+	var st api.State
+	if err != nil || json.Unmarshal(out, &st) != nil || st.Fetch.Shared == nil {
+		return api.SharedHead{}, false
+	}
+	return *st.Fetch.Shared, true
 }
 
 // slowPoll sets the host's poll to ten minutes.

@@ -155,7 +155,7 @@ func (b apiBackend) State(ctx context.Context) (api.State, error) {
 	if st.Rejected != "" && st.Rejected == st.Tracked {
 		s.Rejected = &api.Rejected{Commit: st.Rejected, Reason: st.RejectReason}
 	}
-	s.Fetch = api.FetchState{Time: st.FetchedAt, LastSuccess: st.FetchedOK, Error: st.FetchError}
+	s.Fetch = api.FetchState{Time: st.FetchedAt, LastSuccess: st.FetchedOK, Error: st.FetchError, Shared: a.sharedHeadState()}
 	lg, err := a.store.LastGood()
 	if err != nil {
 		return s, err

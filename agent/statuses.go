@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"time"
 
 	"github.com/baton-fleet/baton/config"
 	"github.com/baton-fleet/baton/forge"
@@ -119,7 +120,7 @@ func (a *Agent) postStatuses(ctx context.Context, job statusJob) {
 			a.log.Warn("commit statuses: read the fleet state", "err", err)
 			return
 		}
-		statuses = forge.Compute(job.commit, job.rollouts, snap)
+		statuses = forge.Compute(job.commit, job.rollouts, snap, time.Now())
 	}
 	if err := a.statuses.r.Report(ctx, job.commit, statuses); err != nil && !errors.Is(err, context.Canceled) {
 		a.log.Warn("commit statuses not all posted; posting them again at the next turn", "commit", commitid.ShortOrNone(job.commit), "err", err)

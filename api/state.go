@@ -144,6 +144,20 @@ type FetchState struct {
 	Time        time.Time `json:"time,omitzero"`        // the last poll
 	LastSuccess time.Time `json:"lastSuccess,omitzero"` // the last poll that worked
 	Error       string    `json:"error,omitempty"`      // why the last poll failed; "" when it worked
+	// Shared is the fleet's shared head as this agent knows it (repo.sharedHead);
+	// nil without one.
+	Shared *SharedHead `json:"shared,omitempty"`
+}
+
+// SharedHead is the head the fleet's elected fetcher publishes, as one agent knows it.
+type SharedHead struct {
+	// Fetcher is the host that last published the head: the elected fetcher, or
+	// the one before it until the new one has polled; "" before any was heard.
+	Fetcher string    `json:"fetcher,omitempty"`
+	Self    bool      `json:"self,omitzero"`  // this agent is the elected fetcher
+	Head    string    `json:"head,omitempty"` // the commit published
+	Heard   time.Time `json:"heard,omitzero"` // when this agent last saw it published, by its own clock
+	Stale   bool      `json:"stale,omitzero"` // the fetcher was not heard for too long: this agent polls on its own
 }
 
 // Backend is what the server needs of the agent. Each call runs on the request's

@@ -158,6 +158,36 @@ func (t *table) fetch(f FetchState) {
 	if f.Error != "" {
 		t.field("", t.paint(styleRed, cut(clean(f.Error))))
 	}
+	if f.Shared != nil {
+		t.sharedHead(f.Shared)
+	}
+}
+
+// sharedHead writes which host fetches for the fleet, the head it published and
+// when this agent last saw it confirmed.
+func (t *table) sharedHead(h *SharedHead) {
+	var line string
+	switch {
+	case h.Self:
+		line = t.paint(styleBold, "this host")
+	case h.Fetcher != "":
+		line = clean(h.Fetcher)
+	default:
+		line = t.paint(styleYellow, "none heard yet")
+	}
+	if h.Head != "" {
+		line += ", head " + short(h.Head)
+	}
+	if !h.Heard.IsZero() {
+		line += " confirmed " + t.when(h.Heard)
+	}
+	switch {
+	case h.Stale && h.Heard.IsZero():
+		line += " " + t.paint(styleYellow, "(this host polls on its own)")
+	case h.Stale:
+		line += " " + t.paint(styleYellow, "(stale: this host polls on its own)")
+	}
+	t.field("fetcher", line)
 }
 
 // rejected writes the commit refused as bad input and why.

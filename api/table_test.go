@@ -109,6 +109,12 @@ func TestWriteTable(t *testing.T) {
 	rejected.Rejected = &Rejected{Commit: commitB, Reason: "services/api/service.yaml:7: artifacts[0].sha256: required\nfleet.yaml:3: groups[0].name: \"Web\" does not match [a-z0-9][a-z0-9-]*", Time: ago(time.Minute)}
 	rejected.LastResult = &Result{Outcome: OutcomeRejected, To: commitB, Time: ago(time.Minute), Message: "commit 9f8e7d6 is invalid; keeping 1a2b3c4"}
 	fresh := State{Host: "db-03", Phase: "starting", Lease: LeaseState{Backend: "local"}, Version: "0.9.0"}
+	fetcher := idleState()
+	fetcher.Fetch.Shared = &SharedHead{Fetcher: "web-01", Self: true, Head: commitA, Heard: ago(12 * time.Second)}
+	follower := idleState()
+	follower.Fetch.Shared = &SharedHead{Fetcher: "web-02", Head: commitA, Heard: ago(3 * time.Minute), Stale: true}
+	unheard := idleState()
+	unheard.Fetch.Shared = &SharedHead{Stale: true}
 
 	tests := []struct {
 		name  string
@@ -121,6 +127,10 @@ func TestWriteTable(t *testing.T) {
 		{"rejected", rejected, false},
 		{"fresh", fresh, false},
 		{"bluegreen", blueGreenState(), false},
+		{"shared-fetcher", fetcher, false},
+		{"shared-stale", follower, false},
+		{"shared-unheard", unheard, false},
+		{"shared-stale-color", follower, true},
 		{"idle-color", idleState(), true},
 		{"upgrading-color", upgradingState(), true},
 		{"failed-color", failedState(), true},

@@ -68,7 +68,7 @@ func (c *client) request(ctx context.Context, commit string, st Status, targetUR
 		h.Set("Authorization", "token "+token)
 	case GitLab:
 		path = "/api/v4/projects/" + url.PathEscape(c.repo) + "/statuses/" + commit
-		body = map[string]string{"state": gitlabState(st.State), "name": st.Context, "description": st.Description, "target_url": targetURL}
+		body = map[string]string{"state": gitlabState(st), "name": st.Context, "description": st.Description, "target_url": targetURL}
 		h.Set("PRIVATE-TOKEN", token)
 	default:
 		return nil, fmt.Errorf("forge %q is unknown", c.kind)
@@ -95,16 +95,32 @@ func escapeSegments(p string) string {
 	return strings.Join(parts, "/")
 }
 
-// gitlabState maps a state to GitLab's: a rollout in progress is "running".
-func gitlabState(s State) string {
-	switch s {
+// gitlabState maps a status to GitLab's states: a rollout that has not reached a
+// host yet is "pending", one under way "running", a halt "failed".
+func gitlabState(st Status) string {
+	switch st.State {
 	case Pending:
-		return "running"
+		if st.Started {
+			return "running"
+		}
+		return "pending"
 	case Failure:
 		return "failed"
 	}
-	return string(s)
+	return string(st.State)
 }
+
+// wireState is st's state as the forge's API names it.
+func (c *client) wireState(st Status) string {
+	if c.kind == GitLab {
+		return gitlabState(st)
+	}
+	return string(st.State)
+}
+
+// gitlabMaxField is the longest description and target_url GitLab takes
+// (app/models/commit_status.rb: validates length maximum 255).
+const gitlabMaxField = 255
 
 // errUnchanged is GitLab's refusal of a status in the state it already has
 // ("Cannot transition status via :run from :running"): nothing to post.

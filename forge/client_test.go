@@ -22,8 +22,9 @@ const testToken = "ghp_test0123"
 // the documentation does not allow:
 //   - GitHub, docs.github.com/en/rest/commits/statuses#create-a-commit-status:
 //     POST /repos/{owner}/{repo}/statuses/{sha}, Authorization: Bearer, a JSON body
-//     with state (error, failure, pending, success), target_url, description,
-//     context; 201 with the status; at most 1000 statuses per sha and context.
+//     with state (error, failure, pending, success), target_url, description (at
+//     most 140 characters), context; 201 with the status; at most 1000 statuses per
+//     sha and context.
 //   - Gitea and Forgejo, /api/swagger operation repoCreateStatus:
 //     POST /api/v1/repos/{owner}/{repo}/statuses/{sha}, Authorization: token, state
 //     (pending, success, error, failure, warning), target_url, description, context;
@@ -31,8 +32,13 @@ const testToken = "ghp_test0123"
 //   - GitLab, docs.gitlab.com/api/commits/#set-the-pipeline-status-of-a-commit:
 //     POST /api/v4/projects/{id}/statuses/{sha} with the project's path URL-encoded,
 //     PRIVATE-TOKEN, state (pending, running, success, failed, canceled, skipped),
-//     name, target_url, description; 201; a status posted again in the state it has
-//     is refused: 400 "Cannot transition status via :run from :running".
+//     name, target_url and description (each at most 255 characters,
+//     app/models/commit_status.rb); 201. A status moves as GitLab's state machine
+//     lets it (app/services/ci/create_commit_status_service.rb, apply_job_state!):
+//     pending to running, success or failed; running to success or failed; one that
+//     ended is followed by a new one. Anything else is refused with 400 "Cannot
+//     transition status via :run from :running" (or :enqueue from :pending...), and
+//     its new description is not kept.
 type forgeServer struct {
 	t    *testing.T
 	kind Kind
@@ -41,6 +47,19 @@ type forgeServer struct {
 	last map[string]string // by sha and context: the state, for GitLab's transitions
 	// answer, when set, answers request n (from 0) instead.
 	answer func(n int, w http.ResponseWriter) bool
+}
+
+// gitlabMoves is GitLab's state machine for the states baton posts: from a state,
+// those a post may move a status to. A status that ended (success, failed) is
+// followed by a new one, in any state.
+var gitlabMoves = map[string][]string{
+	"pending": {"running", "success", "failed"},
+	"running": {"success", "failed"},
+}
+
+func gitlabMoveOK(from, to string) bool {
+	next, open := gitlabMoves[from]
+	return !open || slices.Contains(next, to)
 }
 
 func newForgeServer(t *testing.T, kind Kind) (*forgeServer, *httptest.Server) {
@@ -89,20 +108,33 @@ func (f *forgeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, 400, "body: %v", err)
 		return
 	}
-	if !slices.Contains(states, body["state"]) || body[ctxField] == "" || len([]rune(body["description"])) > 140 {
+	if !slices.Contains(states, body["state"]) || body[ctxField] == "" || !f.fits(body) {
 		f.fail(w, 422, "invalid status %v", body)
 		return
 	}
 	key := sha + " " + body[ctxField]
-	if f.kind == GitLab && f.last[key] == body["state"] {
+	if f.kind == GitLab && !gitlabMoveOK(f.last[key], body["state"]) {
 		w.WriteHeader(400)
-		fmt.Fprintf(w, `{"message":"Cannot transition status via :run from :%s"}`, body["state"])
+		fmt.Fprintf(w, `{"message":"Cannot transition status via :%s from :%s"}`, body["state"], f.last[key])
 		return
 	}
 	f.last[key] = body["state"]
 	f.got[n] = body
 	w.WriteHeader(http.StatusCreated)
 	json.NewEncoder(w).Encode(map[string]any{"id": n + 1, "state": body["state"], "context": body[ctxField]})
+}
+
+// fits checks the lengths the forge takes: GitHub's description, GitLab's
+// description and target_url.
+func (f *forgeServer) fits(body map[string]string) bool {
+	n := func(k string) int { return len([]rune(body[k])) }
+	switch f.kind {
+	case GitHub:
+		return n("description") <= 140
+	case GitLab:
+		return n("description") <= 255 && n("target_url") <= 255
+	}
+	return true
 }
 
 func (f *forgeServer) fail(w http.ResponseWriter, code int, format string, args ...any) {
@@ -157,50 +189,71 @@ func newTestReporter(t *testing.T, kind Kind, api string, tweak func(*Options)) 
 	return r
 }
 
-// TestReportEachForge: a rollout from pending to success posts three statuses on
+// TestReportEachForge: a rollout from pending to success posts its statuses on
 // each forge, as its API takes them; a Report that changes nothing posts nothing.
+// On GitLab the group's status goes pending (no host yet), running, success, and a
+// new text in the same state is not posted: GitLab would refuse it.
 func TestReportEachForge(t *testing.T) {
 	for _, kind := range []Kind{GitHub, Gitea, GitLab} {
 		t.Run(string(kind), func(t *testing.T) {
 			srv, s := newForgeServer(t, kind)
 			r := newTestReporter(t, kind, s.URL, nil)
 			ctx := context.Background()
+			db := Status{"baton/db", "db", Success, "1/1 hosts on db 15", true}
 			steps := [][]Status{
-				{{"baton/api", "api", Pending, "0/2 hosts on api 2.0.0"}, {"baton/db", "db", Success, "1/1 hosts on db 15"}},
-				{{"baton/api", "api", Pending, "0/2 hosts on api 2.0.0"}, {"baton/db", "db", Success, "1/1 hosts on db 15"}},
-				{{"baton/api", "api", Pending, "1/2 hosts on api 2.0.0"}, {"baton/db", "db", Success, "1/1 hosts on db 15"}},
-				{{"baton/api", "api", Success, "2/2 hosts on api 2.0.0"}, {"baton/db", "db", Success, "1/1 hosts on db 15"}},
+				{{"baton/api", "api", Pending, "0/2 hosts on api 2.0.0", false}, db},
+				{{"baton/api", "api", Pending, "0/2 hosts on api 2.0.0", false}, db},
+				{{"baton/api", "api", Pending, "1/2 hosts on api 2.0.0", true}, db},
+				{{"baton/api", "api", Pending, "1/2 hosts on api 2.0.0, canary waiting for promote", true}, db},
+				{{"baton/api", "api", Success, "2/2 hosts on api 2.0.0", true}, db},
 			}
 			for _, st := range steps {
 				if err := r.Report(ctx, commitA, st); err != nil {
 					t.Fatal(err)
 				}
 			}
-			// GitLab keeps "running" with the first description: it refuses the same state again.
-			wantRequests, wantPosted := 4, 4
-			if kind == GitLab {
-				wantPosted = 3
-			}
-			if n := srv.requests(); n != wantRequests {
-				t.Errorf("%d requests, want %d", n, wantRequests)
-			}
-			got := srv.posted()
-			if len(got) != wantPosted {
-				t.Fatalf("posted %v", got)
-			}
-			ctxField, running, success := "context", "pending", "success"
+			ctxField, pending, running := "context", "pending", "pending"
+			wantPosts := 5
 			if kind == GitLab {
 				ctxField, running = "name", "running"
+				wantPosts = 4 // the canary's text, in the state running already, is not posted
 			}
-			first, last := got[0], got[len(got)-1]
-			if first[ctxField] != "baton/api" || first["state"] != running || first["description"] != "0/2 hosts on api 2.0.0" ||
-				first["target_url"] != "https://grafana.example.com/d/baton?var-commit="+commitA+"&var-group=api" {
+			got := srv.posted()
+			if n := srv.requests(); n != wantPosts || len(got) != wantPosts {
+				t.Fatalf("%d requests, %d statuses accepted, want %d: %v", n, len(got), wantPosts, got)
+			}
+			var api []string
+			for _, b := range got {
+				if b[ctxField] == "baton/api" {
+					api = append(api, b["state"]+" "+b["description"])
+				}
+			}
+			want := []string{pending + " 0/2 hosts on api 2.0.0", running + " 1/2 hosts on api 2.0.0", "success 2/2 hosts on api 2.0.0"}
+			if kind != GitLab {
+				want = slices.Insert(want, 2, running+" 1/2 hosts on api 2.0.0, canary waiting for promote")
+			}
+			if !slices.Equal(api, want) {
+				t.Errorf("the statuses of baton/api:\n%q\nwant\n%q", api, want)
+			}
+			if first := got[0]; first["target_url"] != "https://grafana.example.com/d/baton?var-commit="+commitA+"&var-group=api" {
 				t.Errorf("first status %v", first)
 			}
-			if last[ctxField] != "baton/api" || last["state"] != success {
-				t.Errorf("last status %v", last)
-			}
 		})
+	}
+}
+
+// TestReportGitLabLongLink: a target URL longer than GitLab takes is left out, so
+// that the status itself is posted.
+func TestReportGitLabLongLink(t *testing.T) {
+	srv, s := newForgeServer(t, GitLab)
+	r := newTestReporter(t, GitLab, s.URL, func(o *Options) {
+		o.TargetURL = "https://grafana.example.com/d/baton?var-commit={{ .Commit }}&pad=" + strings.Repeat("x", 250)
+	})
+	if err := r.Report(context.Background(), commitA, []Status{{"baton/api", "api", Pending, "0/2", false}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.posted(); len(got) != 1 || got[0]["target_url"] != "" {
+		t.Errorf("posted %v, want one status without its link", got)
 	}
 }
 
@@ -230,7 +283,7 @@ func TestReportRetriesRateLimits(t *testing.T) {
 	}
 	r := newTestReporter(t, GitHub, s.URL, nil)
 	start := time.Now()
-	if err := r.Report(context.Background(), commitA, []Status{{"baton/api", "api", Pending, "0/2"}}); err != nil {
+	if err := r.Report(context.Background(), commitA, []Status{{"baton/api", "api", Pending, "0/2", false}}); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
@@ -239,11 +292,11 @@ func TestReportRetriesRateLimits(t *testing.T) {
 	if n := srv.requests(); n != 3 {
 		t.Errorf("%d requests, want 3 (two rate-limited, one accepted)", n)
 	}
-	err := r.Report(context.Background(), commitA, []Status{{"baton/api", "api", Pending, "1/2"}})
+	err := r.Report(context.Background(), commitA, []Status{{"baton/api", "api", Pending, "1/2", true}})
 	if err == nil || !strings.Contains(err.Error(), "422") || !strings.Contains(err.Error(), "Validation Failed") {
 		t.Fatalf("error %v, want the 422 and its message", err)
 	}
-	if err := r.Report(context.Background(), commitA, []Status{{"baton/api", "api", Pending, "1/2"}}); err != nil {
+	if err := r.Report(context.Background(), commitA, []Status{{"baton/api", "api", Pending, "1/2", true}}); err != nil {
 		t.Fatalf("the failed status, posted again: %v", err)
 	}
 	if n := len(srv.posted()); n != 2 {
@@ -257,14 +310,14 @@ func TestReportPerContextLimit(t *testing.T) {
 	srv, s := newForgeServer(t, Gitea)
 	r := newTestReporter(t, Gitea, s.URL, func(o *Options) { o.MaxPerContext = 3 })
 	for i := range 5 {
-		if err := r.Report(context.Background(), commitA, []Status{{"baton/api", "api", Pending, fmt.Sprintf("%d/9", i)}}); err != nil {
+		if err := r.Report(context.Background(), commitA, []Status{{"baton/api", "api", Pending, fmt.Sprintf("%d/9", i), i > 0}}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if n := srv.requests(); n != 3 {
 		t.Errorf("%d posts on one commit and context, want the limit 3", n)
 	}
-	if err := r.Report(context.Background(), commitB, []Status{{"baton/api", "api", Pending, "0/9"}}); err != nil {
+	if err := r.Report(context.Background(), commitB, []Status{{"baton/api", "api", Pending, "0/9", false}}); err != nil {
 		t.Fatal(err)
 	}
 	if n := srv.requests(); n != 4 {
@@ -275,7 +328,7 @@ func TestReportPerContextLimit(t *testing.T) {
 func TestReportTokenFile(t *testing.T) {
 	_, s := newForgeServer(t, GitHub)
 	r := newTestReporter(t, GitHub, s.URL, func(o *Options) { o.TokenFile = filepath.Join(t.TempDir(), "none") })
-	if err := r.Report(context.Background(), commitA, []Status{{"baton/api", "api", Pending, "0/2"}}); err == nil || !strings.Contains(err.Error(), "forge token") {
+	if err := r.Report(context.Background(), commitA, []Status{{"baton/api", "api", Pending, "0/2", false}}); err == nil || !strings.Contains(err.Error(), "forge token") {
 		t.Fatalf("error %v, want the token file's", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"text/template"
 	"time"
+	"unicode/utf8"
 )
 
 // Defaults for Options.
@@ -53,13 +54,15 @@ type Reporter struct {
 	max    int
 	log    *slog.Logger
 
-	mu     sync.Mutex
-	shown  map[string]map[string]*shown // by commit, by context
-	commit []string                     // the commits in shown, oldest first
+	mu       sync.Mutex
+	shown    map[string]map[string]*shown // by commit, by context
+	commit   []string                     // the commits in shown, oldest first
+	longLink sync.Once                    // logs a target URL too long for GitLab, once
 }
 
 type shown struct {
 	state State
+	wire  string // the state as the forge's API names it
 	desc  string
 	posts int
 }
@@ -125,7 +128,7 @@ func (r *Reporter) Report(ctx context.Context, commit string, statuses []Status)
 		if !r.due(commit, st) {
 			continue
 		}
-		target, err := render(r.target, commit, st)
+		target, err := r.targetURL(commit, st)
 		if err != nil {
 			return err
 		}
@@ -140,7 +143,23 @@ func (r *Reporter) Report(ctx context.Context, commit string, statuses []Status)
 	return errors.Join(errs...)
 }
 
+// targetURL is the link st carries: TargetURL rendered, or none on GitLab when it
+// is longer than GitLab takes (which would refuse the whole status).
+func (r *Reporter) targetURL(commit string, st Status) (string, error) {
+	target, err := render(r.target, commit, st)
+	if err != nil || r.c.kind != GitLab || utf8.RuneCountInString(target) <= gitlabMaxField {
+		return target, err
+	}
+	r.longLink.Do(func() {
+		r.log.Warn("commit statuses posted without their link: GitLab takes a target URL of at most 255 characters", "length", utf8.RuneCountInString(target))
+	})
+	return "", nil
+}
+
 // due reports whether st differs from what was posted on commit, within the limit.
+// On GitLab a status's text changes only with its state: GitLab refuses a status
+// in the state it has ("Cannot transition status via :run from :running"), so a
+// new text in the same state is not posted.
 func (r *Reporter) due(commit string, st Status) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -149,6 +168,8 @@ func (r *Reporter) due(commit string, st Status) bool {
 	case s == nil:
 		return true
 	case s.state == st.State && s.desc == st.Description:
+		return false
+	case r.c.kind == GitLab && s.wire == r.c.wireState(st):
 		return false
 	case s.posts >= r.max:
 		if s.posts == r.max {
@@ -178,6 +199,6 @@ func (r *Reporter) posted(commit string, st Status) {
 		s = &shown{}
 		byCtx[st.Context] = s
 	}
-	s.state, s.desc = st.State, st.Description
+	s.state, s.wire, s.desc = st.State, r.c.wireState(st), st.Description
 	s.posts++
 }

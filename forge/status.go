@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/baton-fleet/baton/fleet"
@@ -28,10 +29,14 @@ type Status struct {
 	Group       string
 	State       State
 	Description string // at most MaxDescription characters
+	// Started: a host of the group runs the commit. GitLab tells a rollout that
+	// has not reached a host ("pending") from one under way ("running").
+	Started bool
 }
 
 // MaxDescription is the longest description posted: GitHub's limit, the
-// strictest of the three forges (Gitea and GitLab take 255).
+// strictest of the three forges (GitLab takes 255, app/models/commit_status.rb;
+// Gitea keeps it as text).
 const MaxDescription = 140
 
 // ContextPrefix starts every status's context: baton/<group>.
@@ -52,10 +57,12 @@ type Rollout struct {
 //     host, and why (the check and its reason, as the host recorded them);
 //   - success when every host of the group runs the commit;
 //   - pending otherwise, with the progress ("2/5 hosts on api 2.0.0") and what the
-//     group waits for: a promote after its canaries, a canary pause, a pause.
+//     group waits for: a pause, the groups it comes after, a promote after its
+//     canaries, a canary pause.
 //
-// A group without hosts in the fleet state has no status.
-func Compute(commit string, rollouts []Rollout, snap *fleet.Snapshot) []Status {
+// A group without hosts in the fleet state has no status. now only tells which
+// hosts of the groups waited for are stale: the gate does not wait for those.
+func Compute(commit string, rollouts []Rollout, snap *fleet.Snapshot, now time.Time) []Status {
 	var out []Status
 	for _, r := range rollouts {
 		hosts := 0
@@ -72,7 +79,7 @@ func Compute(commit string, rollouts []Rollout, snap *fleet.Snapshot) []Status {
 			continue
 		}
 		g := snap.Groups[r.Group.Name]
-		st := Status{Context: ContextPrefix + r.Group.Name, Group: r.Group.Name}
+		st := Status{Context: ContextPrefix + r.Group.Name, Group: r.Group.Name, Started: done > 0}
 		progress := fmt.Sprintf("%d/%d hosts on %s", done, hosts, releases(r.Releases))
 		switch f, halted := haltOf(g, commit, r.Releases); {
 		case halted:
@@ -80,7 +87,7 @@ func Compute(commit string, rollouts []Rollout, snap *fleet.Snapshot) []Status {
 		case done == hosts:
 			st.State, st.Description = Success, progress
 		default:
-			st.State, st.Description = Pending, progress+waitsFor(r.Group, g, snap.Paused, commit, done, hosts)
+			st.State, st.Description = Pending, progress+waitsFor(r.Group, g, snap, commit, done, hosts, now)
 		}
 		st.Description = bound(st.Description)
 		out = append(out, st)
@@ -125,13 +132,18 @@ func subject(f fleet.Failure) string {
 }
 
 // waitsFor says what a pending group waits for, "" when it just rolls on.
-func waitsFor(sg spec.Group, g *fleet.Group, fleetPause *fleet.Mark, commit string, done, hosts int) string {
+func waitsFor(sg spec.Group, g *fleet.Group, snap *fleet.Snapshot, commit string, done, hosts int, now time.Time) string {
 	var why []string
 	switch {
-	case fleetPause != nil:
-		why = append(why, "the fleet is paused"+reason(fleetPause))
+	case snap.Paused != nil:
+		why = append(why, "the fleet is paused"+reason(snap.Paused))
 	case g != nil && g.Paused != nil:
 		why = append(why, "paused"+reason(g.Paused))
+	}
+	if done == 0 {
+		if behind := behind(sg.After, snap, commit, now); len(behind) > 0 {
+			why = append(why, "waiting for "+strings.Join(behind, ", "))
+		}
 	}
 	canary := sg.Rollout.Canary
 	promoted := false
@@ -149,6 +161,21 @@ func waitsFor(sg spec.Group, g *fleet.Group, fleetPause *fleet.Mark, commit stri
 		return ""
 	}
 	return ", " + strings.Join(why, ", ")
+}
+
+// behind is the groups of after that do not run commit yet, as fleet.Gate judges
+// them: a host not seen for fleet.StaleAfter holds back none.
+func behind(after []string, snap *fleet.Snapshot, commit string, now time.Time) []string {
+	var out []string
+	for _, a := range after {
+		for _, h := range snap.Hosts {
+			if h.Group == a && h.Commit != commit && !h.Stale(now) {
+				out = append(out, a)
+				break
+			}
+		}
+	}
+	return out
 }
 
 func reason(m *fleet.Mark) string {

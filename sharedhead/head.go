@@ -33,6 +33,11 @@ func HeadKey(prefix, branch string) string { return prefix + "/head/" + branch }
 // SyncKey is the key whose every write asks the fetcher of branch to poll now.
 func SyncKey(prefix, branch string) string { return prefix + "/sync/" + branch }
 
+// TurnKey is the key an agent writes, by compare-and-swap, to take the turn to
+// stand in the election of branch's fetcher (waitForTurn). Its value is the host
+// that took it last, for people.
+func TurnKey(prefix, branch string) string { return prefix + "/fetcher-turn/" + branch }
+
 // electionPrefix is the prefix of the candidates' keys of branch's election, each
 // electionPrefix/<lease id in hex> (concurrency.Election adds the "/").
 func electionPrefix(prefix, branch string) string { return prefix + "/fetcher/" + branch }
@@ -101,6 +106,20 @@ func FullJitter(every time.Duration) time.Duration {
 		return 0
 	}
 	return every/2 + rand.N(every+1)
+}
+
+// StandDelay is how long an agent that saw an opening in the election waits
+// before it tries to take the turn to stand: anywhere up to spread (the TTL, more
+// after a turn lost). A fleet of N agents that saw the same opening tries over a
+// whole spread: the first within spread/N, and the rest mostly see its turn taken
+// before their own comes. Nothing waits on it: the fetcher's successor already
+// stands (Candidates), and a candidate missing is replaced within a TTL or so, as
+// long as a dead one takes to be noticed.
+func StandDelay(spread time.Duration) time.Duration {
+	if spread <= 0 {
+		return 0
+	}
+	return rand.N(spread)
 }
 
 // Role is what an agent is in the sharing of the head.

@@ -30,6 +30,9 @@ func TestMain(m *testing.M) {
 	if host := os.Getenv(candidateHostEnv); host != "" {
 		os.Exit(runCandidate(host))
 	}
+	if spec := os.Getenv(simFleetEnv); spec != "" {
+		os.Exit(runSimFleet(spec))
+	}
 	os.Exit(testetcd.Main(m))
 }
 

@@ -1,20 +1,21 @@
 package sharedhead
 
 import (
-	"context"
+	"bufio"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"text/tabwriter"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -24,164 +25,491 @@ import (
 	"github.com/baton-fleet/baton/internal/testgit"
 )
 
-// scaleAgentsEnv sets how many simulated agents BenchmarkScale runs (default 100);
-// each has its own clone on disk and its own poll loop.
-const scaleAgentsEnv = "BATON_SCALE_AGENTS"
+// The knobs of BenchmarkScale, from the environment.
+const (
+	scaleAgentsEnv = "BATON_SCALE_AGENTS" // simulated agents (default 100)
+	scalePollEnv   = "BATON_SCALE_POLL"   // their repo.poll (default 2s)
+	scaleBoundEnv  = "BATON_SCALE_BOUND"  // how long a push may take to reach them all (default 5m)
+)
 
-// gitCounter counts the requests a smart-HTTP git server gets: ref listings
-// (GET info/refs) and fetches (POST git-upload-pack).
-type gitCounter struct{ listings, fetches atomic.Int64 }
+// agentsPerProcess is how many simulated agents one child process runs: each has
+// a connection to etcd and one to the git server, so 10,000 in one process would
+// pass its limit of open files (often 20,000 or less) with the git server's ends.
+const agentsPerProcess = 2500
 
-func (c *gitCounter) wrap(next http.Handler) http.Handler {
+// scaleTTL is the election's TTL in BenchmarkScale: the agent's default
+// lease.etcd.ttl, which it passes on.
+const scaleTTL = 15 * time.Second
+
+// gitServerSlots bounds the git processes serving at once, as a forge bounds its
+// workers: without it 10,000 agents polling at once start 20,000 git processes.
+const gitServerSlots = 8
+
+// gitServer counts what a smart-HTTP git server gets: ref listings (GET
+// info/refs) and fetches (POST git-upload-pack), as they arrive and as they are
+// served; at most gitServerSlots at once are served.
+type gitServer struct {
+	listings, fetches, served atomic.Int64
+	inflight                  atomic.Int64 // requests arrived and not answered yet
+	slots                     chan struct{}
+}
+
+func (g *gitServer) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.inflight.Add(1)
+		defer g.inflight.Add(-1)
+		listing := strings.HasSuffix(r.URL.Path, "/info/refs")
 		switch {
-		case strings.HasSuffix(r.URL.Path, "/info/refs"):
-			c.listings.Add(1)
+		case listing:
+			g.listings.Add(1)
 		case strings.HasSuffix(r.URL.Path, "/git-upload-pack"):
-			c.fetches.Add(1)
+			g.fetches.Add(1)
+		}
+		select {
+		case g.slots <- struct{}{}:
+			defer func() { <-g.slots }()
+		case <-r.Context().Done(): // the agent gave up waiting
+			return
 		}
 		next.ServeHTTP(w, r)
+		if listing {
+			g.served.Add(1)
+		}
 	})
 }
 
-// simAgent is an agent without systemd: the real gitsync and, with the shared
-// head, the real election and watch, in the agent's fetch loop (agent.fetch and
-// agent.nextPoll): poll when asked or when OwnPoll says so; the fetcher publishes.
-type simAgent struct {
-	git  *gitsync.Syncer
-	sh   *Shared // nil without the shared head
-	wake chan struct{}
-	poll time.Duration
+// scaleResult is one run of benchScale.
+type scaleResult struct {
+	agents, procs       int
+	shared              bool
+	coldStart           time.Duration // from starting the agents to every one polled; with the shared head, heard the fetcher, and the git server idle
+	listingsServed      float64       // ref listings served a minute while idle
+	listingsAsked       float64       // polls the agents made a minute at their own turn while idle
+	stale               int           // followers polling on their own, at the start or the end of the idle window
+	syncAsked           time.Duration // from the push to the sync request written
+	polled, pollEnded   time.Duration // from the push to the fetcher's poll beginning, and ending
+	published           time.Duration // from the push to the fetcher's publishing it
+	knewAll, fetchedAll time.Duration
+	knew, fetched       int
+	fetches             int64   // fetches (git-upload-pack) from the push to the end
+	etcdIdle, etcdPush  float64 // etcd requests a second (gRPC messages received)
+	etcdSent            float64 // messages etcd sent from the push to the end (watch events mostly)
+	etcdRSS             float64 // MiB
+	etcdWatchers        float64
+	heap, rss           float64 // KiB per agent
+	fds                 int
 }
 
-func (s *simAgent) signal() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (s *simAgent) run(ctx context.Context) {
-	asked := false
-	for {
-		own, wait := true, Jitter(s.poll)
-		if s.sh != nil {
-			v := s.sh.View()
-			own, wait = OwnPoll(v)
-		}
-		if own || asked {
-			if _, err := s.git.Poll(ctx); err == nil && s.sh != nil && s.sh.Fetcher() {
-				_ = s.sh.Publish(ctx, s.git.Anchor(), s.git.Descends)
-			}
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-s.wake:
-			asked = true
-		case <-t.C:
-			asked = false
-		}
-		t.Stop()
-	}
-}
-
-// BenchmarkScale runs simulated agents (BATON_SCALE_AGENTS, default 100) against
-// one smart-HTTP git server and one etcd member, with and without the shared head,
-// and prints: git ref listings a minute while idle, the time from a push (and a
-// sync request, as a webhook makes) to every agent holding the commit, the fetches
-// that push cost, and the heap per agent.
+// BenchmarkScale runs simulated agents (BATON_SCALE_AGENTS, default 100, in child
+// processes of up to 2,500) against one smart-HTTP git server (git http-backend)
+// and one etcd member on this machine, without and with the shared head, and
+// prints side by side: git ref listings a minute while idle, the time from a push
+// to every agent knowing the commit and to every agent having fetched it, the
+// fetches it cost, etcd requests a second and etcd's resident memory, and the
+// memory of a simulated agent. See simAgent for what a simulated agent is.
 //
-//	make bench-scale   # or: BATON_SCALE_AGENTS=1000 go test -run '^$' -bench Scale -benchtime 1x -timeout 30m ./sharedhead
+//	make bench-scale   # or: BATON_SCALE_AGENTS=10000 BATON_SCALE_POLL=30s go test -run '^$' -bench Scale -benchtime 1x -timeout 60m ./sharedhead
 func BenchmarkScale(b *testing.B) {
-	n := 100
-	if v, err := strconv.Atoi(os.Getenv(scaleAgentsEnv)); err == nil && v > 0 {
-		n = v
-	}
+	n := envInt(scaleAgentsEnv, 100)
+	poll := envDuration(scalePollEnv, 2*time.Second)
+	bound := envDuration(scaleBoundEnv, 5*time.Minute)
+	var results []scaleResult
 	for _, shared := range []bool{false, true} {
 		b.Run(fmt.Sprintf("agents=%d/shared=%v", n, shared), func(b *testing.B) {
 			for b.Loop() {
-				benchScale(b, n, shared)
+				r := benchScale(b, n, shared, poll, bound)
+				r.report(b)
+				results = append(results, r)
 			}
 		})
 	}
+	printScale(os.Stdout, poll, results)
 }
 
-func benchScale(b *testing.B, n int, shared bool) {
-	const poll = 2 * time.Second
+func benchScale(b *testing.B, n int, shared bool, poll, bound time.Duration) scaleResult {
+	r := scaleResult{agents: n, shared: shared}
 	repo := testgit.NewRepo(b)
 	repo.WriteFile("fleet.yaml", "apiVersion: baton/v1\n")
-	repo.Commit("first")
-	upstream, _ := testgit.ServeHTTP(b, repo)
-	u, _ := url.Parse(upstream)
-	var count gitCounter
-	proxy := httptest.NewServer(count.wrap(httputil.NewSingleHostReverseProxy(&url.URL{Scheme: u.Scheme, Host: u.Host})))
-	b.Cleanup(proxy.Close)
-	gitURL := proxy.URL + u.Path
+	start := repo.Commit("first")
+	git := &gitServer{slots: make(chan struct{}, gitServerSlots)}
+	gitURL, _ := testgit.ServeHTTP(b, repo, testgit.WithWrap(git.wrap))
+	template := cloneTemplate(b, gitURL)
 
-	c := testetcd.StartWith(b, testetcd.Options{NoFsync: true})
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	b.Cleanup(func() { cancel(); wg.Wait() })
-	var before runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	agents := make([]*simAgent, n)
-	var cli *clientv3.Client
-	for i := range n {
-		g, err := gitsync.New(gitsync.Options{URL: gitURL, Dir: filepath.Join(b.TempDir(), "repo.git")}, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := g.Poll(ctx); err != nil { // the clone, one agent at a time
-			b.Fatal(err)
-		}
-		a := &simAgent{git: g, wake: make(chan struct{}, 1), poll: poll}
-		if shared {
-			if i%agentsPerClient == 0 {
-				cli = c.Client(b)
-			}
-			o := testOptions(fmt.Sprintf("h%05d", i))
-			o.Poll = poll
-			a.sh = New(cli, o)
-			wg.Go(func() { a.sh.Run(ctx, g.Anchor, a.signal) })
-		}
-		agents[i] = a
-		wg.Go(func() { a.run(ctx) })
+	var etcd *testetcd.Cluster
+	var endpoints []string
+	if shared {
+		etcd = testetcd.StartWith(b, testetcd.Options{NoFsync: true})
+		endpoints = etcd.Endpoints()
 	}
-	settle := 2 * StaleAfter(poll, testTTL) // every follower has heard the fetcher
-	time.Sleep(settle)
-	runtime.GC()
-	var after runtime.MemStats
-	runtime.ReadMemStats(&after)
+	started := time.Now()
+	procs := startSimProcs(b, simConfig{Count: n, GitURL: gitURL, Template: template, Start: start,
+		Dir: b.TempDir(), Endpoints: endpoints, Poll: poll, TTL: scaleTTL}, agentsPerProcess)
+	r.procs = len(procs)
+	for i, s := range askAll[simSettled](b, procs, "settle 30m") {
+		if want := procs[i].count; s.Settled != want {
+			b.Fatalf("process %d: %d of %d agents polled and heard the fetcher", i, s.Settled, want)
+		}
+	}
+	if shared {
+		// The polls of the start, each agent's own, may still wait at the git
+		// server. (Without the shared head it is never idle at this size.)
+		waitIdle(b, git, 10*time.Minute)
+	}
+	r.coldStart = time.Since(started)
+	var fetchers int
+	for _, s := range askAll[simStats](b, procs, "stats") {
+		r.heap += float64(s.Heap) / float64(n) / 1024
+		r.rss += float64(s.RSS) / float64(n) / 1024
+		r.fds = max(r.fds, s.FDs)
+		fetchers += s.Fetchers
+	}
+	if shared && fetchers != 1 {
+		b.Fatalf("%d fetchers elected, want 1", fetchers)
+	}
 
-	const window = 20 * time.Second
-	l0 := count.listings.Load()
+	r.measureIdle(b, git, procs, etcd, max(20*time.Second, 3*poll))
+	r.measurePush(b, repo, git, procs, etcd, bound)
+	if etcd != nil {
+		m := scrapeEtcd(b, etcd)
+		r.etcdRSS, r.etcdWatchers = m["process_resident_memory_bytes"]/(1<<20), m["etcd_debugging_mvcc_watcher_total"]
+	}
+	return r
+}
+
+// waitIdle waits until the git server has no request to answer, or fails after d.
+func waitIdle(t testing.TB, git *gitServer, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for git.inflight.Load() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the git server still has %d requests to answer after %v", git.inflight.Load(), d)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// measureIdle counts, over window, the ref listings the git server serves, the
+// polls the agents make at their own turn, and etcd's requests.
+func (r *scaleResult) measureIdle(b *testing.B, git *gitServer, procs []*simProc, etcd *testetcd.Cluster, window time.Duration) {
+	own0, stale0 := ownPolls(b, procs)
+	served0, etcd0 := git.served.Load(), etcdRequests(b, etcd)
 	time.Sleep(window)
-	idle := float64(count.listings.Load()-l0) * float64(time.Minute) / float64(window)
+	perMinute := float64(time.Minute) / float64(window)
+	r.listingsServed = float64(git.served.Load()-served0) * perMinute
+	own1, stale1 := ownPolls(b, procs)
+	r.listingsAsked = float64(own1-own0) * perMinute
+	r.stale = max(stale0, stale1)
+	r.etcdIdle = (etcdRequests(b, etcd) - etcd0) / window.Seconds()
+}
 
+// measurePush pushes a commit, asks for a sync as a webhook delivery does (with the
+// shared head), and waits up to bound for every agent to fetch it.
+func (r *scaleResult) measurePush(b *testing.B, repo *testgit.Repo, git *gitServer, procs []*simProc, etcd *testetcd.Cluster, bound time.Duration) {
+	var cli *clientv3.Client
+	if etcd != nil {
+		cli = etcd.Client(b)
+	}
 	repo.WriteFile("fleet.yaml", "apiVersion: baton/v1\nfreeze: false\n")
 	pushed := repo.Commit("second")
-	f0 := count.fetches.Load()
+	fetches0, etcd0, sent0 := git.fetches.Load(), etcdRequests(b, etcd), etcdSent(b, etcd)
 	start := time.Now()
-	if shared {
-		if err := RequestSync(ctx, c.Client(b), "/baton", "main", Sync{By: "bench"}); err != nil {
+	if etcd != nil {
+		if err := RequestSync(b.Context(), cli, "/baton", "main", Sync{By: "bench"}); err != nil {
 			b.Fatal(err)
 		}
+		r.syncAsked = time.Since(start)
 	}
-	for _, a := range agents {
-		for a.git.Head() != pushed {
-			if time.Since(start) > time.Minute {
-				b.Fatalf("an agent did not fetch the push within a minute")
+	var published, polled, pollEnded, lastKnew, lastFetched int64
+	for _, p := range askAll[simReach](b, procs, "reach "+pushed+" "+bound.String()) {
+		r.knew += p.Knew
+		r.fetched += p.Fetched
+		published, polled, pollEnded = max(published, p.Published), max(polled, p.PollBegan), max(pollEnded, p.PollEnded)
+		lastKnew, lastFetched = max(lastKnew, p.LastKnew), max(lastFetched, p.LastFetched)
+	}
+	took := time.Since(start)
+	if published != 0 {
+		r.published, r.polled, r.pollEnded = time.Unix(0, published).Sub(start), time.Unix(0, polled).Sub(start), time.Unix(0, pollEnded).Sub(start)
+	}
+	r.knewAll = time.Unix(0, lastKnew).Sub(start)
+	r.fetchedAll = time.Unix(0, lastFetched).Sub(start)
+	r.fetches = git.fetches.Load() - fetches0
+	r.etcdPush = (etcdRequests(b, etcd) - etcd0) / took.Seconds()
+	r.etcdSent = etcdSent(b, etcd) - sent0
+}
+
+func (r scaleResult) report(b *testing.B) {
+	b.ReportMetric(r.listingsServed, "git-listings/min-idle")
+	if r.knew == r.agents {
+		b.ReportMetric(float64(r.knewAll.Milliseconds()), "ms-push-to-all-knew")
+	}
+	if r.fetched == r.agents {
+		b.ReportMetric(float64(r.fetchedAll.Milliseconds()), "ms-push-to-all-fetched")
+	}
+	b.ReportMetric(float64(r.fetched), "agents-fetched")
+	b.ReportMetric(float64(r.fetches), "fetches/push")
+	b.ReportMetric(r.heap, "KiB-heap/agent")
+	if r.shared {
+		b.ReportMetric(r.etcdIdle, "etcd-req/s-idle")
+		b.ReportMetric(r.etcdRSS, "MiB-etcd-RSS")
+	}
+}
+
+// printScale writes the runs side by side.
+func printScale(w io.Writer, poll time.Duration, rs []scaleResult) {
+	if len(rs) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n%d simulated agents in %d processes, poll %v; one etcd member; one git http-backend serving %d at once\n",
+		rs[0].agents, rs[0].procs, poll, gitServerSlots)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(what string, f func(r scaleResult) string) {
+		fmt.Fprint(tw, what)
+		for _, r := range rs {
+			fmt.Fprint(tw, "\t"+f(r))
+		}
+		fmt.Fprintln(tw)
+	}
+	row("", func(r scaleResult) string {
+		if r.shared {
+			return "shared head"
+		}
+		return "each agent polls"
+	})
+	row("start: all polled (shared: heard the fetcher, git idle)", func(r scaleResult) string { return r.coldStart.Round(100 * time.Millisecond).String() })
+	row("git ref listings a minute, idle: served", func(r scaleResult) string { return fmt.Sprintf("%.0f", r.listingsServed) })
+	row("  polls made at the agents' own turn", func(r scaleResult) string { return fmt.Sprintf("%.0f", r.listingsAsked) })
+	row("  followers not hearing the fetcher", func(r scaleResult) string {
+		if !r.shared {
+			return "-"
+		}
+		return strconv.Itoa(r.stale)
+	})
+	row("push -> sync asked / fetcher polls / has it / published", func(r scaleResult) string {
+		if !r.shared {
+			return "-"
+		}
+		ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+		return fmt.Sprintf("%v / %v / %v / %v", ms(r.syncAsked), ms(r.polled), ms(r.pollEnded), ms(r.published))
+	})
+	row("push -> every agent knows the commit", func(r scaleResult) string { return reached(r.knew, r.agents, r.knewAll) })
+	row("push -> every agent fetched it", func(r scaleResult) string { return reached(r.fetched, r.agents, r.fetchedAll) })
+	row("git fetches for the push", func(r scaleResult) string { return strconv.FormatInt(r.fetches, 10) })
+	row("etcd requests a second, idle / push", func(r scaleResult) string {
+		if !r.shared {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f / %.1f", r.etcdIdle, r.etcdPush)
+	})
+	row("etcd messages sent for the push", func(r scaleResult) string {
+		if !r.shared {
+			return "-"
+		}
+		return fmt.Sprintf("%.0f", r.etcdSent)
+	})
+	row("etcd resident memory, watchers", func(r scaleResult) string {
+		if !r.shared {
+			return "-"
+		}
+		return fmt.Sprintf("%.0f MiB, %.0f", r.etcdRSS, r.etcdWatchers)
+	})
+	row("per agent: heap / process RSS", func(r scaleResult) string { return fmt.Sprintf("%.0f / %.0f KiB", r.heap, r.rss) })
+	row("open files in a process of agents", func(r scaleResult) string { return strconv.Itoa(r.fds) })
+	tw.Flush()
+}
+
+func reached(n, of int, took time.Duration) string {
+	if n < of {
+		return fmt.Sprintf("%d of %d within the bound", n, of)
+	}
+	return took.Round(time.Millisecond).String()
+}
+
+// cloneTemplate clones the repository once with gitsync; each simulated agent
+// starts from a copy, as an agent restarted over its state directory does.
+func cloneTemplate(t testing.TB, url string) string {
+	dir := filepath.Join(t.TempDir(), "template.git")
+	g, err := gitsync.New(gitsync.Options{URL: url, Dir: dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// simProc is a child process of simulated agents (runSimFleet).
+type simProc struct {
+	count int
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	out   *bufio.Reader
+}
+
+// startSimProcs splits cfg's agents over processes of up to perProcess and returns
+// once each has started its agents. They end when the test ends.
+func startSimProcs(t testing.TB, cfg simConfig, perProcess int) []*simProc {
+	t.Helper()
+	var procs []*simProc
+	for first := 0; first < cfg.Count; first += perProcess {
+		c := cfg
+		c.First, c.Count = first, min(perProcess, cfg.Count-first)
+		procs = append(procs, startSimProc(t, c))
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(procs))
+	for i, p := range procs {
+		wg.Go(func() {
+			line, err := p.out.ReadString('\n')
+			if err == nil && line != "ready\n" {
+				err = fmt.Errorf("said %q", line)
 			}
-			time.Sleep(5 * time.Millisecond)
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("process %d of simulated agents: %v", i, err)
 		}
 	}
-	reach := time.Since(start)
-	b.ReportMetric(idle, "ref-listings/min-idle")
-	b.ReportMetric(float64(reach.Milliseconds()), "ms-push-to-all")
-	b.ReportMetric(float64(count.fetches.Load()-f0), "fetches/push")
-	b.ReportMetric(float64(int64(after.HeapInuse)-int64(before.HeapInuse))/float64(n)/1024, "KiB-heap/agent")
+	return procs
+}
+
+func startSimProc(t testing.TB, cfg simConfig) *simProc {
+	spec, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), simFleetEnv+"="+string(spec))
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &simProc{count: cfg.Count, cmd: cmd, in: in, out: bufio.NewReader(out)}
+	t.Cleanup(p.stop)
+	return p
+}
+
+// stop closes the process's input, so that it stops its agents (their election
+// keys given up), and kills it if it has not ended within a minute.
+func (p *simProc) stop() {
+	p.in.Close()
+	done := make(chan struct{})
+	go func() {
+		p.cmd.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func (p *simProc) ask(req string, reply any) error {
+	if _, err := fmt.Fprintln(p.in, req); err != nil {
+		return err
+	}
+	line, err := p.out.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal([]byte(line), reply)
+}
+
+// askAll asks every process at once and returns their replies in order.
+func askAll[T any](t testing.TB, procs []*simProc, req string) []T {
+	t.Helper()
+	replies := make([]T, len(procs))
+	errs := make([]error, len(procs))
+	var wg sync.WaitGroup
+	for i, p := range procs {
+		wg.Go(func() { errs[i] = p.ask(req, &replies[i]) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("process %d of simulated agents, %s: %v", i, req, err)
+		}
+	}
+	return replies
+}
+
+// ownPolls is the polls the agents made at their own turn, and how many of them
+// poll on their own for not hearing the fetcher.
+func ownPolls(t testing.TB, procs []*simProc) (polls int64, stale int) {
+	for _, s := range askAll[simStats](t, procs, "stats") {
+		polls += s.OwnPolls
+		stale += s.Stale
+	}
+	return polls, stale
+}
+
+// etcdRequests is the requests etcd has received (gRPC messages: a unary call is
+// one, a watch or keep-alive stream one a message); 0 without etcd.
+func etcdRequests(t testing.TB, c *testetcd.Cluster) float64 {
+	if c == nil {
+		return 0
+	}
+	return scrapeEtcd(t, c)["grpc_server_msg_received_total"]
+}
+
+// etcdSent is the messages etcd has sent (gRPC: answers, watch events); 0
+// without etcd.
+func etcdSent(t testing.TB, c *testetcd.Cluster) float64 {
+	if c == nil {
+		return 0
+	}
+	return scrapeEtcd(t, c)["grpc_server_msg_sent_total"]
+}
+
+// scrapeEtcd reads the member's metrics (the Prometheus text at /metrics beside
+// its client API), each name's samples summed over their labels.
+func scrapeEtcd(t testing.TB, c *testetcd.Cluster) map[string]float64 {
+	resp, err := http.Get(c.Endpoints()[0] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	m := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, _, _ := strings.Cut(line, " ")
+		name, _, _ = strings.Cut(name, "{")
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err == nil {
+			m[name] += v
+		}
+	}
+	return m
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }

@@ -9,9 +9,9 @@ import (
 	"github.com/baton-fleet/baton/internal/commitid"
 )
 
-// watch follows the head and the sync requests until ctx ends, starting again
-// after each etcd error. A head read at the start is not taken as heard: its age is
-// unknown; the next write of the fetcher is.
+// watch follows the head until ctx ends, starting again after each etcd error. A
+// head read at the start is not taken as heard: its age is unknown; the next write
+// of the fetcher is.
 func (s *Shared) watch(ctx context.Context, local func() string, wake func()) {
 	lastBad := ""
 	for {
@@ -27,7 +27,7 @@ func (s *Shared) watch(ctx context.Context, local func() string, wake func()) {
 }
 
 func (s *Shared) watchOnce(ctx context.Context, local func() string, wake func(), lastBad *string) error {
-	headKey, syncKey := HeadKey(s.o.Prefix, s.o.Branch), SyncKey(s.o.Prefix, s.o.Branch)
+	headKey := HeadKey(s.o.Prefix, s.o.Branch)
 	resp, err := s.cli.Get(ctx, headKey)
 	if err != nil {
 		return err
@@ -41,34 +41,15 @@ func (s *Shared) watchOnce(ctx context.Context, local func() string, wake func()
 	// rather than wait on it.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	from := clientv3.WithRev(resp.Header.Revision + 1)
-	heads := s.cli.Watch(wctx, headKey, from)
-	syncs := s.cli.Watch(wctx, syncKey, from, clientv3.WithFilterDelete())
-	for {
-		select {
-		case wr, ok := <-heads:
-			if !ok {
-				return ctx.Err()
-			}
-			if err := wr.Err(); err != nil {
-				return err
-			}
-			for _, ev := range wr.Events {
-				s.headEvent(ev, local, wake, lastBad)
-			}
-		case wr, ok := <-syncs:
-			if !ok {
-				return ctx.Err()
-			}
-			if err := wr.Err(); err != nil {
-				return err
-			}
-			if len(wr.Events) > 0 && s.Fetcher() {
-				s.log.Info("a fleet sync was asked for: polling now")
-				wake()
-			}
+	for wr := range s.cli.Watch(wctx, headKey, clientv3.WithRev(resp.Header.Revision+1)) {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		for _, ev := range wr.Events {
+			s.headEvent(ev, local, wake, lastBad)
 		}
 	}
+	return ctx.Err()
 }
 
 func (s *Shared) headEvent(ev *clientv3.Event, local func() string, wake func(), lastBad *string) {

@@ -19,6 +19,7 @@ type HTTPOption func(*httpConfig)
 type httpConfig struct {
 	token  string
 	outage *Outage
+	wrap   func(http.Handler) http.Handler
 }
 
 // WithToken makes the server require HTTP basic auth whose password is token
@@ -30,6 +31,12 @@ func WithToken(token string) HTTPOption {
 // WithOutage lets the test make the server fail while o says so.
 func WithOutage(o *Outage) HTTPOption {
 	return func(c *httpConfig) { c.outage = o }
+}
+
+// WithWrap puts wrap around the server's handler: a benchmark counts the requests,
+// or bounds how many git processes serve at once, as a forge does.
+func WithWrap(wrap func(http.Handler) http.Handler) HTTPOption {
+	return func(c *httpConfig) { c.wrap = wrap }
 }
 
 // Outage makes a server fail on demand. The zero value is a server that works.
@@ -98,7 +105,11 @@ func ServeHTTP(t testing.TB, repo *Repo, opts ...HTTPOption) (string, *atomic.In
 		}
 		cgiHandler.ServeHTTP(&countingWriter{ResponseWriter: w, n: served}, r)
 	})
-	srv := httptest.NewServer(h)
+	var handler http.Handler = h
+	if cfg.wrap != nil {
+		handler = cfg.wrap(h)
+	}
+	srv := httptest.NewServer(handler)
 	t.Cleanup(srv.Close)
 	return srv.URL + "/" + filepath.Base(repo.Bare), served
 }
