@@ -19,6 +19,9 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	// An etcd member the tests start is this binary run again: it runs the member
+	// before building anything it would leave behind when it is killed.
+	testetcd.RunIfMember()
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "baton-cmd-test-")
 	if err != nil {
