@@ -14,22 +14,8 @@ import (
 	"github.com/baton-fleet/baton/internal/testprom"
 )
 
-// analysisBlock is the service.yaml analysis of the demo service: its error rate, as
-// a real Prometheus scrapes it from the hosts, must stay at most 1%.
-const analysisBlock = `analysis:
-  window: 10s
-  checks:
-    - name: errors
-      prometheus:
-        url: %q
-        query: '(sum(rate(http_requests_total{host="{{ .Host }}",code=~"5.."}[5s])) or vector(0)) / sum(rate(http_requests_total{host="{{ .Host }}"}[5s]))'
-        max: 0.01
-      interval: 1s
-      failures: 2
-`
-
 // latencyBlock is an analysis check of the host's p99 latency against the rest of the
-// fleet's, appended to analysisBlock's checks.
+// fleet's, appended to testfleet.ErrorRateAnalysis's checks.
 const latencyBlock = `    - name: latency-vs-fleet
       prometheus:
         url: %q
@@ -76,7 +62,7 @@ func TestAnalysisAndGate(t *testing.T) {
 `})
 	promURL := "http://" + testfleet.Forward(t, h1.gateway, strings.TrimPrefix(prom.URL, "http://"))
 	fleetFile := fmt.Sprintf(gatedFleetYAML, promURL)
-	withAnalysis := drainBlock + fmt.Sprintf(analysisBlock, promURL)
+	withAnalysis := drainBlock + testfleet.ErrorRateAnalysis(promURL)
 	l := testfleet.StartLoad(lb.URL+"/", 4, 2000000, 8*time.Minute)
 	defer l.Finish()
 
@@ -137,7 +123,7 @@ func TestAnalysisAndGate(t *testing.T) {
 	}
 
 	// A release 300 ms slower than the rest of the fleet fails the baseline comparison.
-	slow := drainBlock + fmt.Sprintf(analysisBlock, promURL) + fmt.Sprintf(latencyBlock, promURL)
+	slow := drainBlock + testfleet.ErrorRateAnalysis(promURL) + fmt.Sprintf(latencyBlock, promURL)
 	c4 := h1.push(release{version: "4.0.0", mode: "slow", drain: slow, fleet: fleetFile})
 	h1.waitFor("a host to fail the slow release", 4*time.Minute, func() bool {
 		for _, h := range hosts {
@@ -180,7 +166,7 @@ func TestAnalysisAndGate(t *testing.T) {
 		h.settled(c5)
 	}
 
-	analysisWithoutPrometheus(t, hosts, prom, promURL, drainBlock+fmt.Sprintf(analysisBlock, promURL), fleetFile)
+	analysisWithoutPrometheus(t, hosts, prom, promURL, drainBlock+testfleet.ErrorRateAnalysis(promURL), fleetFile)
 }
 
 // analysisWithoutPrometheus stops Prometheus while a host analyses a release, once for

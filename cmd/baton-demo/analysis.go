@@ -19,17 +19,6 @@ import (
 const (
 	flakyVersion   = "3.1.0"
 	analysisWindow = 10 * time.Second
-	analysisBlock  = `analysis:
-  window: 10s
-  checks:
-    - name: errors
-      prometheus:
-        url: %q
-        query: '(sum(rate(http_requests_total{host="{{ .Host }}",code=~"5.."}[5s])) or vector(0)) / sum(rate(http_requests_total{host="{{ .Host }}"}[5s]))'
-        max: 0.01
-      interval: 1s
-      failures: 2
-`
 )
 
 // analysisAct pushes a release whose health check passes but which answers 3% of its
@@ -53,7 +42,7 @@ func analysisAct(ctx context.Context, w io.Writer, f *testfleet.Fleet, install b
 		fmt.Fprintln(w, "== Prometheus stopped")
 	}()
 
-	rel := testfleet.Release{Version: flakyVersion, Mode: "flaky", Analysis: fmt.Sprintf(analysisBlock, url)}
+	rel := testfleet.Release{Version: flakyVersion, Mode: "flaky", Analysis: testfleet.ErrorRateAnalysis(url)}
 	fmt.Fprintf(w, "\n== push v%s: /healthz is fine, but 3%% of its requests answer 500; its analysis reads the host's error rate\n"+
 		"   from Prometheus for %v once the host is back in rotation, and allows 1%%\n", flakyVersion, analysisWindow)
 	o, sent, failed, err := watch(ctx, w, f, rel)

@@ -1,6 +1,7 @@
 package testfleet
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/baton-fleet/baton/internal/testprom"
@@ -21,4 +22,22 @@ func (f *Fleet) StartPrometheus() (p *testprom.Prometheus, url string, err error
 		url = "http://" + Forward(f.tb, f.Gateway, strings.TrimPrefix(p.URL, "http://"))
 	})
 	return p, url, err
+}
+
+// ErrorRateAnalysis is the service.yaml analysis block of the demo service against
+// the Prometheus at url: its error rate on the host, as Prometheus scrapes it, must
+// stay at most 1% over a window of 10 s, evaluated every second, two failures in a
+// row failing it.
+func ErrorRateAnalysis(url string) string {
+	return fmt.Sprintf(`analysis:
+  window: 10s
+  checks:
+    - name: errors
+      prometheus:
+        url: %q
+        query: '(sum(rate(http_requests_total{host="{{ .Host }}",code=~"5.."}[5s])) or vector(0)) / sum(rate(http_requests_total{host="{{ .Host }}"}[5s]))'
+        max: 0.01
+      interval: 1s
+      failures: 2
+`, url)
 }
