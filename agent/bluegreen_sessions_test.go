@@ -40,17 +40,7 @@ groups:
 `
 
 // shopUnit runs the demo program as the shop service, on the port of its checks.
-const shopUnit = `[Unit]
-Description=baton shop {{ .Version }}
-
-[Service]
-ExecStart={{ .Release }}/demo --listen 0.0.0.0:` + demoPort + `
-Restart=on-failure
-RestartSec=300ms
-
-[Install]
-WantedBy=multi-user.target
-`
+var shopUnit = testfleet.DemoUnit("baton shop {{ .Version }}", demoPort, "")
 
 func newSessionFleet(t *testing.T, n int) *sessionFleet {
 	_, hosts := newEtcdFleet(t, n)

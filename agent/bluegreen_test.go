@@ -8,21 +8,12 @@ import (
 	"time"
 
 	"github.com/baton-fleet/baton/drain"
+	"github.com/baton-fleet/baton/internal/testfleet"
 	"github.com/baton-fleet/baton/internal/testhaproxy"
 )
 
 // blueGreenUnit runs the demo service on its color's port.
-const blueGreenUnit = `[Unit]
-Description=baton demo {{ .Version }} ({{ .Color }})
-
-[Service]
-ExecStart={{ .Release }}/demo --listen 0.0.0.0:{{ .Port }}
-Restart=on-failure
-RestartSec=300ms
-
-[Install]
-WantedBy=multi-user.target
-`
+var blueGreenUnit = testfleet.DemoUnit("baton demo {{ .Version }} ({{ .Color }})", "{{ .Port }}", "")
 
 // pushBlueGreen commits a fleet repository in which the hosts run the demo service at
 // version and mode with two colors behind HAProxy's admin socket at admin.

@@ -135,17 +135,7 @@ type release struct {
 	fleet         string // fleet.yaml, "" for fleetYAML
 }
 
-const demoUnit = `[Unit]
-Description=baton demo {{ .Version }}
-
-[Service]
-ExecStart={{ .Release }}/demo --listen 0.0.0.0:` + demoPort + `
-Restart=on-failure
-RestartSec=300ms
-
-[Install]
-WantedBy=multi-user.target
-`
+var demoUnit = testfleet.DemoUnit("baton demo {{ .Version }}", demoPort, "")
 
 // fleetYAML puts h1 in group web, running the demo service.
 const fleetYAML = `apiVersion: baton/v1

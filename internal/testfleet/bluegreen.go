@@ -72,17 +72,7 @@ func (f *Fleet) blueGreenService() (yaml, unit string) {
 	}
 	yaml += fmt.Sprintf("  drainTimeout: %v\n  drainIdle: %v\n", DrainTimeout, DrainIdle)
 	yaml += fmt.Sprintf("drain:\n  haproxy: {socket: %q, backend: %s, server: \"{{ .Host }}-{{ .Color }}\"}\n", f.LB.AdminTCP, Group)
-	unit = `[Unit]
-Description=baton demo {{ .Version }} ({{ .Color }})
-
-[Service]
-ExecStart={{ .Release }}/demo --listen 0.0.0.0:{{ .Port }} ` + f.opts.ServiceFlags + `
-Restart=on-failure
-RestartSec=300ms
-
-[Install]
-WantedBy=multi-user.target
-`
+	unit = DemoUnit("baton demo {{ .Version }} ({{ .Color }})", "{{ .Port }}", f.opts.ServiceFlags)
 	return yaml + blueGreenChecks, unit
 }
 

@@ -281,17 +281,7 @@ func (f *Fleet) push(tb testing.TB, rel Release) string {
 	case !f.opts.NoDrain:
 		drainBlock = fmt.Sprintf("drain:\n  haproxy: {socket: %q, backend: %s, server: \"{{ .Host }}\", timeout: 10s}\n", f.LB.AdminTCP, Group)
 	}
-	service, unit := DemoChecks+drainBlock, `[Unit]
-Description=baton demo {{ .Version }}
-
-[Service]
-ExecStart={{ .Release }}/demo --listen 0.0.0.0:`+DemoPort+` `+f.opts.ServiceFlags+`
-Restart=on-failure
-RestartSec=300ms
-
-[Install]
-WantedBy=multi-user.target
-`
+	service, unit := DemoChecks+drainBlock, DemoUnit("baton demo {{ .Version }}", DemoPort, f.opts.ServiceFlags)
 	if f.opts.BlueGreen {
 		service, unit = f.blueGreenService()
 	}
@@ -317,6 +307,18 @@ artifacts:
 	f.current = rel
 	f.mu.Unlock()
 	return c
+}
+
+// DemoUnit is a unit file that runs the demo program, described as description,
+// listening on port (a number, or "{{ .Port }}" for a color's), with flags added to
+// its command line.
+func DemoUnit(description, port, flags string) string {
+	cmd := "{{ .Release }}/demo --listen 0.0.0.0:" + port
+	if flags != "" {
+		cmd += " " + flags
+	}
+	return "[Unit]\nDescription=" + description + "\n\n[Service]\nExecStart=" + cmd +
+		"\nRestart=on-failure\nRestartSec=300ms\n\n[Install]\nWantedBy=multi-user.target\n"
 }
 
 // WaitFor polls cond every 100ms until it holds, ctx ends or timeout passes.
