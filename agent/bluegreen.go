@@ -227,7 +227,8 @@ func (a *Agent) secondCopy(ctx context.Context, w *work, lg *rollback.LastGood) 
 // colorStates are a bluegreen service's colors as `baton status` shows them, the
 // active one first: the version each runs and its state. rec is the service's last
 // good record, target its record in txn (both nil when no transaction changes it),
-// running whether a unit runs now. Each color is read from its units' names
+// running whether a unit runs now. The colors are the records' (both, once a
+// release recorded them) and those read from the units' names
 // (<service>@<color>.service), as baton renders them.
 func colorStates(rec rollback.ServiceRecord, txn *rollback.Txn, target *rollback.ServiceRecord, running func(unit string) bool) []api.ColorState {
 	units := map[string][]string{}
@@ -244,6 +245,12 @@ func colorStates(rec rollback.ServiceRecord, txn *rollback.Txn, target *rollback
 	add(rec.Color)
 	if target != nil {
 		add(target.Color)
+		for _, c := range target.Colors {
+			add(c)
+		}
+	}
+	for _, c := range rec.Colors {
+		add(c)
 	}
 	all := slices.Clone(rec.Units)
 	if target != nil {

@@ -81,6 +81,9 @@ func targetRecord(t *rollback.Txn, r *spec.Rendered, lg *rollback.LastGood, chan
 			c = active
 		}
 		rec.Color, rec.Restart, files = c.Name, c.Units.Names(), c.Units
+		for _, rc := range r.Colors {
+			rec.Colors = append(rec.Colors, rc.Name)
+		}
 		rec.Units = slices.Clone(rec.Restart)
 		for _, u := range old.Units {
 			if _, ours := c.Units[u]; !ours && plan.Keeps(r, u) {

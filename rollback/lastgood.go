@@ -65,6 +65,9 @@ type ServiceRecord struct {
 	// sends clients to. Units then lists both colors' units that baton installed, and
 	// Restart the active color's.
 	Color string `json:"color,omitempty"`
+	// Colors are both colors of a bluegreen service, in service.yaml's order, so
+	// status shows the idle one even before baton first installed its units.
+	Colors []string `json:"colors,omitempty"`
 }
 
 // Owned returns every unit baton installed, sorted.
