@@ -54,32 +54,30 @@ func (a *Agent) fetch(ctx context.Context) (gitsync.Update, bool, error) {
 		}
 	}
 	u, err := a.git.Poll(ctx)
-	if err == nil && fetcher {
-		a.publishHead(ctx)
+	if fetcher {
+		a.publishHead(ctx, err)
 	}
 	return u, true, err
 }
 
 // publishHead publishes the anchor, the last head that passed the rewind check and
-// verified, as the fleet's head; each refusal is logged once.
-func (a *Agent) publishHead(ctx context.Context) {
-	anchor := a.git.Anchor()
-	if anchor == "" {
-		return
-	}
+// verified, as the fleet's head, with pollErr when the poll failed: the other
+// agents hear the fetcher all the same (sharedhead.Shared.AfterPoll). Each refusal
+// to publish is logged once.
+func (a *Agent) publishHead(ctx context.Context, pollErr error) {
 	descends := a.git.Descends
 	if a.cfg.Repo.AllowRewind {
 		descends = func(string, string) (bool, error) { return true, nil }
 	}
 	pctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
-	err := a.head.Publish(pctx, anchor, descends)
+	err := a.head.AfterPoll(pctx, a.git.Anchor(), pollErr, descends)
 	cancel()
 	switch {
 	case err == nil, errors.Is(err, sharedhead.ErrNotFetcher):
 		a.publishErr = ""
 	case err.Error() != a.publishErr:
 		a.publishErr = err.Error()
-		a.log.Warn("the shared head stays; the other agents fall back to their own polls", "commit", commitid.ShortOrNone(anchor), "err", err)
+		a.log.Warn("the shared head stays; the other agents fall back to their own polls", "commit", commitid.ShortOrNone(a.git.Anchor()), "err", err)
 	}
 }
 
@@ -108,7 +106,7 @@ func (a *Agent) sharedHeadState() *api.SharedHead {
 	v := a.head.View()
 	v.Poll = a.cfg.Repo.Poll.D()
 	own, _ := sharedhead.OwnPoll(v)
-	st := &api.SharedHead{Fetcher: h.By, Head: h.Commit, Self: v.Role == sharedhead.Fetcher, Stale: own && v.Role != sharedhead.Fetcher}
+	st := &api.SharedHead{Fetcher: h.By, Head: h.Commit, Self: v.Role == sharedhead.Fetcher, Stale: own && v.Role != sharedhead.Fetcher, Failed: h.Failed}
 	if st.Self {
 		st.Fetcher = a.cfg.Host
 	}

@@ -158,6 +158,10 @@ type SharedHead struct {
 	Head    string    `json:"head,omitempty"` // the commit published
 	Heard   time.Time `json:"heard,omitzero"` // when this agent last saw it published, by its own clock
 	Stale   bool      `json:"stale,omitzero"` // the fetcher was not heard for too long: this agent polls on its own
+	// Failed is why the fetcher's last poll failed, as it published it (the git
+	// server refused it, the branch was rewound, ...): the head is the last it
+	// verified, and the other agents keep off the git server all the same.
+	Failed string `json:"failed,omitempty"`
 }
 
 // Backend is what the server needs of the agent. Each call runs on the request's

@@ -181,6 +181,9 @@ func (t *table) sharedHead(h *SharedHead) {
 	if !h.Heard.IsZero() {
 		line += " confirmed " + t.when(h.Heard)
 	}
+	if h.Failed != "" && !h.Stale {
+		line += ", " + t.paint(styleYellow, "its last poll failed: "+clean(h.Failed))
+	}
 	switch {
 	case h.Stale && h.Heard.IsZero():
 		line += " " + t.paint(styleYellow, "(this host polls on its own)")

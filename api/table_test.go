@@ -113,6 +113,9 @@ func TestWriteTable(t *testing.T) {
 	fetcher.Fetch.Shared = &SharedHead{Fetcher: "web-01", Self: true, Head: commitA, Heard: ago(12 * time.Second)}
 	follower := idleState()
 	follower.Fetch.Shared = &SharedHead{Fetcher: "web-02", Head: commitA, Heard: ago(3 * time.Minute), Stale: true}
+	refused := idleState()
+	refused.Fetch.Shared = &SharedHead{Fetcher: "web-02", Head: commitA, Heard: ago(20 * time.Second),
+		Failed: "the git server answered 429 Too Many Requests and asked to wait 1m0s: list refs of https://git.example.com/ops/fleet.git: ..."}
 	unheard := idleState()
 	unheard.Fetch.Shared = &SharedHead{Stale: true}
 
@@ -129,6 +132,7 @@ func TestWriteTable(t *testing.T) {
 		{"bluegreen", blueGreenState(), false},
 		{"shared-fetcher", fetcher, false},
 		{"shared-stale", follower, false},
+		{"shared-refused", refused, false},
 		{"shared-unheard", unheard, false},
 		{"shared-stale-color", follower, true},
 		{"idle-color", idleState(), true},

@@ -120,6 +120,9 @@ type Syncer struct {
 	anchor  string     // the last head that passed it and verified; what the next one must descend from
 	lastErr error
 	errAt   time.Time
+	// notBefore is when the server's last refusal (a ServerError) lets Poll ask
+	// it again.
+	notBefore time.Time
 }
 
 // New checks opts and returns a Syncer. It reads no network and touches no

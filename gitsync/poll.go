@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5"
@@ -63,7 +64,14 @@ func (s *Syncer) trackingRef() plumbing.ReferenceName {
 // too much, is refused likewise, and nothing of it stays in Dir. A fetch
 // that leaves more than 32 packs in Dir merges the small ones (compact). On
 // error the returned Update describes the head, unchanged.
+//
+// A poll the server refused with 429 or a 5xx returns a ServerError; until the
+// wait its Retry-After asked for has passed, Poll returns that again without
+// asking the server.
 func (s *Syncer) Poll(ctx context.Context) (u Update, err error) {
+	if err := s.waitAsked(time.Now()); err != nil {
+		return Update{Commit: s.Head(), Previous: s.Head()}, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer func() {
@@ -72,6 +80,7 @@ func (s *Syncer) Poll(ctx context.Context) (u Update, err error) {
 			u = Update{Commit: s.Head(), Previous: s.Head()}
 			err = fmt.Errorf("poll %s: internal error in the git client: %v", redact.URL(s.opts.URL), r)
 		}
+		err = s.noteRefusal(err)
 		s.recordResult(err)
 	}()
 	return s.poll(ctx)

@@ -13,7 +13,8 @@ import (
 // change: read Head for the starting point.
 //
 // A failed poll is logged (Warn) and retried after an exponential backoff
-// with jitter between MinBackoff and MaxBackoff, reset by the next success.
+// with jitter between MinBackoff and MaxBackoff, reset by the next success,
+// or after the server's Retry-After when longer (see ServerError).
 // A refused rewind is logged once per refused head (Error) and polled again
 // at the normal interval: it is a verdict, not an outage. Each poll is
 // bounded by PollTimeout. Watch never panics and never gives up on a fetch
@@ -47,6 +48,10 @@ func (s *Syncer) Watch(ctx context.Context, every time.Duration, notify func(Upd
 		default:
 			failures++
 			wait = backoff(s.opts.MinBackoff, s.opts.MaxBackoff, failures)
+			var se *ServerError
+			if errors.As(err, &se) {
+				wait = max(wait, time.Until(se.Until)) // the server's Retry-After
+			}
 			s.log.Warn("poll failed, will retry", "err", err, "failures", failures, "retry_in", wait.Round(time.Millisecond))
 		}
 		t := time.NewTimer(wait)

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/baton-fleet/baton/internal/atomicfile"
+	"github.com/baton-fleet/baton/internal/httpretry"
 )
 
 // FleetLock protocol constants (Zincati's FleetLock, as served by airlock and others).
@@ -524,7 +524,7 @@ func (f *Fleetlock) call(ctx context.Context, call string, slot fleetlockSlot) f
 	}
 	defer resp.Body.Close()
 	a := fleetlockAnswer{status: resp.StatusCode}
-	a.retryAfter, _ = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	a.retryAfter, _ = httpretry.RetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	rb, _ := io.ReadAll(io.LimitReader(resp.Body, maxFleetlockBody))
 	if a.status != http.StatusOK {
 		a.kind, a.value, _ = ParseFleetlockError(rb)
@@ -675,26 +675,6 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-// parseRetryAfter reads a Retry-After header: seconds, or an HTTP date (relative to
-// now). A date in the past is 0.
-func parseRetryAfter(h string, now time.Time) (time.Duration, bool) {
-	h = strings.TrimSpace(h)
-	if h == "" {
-		return 0, false
-	}
-	if secs, err := strconv.ParseUint(h, 10, 64); err == nil {
-		const year = uint64(365 * 24 * time.Hour / time.Second)
-		return time.Duration(min(secs, year)) * time.Second, true // no overflow; MaxWait caps it
-	} else if errors.Is(err, strconv.ErrRange) {
-		return 365 * 24 * time.Hour, true
-	}
-	t, err := http.ParseTime(h)
-	if err != nil {
-		return 0, false
-	}
-	return max(t.Sub(now), 0), true
 }
 
 // ParseFleetlockError reads a FleetLock error answer: a JSON object with a string

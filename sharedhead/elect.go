@@ -232,11 +232,18 @@ func (s *Shared) stand(ctx context.Context, wake func()) error {
 }
 
 // lead is the fetcher's term: it polls at once (wake), and again at each sync
-// request, until its session or ctx ends. Only the fetcher watches SyncKey: a sync
+// request, until its session or ctx ends, or it steps down (AfterPoll). Only the fetcher watches SyncKey: a sync
 // request is one message from etcd, not one to every agent of the fleet.
 func (s *Shared) lead(ctx context.Context, sess *concurrency.Session, e *concurrency.Election, wake func()) {
-	s.setElected(e)
+	s.drainResign() // a step-down asked in an earlier term is not this one's
+	s.setElected(&term{key: e.Key(), rev: e.Rev()})
 	defer s.setElected(nil)
+	resign := func() {
+		s.setElected(nil)
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_ = e.Resign(rctx)
+		rcancel()
+	}
 	s.log.Info("elected the fleet's fetcher: this agent polls the repository for the fleet")
 	wake()
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -252,9 +259,11 @@ func (s *Shared) lead(ctx context.Context, sess *concurrency.Session, e *concurr
 			s.log.Warn("no longer the fleet's fetcher: the election session ended (etcd unreachable?)")
 			return
 		case <-ctx.Done():
-			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			_ = e.Resign(rctx)
-			rcancel()
+			resign()
+			return
+		case why := <-s.resign:
+			s.log.Warn("stepping down as the fleet's fetcher: another agent may reach the git server", "why", why)
+			resign()
 			return
 		case <-again:
 			syncs, again = watchSyncs(), nil
@@ -269,6 +278,14 @@ func (s *Shared) lead(ctx context.Context, sess *concurrency.Session, e *concurr
 				wake()
 			}
 		}
+	}
+}
+
+// drainResign forgets a step-down that no lead took.
+func (s *Shared) drainResign() {
+	select {
+	case <-s.resign:
+	default:
 	}
 }
 

@@ -18,7 +18,15 @@ type Head struct {
 	Commit string    `json:"commit"` // a full commit id (commitid.IsFull)
 	By     string    `json:"by"`     // the host of the fetcher that wrote it
 	Time   time.Time `json:"time"`   // when it last confirmed it, by its clock (for people: agents judge freshness by their own)
+	// Failed is why the fetcher's last poll failed (the git server refused it, the
+	// branch was rewound, ...): Commit is then still the last head it verified, and
+	// the write tells the followers that the fetcher is alive and that polling the
+	// server themselves would meet the same. Empty after a poll that succeeded.
+	Failed string `json:"failed,omitempty"`
 }
+
+// maxFailed bounds Head.Failed, in bytes; a longer reason is cut.
+const maxFailed = 512
 
 // Sync is the value at SyncKey: a request that the fetcher poll now.
 type Sync struct {

@@ -14,6 +14,10 @@ func TestParseHead(t *testing.T) {
 	if err != nil || h.Commit != c1 || h.By != "web-01" || h.Time.IsZero() {
 		t.Fatalf("ParseHead(good) = %+v, %v", h, err)
 	}
+	failed := `{"commit":"` + c1 + `","by":"web-01","time":"2026-12-06T10:00:00Z","failed":"the git server answered 429"}`
+	if h, err := ParseHead([]byte(failed)); err != nil || h.Failed != "the git server answered 429" {
+		t.Fatalf("ParseHead(failed) = %+v, %v", h, err)
+	}
 	for _, tt := range []struct{ value, want string }{
 		{``, "not a JSON head"},
 		{`null`, "commit is not a full commit id"},

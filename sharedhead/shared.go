@@ -6,12 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 
+	"github.com/baton-fleet/baton/gitsync"
 	"github.com/baton-fleet/baton/internal/commitid"
 )
 
@@ -52,10 +53,13 @@ type Shared struct {
 	o   Options
 	log *slog.Logger
 
-	mu      sync.Mutex
-	elected *concurrency.Election // while this agent is the fetcher
-	ackAt   time.Time             // when a write of the head was last seen, on the monotonic clock
-	head    Head                  // the head last seen
+	mu       sync.Mutex
+	elected  *term     // while this agent is the fetcher
+	failures int       // the fetcher's failed polls in a row (countFailure)
+	ackAt    time.Time // when a write of the head was last seen, on the monotonic clock
+	head     Head      // the head last seen
+
+	resign chan string // a reason for the lead to resign (stepDown)
 }
 
 // New returns a Shared on cli; Run takes part.
@@ -70,7 +74,7 @@ func New(cli *clientv3.Client, o Options) *Shared {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Shared{cli: cli, o: o, log: log.With("branch", o.Branch)}
+	return &Shared{cli: cli, o: o, log: log.With("branch", o.Branch), resign: make(chan string, 1)}
 }
 
 // Run stands in the election of the fetcher and watches the head until ctx ends.
@@ -122,9 +126,19 @@ func (s *Shared) ack(h Head) {
 	s.mu.Unlock()
 }
 
-func (s *Shared) setElected(e *concurrency.Election) {
+// term is the fetcher's election key as Campaign left it: what its writes are
+// fenced by. A copy, read once, so that a write in flight never reads the
+// Election while the lead resigns it.
+type term struct {
+	key string
+	rev int64 // the key's create revision
+}
+
+// setElected records the term that begins (non-nil) or ends (nil); each term
+// counts its own failed polls.
+func (s *Shared) setElected(t *term) {
 	s.mu.Lock()
-	s.elected = e
+	s.elected, s.failures = t, 0
 	s.mu.Unlock()
 }
 
@@ -139,6 +153,63 @@ var ErrNotFetcher = errors.New("not the elected fetcher")
 // (descends(published, commit) false, or an error: the published commit is
 // unknown here) is refused with ErrRewind and nothing is written.
 func (s *Shared) Publish(ctx context.Context, commit string, descends func(ancestor, commit string) (bool, error)) error {
+	return s.publish(ctx, commit, "", descends)
+}
+
+// StepDownAfter is how many polls in a row the fetcher may fail for a reason that
+// may be its host's own (a network or credential fault: not a gitsync.ServerError,
+// not a rewind) before it resigns, so that another agent polls for the fleet.
+const StepDownAfter = 3
+
+// AfterPoll is the fetcher's part after each of its polls, failed or not: anchor is
+// the last head it verified, pollErr the poll's error. It publishes anchor, with
+// the error when there is one: the followers then hear the fetcher even while the
+// git server refuses it, and do not turn to the server themselves (at 10,000
+// agents, a rate-limited server would otherwise get 10,000 polls where it refused
+// one). After StepDownAfter failures in a row that the git server did not cause,
+// it resigns: an agent elsewhere may reach the server. An agent that is not the
+// fetcher, or holds no head yet, does nothing.
+func (s *Shared) AfterPoll(ctx context.Context, anchor string, pollErr error, descends func(ancestor, commit string) (bool, error)) error {
+	if !s.Fetcher() || anchor == "" {
+		return nil
+	}
+	failed := ""
+	if pollErr != nil {
+		failed = pollErr.Error()
+		if len(failed) > maxFailed {
+			failed = strings.ToValidUTF8(failed[:maxFailed], "") + "..."
+		}
+	}
+	err := s.publish(ctx, anchor, failed, descends) // the reason first, then the step down
+	if s.countFailure(pollErr) >= StepDownAfter {
+		s.stepDown(fmt.Sprintf("%d polls in a row failed: %v", StepDownAfter, pollErr))
+	}
+	return err
+}
+
+// countFailure counts the fetcher's polls in a row that failed for a reason that
+// may be its host's own, and returns the count; a poll that succeeded ends the run.
+func (s *Shared) countFailure(pollErr error) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case pollErr == nil:
+		s.failures = 0
+	case !gitsync.IsServerError(pollErr) && !errors.Is(pollErr, gitsync.ErrRewound):
+		s.failures++
+	}
+	return s.failures
+}
+
+// stepDown asks the lead to resign (lead), once.
+func (s *Shared) stepDown(why string) {
+	select {
+	case s.resign <- why:
+	default:
+	}
+}
+
+func (s *Shared) publish(ctx context.Context, commit, failed string, descends func(ancestor, commit string) (bool, error)) error {
 	s.mu.Lock()
 	e := s.elected
 	s.mu.Unlock()
@@ -168,12 +239,12 @@ func (s *Shared) Publish(ctx context.Context, commit string, descends func(ances
 			}
 		}
 	}
-	val, err := json.Marshal(Head{Commit: commit, By: s.o.Host, Time: time.Now().UTC()})
+	val, err := json.Marshal(Head{Commit: commit, By: s.o.Host, Time: time.Now().UTC(), Failed: failed})
 	if err != nil {
 		return err
 	}
 	tr, err := s.cli.Txn(ctx).If(
-		clientv3.Compare(clientv3.CreateRevision(e.Key()), "=", e.Rev()),
+		clientv3.Compare(clientv3.CreateRevision(e.key), "=", e.rev),
 		clientv3.Compare(clientv3.ModRevision(key), "=", modRev),
 	).Then(clientv3.OpPut(key, string(val))).Commit()
 	if err != nil {

@@ -91,7 +91,7 @@ type simConfig struct {
 // simAgent is an agent without systemd: the real gitsync and, with the shared
 // head, the real election and watch (Shared.Run), in the agent's fetch loop
 // (agent.fetch and agent.nextPoll): it polls when woken or when OwnPoll says so,
-// and the fetcher publishes what it polled. Like an agent it has its own clone on
+// and the fetcher publishes what it polled, or that its poll failed (AfterPoll). Like an agent it has its own clone on
 // disk, its own HTTP transport to the git server (gitsync's) and its own etcd
 // client, one gRPC connection that its election and watches share. Unlike one it
 // verifies no signature, applies nothing and holds no lease.
@@ -166,10 +166,7 @@ func (s *simAgent) pollOnce(ctx context.Context, own bool) {
 	if own {
 		s.ownPolls.Add(1)
 	}
-	if err != nil {
-		return
-	}
-	if head := s.git.Head(); head != s.start {
+	if head := s.git.Head(); err == nil && head != s.start {
 		s.learn(head, false)
 		s.mu.Lock()
 		if s.fetchedAt.IsZero() {
@@ -179,7 +176,7 @@ func (s *simAgent) pollOnce(ctx context.Context, own bool) {
 	}
 	if s.sh != nil && s.sh.Fetcher() {
 		anchor := s.git.Anchor()
-		if s.sh.Publish(ctx, anchor, s.git.Descends) == nil && anchor != s.start {
+		if s.sh.AfterPoll(ctx, anchor, err, s.git.Descends) == nil && err == nil && anchor != s.start {
 			s.mu.Lock()
 			if s.published.IsZero() {
 				s.published = time.Now()

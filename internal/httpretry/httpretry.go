@@ -2,7 +2,10 @@
 package httpretry
 
 import (
+	"errors"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -29,4 +32,25 @@ func Capped(b retryablehttp.Backoff) retryablehttp.Backoff {
 		}
 		return d
 	}
+}
+
+// RetryAfter reads a Retry-After header: seconds, or an HTTP date (relative to now).
+// A date in the past is 0, and a wait is at most a year (callers cap it further); ok
+// is false when there is no header or it is neither form.
+func RetryAfter(h string, now time.Time) (d time.Duration, ok bool) {
+	h = strings.TrimSpace(h)
+	if h == "" {
+		return 0, false
+	}
+	const year = 365 * 24 * time.Hour
+	if secs, err := strconv.ParseUint(h, 10, 64); err == nil {
+		return time.Duration(min(secs, uint64(year/time.Second))) * time.Second, true
+	} else if errors.Is(err, strconv.ErrRange) {
+		return year, true
+	}
+	t, err := http.ParseTime(h)
+	if err != nil {
+		return 0, false
+	}
+	return min(max(t.Sub(now), 0), year), true
 }

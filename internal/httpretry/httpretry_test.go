@@ -47,3 +47,30 @@ func TestCapped(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryAfter: both forms of the header, bounded; anything else is no header.
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	for h, want := range map[string]time.Duration{
+		"":                              -1,
+		"0":                             0,
+		"120":                           2 * time.Minute,
+		" 7 ":                           7 * time.Second,
+		"31536000":                      365 * 24 * time.Hour,
+		"99999999999999999999999":       365 * 24 * time.Hour,
+		"-1":                            -1,
+		"1.5":                           -1,
+		"soon":                          -1,
+		"Sat, 01 Mar 2025 12:00:30 GMT": 30 * time.Second,
+		"Sat, 01 Mar 2025 11:00:00 GMT": 0,
+		"Sat, 01 Mar 2125 11:00:00 GMT": 365 * 24 * time.Hour,
+	} {
+		d, ok := RetryAfter(h, now)
+		if !ok {
+			d = -1
+		}
+		if d != want {
+			t.Errorf("Retry-After %q = %v, want %v", h, d, want)
+		}
+	}
+}

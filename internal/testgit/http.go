@@ -41,7 +41,8 @@ func WithWrap(wrap func(http.Handler) http.Handler) HTTPOption {
 
 // Outage makes a server fail on demand. The zero value is a server that works.
 type Outage struct {
-	mode atomic.Int32
+	mode       atomic.Int32
+	retryAfter atomic.Value // string: the Retry-After of RateLimited
 }
 
 // OutageMode is how a failing server fails.
@@ -51,10 +52,18 @@ const (
 	Up          OutageMode = iota // serve normally
 	Unavailable                   // answer 503 Service Unavailable
 	HangUp                        // close the connection without an answer
+	RateLimited                   // answer 429 Too Many Requests (see RateLimit)
 )
 
 // Set switches the outage mode; it takes effect on the next request.
 func (o *Outage) Set(m OutageMode) { o.mode.Store(int32(m)) }
+
+// RateLimit makes the server answer 429 Too Many Requests with retryAfter as its
+// Retry-After header ("" for none), as a forge past its rate limit does.
+func (o *Outage) RateLimit(retryAfter string) {
+	o.retryAfter.Store(retryAfter)
+	o.Set(RateLimited)
+}
 
 // Mode is the current outage mode.
 func (o *Outage) Mode() OutageMode { return OutageMode(o.mode.Load()) }
@@ -92,6 +101,12 @@ func ServeHTTP(t testing.TB, repo *Repo, opts ...HTTPOption) (string, *atomic.In
 				return
 			case HangUp:
 				hangUp(w)
+				return
+			case RateLimited:
+				if ra, _ := cfg.outage.retryAfter.Load().(string); ra != "" {
+					w.Header().Set("Retry-After", ra)
+				}
+				http.Error(w, "rate limit exceeded", http.StatusTooManyRequests)
 				return
 			}
 		}
@@ -154,6 +169,8 @@ func (m OutageMode) String() string {
 		return "unavailable"
 	case HangUp:
 		return "hang-up"
+	case RateLimited:
+		return "rate-limited"
 	}
 	return fmt.Sprintf("OutageMode(%d)", int32(m))
 }
