@@ -39,10 +39,9 @@ func (a *Agent) expand(ctx context.Context, w *work) core.Event {
 	}
 	for _, r := range rs {
 		ms := r.Phase(spec.PhaseExpand)
-		a.txnPhase(w.txn, fmt.Sprintf("running the expand migrations of %s %s", r.Name, r.Version))
-		a.notify.busy(migrationsBound(ms))
-		err := a.migrations.Run(ctx, r.Name, r.Version, ms)
-		a.notify.busy(0)
+		step := fmt.Sprintf("running the expand migrations of %s %s", r.Name, r.Version)
+		a.txnPhase(w.txn, step)
+		err := a.runMigrations(ctx, r, ms, func(waiting string) { a.txnPhase(w.txn, step+": "+waiting) })
 		if err != nil {
 			return a.migrationWaits(ctx, err)
 		}
@@ -92,6 +91,28 @@ func (a *Agent) migrationHold(ctx context.Context, hs *spec.HostSpec, txn *rollb
 	}
 	a.obs.metrics.MigrationBlocked(false)
 	return ""
+}
+
+// migrationLockWait bounds, for the watchdog, the wait for the fleet's migration
+// lock while another host holds it: that host's migrations may run for hours, as
+// other hosts' upgrades may hold the lease (takeLease).
+const migrationLockWait = 24 * time.Hour
+
+// runMigrations runs ms of r (migrate.Runner.Run) under the watchdog: the run may
+// take migrationsBound(ms), and a wait for the lock held by another host
+// migrationLockWait, during which say tells what the host waits for.
+func (a *Agent) runMigrations(ctx context.Context, r *spec.Rendered, ms []spec.Migration, say func(waiting string)) error {
+	bound := migrationsBound(ms)
+	a.notify.busy(bound)
+	defer a.notify.busy(0)
+	return a.migrations.RunWaiting(ctx, r.Name, r.Version, ms, func(holder string) {
+		if holder == "" {
+			a.notify.busy(bound)
+			return
+		}
+		say("waiting for the migration lock, held by " + holder)
+		a.notify.busy(migrationLockWait)
+	})
 }
 
 // migrationsBound is how long running ms may take: each migration's timeout, twice
@@ -182,9 +203,8 @@ func (a *Agent) runContracts(ctx context.Context, hs *spec.HostSpec) (waits, tro
 				continue
 			}
 		}
-		a.notify.busy(migrationsBound(ms))
-		err := a.migrations.Run(ctx, r.Name, r.Version, ms)
-		a.notify.busy(0)
+		step := fmt.Sprintf("running the contract migrations of %s %s", r.Name, r.Version)
+		err := a.runMigrations(ctx, r, ms, func(waiting string) { a.phase("%s: %s", step, waiting) })
 		var halt *migrate.Halt
 		switch {
 		case errors.As(err, &halt):

@@ -19,8 +19,8 @@ type etcdLock struct {
 }
 
 // lock takes the fleet-wide migration lock for host, bound to a lease of ttl,
-// waiting (by watch) while another host holds it.
-func (l *Ledger) lock(ctx context.Context, host string, ttl time.Duration) (held, error) {
+// waiting (by watch) while another host holds it, which it tells waiting.
+func (l *Ledger) lock(ctx context.Context, host string, ttl time.Duration, waiting func(holder string)) (held, error) {
 	sess, err := concurrency.NewSession(l.cli, concurrency.WithTTL(int(math.Ceil(ttl.Seconds()))), concurrency.WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("take the migration lock: %w", err)
@@ -37,6 +37,9 @@ func (l *Ledger) lock(ctx context.Context, host string, ttl time.Duration) (held
 		}
 		if resp.Succeeded {
 			return &etcdLock{l: l, sess: sess, token: resp.Header.Revision}, nil
+		}
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+			waiting(string(kvs[0].Value))
 		}
 		if err := waitDeleted(ctx, l.cli, key, resp.Header.Revision+1); err != nil {
 			sess.Close()

@@ -167,7 +167,7 @@ func (l *Local) Resolve(ctx context.Context, service, id, as, by string) (Entry,
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	h, err := l.lock(ctx, by, 0)
+	h, err := l.lock(ctx, by, 0, nil)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -185,7 +185,7 @@ func (l *Local) Resolve(ctx context.Context, service, id, as, by string) (Entry,
 	return *e, nil
 }
 
-func (l *Local) lock(ctx context.Context, host string, _ time.Duration) (held, error) {
+func (l *Local) lock(ctx context.Context, host string, _ time.Duration, _ func(string)) (held, error) {
 	if err := os.MkdirAll(l.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("take the migration lock: %w", err)
 	}

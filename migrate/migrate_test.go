@@ -445,3 +445,43 @@ func TestLockLost(t *testing.T) {
 	}
 	proxy.Unblock()
 }
+
+// TestWaitingForTheLock: a host whose migrations find the fleet-wide lock held by
+// another host's (of another service, which may run for hours) is told who holds it
+// while it waits, and told again once it holds the lock; its migration runs after
+// the other's. (The agent keeps its watchdog quiet through that wait: it is not
+// stuck.)
+func TestWaitingForTheLock(t *testing.T) {
+	f := newFleetDB(t)
+	db := f.runner(t, "db-01")
+	dbDone := make(chan error, 1)
+	go func() {
+		dbDone <- db.Run(context.Background(), "db", "3.0.0", []spec.Migration{
+			f.migration("0001-big-table", "SELECT pg_sleep(1.5); INSERT INTO runs (what) VALUES ('db')"),
+		})
+	}()
+	l := NewLedger(f.etcd.Client(t), prefix)
+	deadline := time.Now().Add(30 * time.Second)
+	for h, _ := l.Holder(context.Background()); h != "db-01"; h, _ = l.Holder(context.Background()) {
+		if time.Now().After(deadline) {
+			t.Fatal("db-01 never took the migration lock")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var told []string
+	err := f.runner(t, "web-02").RunWaiting(context.Background(), "api", "2.0.0",
+		[]spec.Migration{f.migration("0007-orders-status", "INSERT INTO runs (what) VALUES ('api')")},
+		func(holder string) { told = append(told, holder) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-dbDone; err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(told, ","); got != "db-01," {
+		t.Errorf("waiting was told %q, want the holder and then \"\"", got)
+	}
+	if got := f.rows(t); got != "db,api" {
+		t.Errorf("runs = %q, want db's migration and then api's", got)
+	}
+}

@@ -36,7 +36,9 @@ type Store interface {
 
 	view(ctx context.Context, service string) (holder string, entries map[string]*Entry, err error)
 	get(ctx context.Context, service, id string) (*Entry, int64, error)
-	lock(ctx context.Context, host string, ttl time.Duration) (held, error)
+	// lock takes the migration lock for host, calling waiting with the holder each
+	// time it finds the lock held by another and waits for it.
+	lock(ctx context.Context, host string, ttl time.Duration, waiting func(holder string)) (held, error)
 	clock() time.Time
 }
 
@@ -76,6 +78,13 @@ type Runner struct {
 // service's rollout until an operator resolves it. Any other error (etcd, ctx,
 // ErrLockLost) leaves the ledger as it is, for a later Run.
 func (r *Runner) Run(ctx context.Context, service, version string, ms []spec.Migration) error {
+	return r.RunWaiting(ctx, service, version, ms, nil)
+}
+
+// RunWaiting is Run, calling waiting (when not nil) with the holder when it finds
+// the migration lock held by another host and waits for it (that host's own
+// migrations may run for hours), and with "" once it holds the lock after a wait.
+func (r *Runner) RunWaiting(ctx context.Context, service, version string, ms []spec.Migration, waiting func(holder string)) error {
 	if todo, err := r.pending(ctx, service, ms); err != nil || !todo {
 		return err
 	}
@@ -83,11 +92,21 @@ func (r *Runner) Run(ctx context.Context, service, version string, ms []spec.Mig
 	if ttl <= 0 {
 		ttl = DefaultLockTTL
 	}
-	lock, err := r.Ledger.lock(ctx, r.Host, ttl)
+	waited := false
+	lock, err := r.Ledger.lock(ctx, r.Host, ttl, func(holder string) {
+		waited = true
+		r.logger().Info("waiting for the migration lock", "holder", holder, "service", service)
+		if waiting != nil {
+			waiting(holder)
+		}
+	})
 	if err != nil {
 		return err
 	}
 	defer lock.release()
+	if waited && waiting != nil {
+		waiting("")
+	}
 	for _, m := range ms {
 		if err := r.runOne(ctx, lock, service, version, m); err != nil {
 			return err
