@@ -99,6 +99,7 @@ type Agent struct {
 	head       *sharedhead.Shared // nil unless the head is shared (repo.sharedHead)
 	statuses   *statusReporter    // nil unless statuses are posted (statuses)
 	pollNow    atomic.Bool        // SyncNow asked for a poll: the next turn polls whatever the shared head says
+	groupWaits atomic.Bool        // the host's group waits for another (after:), by the last commit loaded: it fetches a new head within repo.splay
 	publishErr string             // why the last publish of the shared head failed, "" when it worked
 
 	notify       notifier
@@ -324,6 +325,9 @@ func (a *Agent) start(ctx context.Context) {
 	if lg, err := a.store.LastGood(); err == nil && lg.Revision != "" {
 		a.notify.busy(2 * etcdBound)
 		a.recordIdle(ctx, lg.Group, lg.Revision, "")
+		if a.cfg.Repo.Splay > 0 {
+			a.learnGroup(ctx, lg.Revision)
+		}
 	}
 	a.phase("idle at %s", commitid.ShortOrNone(a.Status().Applied))
 }

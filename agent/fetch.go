@@ -11,6 +11,7 @@ import (
 	"github.com/baton-fleet/baton/gitsync"
 	"github.com/baton-fleet/baton/internal/commitid"
 	"github.com/baton-fleet/baton/sharedhead"
+	"github.com/baton-fleet/baton/spec"
 	"github.com/baton-fleet/baton/webhook"
 )
 
@@ -24,7 +25,37 @@ func newSharedHead(cfg *config.Config, fs *fleetState, a *Agent) *sharedhead.Sha
 	// went silent is one setting.
 	return sharedhead.New(fs.store.Client(), sharedhead.Options{
 		Prefix: fs.prefix, Branch: cfg.Repo.Branch, Host: cfg.Host, Poll: cfg.Repo.Poll.D(), TTL: cfg.Lease.Etcd.TTL.D(), Logger: a.log,
+		Splay: a.splay,
 	})
+}
+
+// noteGroup remembers whether the host's group, by hs, waits for another group
+// (after:): splay follows it.
+func (a *Agent) noteGroup(hs *spec.HostSpec) {
+	a.groupWaits.Store(len(hs.Group.After) > 0)
+}
+
+// learnGroup notes the host's group by commit, the one it runs, as the agent
+// starts: until it loads a new commit, that is the group it is in. A commit that
+// cannot be loaded leaves the splay off.
+func (a *Agent) learnGroup(ctx context.Context, commit string) {
+	hs, _, err := a.load(ctx, commit)
+	if err != nil {
+		a.log.Debug("the host's group is not known: a new head is fetched at once", "commit", commitid.ShortOrNone(commit), "err", err)
+		return
+	}
+	a.noteGroup(hs)
+}
+
+// splay is how long this agent may wait before it fetches a new head the fleet's
+// fetcher published: repo.splay when its group waits for another (after:), so
+// that the hosts of the groups that go first fetch at once and start the rollout
+// while the rest of the fleet's fetches spread over the splay.
+func (a *Agent) splay(sharedhead.Head) time.Duration {
+	if !a.groupWaits.Load() {
+		return 0
+	}
+	return a.cfg.Repo.Splay.D()
 }
 
 // runSharedHead stands in the election of the fleet's fetcher and watches the

@@ -60,6 +60,7 @@ func (a *Agent) reconcile(ctx context.Context, commit string) {
 	}
 	log = log.With("group", hs.Group.Name)
 	a.setStatus(func(s *Status) { s.Group = hs.Group.Name })
+	a.noteGroup(hs)
 	a.obs.metrics.Host(a.cfg.Host, hs.Group.Name)
 	p, err := plan.Compute(hs, lg, a.unitDir.Path)
 	if err != nil {

@@ -46,6 +46,7 @@ const (
 // Limits on configured values.
 const (
 	MinPoll     = time.Second
+	MaxSplay    = time.Hour
 	MinMaxFetch = 1 * yamldoc.MiB
 	MaxMaxFetch = 16 * yamldoc.GiB
 	MinEtcdTTL  = 5 * time.Second
@@ -107,6 +108,11 @@ type Repo struct {
 	// SharedHead, with the etcd backend (its default there), has one elected agent
 	// poll the repository and publish its verified head in etcd for the others.
 	SharedHead bool `yaml:"sharedHead"`
+	// Splay, with the shared head, spreads the fleet's fetches of a new head: an
+	// agent whose group waits for another (after:) fetches it at a random moment
+	// within Splay of hearing of it; the hosts of the groups that go first fetch at
+	// once. 0 (the default): every agent at once.
+	Splay yamldoc.Duration `yaml:"splay"`
 }
 
 // Auth names the files that hold the credentials for the repository: an SSH key
@@ -430,6 +436,9 @@ func (r *Repo) check(k *configCheck) {
 	}
 	if r.Poll.D() < MinPoll {
 		k.fail(fmt.Sprintf("%v is below the minimum of %v", r.Poll, MinPoll), "repo", "poll")
+	}
+	if r.Splay.D() > MaxSplay {
+		k.fail(fmt.Sprintf("%v is above the maximum of %v", r.Splay, MaxSplay), "repo", "splay")
 	}
 	switch {
 	case r.MaxFetch < MinMaxFetch:

@@ -470,6 +470,35 @@ func TestMaxFetch(t *testing.T) {
 	}
 }
 
+// TestSplay: repo.splay is a duration from 0 to an hour; it is 0 when left out.
+func TestSplay(t *testing.T) {
+	for value, want := range map[string]string{
+		"":    "",
+		"0s":  "",
+		"5m":  "",
+		"1h":  "",
+		"-1s": `invalid duration "-1s": must not be negative`,
+		"2h":  "repo.splay: 2h0m0s is above the maximum of 1h0m0s",
+		"5":   `invalid duration "5"`,
+	} {
+		data := "repo:\n  url: https://git.example.com/ops/fleet.git\n"
+		if value != "" {
+			data += "  splay: " + value + "\n"
+		}
+		c, err := Parse(testFile, []byte(data), "web-01")
+		got := ""
+		if err != nil {
+			got = strings.TrimPrefix(err.Error(), "agent.yaml:3: ")
+		}
+		if !strings.HasPrefix(got, want) || (want == "") != (got == "") {
+			t.Errorf("repo.splay %q:\n got: %s\nwant: %s", value, got, want)
+		}
+		if err == nil && value == "" && c.Repo.Splay != 0 {
+			t.Errorf("repo.splay left out = %v, want 0", c.Repo.Splay)
+		}
+	}
+}
+
 func TestSystemHostName(t *testing.T) {
 	data := []byte("repo: {url: https://git.example.com/ops/fleet.git}\n")
 	long := strings.Repeat("a", 254)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -42,7 +43,12 @@ type Options struct {
 	// Candidates bounds the agents standing in the election at once;
 	// DefaultCandidates when zero. An agent stands when fewer stand.
 	Candidates int
-	Logger     *slog.Logger
+	// Splay, when set, is asked as a follower hears a new head h: it fetches h
+	// at a random moment within what Splay returns, rather than at once (0), so
+	// that a push does not start the whole fleet's fetches together
+	// (repo.splay).
+	Splay  func(h Head) time.Duration
+	Logger *slog.Logger
 }
 
 // Shared is one agent's part in sharing the head: a candidate in the election of
@@ -59,7 +65,8 @@ type Shared struct {
 	ackAt    time.Time // when a write of the head was last seen, on the monotonic clock
 	head     Head      // the head last seen
 
-	resign chan string // a reason for the lead to resign (stepDown)
+	resign  chan string // a reason for the lead to resign (stepDown)
+	splayed *time.Timer // a follower's wake to fetch a new head, pending (wakeWithin)
 }
 
 // New returns a Shared on cli; Run takes part.
@@ -87,6 +94,31 @@ func (s *Shared) Run(ctx context.Context, local func() string, wake func()) {
 	wg.Go(func() { s.campaign(ctx, wake) })
 	wg.Go(func() { s.watch(ctx, local, wake) })
 	wg.Wait()
+	s.mu.Lock()
+	if s.splayed != nil {
+		s.splayed.Stop()
+		s.splayed = nil
+	}
+	s.mu.Unlock()
+}
+
+// wakeWithin wakes the agent at a random moment within d, unless a wake is pending
+// already: it fetches whatever the branch holds then. It returns the wait, 0 when
+// one was pending.
+func (s *Shared) wakeWithin(d time.Duration, wake func()) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.splayed != nil {
+		return 0
+	}
+	after := rand.N(d) + 1
+	s.splayed = time.AfterFunc(after, func() {
+		s.mu.Lock()
+		s.splayed = nil
+		s.mu.Unlock()
+		wake()
+	})
+	return after
 }
 
 // Fetcher reports whether this agent is the elected fetcher now.

@@ -2,6 +2,7 @@ package sharedhead
 
 import (
 	"context"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -34,7 +35,7 @@ func (s *Shared) watchOnce(ctx context.Context, local func() string, wake func()
 	}
 	if len(resp.Kvs) == 1 {
 		if h, err := ParseHead(resp.Kvs[0].Value); err == nil && h.Commit != local() {
-			wake()
+			s.fetchNew(h, wake)
 		}
 	}
 	// Without a leader the member cannot tell of new writes: end the watch
@@ -67,7 +68,21 @@ func (s *Shared) headEvent(ev *clientv3.Event, local func() string, wake func(),
 	*lastBad = ""
 	s.ack(h)
 	if h.Commit != local() {
-		s.log.Info("the fleet's fetcher published a new head: fetching it", "commit", commitid.Short(h.Commit), "by", h.By)
-		wake()
+		s.fetchNew(h, wake)
 	}
+}
+
+// fetchNew wakes the agent to fetch h, a head other than its own: at once, or
+// within what Options.Splay says.
+func (s *Shared) fetchNew(h Head, wake func()) {
+	if s.o.Splay != nil {
+		if d := s.o.Splay(h); d > 0 {
+			if in := s.wakeWithin(d, wake); in > 0 {
+				s.log.Info("the fleet's fetcher published a new head: fetching it within repo.splay", "commit", commitid.Short(h.Commit), "by", h.By, "in", in.Round(time.Millisecond))
+			}
+			return
+		}
+	}
+	s.log.Info("the fleet's fetcher published a new head: fetching it", "commit", commitid.Short(h.Commit), "by", h.By)
+	wake()
 }
