@@ -126,6 +126,22 @@ func (a *agent) halt() {
 	<-a.done
 }
 
+// startThree runs agents a, b and c on c's etcd (each tweaked by tweak(i, o) when
+// it is not nil) and returns them once one of them is elected, with the fetcher.
+func startThree(t *testing.T, c *testetcd.Cluster, tweak func(i int, o *Options)) ([]*agent, *agent) {
+	t.Helper()
+	var as []*agent
+	for i, h := range []string{"a", "b", "c"} {
+		as = append(as, startAgent(t, c, h, func(o *Options) {
+			if tweak != nil {
+				tweak(i, o)
+			}
+		}))
+	}
+	waitFor(t, 15*time.Second, "one fetcher elected", func() bool { return len(fetchers(as)) == 1 })
+	return as, fetchers(as)[0]
+}
+
 // waitFor polls cond every 20ms until it holds or d passes.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -50,12 +50,7 @@ func noWake(t *testing.T, a *agent, d time.Duration, what string) {
 // differs, and confirms it to all; only the fetcher may publish, and never a rewind.
 func TestPublishReachesFollowers(t *testing.T) {
 	c := testetcd.Start(t)
-	var as []*agent
-	for _, h := range []string{"a", "b", "c"} {
-		as = append(as, startAgent(t, c, h, nil))
-	}
-	waitFor(t, 15*time.Second, "one fetcher elected", func() bool { return len(fetchers(as)) == 1 })
-	f := fetchers(as)[0]
+	as, f := startThree(t, c, nil)
 	wakeWithin(t, f, time.Second, "the fetcher is woken when elected, to poll at once")
 	var followers []*agent
 	for _, a := range as {

@@ -14,23 +14,18 @@ func TestSplay(t *testing.T) {
 	const splay = 1500 * time.Millisecond
 	c := testetcd.Start(t)
 	asked := make(chan Head, 16)
-	var as []*agent
-	for i, h := range []string{"a", "b", "c"} {
-		as = append(as, startAgent(t, c, h, func(o *Options) {
-			o.Splay = func(h Head) time.Duration {
-				if i == 0 {
-					return 0
-				}
-				asked <- h
-				return splay
+	as, f := startThree(t, c, func(i int, o *Options) {
+		o.Splay = func(h Head) time.Duration {
+			if i == 0 {
+				return 0
 			}
-		}))
-	}
+			asked <- h
+			return splay
+		}
+	})
 	for _, a := range as {
 		a.local = c1
 	}
-	waitFor(t, 15*time.Second, "one fetcher elected", func() bool { return len(fetchers(as)) == 1 })
-	f := fetchers(as)[0]
 	ctx := t.Context()
 	if err := f.Publish(ctx, c1, history); err != nil {
 		t.Fatal(err)

@@ -18,12 +18,7 @@ import (
 // over. A poll that succeeds ends the run.
 func TestFetcherFailedPolls(t *testing.T) {
 	c := testetcd.Start(t)
-	var as []*agent
-	for _, h := range []string{"a", "b", "c"} {
-		as = append(as, startAgent(t, c, h, nil))
-	}
-	waitFor(t, 15*time.Second, "one fetcher elected", func() bool { return len(fetchers(as)) == 1 })
-	f := fetchers(as)[0]
+	as, f := startThree(t, c, nil)
 	ctx := t.Context()
 	poll := func(a *agent, pollErr error) {
 		t.Helper()
