@@ -83,7 +83,7 @@ func (c *Cluster) start(m *Member) error {
 	mc := memberConfig{
 		Name: m.Name, Dir: m.dir, ClientURL: m.ClientURL, PeerURL: m.PeerURL,
 		InitialCluster: strings.Join(initial, ","), State: "new",
-		NoFsync: c.opts.NoFsync, TLS: c.opts.TLS, Log: os.Getenv(LogEnv) == "1",
+		NoFsync: c.opts.NoFsync, Pprof: c.opts.Pprof, TLS: c.opts.TLS, Log: os.Getenv(LogEnv) == "1",
 	}
 	if m.started {
 		mc.State = "existing"
@@ -202,7 +202,7 @@ type memberConfig struct {
 	ClientURL, PeerURL string
 	InitialCluster     string
 	State              string // new or existing
-	NoFsync            bool
+	NoFsync, Pprof     bool
 	TLS                *TLS
 	Log                bool
 }
@@ -237,6 +237,7 @@ func runMember(spec string) int {
 	cfg.ClusterState = mc.State
 	cfg.InitialClusterToken = "testetcd"
 	cfg.UnsafeNoFsync = mc.NoFsync
+	cfg.EnablePprof = mc.Pprof
 	if tl := mc.TLS; tl != nil {
 		cfg.ClientTLSInfo.CertFile = tl.CertFile
 		cfg.ClientTLSInfo.KeyFile = tl.KeyFile
