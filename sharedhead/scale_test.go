@@ -37,6 +37,7 @@ const (
 	scaleOnlyEnv    = "BATON_SCALE_ONLY"    // "shared": only the run with the shared head
 	scaleNoFetchEnv = "BATON_SCALE_NOFETCH" // 1: followers note a new head and do not fetch it
 	scaleProfileEnv = "BATON_SCALE_PROFILE" // a directory: CPU profiles of the push's first profileWindow
+	scaleProxiesEnv = "BATON_SCALE_PROXIES" // agents reach etcd through this many gRPC proxies (default none)
 )
 
 // scaleKnobs are BenchmarkScale's knobs.
@@ -48,6 +49,9 @@ type scaleKnobs struct {
 	// for the machine.
 	noFetch bool
 	profile string // where CPU profiles go; none when empty
+	// proxies is how many gRPC proxies (etcd grpc-proxy) the agents reach etcd
+	// through, the agents of a process through one; 0: the member directly.
+	proxies int
 }
 
 // profileWindow is how long BATON_SCALE_PROFILE profiles from the push: at
@@ -105,6 +109,7 @@ func (g *gitServer) wrap(next http.Handler) http.Handler {
 type scaleResult struct {
 	agents, procs       int
 	shared, noFetch     bool
+	proxies             []int         // the process ids of the gRPC proxies the agents reach etcd through
 	coldStart           time.Duration // from starting the agents to every one polled; with the shared head, heard the fetcher, and the git server idle
 	listingsServed      float64       // ref listings served a minute while idle
 	listingsAsked       float64       // polls the agents made a minute at their own turn while idle
@@ -139,7 +144,9 @@ type scaleResult struct {
 // BATON_SCALE_NOFETCH=1 makes followers only note the new head, which leaves
 // etcd's fan-out of it alone on the machine; BATON_SCALE_PROFILE=dir writes CPU
 // profiles of the etcd member, of each process of agents and of this process
-// (the git server) over the first profileWindow of the push, for go tool pprof.
+// (the git server) over the first profileWindow of the push, for go tool pprof;
+// BATON_SCALE_PROXIES=n puts n gRPC proxies (etcd grpc-proxy) between the agents
+// and the member, the agents of a process behind one.
 //
 //	make bench-scale   # or: BATON_SCALE_AGENTS=10000 BATON_SCALE_POLL=30s go test -run '^$' -bench Scale -benchtime 1x -timeout 60m ./sharedhead
 func BenchmarkScale(b *testing.B) {
@@ -149,6 +156,7 @@ func BenchmarkScale(b *testing.B) {
 		bound:   envDuration(scaleBoundEnv, 5*time.Minute),
 		noFetch: os.Getenv(scaleNoFetchEnv) == "1",
 		profile: os.Getenv(scaleProfileEnv),
+		proxies: envInt(scaleProxiesEnv, 0),
 	}
 	modes := []bool{false, true}
 	if os.Getenv(scaleOnlyEnv) == "shared" {
@@ -178,14 +186,19 @@ func benchScale(b *testing.B, k scaleKnobs, shared bool) scaleResult {
 	template := cloneTemplate(b, gitURL)
 
 	var etcd *testetcd.Cluster
-	var endpoints []string
+	var endpoints, via []string
 	if shared {
 		etcd = testetcd.StartWith(b, testetcd.Options{NoFsync: true, Pprof: k.profile != ""})
 		endpoints = etcd.Endpoints()
+		for range k.proxies {
+			p := etcd.StartGRPCProxy(b)
+			r.proxies = append(r.proxies, p.Pid())
+			via = append(via, p.Endpoint)
+		}
 	}
 	started := time.Now()
 	procs := startSimProcs(b, simConfig{Count: n, GitURL: gitURL, Template: template, Start: start,
-		Dir: b.TempDir(), Endpoints: endpoints, Poll: poll, TTL: scaleTTL, NoFetch: r.noFetch}, agentsPerProcess)
+		Dir: b.TempDir(), Endpoints: endpoints, Poll: poll, TTL: scaleTTL, NoFetch: r.noFetch}, agentsPerProcess, via)
 	r.procs = len(procs)
 	for i, s := range askAll[simSettled](b, procs, "settle 30m") {
 		if want := procs[i].count; s.Settled != want {
@@ -258,7 +271,7 @@ func (r *scaleResult) measurePush(b *testing.B, repo *testgit.Repo, git *gitServ
 	if k.profile != "" {
 		profiled = startProfiles(b, k.profile, r.name(), procs, etcd)
 	}
-	cpu0 := readCPU(b, procs, etcd)
+	cpu0 := r.readCPU(b, procs, etcd)
 	start := time.Now()
 	if etcd != nil {
 		if err := RequestSync(b.Context(), cli, "/baton", "main", Sync{By: "bench"}); err != nil {
@@ -276,7 +289,7 @@ func (r *scaleResult) measurePush(b *testing.B, repo *testgit.Repo, git *gitServ
 		lastKnew, lastFetched = max(lastKnew, p.LastKnew), max(lastFetched, p.LastFetched)
 	}
 	took := time.Since(start)
-	r.cpu = readCPU(b, procs, etcd).sub(cpu0)
+	r.cpu = r.readCPU(b, procs, etcd).sub(cpu0)
 	if profiled != nil {
 		profiled()
 	}
@@ -301,6 +314,9 @@ func (r scaleResult) name() string {
 	}
 	if r.noFetch {
 		mode += "-nofetch"
+	}
+	if len(r.proxies) > 0 {
+		mode += fmt.Sprintf("-proxies%d", len(r.proxies))
 	}
 	return fmt.Sprintf("scale-%d-%s", r.agents, mode)
 }
@@ -337,8 +353,16 @@ func printScale(w io.Writer, poll time.Duration, rs []scaleResult) {
 	if len(rs) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n%d simulated agents in %d processes, poll %v; one etcd member; one git http-backend serving %d at once\n",
-		rs[0].agents, rs[0].procs, poll, gitServerSlots)
+	etcd := "one etcd member"
+	switch n := len(rs[len(rs)-1].proxies); n {
+	case 0:
+	case 1:
+		etcd += " behind a gRPC proxy"
+	default:
+		etcd += fmt.Sprintf(" behind %d gRPC proxies", n)
+	}
+	fmt.Fprintf(w, "\n%d simulated agents in %d processes, poll %v; %s; one git http-backend serving %d at once\n",
+		rs[0].agents, rs[0].procs, poll, etcd, gitServerSlots)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(what string, f func(r scaleResult) string) {
 		fmt.Fprint(tw, what)
@@ -404,7 +428,11 @@ func printScale(w io.Writer, poll time.Duration, rs []scaleResult) {
 	})
 	row("CPU for the push: etcd / agents / git server", func(r scaleResult) string {
 		s := func(d time.Duration) string { return fmt.Sprintf("%.1fs", d.Seconds()) }
-		return s(r.cpu.etcd) + " / " + s(r.cpu.agents) + " / " + s(r.cpu.git)
+		etcd := s(r.cpu.etcd)
+		if len(r.proxies) > 0 {
+			etcd += fmt.Sprintf(" + %d proxies %s", len(r.proxies), s(r.cpu.proxies))
+		}
+		return etcd + " / " + s(r.cpu.agents) + " / " + s(r.cpu.git)
 	})
 	row("per agent: heap / process RSS", func(r scaleResult) string { return fmt.Sprintf("%.0f / %.0f KiB", r.heap, r.rss) })
 	row("open files in a process of agents", func(r scaleResult) string { return strconv.Itoa(r.fds) })
@@ -441,13 +469,18 @@ type simProc struct {
 }
 
 // startSimProcs splits cfg's agents over processes of up to perProcess and returns
-// once each has started its agents. They end when the test ends.
-func startSimProcs(t testing.TB, cfg simConfig, perProcess int) []*simProc {
+// once each has started its agents. They end when the test ends. The agents of the
+// i-th process reach etcd at via[i mod len(via)] alone, a gRPC proxy; at
+// cfg.Endpoints when via is empty.
+func startSimProcs(t testing.TB, cfg simConfig, perProcess int, via []string) []*simProc {
 	t.Helper()
 	var procs []*simProc
 	for first := 0; first < cfg.Count; first += perProcess {
 		c := cfg
 		c.First, c.Count = first, min(perProcess, cfg.Count-first)
+		if len(via) > 0 {
+			c.Endpoints = []string{via[len(procs)%len(via)]}
+		}
 		procs = append(procs, startSimProc(t, c))
 	}
 	var wg sync.WaitGroup
@@ -662,22 +695,26 @@ func fetchProfile(endpoint string, d time.Duration, file string) error {
 
 // cpuUse is the CPU time (user and system) the bench's processes used.
 type cpuUse struct {
-	etcd   time.Duration // the etcd member
-	agents time.Duration // the processes of simulated agents
-	git    time.Duration // this process, which serves git, and the git processes it ran
+	etcd    time.Duration // the etcd member
+	proxies time.Duration // its gRPC proxies
+	agents  time.Duration // the processes of simulated agents
+	git     time.Duration // this process, which serves git, and the git processes it ran
 }
 
 func (c cpuUse) sub(o cpuUse) cpuUse {
-	return cpuUse{etcd: c.etcd - o.etcd, agents: c.agents - o.agents, git: c.git - o.git}
+	return cpuUse{etcd: c.etcd - o.etcd, proxies: c.proxies - o.proxies, agents: c.agents - o.agents, git: c.git - o.git}
 }
 
-// readCPU reads the CPU time used so far: etcd's from its metrics, the agents'
-// from /proc, this process's and its reaped children's (the git server's git
-// processes) from getrusage.
-func readCPU(t testing.TB, procs []*simProc, etcd *testetcd.Cluster) cpuUse {
+// readCPU reads the CPU time used so far: etcd's from its metrics, the proxies'
+// and the agents' from /proc, this process's and its reaped children's (the git
+// server's git processes) from getrusage.
+func (r *scaleResult) readCPU(t testing.TB, procs []*simProc, etcd *testetcd.Cluster) cpuUse {
 	var c cpuUse
 	if etcd != nil {
 		c.etcd = time.Duration(scrapeEtcd(t, etcd)["process_cpu_seconds_total"] * float64(time.Second))
+	}
+	for _, pid := range r.proxies {
+		c.proxies += procCPU(pid)
 	}
 	for _, p := range procs {
 		c.agents += procCPU(p.cmd.Process.Pid)
