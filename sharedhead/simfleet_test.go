@@ -413,7 +413,10 @@ func (f *simFleet) reach(commit string, timeout time.Duration) simReach {
 		if f.reached(r) || time.Now().After(deadline) {
 			return r
 		}
-		time.Sleep(10 * time.Millisecond)
+		// Each agent keeps its own times: the look only decides when to
+		// answer. Not more often, for it takes each agent's lock and the
+		// process's CPU, which its agents need during the push.
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
