@@ -38,6 +38,7 @@ const (
 	scaleNoFetchEnv = "BATON_SCALE_NOFETCH" // 1: followers note a new head and do not fetch it
 	scaleProfileEnv = "BATON_SCALE_PROFILE" // a directory: CPU profiles of the push's first profileWindow
 	scaleProxiesEnv = "BATON_SCALE_PROXIES" // agents reach etcd through this many gRPC proxies (default none)
+	scaleSpreadEnv  = "BATON_SCALE_SPREAD"  // followers fetch a new head after a random delay under this (default 0: at once)
 )
 
 // scaleKnobs are BenchmarkScale's knobs.
@@ -52,6 +53,9 @@ type scaleKnobs struct {
 	// proxies is how many gRPC proxies (etcd grpc-proxy) the agents reach etcd
 	// through, the agents of a process through one; 0: the member directly.
 	proxies int
+	// spread: followers fetch a new head after a random delay under it, a
+	// prototype of a change to the agent (simConfig.FetchSpread).
+	spread time.Duration
 }
 
 // profileWindow is how long BATON_SCALE_PROFILE profiles from the push: at
@@ -110,6 +114,7 @@ type scaleResult struct {
 	agents, procs       int
 	shared, noFetch     bool
 	proxies             []int         // the process ids of the gRPC proxies the agents reach etcd through
+	spread              time.Duration // followers fetched a new head within it of hearing (BATON_SCALE_SPREAD)
 	coldStart           time.Duration // from starting the agents to every one polled; with the shared head, heard the fetcher, and the git server idle
 	listingsServed      float64       // ref listings served a minute while idle
 	listingsAsked       float64       // polls the agents made a minute at their own turn while idle
@@ -146,7 +151,8 @@ type scaleResult struct {
 // profiles of the etcd member, of each process of agents and of this process
 // (the git server) over the first profileWindow of the push, for go tool pprof;
 // BATON_SCALE_PROXIES=n puts n gRPC proxies (etcd grpc-proxy) between the agents
-// and the member, the agents of a process behind one.
+// and the member, the agents of a process behind one; BATON_SCALE_SPREAD=d has
+// each follower fetch a new head after a random delay under d, not at once.
 //
 //	make bench-scale   # or: BATON_SCALE_AGENTS=10000 BATON_SCALE_POLL=30s go test -run '^$' -bench Scale -benchtime 1x -timeout 60m ./sharedhead
 func BenchmarkScale(b *testing.B) {
@@ -157,6 +163,7 @@ func BenchmarkScale(b *testing.B) {
 		noFetch: os.Getenv(scaleNoFetchEnv) == "1",
 		profile: os.Getenv(scaleProfileEnv),
 		proxies: envInt(scaleProxiesEnv, 0),
+		spread:  envDuration(scaleSpreadEnv, 0),
 	}
 	modes := []bool{false, true}
 	if os.Getenv(scaleOnlyEnv) == "shared" {
@@ -177,7 +184,7 @@ func BenchmarkScale(b *testing.B) {
 
 func benchScale(b *testing.B, k scaleKnobs, shared bool) scaleResult {
 	n, poll := k.agents, k.poll
-	r := scaleResult{agents: n, shared: shared, noFetch: shared && k.noFetch}
+	r := scaleResult{agents: n, shared: shared, noFetch: shared && k.noFetch, spread: k.spread}
 	repo := testgit.NewRepo(b)
 	repo.WriteFile("fleet.yaml", "apiVersion: baton/v1\n")
 	start := repo.Commit("first")
@@ -198,7 +205,8 @@ func benchScale(b *testing.B, k scaleKnobs, shared bool) scaleResult {
 	}
 	started := time.Now()
 	procs := startSimProcs(b, simConfig{Count: n, GitURL: gitURL, Template: template, Start: start,
-		Dir: b.TempDir(), Endpoints: endpoints, Poll: poll, TTL: scaleTTL, NoFetch: r.noFetch}, agentsPerProcess, via)
+		Dir: b.TempDir(), Endpoints: endpoints, Poll: poll, TTL: scaleTTL,
+		NoFetch: r.noFetch, FetchSpread: k.spread}, agentsPerProcess, via)
 	r.procs = len(procs)
 	for i, s := range askAll[simSettled](b, procs, "settle 30m") {
 		if want := procs[i].count; s.Settled != want {
@@ -318,6 +326,9 @@ func (r scaleResult) name() string {
 	if len(r.proxies) > 0 {
 		mode += fmt.Sprintf("-proxies%d", len(r.proxies))
 	}
+	if r.spread > 0 {
+		mode += "-spread" + r.spread.String()
+	}
 	return fmt.Sprintf("scale-%d-%s", r.agents, mode)
 }
 
@@ -363,6 +374,9 @@ func printScale(w io.Writer, poll time.Duration, rs []scaleResult) {
 	}
 	fmt.Fprintf(w, "\n%d simulated agents in %d processes, poll %v; %s; one git http-backend serving %d at once\n",
 		rs[0].agents, rs[0].procs, poll, etcd, gitServerSlots)
+	if d := rs[0].spread; d > 0 {
+		fmt.Fprintf(w, "followers fetch a new head after a random delay under %v (%s)\n", d, scaleSpreadEnv)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(what string, f func(r scaleResult) string) {
 		fmt.Fprint(tw, what)

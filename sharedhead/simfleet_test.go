@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -90,6 +91,10 @@ type simConfig struct {
 	// NoFetch: a follower only notes that it heard of a new head, and does not
 	// fetch it (BenchmarkScale's BATON_SCALE_NOFETCH: etcd's fan-out alone).
 	NoFetch bool
+	// FetchSpread prototypes a change to how a follower reacts to a new head:
+	// it fetches after a random delay under FetchSpread, not at once, so that the
+	// fleet's fetches do not all start together (BATON_SCALE_SPREAD).
+	FetchSpread time.Duration
 }
 
 // simAgent is an agent without systemd: the real gitsync and, with the shared
@@ -108,6 +113,7 @@ type simAgent struct {
 	poll  time.Duration
 	// noFetch: as a follower, it notes a new head and is not woken (simConfig.NoFetch).
 	noFetch bool
+	spread  time.Duration // as a follower, it is woken this long at most after a new head (simConfig.FetchSpread)
 
 	polls    atomic.Int64 // the polls it finished, each a ref listing
 	ownPolls atomic.Int64 // of them, those of its own turn (not woken)
@@ -124,9 +130,20 @@ func (s *simAgent) signal() {
 	if h, _ := s.sh.Head(); h.Commit != "" {
 		s.learn(h.Commit, true)
 	}
-	if s.noFetch && !s.sh.Fetcher() {
-		return
+	if !s.sh.Fetcher() {
+		switch {
+		case s.noFetch:
+			return
+		case s.spread > 0:
+			time.AfterFunc(rand.N(s.spread), s.poke)
+			return
+		}
 	}
+	s.poke()
+}
+
+// poke wakes the agent's loop to poll.
+func (s *simAgent) poke() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -259,7 +276,8 @@ func (f *simFleet) newAgent(host string) (*simAgent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &simAgent{git: g, start: f.cfg.Start, wake: make(chan struct{}, 1), poll: f.cfg.Poll, noFetch: f.cfg.NoFetch}
+	a := &simAgent{git: g, start: f.cfg.Start, wake: make(chan struct{}, 1), poll: f.cfg.Poll,
+		noFetch: f.cfg.NoFetch, spread: f.cfg.FetchSpread}
 	if len(f.cfg.Endpoints) == 0 {
 		return a, nil
 	}
