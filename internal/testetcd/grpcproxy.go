@@ -14,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/proxy/grpcproxy"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 )
 
@@ -73,7 +74,11 @@ func runGRPCProxy(spec string) int {
 		fmt.Fprintln(os.Stderr, "testetcd gRPC proxy:", err)
 		return 1
 	}
-	srv := newGRPCProxyServer(cli, "http://"+pc.Listen)
+	lg := zap.NewNop()
+	if os.Getenv(LogEnv) == "1" { // to stderr: stdout is read for "ready"
+		lg = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.Lock(os.Stderr), zap.DebugLevel))
+	}
+	srv := newGRPCProxyServer(lg, cli, "http://"+pc.Listen)
 	go srv.Serve(ln)
 	defer srv.Stop()
 	fmt.Println("ready")
@@ -83,8 +88,7 @@ func runGRPCProxy(spec string) int {
 
 // newGRPCProxyServer serves what etcd grpc-proxy start serves a client of the key
 // space, with its defaults: no namespace, no cache of leases, no TLS.
-func newGRPCProxyServer(cli *clientv3.Client, advertise string) *grpc.Server {
-	lg := zap.NewNop()
+func newGRPCProxyServer(lg *zap.Logger, cli *clientv3.Client, advertise string) *grpc.Server {
 	kv, _ := grpcproxy.NewKvProxy(cli)
 	watch, _ := grpcproxy.NewWatchProxy(cli.Ctx(), lg, cli)
 	cluster, _ := grpcproxy.NewClusterProxy(lg, cli, advertise, "")

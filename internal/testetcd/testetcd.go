@@ -15,8 +15,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// LogEnv names an environment variable: set to 1, the members log to stderr (they are
-// silent otherwise).
+// LogEnv names an environment variable: set to 1, the members and the gRPC proxies log
+// to stderr (they are silent otherwise).
 const LogEnv = "BATON_TESTETCD_LOG"
 
 // readyTimeout bounds how long a member may take to start and join its cluster, and
