@@ -2,13 +2,17 @@ package sharedhead
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,10 +31,37 @@ import (
 
 // The knobs of BenchmarkScale, from the environment.
 const (
-	scaleAgentsEnv = "BATON_SCALE_AGENTS" // simulated agents (default 100)
-	scalePollEnv   = "BATON_SCALE_POLL"   // their repo.poll (default 2s)
-	scaleBoundEnv  = "BATON_SCALE_BOUND"  // how long a push may take to reach them all (default 5m)
+	scaleAgentsEnv  = "BATON_SCALE_AGENTS"  // simulated agents (default 100)
+	scalePollEnv    = "BATON_SCALE_POLL"    // their repo.poll (default 2s)
+	scaleBoundEnv   = "BATON_SCALE_BOUND"   // how long a push may take to reach them all (default 5m)
+	scaleOnlyEnv    = "BATON_SCALE_ONLY"    // "shared": only the run with the shared head
+	scaleNoFetchEnv = "BATON_SCALE_NOFETCH" // 1: followers note a new head and do not fetch it
+	scaleProfileEnv = "BATON_SCALE_PROFILE" // a directory: CPU profiles of the push's first profileWindow
+	scaleProxiesEnv = "BATON_SCALE_PROXIES" // agents reach etcd through this many gRPC proxies (default none)
+	scaleSpreadEnv  = "BATON_SCALE_SPREAD"  // followers fetch a new head after a random delay under this (default 0: at once)
 )
+
+// scaleKnobs are BenchmarkScale's knobs.
+type scaleKnobs struct {
+	agents      int
+	poll, bound time.Duration
+	// noFetch: followers only note that they heard of the pushed commit, so that
+	// the push measures etcd's fan-out alone, without 10,000 fetches competing
+	// for the machine.
+	noFetch bool
+	profile string // where CPU profiles go; none when empty
+	// proxies is how many gRPC proxies (etcd grpc-proxy) the agents reach etcd
+	// through, the agents of a process through one; 0: the member directly.
+	proxies int
+	// spread: followers fetch a new head after a random delay under it, a
+	// prototype of a change to the agent (simConfig.FetchSpread).
+	spread time.Duration
+}
+
+// profileWindow is how long BATON_SCALE_PROFILE profiles from the push: at
+// 10,000 agents on a 2-core machine, the fan-out of the head and the start of
+// the fetches.
+const profileWindow = 10 * time.Second
 
 // agentsPerProcess is how many simulated agents one child process runs: each has
 // a connection to etcd and one to the git server, so 10,000 in one process would
@@ -81,7 +112,9 @@ func (g *gitServer) wrap(next http.Handler) http.Handler {
 // scaleResult is one run of benchScale.
 type scaleResult struct {
 	agents, procs       int
-	shared              bool
+	shared, noFetch     bool
+	proxies             []int         // the process ids of the gRPC proxies the agents reach etcd through
+	spread              time.Duration // followers fetched a new head within it of hearing (BATON_SCALE_SPREAD)
 	coldStart           time.Duration // from starting the agents to every one polled; with the shared head, heard the fetcher, and the git server idle
 	listingsServed      float64       // ref listings served a minute while idle
 	listingsAsked       float64       // polls the agents made a minute at their own turn while idle
@@ -90,7 +123,9 @@ type scaleResult struct {
 	polled, pollEnded   time.Duration // from the push to the fetcher's poll beginning, and ending
 	published           time.Duration // from the push to the fetcher's publishing it
 	knewAll, fetchedAll time.Duration
+	heard               [3]time.Duration // from the push to the first, the median and the 99th percentile follower told by the published head
 	knew, fetched       int
+	cpu                 cpuUse  // used from the push to the end
 	fetches             int64   // fetches (git-upload-pack) from the push to the end
 	etcdIdle, etcdPush  float64 // etcd requests a second (gRPC messages received)
 	etcdSent            float64 // messages etcd sent from the push to the end (watch events mostly)
@@ -106,28 +141,50 @@ type scaleResult struct {
 // prints side by side: git ref listings a minute while idle, the time from a push
 // to every agent knowing the commit and to every agent having fetched it, the
 // fetches it cost, etcd requests a second and etcd's resident memory, and the
-// memory of a simulated agent. See simAgent for what a simulated agent is.
+// memory of a simulated agent, and the CPU time etcd, the agents and the git
+// server used for the push. See simAgent for what a simulated agent is.
+//
+// Knobs beside the size (see the consts above): BATON_SCALE_ONLY=shared skips
+// the run where each agent polls (at 10,000 agents it takes some 15 minutes);
+// BATON_SCALE_NOFETCH=1 makes followers only note the new head, which leaves
+// etcd's fan-out of it alone on the machine; BATON_SCALE_PROFILE=dir writes CPU
+// profiles of the etcd member, of each process of agents and of this process
+// (the git server) over the first profileWindow of the push, for go tool pprof;
+// BATON_SCALE_PROXIES=n puts n gRPC proxies (etcd grpc-proxy) between the agents
+// and the member, the agents of a process behind one; BATON_SCALE_SPREAD=d has
+// each follower fetch a new head after a random delay under d, not at once.
 //
 //	make bench-scale   # or: BATON_SCALE_AGENTS=10000 BATON_SCALE_POLL=30s go test -run '^$' -bench Scale -benchtime 1x -timeout 60m ./sharedhead
 func BenchmarkScale(b *testing.B) {
-	n := envInt(scaleAgentsEnv, 100)
-	poll := envDuration(scalePollEnv, 2*time.Second)
-	bound := envDuration(scaleBoundEnv, 5*time.Minute)
+	k := scaleKnobs{
+		agents:  envInt(scaleAgentsEnv, 100),
+		poll:    envDuration(scalePollEnv, 2*time.Second),
+		bound:   envDuration(scaleBoundEnv, 5*time.Minute),
+		noFetch: os.Getenv(scaleNoFetchEnv) == "1",
+		profile: os.Getenv(scaleProfileEnv),
+		proxies: envInt(scaleProxiesEnv, 0),
+		spread:  envDuration(scaleSpreadEnv, 0),
+	}
+	modes := []bool{false, true}
+	if os.Getenv(scaleOnlyEnv) == "shared" {
+		modes = []bool{true}
+	}
 	var results []scaleResult
-	for _, shared := range []bool{false, true} {
-		b.Run(fmt.Sprintf("agents=%d/shared=%v", n, shared), func(b *testing.B) {
+	for _, shared := range modes {
+		b.Run(fmt.Sprintf("agents=%d/shared=%v", k.agents, shared), func(b *testing.B) {
 			for b.Loop() {
-				r := benchScale(b, n, shared, poll, bound)
+				r := benchScale(b, k, shared)
 				r.report(b)
 				results = append(results, r)
 			}
 		})
 	}
-	printScale(os.Stdout, poll, results)
+	printScale(os.Stdout, k.poll, results)
 }
 
-func benchScale(b *testing.B, n int, shared bool, poll, bound time.Duration) scaleResult {
-	r := scaleResult{agents: n, shared: shared}
+func benchScale(b *testing.B, k scaleKnobs, shared bool) scaleResult {
+	n, poll := k.agents, k.poll
+	r := scaleResult{agents: n, shared: shared, noFetch: shared && k.noFetch, spread: k.spread}
 	repo := testgit.NewRepo(b)
 	repo.WriteFile("fleet.yaml", "apiVersion: baton/v1\n")
 	start := repo.Commit("first")
@@ -136,14 +193,20 @@ func benchScale(b *testing.B, n int, shared bool, poll, bound time.Duration) sca
 	template := cloneTemplate(b, gitURL)
 
 	var etcd *testetcd.Cluster
-	var endpoints []string
+	var endpoints, via []string
 	if shared {
-		etcd = testetcd.StartWith(b, testetcd.Options{NoFsync: true})
+		etcd = testetcd.StartWith(b, testetcd.Options{NoFsync: true, Pprof: k.profile != ""})
 		endpoints = etcd.Endpoints()
+		for range k.proxies {
+			p := etcd.StartGRPCProxy(b)
+			r.proxies = append(r.proxies, p.Pid())
+			via = append(via, p.Endpoint)
+		}
 	}
 	started := time.Now()
 	procs := startSimProcs(b, simConfig{Count: n, GitURL: gitURL, Template: template, Start: start,
-		Dir: b.TempDir(), Endpoints: endpoints, Poll: poll, TTL: scaleTTL}, agentsPerProcess)
+		Dir: b.TempDir(), Endpoints: endpoints, Poll: poll, TTL: scaleTTL,
+		NoFetch: r.noFetch, FetchSpread: k.spread}, agentsPerProcess, via)
 	r.procs = len(procs)
 	for i, s := range askAll[simSettled](b, procs, "settle 30m") {
 		if want := procs[i].count; s.Settled != want {
@@ -168,7 +231,7 @@ func benchScale(b *testing.B, n int, shared bool, poll, bound time.Duration) sca
 	}
 
 	r.measureIdle(b, git, procs, etcd, max(20*time.Second, 3*poll))
-	r.measurePush(b, repo, git, procs, etcd, bound)
+	r.measurePush(b, repo, git, procs, etcd, k)
 	if etcd != nil {
 		m := scrapeEtcd(b, etcd)
 		r.etcdRSS, r.etcdWatchers = m["process_resident_memory_bytes"]/(1<<20), m["etcd_debugging_mvcc_watcher_total"]
@@ -202,8 +265,9 @@ func (r *scaleResult) measureIdle(b *testing.B, git *gitServer, procs []*simProc
 }
 
 // measurePush pushes a commit, asks for a sync as a webhook delivery does (with the
-// shared head), and waits up to bound for every agent to fetch it.
-func (r *scaleResult) measurePush(b *testing.B, repo *testgit.Repo, git *gitServer, procs []*simProc, etcd *testetcd.Cluster, bound time.Duration) {
+// shared head), and waits up to k.bound for every agent to fetch it (with
+// k.noFetch, to know of it).
+func (r *scaleResult) measurePush(b *testing.B, repo *testgit.Repo, git *gitServer, procs []*simProc, etcd *testetcd.Cluster, k scaleKnobs) {
 	var cli *clientv3.Client
 	if etcd != nil {
 		cli = etcd.Client(b)
@@ -211,6 +275,11 @@ func (r *scaleResult) measurePush(b *testing.B, repo *testgit.Repo, git *gitServ
 	repo.WriteFile("fleet.yaml", "apiVersion: baton/v1\nfreeze: false\n")
 	pushed := repo.Commit("second")
 	fetches0, etcd0, sent0 := git.fetches.Load(), etcdRequests(b, etcd), etcdSent(b, etcd)
+	var profiled func()
+	if k.profile != "" {
+		profiled = startProfiles(b, k.profile, r.name(), procs, etcd)
+	}
+	cpu0 := r.readCPU(b, procs, etcd)
 	start := time.Now()
 	if etcd != nil {
 		if err := RequestSync(b.Context(), cli, "/baton", "main", Sync{By: "bench"}); err != nil {
@@ -219,13 +288,22 @@ func (r *scaleResult) measurePush(b *testing.B, repo *testgit.Repo, git *gitServ
 		r.syncAsked = time.Since(start)
 	}
 	var published, polled, pollEnded, lastKnew, lastFetched int64
-	for _, p := range askAll[simReach](b, procs, "reach "+pushed+" "+bound.String()) {
+	var heardAt []int64
+	for _, p := range askAll[simReach](b, procs, "reach "+pushed+" "+k.bound.String()) {
+		heardAt = append(heardAt, p.HeardAt...)
 		r.knew += p.Knew
 		r.fetched += p.Fetched
 		published, polled, pollEnded = max(published, p.Published), max(polled, p.PollBegan), max(pollEnded, p.PollEnded)
 		lastKnew, lastFetched = max(lastKnew, p.LastKnew), max(lastFetched, p.LastFetched)
 	}
 	took := time.Since(start)
+	r.cpu = r.readCPU(b, procs, etcd).sub(cpu0)
+	if profiled != nil {
+		profiled()
+	}
+	for i, q := range []float64{0, 0.5, 0.99} {
+		r.heard[i] = quantile(heardAt, q, start)
+	}
 	if published != 0 {
 		r.published, r.polled, r.pollEnded = time.Unix(0, published).Sub(start), time.Unix(0, polled).Sub(start), time.Unix(0, pollEnded).Sub(start)
 	}
@@ -234,6 +312,34 @@ func (r *scaleResult) measurePush(b *testing.B, repo *testgit.Repo, git *gitServ
 	r.fetches = git.fetches.Load() - fetches0
 	r.etcdPush = (etcdRequests(b, etcd) - etcd0) / took.Seconds()
 	r.etcdSent = etcdSent(b, etcd) - sent0
+}
+
+// name is the run's in the files it writes: its size and its mode.
+func (r scaleResult) name() string {
+	mode := "polls"
+	if r.shared {
+		mode = "shared"
+	}
+	if r.noFetch {
+		mode += "-nofetch"
+	}
+	if len(r.proxies) > 0 {
+		mode += fmt.Sprintf("-proxies%d", len(r.proxies))
+	}
+	if r.spread > 0 {
+		mode += "-spread" + r.spread.String()
+	}
+	return fmt.Sprintf("scale-%d-%s", r.agents, mode)
+}
+
+// quantile is when the q-quantile of the times at (Unix nanoseconds) came after
+// start; 0 for none. It sorts at.
+func quantile(at []int64, q float64, start time.Time) time.Duration {
+	if len(at) == 0 {
+		return 0
+	}
+	slices.Sort(at)
+	return time.Unix(0, at[int(q*float64(len(at)-1))]).Sub(start)
 }
 
 func (r scaleResult) report(b *testing.B) {
@@ -258,8 +364,19 @@ func printScale(w io.Writer, poll time.Duration, rs []scaleResult) {
 	if len(rs) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n%d simulated agents in %d processes, poll %v; one etcd member; one git http-backend serving %d at once\n",
-		rs[0].agents, rs[0].procs, poll, gitServerSlots)
+	etcd := "one etcd member"
+	switch n := len(rs[len(rs)-1].proxies); n {
+	case 0:
+	case 1:
+		etcd += " behind a gRPC proxy"
+	default:
+		etcd += fmt.Sprintf(" behind %d gRPC proxies", n)
+	}
+	fmt.Fprintf(w, "\n%d simulated agents in %d processes, poll %v; %s; one git http-backend serving %d at once\n",
+		rs[0].agents, rs[0].procs, poll, etcd, gitServerSlots)
+	if d := rs[0].spread; d > 0 {
+		fmt.Fprintf(w, "followers fetch a new head after a random delay under %v (%s)\n", d, scaleSpreadEnv)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(what string, f func(r scaleResult) string) {
 		fmt.Fprint(tw, what)
@@ -291,7 +408,19 @@ func printScale(w io.Writer, poll time.Duration, rs []scaleResult) {
 		return fmt.Sprintf("%v / %v / %v / %v", ms(r.syncAsked), ms(r.polled), ms(r.pollEnded), ms(r.published))
 	})
 	row("push -> every agent knows the commit", func(r scaleResult) string { return reached(r.knew, r.agents, r.knewAll) })
-	row("push -> every agent fetched it", func(r scaleResult) string { return reached(r.fetched, r.agents, r.fetchedAll) })
+	row("  followers told by the head: the first / half / 99%", func(r scaleResult) string {
+		if !r.shared {
+			return "-"
+		}
+		ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+		return fmt.Sprintf("%v / %v / %v", ms(r.heard[0]), ms(r.heard[1]), ms(r.heard[2]))
+	})
+	row("push -> every agent fetched it", func(r scaleResult) string {
+		if r.noFetch {
+			return "- (followers do not fetch: " + scaleNoFetchEnv + ")"
+		}
+		return reached(r.fetched, r.agents, r.fetchedAll)
+	})
 	row("git fetches for the push", func(r scaleResult) string { return strconv.FormatInt(r.fetches, 10) })
 	row("etcd requests a second, idle / push", func(r scaleResult) string {
 		if !r.shared {
@@ -310,6 +439,14 @@ func printScale(w io.Writer, poll time.Duration, rs []scaleResult) {
 			return "-"
 		}
 		return fmt.Sprintf("%.0f MiB, %.0f", r.etcdRSS, r.etcdWatchers)
+	})
+	row("CPU for the push: etcd / agents / git server", func(r scaleResult) string {
+		s := func(d time.Duration) string { return fmt.Sprintf("%.1fs", d.Seconds()) }
+		etcd := s(r.cpu.etcd)
+		if len(r.proxies) > 0 {
+			etcd += fmt.Sprintf(" + %d proxies %s", len(r.proxies), s(r.cpu.proxies))
+		}
+		return etcd + " / " + s(r.cpu.agents) + " / " + s(r.cpu.git)
 	})
 	row("per agent: heap / process RSS", func(r scaleResult) string { return fmt.Sprintf("%.0f / %.0f KiB", r.heap, r.rss) })
 	row("open files in a process of agents", func(r scaleResult) string { return strconv.Itoa(r.fds) })
@@ -346,13 +483,18 @@ type simProc struct {
 }
 
 // startSimProcs splits cfg's agents over processes of up to perProcess and returns
-// once each has started its agents. They end when the test ends.
-func startSimProcs(t testing.TB, cfg simConfig, perProcess int) []*simProc {
+// once each has started its agents. They end when the test ends. The agents of the
+// i-th process reach etcd at via[i mod len(via)] alone, a gRPC proxy; at
+// cfg.Endpoints when via is empty.
+func startSimProcs(t testing.TB, cfg simConfig, perProcess int, via []string) []*simProc {
 	t.Helper()
 	var procs []*simProc
 	for first := 0; first < cfg.Count; first += perProcess {
 		c := cfg
 		c.First, c.Count = first, min(perProcess, cfg.Count-first)
+		if len(via) > 0 {
+			c.Endpoints = []string{via[len(procs)%len(via)]}
+		}
 		procs = append(procs, startSimProc(t, c))
 	}
 	var wg sync.WaitGroup
@@ -498,6 +640,123 @@ func scrapeEtcd(t testing.TB, c *testetcd.Cluster) map[string]float64 {
 		}
 	}
 	return m
+}
+
+// startProfiles starts CPU profiles over profileWindow, written to dir as
+// <name>-etcd.pprof (the member, from its pprof endpoint), <name>-agents<i>.pprof
+// (each process of agents) and <name>-git.pprof (this process: the git server).
+// The func it returns waits until they are all written.
+func startProfiles(b *testing.B, dir, name string, procs []*simProc, etcd *testetcd.Cluster) (wait func()) {
+	b.Helper()
+	file := func(what string) string { return filepath.Join(dir, name+"-"+what+".pprof") }
+	var etcdErr error
+	var wg sync.WaitGroup
+	if etcd != nil {
+		wg.Go(func() { etcdErr = fetchProfile(etcd.Endpoints()[0], profileWindow, file("etcd")) })
+	}
+	for i, p := range procs {
+		var reply simProfile
+		err := p.ask(fmt.Sprintf("profile %s %v", file(fmt.Sprintf("agents%d", i)), profileWindow), &reply)
+		if err == nil && reply.Err != "" {
+			err = errors.New(reply.Err)
+		}
+		if err != nil {
+			b.Fatalf("profile process %d of simulated agents: %v", i, err)
+		}
+	}
+	out, err := os.Create(file("git"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		b.Fatal(err)
+	}
+	wg.Go(func() {
+		time.Sleep(profileWindow)
+		pprof.StopCPUProfile()
+		out.Close()
+	})
+	return func() {
+		askAll[simProfile](b, procs, "profiled")
+		wg.Wait()
+		if etcdErr != nil {
+			b.Fatalf("profile etcd: %v", etcdErr)
+		}
+	}
+}
+
+// fetchProfile writes the CPU profile of the next d of the etcd member at
+// endpoint to file.
+func fetchProfile(endpoint string, d time.Duration, file string) error {
+	resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", endpoint, int(d.Seconds())))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	out, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// cpuUse is the CPU time (user and system) the bench's processes used.
+type cpuUse struct {
+	etcd    time.Duration // the etcd member
+	proxies time.Duration // its gRPC proxies
+	agents  time.Duration // the processes of simulated agents
+	git     time.Duration // this process, which serves git, and the git processes it ran
+}
+
+func (c cpuUse) sub(o cpuUse) cpuUse {
+	return cpuUse{etcd: c.etcd - o.etcd, proxies: c.proxies - o.proxies, agents: c.agents - o.agents, git: c.git - o.git}
+}
+
+// readCPU reads the CPU time used so far: etcd's from its metrics, the proxies'
+// and the agents' from /proc, this process's and its reaped children's (the git
+// server's git processes) from getrusage.
+func (r *scaleResult) readCPU(t testing.TB, procs []*simProc, etcd *testetcd.Cluster) cpuUse {
+	var c cpuUse
+	if etcd != nil {
+		c.etcd = time.Duration(scrapeEtcd(t, etcd)["process_cpu_seconds_total"] * float64(time.Second))
+	}
+	for _, pid := range r.proxies {
+		c.proxies += procCPU(pid)
+	}
+	for _, p := range procs {
+		c.agents += procCPU(p.cmd.Process.Pid)
+	}
+	for _, who := range []int{syscall.RUSAGE_SELF, syscall.RUSAGE_CHILDREN} {
+		var ru syscall.Rusage
+		if syscall.Getrusage(who, &ru) == nil {
+			c.git += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		}
+	}
+	return c
+}
+
+// procCPU is the CPU time process pid used (utime and stime of /proc/<pid>/stat,
+// in the kernel's clock ticks of 10ms); 0 when it cannot be read.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command's name, "(name)", start at the state (field 3).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 func envInt(name string, def int) int {

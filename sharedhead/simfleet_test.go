@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +40,7 @@ func TestSimulatedFleet(t *testing.T) {
 	gitURL, _ := testgit.ServeHTTP(t, repo, testgit.WithWrap(git.wrap))
 	c := testetcd.Start(t)
 	procs := startSimProcs(t, simConfig{Count: 6, GitURL: gitURL, Template: cloneTemplate(t, gitURL), Start: start,
-		Dir: t.TempDir(), Endpoints: c.Endpoints(), Poll: time.Minute, TTL: testTTL}, 3)
+		Dir: t.TempDir(), Endpoints: c.Endpoints(), Poll: time.Minute, TTL: testTTL}, 3, nil)
 	for i, s := range askAll[simSettled](t, procs, "settle 3m") {
 		if s.Settled != procs[i].count {
 			t.Fatalf("process %d: %d of %d agents polled and heard the fetcher", i, s.Settled, procs[i].count)
@@ -86,6 +88,13 @@ type simConfig struct {
 	Dir          string        // where the agents' clones go
 	Endpoints    []string      // etcd, with the shared head; none without
 	Poll, TTL    time.Duration // repo.poll and the election's TTL
+	// NoFetch: a follower only notes that it heard of a new head, and does not
+	// fetch it (BenchmarkScale's BATON_SCALE_NOFETCH: etcd's fan-out alone).
+	NoFetch bool
+	// FetchSpread prototypes a change to how a follower reacts to a new head:
+	// it fetches after a random delay under FetchSpread, not at once, so that the
+	// fleet's fetches do not all start together (BATON_SCALE_SPREAD).
+	FetchSpread time.Duration
 }
 
 // simAgent is an agent without systemd: the real gitsync and, with the shared
@@ -102,6 +111,9 @@ type simAgent struct {
 	start string           // the head it started on
 	wake  chan struct{}
 	poll  time.Duration
+	// noFetch: as a follower, it notes a new head and is not woken (simConfig.NoFetch).
+	noFetch bool
+	spread  time.Duration // as a follower, it is woken this long at most after a new head (simConfig.FetchSpread)
 
 	polls    atomic.Int64 // the polls it finished, each a ref listing
 	ownPolls atomic.Int64 // of them, those of its own turn (not woken)
@@ -118,6 +130,20 @@ func (s *simAgent) signal() {
 	if h, _ := s.sh.Head(); h.Commit != "" {
 		s.learn(h.Commit, true)
 	}
+	if !s.sh.Fetcher() {
+		switch {
+		case s.noFetch:
+			return
+		case s.spread > 0:
+			time.AfterFunc(rand.N(s.spread), s.poke)
+			return
+		}
+	}
+	s.poke()
+}
+
+// poke wakes the agent's loop to poll.
+func (s *simAgent) poke() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -193,6 +219,9 @@ type simFleet struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	heap0  uint64 // the heap in use before the agents
+	// profiled is closed once the CPU profile asked for is written; nil when
+	// none was.
+	profiled chan struct{}
 }
 
 // runSimFleet is the child process: it starts cfg's agents, prints "ready", and
@@ -244,7 +273,8 @@ func (f *simFleet) newAgent(host string) (*simAgent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &simAgent{git: g, start: f.cfg.Start, wake: make(chan struct{}, 1), poll: f.cfg.Poll}
+	a := &simAgent{git: g, start: f.cfg.Start, wake: make(chan struct{}, 1), poll: f.cfg.Poll,
+		noFetch: f.cfg.NoFetch, spread: f.cfg.FetchSpread}
 	if len(f.cfg.Endpoints) == 0 {
 		return a, nil
 	}
@@ -271,6 +301,8 @@ func (f *simFleet) stop() {
 //	settle <timeout>        every agent polled once and, with the shared head, heard the fetcher (simSettled)
 //	stats                   memory and counters (simStats)
 //	reach <commit> <timeout> when the agents learned of commit and fetched it (simReach)
+//	profile <file> <window> start a CPU profile of the process, written to file after window (simProfile)
+//	profiled                once that profile is written (simProfile)
 func (f *simFleet) serve(in io.Reader, out io.Writer) {
 	sc := bufio.NewScanner(in)
 	enc := json.NewEncoder(out)
@@ -287,6 +319,15 @@ func (f *simFleet) serve(in io.Reader, out io.Writer) {
 			commit, d, _ := strings.Cut(arg, " ")
 			timeout, _ := time.ParseDuration(d)
 			reply = f.reach(commit, timeout)
+		case "profile":
+			file, d, _ := strings.Cut(arg, " ")
+			window, _ := time.ParseDuration(d)
+			reply = f.profile(file, window)
+		case "profiled":
+			if f.profiled != nil {
+				<-f.profiled
+			}
+			reply = simProfile{}
 		default:
 			reply = map[string]string{"error": "unknown request " + strconv.Quote(verb)}
 		}
@@ -376,17 +417,53 @@ type simReach struct {
 	Knew, ByWatch, Fetched           int
 	Published, LastKnew, LastFetched int64 // Published: when the fetcher, if here, published it
 	PollBegan, PollEnded             int64 // when the fetcher's poll that brought it began and ended
+
+	HeardAt []int64 // when each agent told by the published head learned of it
 }
 
 func (f *simFleet) reach(commit string, timeout time.Duration) simReach {
 	deadline := time.Now().Add(timeout)
 	for {
 		r := f.count(commit)
-		if r.Fetched == len(f.agents) || time.Now().After(deadline) {
+		if f.reached(r) || time.Now().After(deadline) {
 			return r
 		}
-		time.Sleep(10 * time.Millisecond)
+		// Each agent keeps its own times: the look only decides when to
+		// answer. Not more often, for it takes each agent's lock and the
+		// process's CPU, which its agents need during the push.
+		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// reached says whether every agent has the commit: fetched it or, with NoFetch,
+// knows of it.
+func (f *simFleet) reached(r simReach) bool {
+	if f.cfg.NoFetch {
+		return r.Knew == len(f.agents)
+	}
+	return r.Fetched == len(f.agents)
+}
+
+// simProfile is the answer to a profile request: Err is why none is written.
+type simProfile struct{ Err string }
+
+// profile starts a CPU profile of this process, written to file after window.
+func (f *simFleet) profile(file string, window time.Duration) simProfile {
+	out, err := os.Create(file)
+	if err != nil {
+		return simProfile{err.Error()}
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		out.Close()
+		return simProfile{err.Error()}
+	}
+	f.profiled = make(chan struct{})
+	time.AfterFunc(window, func() {
+		pprof.StopCPUProfile()
+		out.Close()
+		close(f.profiled)
+	})
+	return simProfile{}
 }
 
 func (f *simFleet) count(commit string) simReach {
@@ -403,6 +480,7 @@ func (f *simFleet) count(commit string) simReach {
 			r.LastKnew = max(r.LastKnew, knownAt.UnixNano())
 			if byWatch {
 				r.ByWatch++
+				r.HeardAt = append(r.HeardAt, knownAt.UnixNano())
 			}
 		}
 		if !fetchedAt.IsZero() && a.git.Head() == commit {

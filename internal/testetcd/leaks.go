@@ -15,12 +15,12 @@ import (
 //
 //	func TestMain(m *testing.M) { os.Exit(testetcd.Main(m)) }
 //
-// In a member's child process it runs that member instead of the tests. Otherwise it
+// In a member's (or a gRPC proxy's) child process it runs that instead of the tests. Otherwise it
 // runs the tests and then fails the run when goroutines or child processes they
 // started are still alive a few seconds later.
 func Main(m *testing.M) int {
-	if spec := os.Getenv(memberEnv); spec != "" {
-		return runMember(spec)
+	if code, ok := runIfChild(); ok {
+		return code
 	}
 	canRunMembers.Store(true)
 	base := len(goroutines())

@@ -31,13 +31,25 @@ const memberEnv = "BATON_TESTETCD_MEMBER"
 var canRunMembers atomic.Bool
 
 // RunIfMember is for a program (not a test) that starts clusters, the first call of
-// its main: in a process started as a member it runs that member and exits; in any
-// other it returns at once.
+// its main: in a process started as a member (or a gRPC proxy) it runs that member
+// and exits; in any other it returns at once.
 func RunIfMember() {
-	if spec := os.Getenv(memberEnv); spec != "" {
-		os.Exit(runMember(spec))
+	if code, ok := runIfChild(); ok {
+		os.Exit(code)
 	}
 	canRunMembers.Store(true)
+}
+
+// runIfChild runs this process as the member or the gRPC proxy it was started as,
+// and says whether it was started as one.
+func runIfChild() (code int, ok bool) {
+	if spec := os.Getenv(memberEnv); spec != "" {
+		return runMember(spec), true
+	}
+	if spec := os.Getenv(grpcProxyEnv); spec != "" {
+		return runGRPCProxy(spec), true
+	}
+	return 0, false
 }
 
 // Member is one etcd member: its URLs and data directory stay the same across Stop and
@@ -53,10 +65,10 @@ type Member struct {
 	started bool       // it started once: its data directory holds the cluster
 
 	mu   sync.Mutex
-	proc *memberProc // nil while stopped
+	proc *childProc // nil while stopped
 }
 
-type memberProc struct {
+type childProc struct {
 	cmd    *exec.Cmd
 	stdin  io.Closer
 	exited chan struct{}
@@ -83,12 +95,12 @@ func (c *Cluster) start(m *Member) error {
 	mc := memberConfig{
 		Name: m.Name, Dir: m.dir, ClientURL: m.ClientURL, PeerURL: m.PeerURL,
 		InitialCluster: strings.Join(initial, ","), State: "new",
-		NoFsync: c.opts.NoFsync, TLS: c.opts.TLS, Log: os.Getenv(LogEnv) == "1",
+		NoFsync: c.opts.NoFsync, Pprof: c.opts.Pprof, TLS: c.opts.TLS, Log: os.Getenv(LogEnv) == "1",
 	}
 	if m.started {
 		mc.State = "existing"
 	}
-	p, err := startMember(mc)
+	p, err := startChild(memberEnv, mc)
 	if err != nil {
 		return fmt.Errorf("member %s: %w", m.Name, err)
 	}
@@ -99,10 +111,10 @@ func (c *Cluster) start(m *Member) error {
 	return nil
 }
 
-// startMember runs this executable again as the member mc and waits until it says it
-// is ready.
-func startMember(mc memberConfig) (*memberProc, error) {
-	b, err := json.Marshal(mc)
+// startChild runs this executable again with spec (JSON) in env, as a member or a
+// gRPC proxy, and waits until it says it is ready.
+func startChild(env string, spec any) (*childProc, error) {
+	b, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
 	}
@@ -111,7 +123,7 @@ func startMember(mc memberConfig) (*memberProc, error) {
 		return nil, err
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), memberEnv+"="+string(b))
+	cmd.Env = append(os.Environ(), env+"="+string(b))
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdin, err := cmd.StdinPipe()
@@ -125,7 +137,7 @@ func startMember(mc memberConfig) (*memberProc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &memberProc{cmd: cmd, stdin: stdin, exited: make(chan struct{})}
+	p := &childProc{cmd: cmd, stdin: stdin, exited: make(chan struct{})}
 	ready := make(chan string, 1)
 	go func() {
 		line, _ := bufio.NewReader(stdout).ReadString('\n')
@@ -147,14 +159,14 @@ func startMember(mc memberConfig) (*memberProc, error) {
 	return p, nil
 }
 
-func (p *memberProc) kill() {
+func (p *childProc) kill() {
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	p.stdin.Close()
 	<-p.exited
 }
 
 // stop asks for a graceful stop (SIGTERM), killing the member after 15s.
-func (p *memberProc) stop() {
+func (p *childProc) stop() {
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
@@ -202,7 +214,7 @@ type memberConfig struct {
 	ClientURL, PeerURL string
 	InitialCluster     string
 	State              string // new or existing
-	NoFsync            bool
+	NoFsync, Pprof     bool
 	TLS                *TLS
 	Log                bool
 }
@@ -237,6 +249,7 @@ func runMember(spec string) int {
 	cfg.ClusterState = mc.State
 	cfg.InitialClusterToken = "testetcd"
 	cfg.UnsafeNoFsync = mc.NoFsync
+	cfg.EnablePprof = mc.Pprof
 	if tl := mc.TLS; tl != nil {
 		cfg.ClientTLSInfo.CertFile = tl.CertFile
 		cfg.ClientTLSInfo.KeyFile = tl.KeyFile

@@ -15,8 +15,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// LogEnv names an environment variable: set to 1, the members log to stderr (they are
-// silent otherwise).
+// LogEnv names an environment variable: set to 1, the members and the gRPC proxies log
+// to stderr (they are silent otherwise).
 const LogEnv = "BATON_TESTETCD_LOG"
 
 // readyTimeout bounds how long a member may take to start and join its cluster, and
@@ -28,6 +28,9 @@ type Options struct {
 	Members int  // 1 (default) or more; 3 for leader-loss tests
 	NoFsync bool // skip fsync (etcd's --unsafe-no-fsync): faster, for tests that need many writes
 	TLS     *TLS // serve clients over TLS (https:// endpoints) when set
+	// Pprof serves the members' Go profiles at <client URL>/debug/pprof/ (etcd's
+	// --enable-pprof), for a benchmark to see where a member spends its time.
+	Pprof bool
 	// ClientHost is the address the members serve clients on, such as the test hosts'
 	// gateway on their bridge; default 127.0.0.1. Peers always talk on loopback.
 	ClientHost string

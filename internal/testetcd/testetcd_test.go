@@ -142,3 +142,43 @@ func TestKillAllThenStartAllOnAnotherAddress(t *testing.T) {
 		t.Fatalf("after StartAll k = %q, want v1", got)
 	}
 }
+
+// Clients of a gRPC proxy read, write, hold leases and watch as clients of the
+// member do.
+func TestGRPCProxy(t *testing.T) {
+	c := Start(t)
+	p := c.StartGRPCProxy(t)
+	cfg := c.ClientConfig()
+	cfg.Endpoints = []string{p.Endpoint}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var watches []clientv3.WatchChan
+	for i := range 2 {
+		w := c.ClientWith(t, cfg).Watch(ctx, "k", clientv3.WithCreatedNotify())
+		if wr := <-w; !wr.Created {
+			t.Fatalf("watch %d through the proxy: %+v, want it created", i, wr)
+		}
+		watches = append(watches, w)
+	}
+	cli := c.ClientWith(t, cfg)
+	lease, err := cli.Grant(ctx, 5)
+	if err != nil {
+		t.Fatalf("grant a lease through the proxy: %v", err)
+	}
+	if _, err := cli.Put(ctx, "k", "v1", clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatalf("put through the proxy: %v", err)
+	}
+	if got := get(t, c.Client(t), "k"); got != "v1" {
+		t.Fatalf("the member has k = %q, want v1", got)
+	}
+	for i, w := range watches {
+		select {
+		case wr := <-w:
+			if len(wr.Events) != 1 || string(wr.Events[0].Kv.Value) != "v1" {
+				t.Fatalf("watch %d through the proxy: %+v", i, wr)
+			}
+		case <-ctx.Done():
+			t.Fatalf("watch %d through the proxy saw nothing", i)
+		}
+	}
+}
