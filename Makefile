@@ -51,7 +51,7 @@ bench-migrate: ## the requirements gate over 10,000 host records; a migration ru
 	$(GO) test -run '^$$' -bench 'BenchmarkUnmet' -benchtime 100x ./fleet/
 	$(GO) test -run '^$$' -bench 'BenchmarkRun' -benchtime 200x ./migrate/
 
-bench-scale: ## simulated agents against one git server and one etcd, with and without the shared head: idle git requests, push to every agent, etcd load and memory, memory per agent (default 100 agents polling every 2s; BATON_SCALE_AGENTS=10000 BATON_SCALE_POLL=30s for the README's; BATON_SCALE_ONLY=shared runs only the shared head, BATON_SCALE_NOFETCH=1 has followers note the head without fetching it: etcd's fan-out alone, BATON_SCALE_PROFILE=dir writes CPU profiles of the push, BATON_SCALE_PROXIES=n puts n etcd gRPC proxies before the member, BATON_SCALE_SPREAD=d has followers fetch within a random delay under d)
+bench-scale: ## simulated agents against one git server and one etcd, with and without the shared head: idle git requests, push to every agent, etcd load and memory, memory per agent (default 100 agents polling every 2s; BATON_SCALE_AGENTS=10000 BATON_SCALE_POLL=30s for the README's; BATON_SCALE_ONLY=shared runs only the shared head, BATON_SCALE_NOFETCH=1 has followers note the head without fetching it: etcd's fan-out alone, BATON_SCALE_PROFILE=dir writes CPU profiles of the push, BATON_SCALE_PROXIES=n puts n etcd gRPC proxies before the member, BATON_SCALE_SPLAY=d sets repo.splay for all but the first BATON_SCALE_FIRST agents, default 5)
 	$(GO) test -run '^$$' -bench BenchmarkScale -benchtime 1x -timeout 90m ./sharedhead/
 
 bench-sharedhead: ## a published head reaching 100 and 1,000 watchers

@@ -26,7 +26,7 @@ func TestRateLimitedServerKeepsFollowersOff(t *testing.T) {
 	gitURL, _ := testgit.ServeHTTP(t, repo, testgit.WithWrap(git.wrap), testgit.WithOutage(&outage))
 	c := testetcd.Start(t)
 	procs := startSimProcs(t, simConfig{Count: 6, GitURL: gitURL, Template: cloneTemplate(t, gitURL), Start: start,
-		Dir: t.TempDir(), Endpoints: c.Endpoints(), Poll: poll, TTL: testTTL}, 3)
+		Dir: t.TempDir(), Endpoints: c.Endpoints(), Poll: poll, TTL: testTTL}, 3, nil)
 	for i, s := range askAll[simSettled](t, procs, "settle 1m") {
 		if s.Settled != procs[i].count {
 			t.Fatalf("process %d: %d of %d agents polled and heard the fetcher", i, s.Settled, procs[i].count)

@@ -38,7 +38,8 @@ const (
 	scaleNoFetchEnv = "BATON_SCALE_NOFETCH" // 1: followers note a new head and do not fetch it
 	scaleProfileEnv = "BATON_SCALE_PROFILE" // a directory: CPU profiles of the push's first profileWindow
 	scaleProxiesEnv = "BATON_SCALE_PROXIES" // agents reach etcd through this many gRPC proxies (default none)
-	scaleSpreadEnv  = "BATON_SCALE_SPREAD"  // followers fetch a new head after a random delay under this (default 0: at once)
+	scaleSplayEnv   = "BATON_SCALE_SPLAY"   // repo.splay of the followers past the first group (default 0: all at once)
+	scaleFirstEnv   = "BATON_SCALE_FIRST"   // with a splay, the agents of the group that goes first, which fetch at once (default 5)
 )
 
 // scaleKnobs are BenchmarkScale's knobs.
@@ -53,9 +54,10 @@ type scaleKnobs struct {
 	// proxies is how many gRPC proxies (etcd grpc-proxy) the agents reach etcd
 	// through, the agents of a process through one; 0: the member directly.
 	proxies int
-	// spread: followers fetch a new head after a random delay under it, a
-	// prototype of a change to the agent (simConfig.FetchSpread).
-	spread time.Duration
+	// splay: repo.splay of the followers past the first group of first agents
+	// (simConfig.Splay, First).
+	splay time.Duration
+	first int
 }
 
 // profileWindow is how long BATON_SCALE_PROFILE profiles from the push: at
@@ -114,7 +116,8 @@ type scaleResult struct {
 	agents, procs       int
 	shared, noFetch     bool
 	proxies             []int         // the process ids of the gRPC proxies the agents reach etcd through
-	spread              time.Duration // followers fetched a new head within it of hearing (BATON_SCALE_SPREAD)
+	splay               time.Duration // repo.splay of the followers past the first group (BATON_SCALE_SPLAY)
+	first               int           // the agents of the first group, which fetch at once
 	coldStart           time.Duration // from starting the agents to every one polled; with the shared head, heard the fetcher, and the git server idle
 	listingsServed      float64       // ref listings served a minute while idle
 	listingsAsked       float64       // polls the agents made a minute at their own turn while idle
@@ -123,6 +126,7 @@ type scaleResult struct {
 	polled, pollEnded   time.Duration // from the push to the fetcher's poll beginning, and ending
 	published           time.Duration // from the push to the fetcher's publishing it
 	knewAll, fetchedAll time.Duration
+	firstFetched        time.Duration    // with a splay: until the agents of the first group fetched it
 	heard               [3]time.Duration // from the push to the first, the median and the 99th percentile follower told by the published head
 	knew, fetched       int
 	cpu                 cpuUse  // used from the push to the end
@@ -151,8 +155,9 @@ type scaleResult struct {
 // profiles of the etcd member, of each process of agents and of this process
 // (the git server) over the first profileWindow of the push, for go tool pprof;
 // BATON_SCALE_PROXIES=n puts n gRPC proxies (etcd grpc-proxy) between the agents
-// and the member, the agents of a process behind one; BATON_SCALE_SPREAD=d has
-// each follower fetch a new head after a random delay under d, not at once.
+// and the member, the agents of a process behind one; BATON_SCALE_SPLAY=d sets
+// repo.splay: the followers past the first BATON_SCALE_FIRST (default 5), the
+// group that goes first, fetch a new head at a random moment within d.
 //
 //	make bench-scale   # or: BATON_SCALE_AGENTS=10000 BATON_SCALE_POLL=30s go test -run '^$' -bench Scale -benchtime 1x -timeout 60m ./sharedhead
 func BenchmarkScale(b *testing.B) {
@@ -163,7 +168,8 @@ func BenchmarkScale(b *testing.B) {
 		noFetch: os.Getenv(scaleNoFetchEnv) == "1",
 		profile: os.Getenv(scaleProfileEnv),
 		proxies: envInt(scaleProxiesEnv, 0),
-		spread:  envDuration(scaleSpreadEnv, 0),
+		splay:   envDuration(scaleSplayEnv, 0),
+		first:   envInt(scaleFirstEnv, 5),
 	}
 	modes := []bool{false, true}
 	if os.Getenv(scaleOnlyEnv) == "shared" {
@@ -184,7 +190,7 @@ func BenchmarkScale(b *testing.B) {
 
 func benchScale(b *testing.B, k scaleKnobs, shared bool) scaleResult {
 	n, poll := k.agents, k.poll
-	r := scaleResult{agents: n, shared: shared, noFetch: shared && k.noFetch, spread: k.spread}
+	r := scaleResult{agents: n, shared: shared, noFetch: shared && k.noFetch, splay: k.splay, first: k.first}
 	repo := testgit.NewRepo(b)
 	repo.WriteFile("fleet.yaml", "apiVersion: baton/v1\n")
 	start := repo.Commit("first")
@@ -206,7 +212,7 @@ func benchScale(b *testing.B, k scaleKnobs, shared bool) scaleResult {
 	started := time.Now()
 	procs := startSimProcs(b, simConfig{Count: n, GitURL: gitURL, Template: template, Start: start,
 		Dir: b.TempDir(), Endpoints: endpoints, Poll: poll, TTL: scaleTTL,
-		NoFetch: r.noFetch, FetchSpread: k.spread}, agentsPerProcess, via)
+		NoFetch: r.noFetch, Splay: k.splay, FirstGroup: k.first}, agentsPerProcess, via)
 	r.procs = len(procs)
 	for i, s := range askAll[simSettled](b, procs, "settle 30m") {
 		if want := procs[i].count; s.Settled != want {
@@ -287,7 +293,7 @@ func (r *scaleResult) measurePush(b *testing.B, repo *testgit.Repo, git *gitServ
 		}
 		r.syncAsked = time.Since(start)
 	}
-	var published, polled, pollEnded, lastKnew, lastFetched int64
+	var published, polled, pollEnded, lastKnew, lastFetched, firstGroup int64
 	var heardAt []int64
 	for _, p := range askAll[simReach](b, procs, "reach "+pushed+" "+k.bound.String()) {
 		heardAt = append(heardAt, p.HeardAt...)
@@ -295,6 +301,7 @@ func (r *scaleResult) measurePush(b *testing.B, repo *testgit.Repo, git *gitServ
 		r.fetched += p.Fetched
 		published, polled, pollEnded = max(published, p.Published), max(polled, p.PollBegan), max(pollEnded, p.PollEnded)
 		lastKnew, lastFetched = max(lastKnew, p.LastKnew), max(lastFetched, p.LastFetched)
+		firstGroup = max(firstGroup, p.FirstGroupFetched)
 	}
 	took := time.Since(start)
 	r.cpu = r.readCPU(b, procs, etcd).sub(cpu0)
@@ -309,6 +316,9 @@ func (r *scaleResult) measurePush(b *testing.B, repo *testgit.Repo, git *gitServ
 	}
 	r.knewAll = time.Unix(0, lastKnew).Sub(start)
 	r.fetchedAll = time.Unix(0, lastFetched).Sub(start)
+	if firstGroup != 0 {
+		r.firstFetched = time.Unix(0, firstGroup).Sub(start)
+	}
 	r.fetches = git.fetches.Load() - fetches0
 	r.etcdPush = (etcdRequests(b, etcd) - etcd0) / took.Seconds()
 	r.etcdSent = etcdSent(b, etcd) - sent0
@@ -326,8 +336,8 @@ func (r scaleResult) name() string {
 	if len(r.proxies) > 0 {
 		mode += fmt.Sprintf("-proxies%d", len(r.proxies))
 	}
-	if r.spread > 0 {
-		mode += "-spread" + r.spread.String()
+	if r.splay > 0 {
+		mode += "-splay" + r.splay.String()
 	}
 	return fmt.Sprintf("scale-%d-%s", r.agents, mode)
 }
@@ -374,8 +384,9 @@ func printScale(w io.Writer, poll time.Duration, rs []scaleResult) {
 	}
 	fmt.Fprintf(w, "\n%d simulated agents in %d processes, poll %v; %s; one git http-backend serving %d at once\n",
 		rs[0].agents, rs[0].procs, poll, etcd, gitServerSlots)
-	if d := rs[0].spread; d > 0 {
-		fmt.Fprintf(w, "followers fetch a new head after a random delay under %v (%s)\n", d, scaleSpreadEnv)
+	if r := rs[len(rs)-1]; r.splay > 0 {
+		fmt.Fprintf(w, "with the shared head, repo.splay %v: agents h00000 to h%05d (the group that goes first) fetch a new head at once, the others within the splay (%s, %s)\n",
+			r.splay, r.first-1, scaleSplayEnv, scaleFirstEnv)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(what string, f func(r scaleResult) string) {
@@ -415,6 +426,14 @@ func printScale(w io.Writer, poll time.Duration, rs []scaleResult) {
 		ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 		return fmt.Sprintf("%v / %v / %v", ms(r.heard[0]), ms(r.heard[1]), ms(r.heard[2]))
 	})
+	if r := rs[len(rs)-1]; r.splay > 0 {
+		row("push -> the first group fetched it", func(r scaleResult) string {
+			if r.firstFetched == 0 {
+				return "-"
+			}
+			return r.firstFetched.Round(time.Millisecond).String()
+		})
+	}
 	row("push -> every agent fetched it", func(r scaleResult) string {
 		if r.noFetch {
 			return "- (followers do not fetch: " + scaleNoFetchEnv + ")"

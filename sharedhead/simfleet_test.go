@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -91,10 +90,11 @@ type simConfig struct {
 	// NoFetch: a follower only notes that it heard of a new head, and does not
 	// fetch it (BenchmarkScale's BATON_SCALE_NOFETCH: etcd's fan-out alone).
 	NoFetch bool
-	// FetchSpread prototypes a change to how a follower reacts to a new head:
-	// it fetches after a random delay under FetchSpread, not at once, so that the
-	// fleet's fetches do not all start together (BATON_SCALE_SPREAD).
-	FetchSpread time.Duration
+	// Splay is repo.splay: the followers past the first FirstGroup (the hosts of the
+	// group that goes first) fetch a new head at a random moment within it, through
+	// Options.Splay (BATON_SCALE_SPLAY, BATON_SCALE_FIRST).
+	Splay      time.Duration
+	FirstGroup int
 }
 
 // simAgent is an agent without systemd: the real gitsync and, with the shared
@@ -112,8 +112,8 @@ type simAgent struct {
 	wake  chan struct{}
 	poll  time.Duration
 	// noFetch: as a follower, it notes a new head and is not woken (simConfig.NoFetch).
-	noFetch bool
-	spread  time.Duration // as a follower, it is woken this long at most after a new head (simConfig.FetchSpread)
+	noFetch    bool
+	firstGroup bool // with a splay, it is of the group that goes first: it fetches at once
 
 	polls    atomic.Int64 // the polls it finished, each a ref listing
 	ownPolls atomic.Int64 // of them, those of its own turn (not woken)
@@ -130,14 +130,8 @@ func (s *simAgent) signal() {
 	if h, _ := s.sh.Head(); h.Commit != "" {
 		s.learn(h.Commit, true)
 	}
-	if !s.sh.Fetcher() {
-		switch {
-		case s.noFetch:
-			return
-		case s.spread > 0:
-			time.AfterFunc(rand.N(s.spread), s.poke)
-			return
-		}
+	if s.noFetch && !s.sh.Fetcher() {
+		return
 	}
 	s.poke()
 }
@@ -250,7 +244,7 @@ func startSimFleet(cfg simConfig) (*simFleet, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &simFleet{cfg: cfg, cancel: cancel, heap0: m.HeapInuse}
 	for i := range cfg.Count {
-		a, err := f.newAgent(fmt.Sprintf("h%05d", cfg.First+i))
+		a, err := f.newAgent(cfg.First + i)
 		if err != nil {
 			f.stop()
 			return nil, err
@@ -264,7 +258,9 @@ func startSimFleet(cfg simConfig) (*simFleet, error) {
 	return f, nil
 }
 
-func (f *simFleet) newAgent(host string) (*simAgent, error) {
+// newAgent is agent number i of the fleet, host h<i>.
+func (f *simFleet) newAgent(i int) (*simAgent, error) {
+	host := fmt.Sprintf("h%05d", i)
 	dir := filepath.Join(f.cfg.Dir, host+".git")
 	if err := copyTree(f.cfg.Template, dir); err != nil {
 		return nil, err
@@ -273,8 +269,8 @@ func (f *simFleet) newAgent(host string) (*simAgent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &simAgent{git: g, start: f.cfg.Start, wake: make(chan struct{}, 1), poll: f.cfg.Poll,
-		noFetch: f.cfg.NoFetch, spread: f.cfg.FetchSpread}
+	a := &simAgent{git: g, start: f.cfg.Start, wake: make(chan struct{}, 1), poll: f.cfg.Poll, noFetch: f.cfg.NoFetch,
+		firstGroup: f.cfg.Splay > 0 && i < f.cfg.FirstGroup}
 	if len(f.cfg.Endpoints) == 0 {
 		return a, nil
 	}
@@ -282,7 +278,19 @@ func (f *simFleet) newAgent(host string) (*simAgent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.sh = New(a.cli, Options{Prefix: "/baton", Branch: "main", Host: host, Poll: f.cfg.Poll, TTL: f.cfg.TTL})
+	o := Options{Prefix: "/baton", Branch: "main", Host: host, Poll: f.cfg.Poll, TTL: f.cfg.TTL}
+	if f.cfg.Splay > 0 {
+		// As the agent's splay: asked as the follower hears of the head, which
+		// it then knows; only its fetch waits.
+		o.Splay = func(h Head) time.Duration {
+			a.learn(h.Commit, true)
+			if a.firstGroup {
+				return 0
+			}
+			return f.cfg.Splay
+		}
+	}
+	a.sh = New(a.cli, o)
 	return a, nil
 }
 
@@ -416,6 +424,7 @@ func selfRSS() uint64 {
 type simReach struct {
 	Knew, ByWatch, Fetched           int
 	Published, LastKnew, LastFetched int64 // Published: when the fetcher, if here, published it
+	FirstGroupFetched                int64 // when the last agent of the first group here fetched it (with a splay)
 	PollBegan, PollEnded             int64 // when the fetcher's poll that brought it began and ended
 
 	HeardAt []int64 // when each agent told by the published head learned of it
@@ -486,6 +495,9 @@ func (f *simFleet) count(commit string) simReach {
 		if !fetchedAt.IsZero() && a.git.Head() == commit {
 			r.Fetched++
 			r.LastFetched = max(r.LastFetched, fetchedAt.UnixNano())
+			if a.firstGroup {
+				r.FirstGroupFetched = max(r.FirstGroupFetched, fetchedAt.UnixNano())
+			}
 		}
 	}
 	return r
