@@ -199,10 +199,11 @@ const StepDownAfter = 3
 // git server refuses it, and do not turn to the server themselves (at 10,000
 // agents, a rate-limited server would otherwise get 10,000 polls where it refused
 // one). After StepDownAfter failures in a row that the git server did not cause,
-// it resigns: an agent elsewhere may reach the server. An agent that is not the
-// fetcher, or holds no head yet, does nothing.
+// it resigns: an agent elsewhere may reach the server. A fetcher that holds no head
+// yet (its first poll failed) has nothing to publish, and steps down all the same.
+// An agent that is not the fetcher does nothing.
 func (s *Shared) AfterPoll(ctx context.Context, anchor string, pollErr error, descends func(ancestor, commit string) (bool, error)) error {
-	if !s.Fetcher() || anchor == "" {
+	if !s.Fetcher() {
 		return nil
 	}
 	failed := ""
@@ -212,7 +213,10 @@ func (s *Shared) AfterPoll(ctx context.Context, anchor string, pollErr error, de
 			failed = strings.ToValidUTF8(failed[:maxFailed], "") + "..."
 		}
 	}
-	err := s.publish(ctx, anchor, failed, descends) // the reason first, then the step down
+	var err error
+	if anchor != "" {
+		err = s.publish(ctx, anchor, failed, descends) // the reason first, then the step down
+	}
 	if s.countFailure(pollErr) >= StepDownAfter {
 		s.stepDown(fmt.Sprintf("%d polls in a row failed: %v", StepDownAfter, pollErr))
 	}

@@ -78,4 +78,19 @@ func TestFetcherFailedPolls(t *testing.T) {
 		h, _ := f.Head()
 		return h.Failed == "" && h.By == next.o.Host
 	})
+
+	// A fetcher whose polls never brought it a head (a host cut off since it
+	// started) publishes nothing, and steps down all the same.
+	for range StepDownAfter {
+		if err := next.AfterPoll(ctx, "", network, history); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 15*time.Second, "another agent elected after a fetcher without a head stepped down", func() bool {
+		fs := fetchers(as)
+		return len(fs) == 1 && fs[0] != next
+	})
+	if h, _ := f.Head(); h.By != next.o.Host || h.Failed != "" {
+		t.Errorf("a fetcher without a head wrote one: %+v", h)
+	}
 }
