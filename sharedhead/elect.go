@@ -15,6 +15,11 @@ import (
 // errOutranked ends a candidacy that came in past the first Candidates.
 var errOutranked = errors.New("enough agents stand already")
 
+// errSteppedDown ends a term the fetcher resigned (Shared.AfterPoll): like a lost
+// turn, it doubles the spread of the agent's next candidacy, so that the others,
+// which may reach the git server, stand before it does.
+var errSteppedDown = errors.New("stepped down as the fleet's fetcher")
+
 // maxSpreadFactor bounds how far an agent that lost the turn, or whose candidacy
 // failed, spreads its next try: up to this many TTLs.
 const maxSpreadFactor = 64
@@ -37,7 +42,7 @@ func (s *Shared) campaign(ctx context.Context, wake func()) {
 		if ctx.Err() != nil {
 			return
 		}
-		if !errors.Is(err, errOutranked) {
+		if !errors.Is(err, errOutranked) && !errors.Is(err, errSteppedDown) {
 			s.log.Debug("the election of the fleet's fetcher: starting again", "err", err)
 		}
 		if !sleep(ctx, retryWait) {
@@ -227,14 +232,14 @@ func (s *Shared) stand(ctx context.Context, wake func()) error {
 		}
 		return err
 	}
-	s.lead(ctx, sess, e, wake)
-	return nil
+	return s.lead(ctx, sess, e, wake)
 }
 
 // lead is the fetcher's term: it polls at once (wake), and again at each sync
-// request, until its session or ctx ends, or it steps down (AfterPoll). Only the fetcher watches SyncKey: a sync
-// request is one message from etcd, not one to every agent of the fleet.
-func (s *Shared) lead(ctx context.Context, sess *concurrency.Session, e *concurrency.Election, wake func()) {
+// request, until its session or ctx ends (nil), or it steps down (AfterPoll:
+// errSteppedDown). Only the fetcher watches SyncKey: a sync request is one message
+// from etcd, not one to every agent of the fleet.
+func (s *Shared) lead(ctx context.Context, sess *concurrency.Session, e *concurrency.Election, wake func()) error {
 	s.drainResign() // a step-down asked in an earlier term is not this one's
 	s.setElected(&term{key: e.Key(), rev: e.Rev()})
 	defer s.setElected(nil)
@@ -257,14 +262,14 @@ func (s *Shared) lead(ctx context.Context, sess *concurrency.Session, e *concurr
 		select {
 		case <-sess.Done():
 			s.log.Warn("no longer the fleet's fetcher: the election session ended (etcd unreachable?)")
-			return
+			return nil
 		case <-ctx.Done():
 			resign()
-			return
+			return nil
 		case why := <-s.resign:
 			s.log.Warn("stepping down as the fleet's fetcher: another agent may reach the git server", "why", why)
 			resign()
-			return
+			return errSteppedDown
 		case <-again:
 			syncs, again = watchSyncs(), nil
 		case wr, ok := <-syncs:

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/baton-fleet/baton/gitsync"
 	"github.com/baton-fleet/baton/internal/testetcd"
 )
@@ -19,6 +21,12 @@ import (
 func TestFetcherFailedPolls(t *testing.T) {
 	c := testetcd.Start(t)
 	as, f := startThree(t, c, nil)
+	// All three stand, so that each step down hands the post to one that stood.
+	cli := c.Client(t)
+	waitFor(t, time.Minute, "three candidates standing", func() bool {
+		resp, err := cli.Get(t.Context(), electionPrefix("/baton", "main")+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		return err == nil && resp.Count == 3
+	})
 	ctx := t.Context()
 	poll := func(a *agent, pollErr error) {
 		t.Helper()
