@@ -347,7 +347,10 @@ func (a *Agent) loop(ctx context.Context, bg background) error {
 		wait := a.nextPoll()
 		if err != nil {
 			backoff = nextBackoff(backoff, wait)
-			wait = max(backoff, min(serverWait(err), wait))
+			// The wait the git server asked for, up to a poll interval: the
+			// fleet's fetcher still confirms its head to the others meanwhile
+			// (gitsync answers for the server, without asking it).
+			wait = max(backoff, min(gitsync.RetryIn(err), wait))
 		} else {
 			backoff = 0
 		}
@@ -398,18 +401,6 @@ func nextBackoff(prev, limit time.Duration) time.Duration {
 	next := max(time.Second, 2*prev)
 	next = min(next, limit)
 	return next/2 + rand.N(next/2+1)
-}
-
-// serverWait is what is left of the wait the git server asked for when it
-// refused the poll (gitsync.ServerError): the loop waits it out up to a poll
-// interval, so that the fleet's fetcher still confirms its head to the others
-// (gitsync answers for the server meanwhile, without asking it).
-func serverWait(err error) time.Duration {
-	var se *gitsync.ServerError
-	if !errors.As(err, &se) {
-		return 0
-	}
-	return time.Until(se.Until)
 }
 
 // tick polls the repository once and moves the host toward its head. Its error is a

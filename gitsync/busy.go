@@ -46,6 +46,16 @@ func IsServerError(err error) bool {
 	return errors.As(err, &se)
 }
 
+// RetryIn is what is left of the wait the git server asked for when it refused a
+// poll (err carries a ServerError), 0 for any other error or once it passed.
+func RetryIn(err error) time.Duration {
+	var se *ServerError
+	if !errors.As(err, &se) {
+		return 0
+	}
+	return max(time.Until(se.Until), 0)
+}
+
 // serverRefusal is the ServerError that err carries as go-git returns it (an
 // UnexpectedError, which does not unwrap, around the HTTP response), or nil.
 func serverRefusal(err error, now time.Time, maxWait time.Duration) *ServerError {

@@ -47,11 +47,7 @@ func (s *Syncer) Watch(ctx context.Context, every time.Duration, notify func(Upd
 			}
 		default:
 			failures++
-			wait = backoff(s.opts.MinBackoff, s.opts.MaxBackoff, failures)
-			var se *ServerError
-			if errors.As(err, &se) {
-				wait = max(wait, time.Until(se.Until)) // the server's Retry-After
-			}
+			wait = max(backoff(s.opts.MinBackoff, s.opts.MaxBackoff, failures), RetryIn(err))
 			s.log.Warn("poll failed, will retry", "err", err, "failures", failures, "retry_in", wait.Round(time.Millisecond))
 		}
 		t := time.NewTimer(wait)

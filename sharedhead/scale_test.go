@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
@@ -25,6 +24,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/baton-fleet/baton/gitsync"
+	"github.com/baton-fleet/baton/internal/testchild"
 	"github.com/baton-fleet/baton/internal/testetcd"
 	"github.com/baton-fleet/baton/internal/testgit"
 )
@@ -495,10 +495,8 @@ func cloneTemplate(t testing.TB, url string) string {
 
 // simProc is a child process of simulated agents (runSimFleet).
 type simProc struct {
+	*testchild.Child
 	count int
-	cmd   *exec.Cmd
-	in    io.WriteCloser
-	out   *bufio.Reader
 }
 
 // startSimProcs splits cfg's agents over processes of up to perProcess and returns
@@ -520,7 +518,7 @@ func startSimProcs(t testing.TB, cfg simConfig, perProcess int, via []string) []
 	errs := make([]error, len(procs))
 	for i, p := range procs {
 		wg.Go(func() {
-			line, err := p.out.ReadString('\n')
+			line, err := p.ReadLine()
 			if err == nil && line != "ready\n" {
 				err = fmt.Errorf("said %q", line)
 			}
@@ -541,48 +539,14 @@ func startSimProc(t testing.TB, cfg simConfig) *simProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), simFleetEnv+"="+string(spec))
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &simProc{count: cfg.Count, cmd: cmd, in: in, out: bufio.NewReader(out)}
-	t.Cleanup(p.stop)
+	p := &simProc{Child: testchild.Spawn(t, simFleetEnv+"="+string(spec)), count: cfg.Count}
+	// Its input closed, it stops its agents, their election keys given up.
+	t.Cleanup(func() { p.Stop(time.Minute) })
 	return p
 }
 
-// stop closes the process's input, so that it stops its agents (their election
-// keys given up), and kills it if it has not ended within a minute.
-func (p *simProc) stop() {
-	p.in.Close()
-	done := make(chan struct{})
-	go func() {
-		p.cmd.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		p.cmd.Process.Kill()
-		<-done
-	}
-}
-
 func (p *simProc) ask(req string, reply any) error {
-	if _, err := fmt.Fprintln(p.in, req); err != nil {
-		return err
-	}
-	line, err := p.out.ReadString('\n')
+	line, err := p.Ask(req)
 	if err != nil {
 		return err
 	}
@@ -750,7 +714,7 @@ func (r *scaleResult) readCPU(t testing.TB, procs []*simProc, etcd *testetcd.Clu
 		c.proxies += procCPU(pid)
 	}
 	for _, p := range procs {
-		c.agents += procCPU(p.cmd.Process.Pid)
+		c.agents += procCPU(p.Pid())
 	}
 	for _, who := range []int{syscall.RUSAGE_SELF, syscall.RUSAGE_CHILDREN} {
 		var ru syscall.Rusage
