@@ -99,8 +99,10 @@ type Agent struct {
 	head       *sharedhead.Shared // nil unless the head is shared (repo.sharedHead)
 	statuses   *statusReporter    // nil unless statuses are posted (statuses)
 	pollNow    atomic.Bool        // SyncNow asked for a poll: the next turn polls whatever the shared head says
+	fleetPoll  chan struct{}      // SyncNow asked the fleet's fetcher to poll (fetchForFleet)
+	pollEvery  atomic.Int64       // repo.poll, a time.Duration: reloaded by the loop, read by the fetcher and the API too
 	groupWaits atomic.Bool        // the host's group waits for another (after:), by the last commit loaded: it fetches a new head within repo.splay
-	publishErr string             // why the last publish of the shared head failed, "" when it worked
+	publishErr string             // why the last publish of the shared head failed, "" when it worked; fetchForFleet's
 
 	notify       notifier
 	runtimeDir   string // where the package manager leaves RestartMarker
@@ -176,6 +178,7 @@ func New(cfg *config.Config, version string, logger *slog.Logger) (*Agent, error
 		clock:      checks.RealClock,
 		failpoint:  rollback.State(os.Getenv(FailpointEnv)),
 		wake:       make(chan struct{}, 1),
+		fleetPoll:  make(chan struct{}, 1),
 		runtimeDir: DefaultRuntimeDir,
 		version:    version,
 		signedOnly: syncOpts.Verify.Enabled(),
@@ -188,6 +191,7 @@ func New(cfg *config.Config, version string, logger *slog.Logger) (*Agent, error
 			a.migrations.LockTTL = e.TTL.D()
 		}
 	}
+	a.pollEvery.Store(int64(cfg.Repo.Poll.D()))
 	a.head = newSharedHead(cfg, fs, a)
 	if a.statuses, err = newStatusReporter(cfg, a); err != nil {
 		return nil, fmt.Errorf("statuses: %w", err)
@@ -239,14 +243,28 @@ func (a *Agent) phase(format string, args ...any) {
 	a.log.Info(p)
 }
 
-// SyncNow makes the loop poll at once instead of at its next tick.
+// SyncNow makes the loop poll at once instead of at its next tick. On the fleet's
+// fetcher it makes the poll for the fleet go at once too (fetchForFleet), even
+// while the loop is in a transaction.
 func (a *Agent) SyncNow() {
 	a.pollNow.Store(true)
+	wakeUp(a.wake)
+	if a.head != nil && a.head.Fetcher() {
+		wakeUp(a.fleetPoll)
+	}
+}
+
+// wakeUp sends on c, a channel buffered for one, unless a wake-up waits there
+// already.
+func wakeUp(c chan struct{}) {
 	select {
-	case a.wake <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
+
+// poll is repo.poll as it is now (reload changes it).
+func (a *Agent) poll() time.Duration { return time.Duration(a.pollEvery.Load()) }
 
 // Run connects to systemd, finishes any transaction a crash left open, then polls the
 // repository and upgrades the host until ctx ends. It returns nil when ctx ends, an
@@ -291,6 +309,7 @@ func (a *Agent) startBackground() (background, func()) {
 		wg.Go(func() { a.watchConfig(ctx, bg.reload) })
 	}
 	wg.Go(func() { a.runSharedHead(ctx) })
+	wg.Go(func() { a.fetchForFleet(ctx) })
 	wg.Go(func() { a.receiveWebhooks(ctx) })
 	wg.Go(func() { a.reportStatuses(ctx) })
 	return bg, func() {
@@ -334,7 +353,7 @@ func (a *Agent) start(ctx context.Context) {
 
 // loop polls and reconciles until ctx ends (nil) or the package asks for a restart.
 func (a *Agent) loop(ctx context.Context, bg background) error {
-	backoff := time.Duration(0)
+	var backoff time.Duration
 	for {
 		a.notify.busy(0) // the loop turns: alive, and any long step declared has ended
 		if restartRequested(a.runtimeDir) {
@@ -344,16 +363,7 @@ func (a *Agent) loop(ctx context.Context, bg background) error {
 		a.hang()
 		err := a.tick(ctx)
 		a.checkDrift(ctx)
-		wait := a.nextPoll()
-		if err != nil {
-			backoff = nextBackoff(backoff, wait)
-			// The wait the git server asked for, up to a poll interval: the
-			// fleet's fetcher still confirms its head to the others meanwhile
-			// (gitsync answers for the server, without asking it).
-			wait = max(backoff, min(gitsync.RetryIn(err), wait))
-		} else {
-			backoff = 0
-		}
+		wait := afterPoll(&backoff, err, a.nextPoll())
 		if ctx.Err() != nil || !a.sleep(ctx, bg, wait) {
 			return nil
 		}
@@ -395,6 +405,20 @@ func (a *Agent) watchdogSlice() time.Duration {
 	return time.Hour
 }
 
+// afterPoll is the wait before the next poll, wait when the last one worked
+// (err nil). After a failed one it is a backoff, doubled at each failure in a row
+// (*backoff, reset by a poll that worked), or the wait the git server asked for
+// when that is longer, up to wait: the fleet's fetcher still confirms its head to
+// the others meanwhile (gitsync answers for the server, without asking it).
+func afterPoll(backoff *time.Duration, err error, wait time.Duration) time.Duration {
+	if err == nil {
+		*backoff = 0
+		return wait
+	}
+	*backoff = nextBackoff(*backoff, wait)
+	return max(*backoff, min(gitsync.RetryIn(err), wait))
+}
+
 // nextBackoff doubles the wait after a fetch error, from 1s up to the poll interval,
 // with jitter so that a fleet does not hammer a recovering server in step.
 func nextBackoff(prev, limit time.Duration) time.Duration {
@@ -414,25 +438,11 @@ func (a *Agent) tick(ctx context.Context) error {
 	u, polled, err := a.fetch(pctx)
 	cancel()
 	a.notify.busy(0)
-	now := time.Now()
-	switch {
-	case !polled: // the shared head is current: nothing to record
-	case err != nil:
-		a.setStatus(func(s *Status) { s.FetchError, s.FetchedAt = err.Error(), now })
-		a.obs.metrics.FetchError()
-		a.log.Warn("fetch the fleet repository", "err", err)
-		if errors.Is(err, gitsync.ErrRewound) {
-			a.setStatus(func(s *Status) { s.LastResult = "refused: " + err.Error() })
-		}
-		if u.Commit == "" {
-			return err
-		}
-	default:
-		a.setStatus(func(s *Status) { s.FetchError, s.FetchedAt, s.FetchedOK, s.Tracked = "", now, now, u.Commit })
-		a.obs.metrics.FetchOK(now)
-		if u.Changed {
-			a.log.Info("new commit", "commit", commitid.ShortOrNone(u.Commit), "previous", commitid.ShortOrNone(u.Previous), "fetched", u.Fetched)
-		}
+	if polled {
+		a.notePoll(u, err)
+	}
+	if err != nil && u.Commit == "" {
+		return err
 	}
 	if ctx.Err() != nil {
 		return nil
@@ -443,10 +453,29 @@ func (a *Agent) tick(ctx context.Context) error {
 	}
 	a.reconcile(ctx, head)
 	a.heartbeat(ctx)
-	a.queueStatuses(ctx)
 	st := a.Status()
 	a.obs.metrics.Info(st.Applied, st.Tracked)
 	return err
+}
+
+// notePoll records a poll of the repository, the loop's or the fleet's fetcher's,
+// in the status, the metrics and the log.
+func (a *Agent) notePoll(u gitsync.Update, err error) {
+	now := time.Now()
+	if err != nil {
+		a.setStatus(func(s *Status) { s.FetchError, s.FetchedAt = err.Error(), now })
+		a.obs.metrics.FetchError()
+		a.log.Warn("fetch the fleet repository", "err", err)
+		if errors.Is(err, gitsync.ErrRewound) {
+			a.setStatus(func(s *Status) { s.LastResult = "refused: " + err.Error() })
+		}
+		return
+	}
+	a.setStatus(func(s *Status) { s.FetchError, s.FetchedAt, s.FetchedOK, s.Tracked = "", now, now, u.Commit })
+	a.obs.metrics.FetchOK(now)
+	if u.Changed {
+		a.log.Info("new commit", "commit", commitid.ShortOrNone(u.Commit), "previous", commitid.ShortOrNone(u.Previous), "fetched", u.Fetched)
+	}
 }
 
 // fleetAnswers looks whether etcd answers, when the agent would need it to move to

@@ -25,7 +25,7 @@ func TestExportRemovesLeftovers(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(state, "revisions"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.export(ctx, first); err != nil {
+	if _, err := a.export(ctx, loopTrees, first); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(filepath.Join(state, "revisions")); err != nil || fi.Mode().Perm() != 0o700 {
@@ -46,7 +46,7 @@ func TestExportRemovesLeftovers(t *testing.T) {
 	if _, err := git.Poll(ctx); err != nil {
 		t.Fatal(err)
 	}
-	dir, err := a.export(ctx, second)
+	dir, err := a.export(ctx, loopTrees, second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,27 +68,70 @@ func (a *Agent) runSharedHead(ctx context.Context) {
 }
 
 // fetch polls the repository when this turn of the loop calls for it, and says
-// whether it did. It does when asked to (SyncNow: an operator, a webhook, a new
-// shared head), when nothing was fetched yet, and without a shared head; with one,
-// when this agent is the fetcher, or has not heard it for a while
-// (sharedhead.OwnPoll). The fetcher then publishes the head it polled.
+// whether it did. It does when nothing was fetched yet, and without a shared head.
+// With one, the fleet's fetcher leaves the polls to fetchForFleet, and a follower
+// polls when asked to (SyncNow: an operator, a webhook, a new shared head) or when
+// it has not heard the fetcher for a while (sharedhead.OwnPoll).
 func (a *Agent) fetch(ctx context.Context) (gitsync.Update, bool, error) {
 	asked := a.pollNow.Swap(false)
 	fetcher := a.head != nil && a.head.Fetcher()
 	a.obs.metrics.Fetcher(fetcher)
-	if a.head != nil && !fetcher && !asked && a.git.Head() != "" {
+	if h := a.git.Head(); h != "" && a.head != nil {
+		current := gitsync.Update{Commit: h, Previous: h}
+		if fetcher {
+			return current, false, nil
+		}
 		v := a.head.View()
-		v.Poll = a.cfg.Repo.Poll.D()
-		if own, _ := sharedhead.OwnPoll(v); !own {
-			h := a.git.Head()
-			return gitsync.Update{Commit: h, Previous: h}, false, nil
+		v.Poll = a.poll()
+		if own, _ := sharedhead.OwnPoll(v); !own && !asked {
+			return current, false, nil
 		}
 	}
 	u, err := a.git.Poll(ctx)
-	if fetcher {
-		a.publishHead(ctx, err)
-	}
 	return u, true, err
+}
+
+// fetchForFleet polls the repository for the fleet while this agent is its elected
+// fetcher, until ctx ends: when elected, at each sync asked (SyncNow, on this host
+// or through etcd), and every poll interval with jitter, with the loop's backoff
+// after a failure. Each poll is published (publishHead), a new head wakes the
+// loop, and the head's commit statuses are brought up to date (queueStatuses). It runs beside the loop, not in it: a fetcher in a long transaction of its
+// own (waiting for the lease behind the rest of its group, soaking, analysing,
+// running a migration) still tells the fleet of a push within a second, where the
+// loop would have left the whole fleet on the old head until it was done.
+func (a *Agent) fetchForFleet(ctx context.Context) {
+	if a.head == nil {
+		return
+	}
+	var next <-chan time.Time
+	var backoff time.Duration
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.fleetPoll:
+		case <-next:
+		}
+		next = nil
+		fetcher := a.head.Fetcher()
+		a.obs.metrics.Fetcher(fetcher)
+		if !fetcher {
+			continue // a term that ended; the next begins with a sync asked
+		}
+		pctx, cancel := context.WithTimeout(ctx, pollTimeout)
+		u, err := a.git.Poll(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		a.publishHead(ctx, err)
+		a.notePoll(u, err)
+		if u.Changed {
+			wakeUp(a.wake)
+		}
+		a.queueStatuses(ctx)
+		next = time.After(afterPoll(&backoff, err, sharedhead.Jitter(a.poll())))
+	}
 }
 
 // publishHead publishes the anchor, the last head that passed the rewind check and
@@ -97,7 +140,7 @@ func (a *Agent) fetch(ctx context.Context) (gitsync.Update, bool, error) {
 // to publish is logged once.
 func (a *Agent) publishHead(ctx context.Context, pollErr error) {
 	descends := a.git.Descends
-	if a.cfg.Repo.AllowRewind {
+	if a.git.AllowsRewind() {
 		descends = func(string, string) (bool, error) { return true, nil }
 	}
 	pctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
@@ -116,7 +159,7 @@ func (a *Agent) publishHead(ctx context.Context, pollErr error) {
 // or, for an agent that no longer hears the fleet's fetcher, a wait spread over a
 // whole interval (sharedhead.OwnPoll).
 func (a *Agent) nextPoll() time.Duration {
-	poll := a.cfg.Repo.Poll.D()
+	poll := a.poll()
 	if a.head == nil {
 		return sharedhead.Jitter(poll)
 	}
@@ -135,7 +178,7 @@ func (a *Agent) sharedHeadState() *api.SharedHead {
 	}
 	h, age := a.head.Head()
 	v := a.head.View()
-	v.Poll = a.cfg.Repo.Poll.D()
+	v.Poll = a.poll()
 	own, _ := sharedhead.OwnPoll(v)
 	st := &api.SharedHead{Fetcher: h.By, Head: h.Commit, Self: v.Role == sharedhead.Fetcher, Stale: own && v.Role != sharedhead.Fetcher, Failed: h.Failed}
 	if st.Self {

@@ -46,9 +46,7 @@ func TestWebhookPushReachesTheFleet(t *testing.T) {
 	for _, h := range hosts { // the first poll, at the start, is each agent's own
 		h.settled(c1)
 	}
-	h1.waitFor("a fetcher elected", 30*time.Second, func() bool {
-		return strings.Contains(h1.journal()+hosts[1].journal(), "elected the fleet's fetcher")
-	})
+	waitForFetcher(t, hosts, c1)
 
 	c2 := h1.push(release{version: "2.0.0", mode: "ok"})
 	time.Sleep(2 * time.Second)
@@ -143,6 +141,78 @@ func fetcherKilled(t *testing.T, hosts []*harness) {
 	if s := sharedHead(t, fetcher); s.Self || s.Fetcher != other.host.Name || s.Head != c4 {
 		t.Errorf("baton status on %s after the takeover: %+v, want %s publishing %s", fetcher.host.Name, s, other.host.Name, short(c4))
 	}
+}
+
+// TestFetcherInATransactionStillPublishes: the fleet's fetcher polls beside its
+// agent's loop, not in it. Both hosts are in transactions of a release that soaks
+// for 20 s (one verifying, the other waiting for the lease), the fetcher among
+// them, when a fix is pushed and baton sync --fleet run: the fleet hears the fix
+// while the fetcher's own transaction is still open, and both hosts then move to
+// it. (Polling in the loop, the fetcher kept the whole fleet on the old head until
+// its own transaction ended: behind a rollout of a large group, for hours.)
+func TestFetcherInATransactionStillPublishes(t *testing.T) {
+	cluster := testetcd.Start(t)
+	h1 := newHarness(t)
+	relay := testfleet.Forward(t, h1.gateway, strings.TrimPrefix(cluster.Endpoints()[0], "http://"))
+	h1.writeConfig("lease:\n  backend: etcd\n  etcd: {endpoints: [\"http://" + relay + "\"], prefix: /baton, ttl: 5s}\n")
+	hosts := []*harness{h1, h1.sibling("h2")}
+	for _, h := range hosts {
+		slowPoll(t, h)
+	}
+	c1 := h1.push(release{version: "1.0.0", mode: "ok"})
+	for _, h := range hosts {
+		h.startAgent()
+	}
+	for _, h := range hosts {
+		h.settled(c1)
+	}
+	fetcher := waitForFetcher(t, hosts, c1)
+	follower := hosts[0]
+	if follower == fetcher {
+		follower = hosts[1]
+	}
+
+	slow := strings.Replace(fleetYAML, "minHealthy: 5s, healthyDeadline: 30s", "minHealthy: 20s, healthyDeadline: 60s", 1)
+	c2 := h1.push(release{version: "2.0.0", mode: "ok", fleet: slow})
+	follower.host.MustExec(t, "/usr/local/bin/baton", "sync", "--fleet")
+	for _, h := range hosts {
+		h.waitFor(h.host.Name+" in the transaction of "+short(c2), time.Minute, func() bool { return h.host.TxnState() != "" })
+	}
+
+	c3 := h1.push(release{version: "3.0.0", mode: "ok"})
+	asked := time.Now()
+	follower.host.MustExec(t, "/usr/local/bin/baton", "sync", "--fleet")
+	follower.waitEvery(follower.host.Name+" to hear "+short(c3)+" from the fetcher", 15*time.Second, 100*time.Millisecond, func() bool {
+		return sharedHead(t, follower).Head == c3
+	})
+	heard := time.Since(asked)
+	state := fetcher.host.TxnState()
+	if state == "" {
+		t.Fatalf("%s's transaction of %s ended before the fleet heard %s: the test proves nothing", fetcher.host.Name, short(c2), short(c3))
+	}
+	t.Logf("%s heard %s %v after baton sync --fleet, while the fetcher %s was %s in its transaction of %s",
+		follower.host.Name, short(c3), heard.Round(time.Millisecond), fetcher.host.Name, state, short(c2))
+	for _, h := range hosts {
+		h.settled(c3)
+	}
+}
+
+// waitForFetcher waits until one of hosts is the fleet's fetcher and has
+// published commit, and returns it. Its first poll, which its election asks for
+// at once, is then done: a push after this is seen only when something asks.
+func waitForFetcher(t *testing.T, hosts []*harness, commit string) *harness {
+	t.Helper()
+	var fetcher *harness
+	hosts[0].waitFor("the fleet's fetcher to publish "+short(commit), time.Minute, func() bool {
+		for _, h := range hosts {
+			if sh := sharedHead(t, h); sh.Self && sh.Head == commit {
+				fetcher = h
+				return true
+			}
+		}
+		return false
+	})
+	return fetcher
 }
 
 // sharedHead is the shared head as baton status --json on h shows it; an empty one

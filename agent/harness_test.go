@@ -70,7 +70,10 @@ func (h *harness) sibling(name string) *harness {
 	s := *h
 	s.host = h.boot(name)
 	s.writeConfig(h.extra)
-	h.t.Cleanup(s.scanSecrets)
+	h.t.Cleanup(func() {
+		s.scanSecrets()
+		s.logJournalIfFailed()
+	})
 	return &s
 }
 
@@ -115,14 +118,21 @@ func newHarness(t testing.TB) *harness {
 	h.writeConfig("")
 	t.Cleanup(func() {
 		h.scanSecrets()
-		if t.Failed() {
-			// -t and -u would match only lines with both: ask for each.
-			agent, _ := h.host.Exec(context.Background(), "journalctl", "--no-pager", "-n", "60", "-t", agentTag)
-			demo, _ := h.host.Exec(context.Background(), "journalctl", "--no-pager", "-n", "20", "-u", "demo.service")
-			t.Logf("journal of the agent on h1:\n%s\njournal of demo.service on h1:\n%s", agent, demo)
-		}
+		h.logJournalIfFailed()
 	})
 	return h
+}
+
+// logJournalIfFailed logs the end of the agent's and the demo service's journals
+// on the host when the test failed.
+func (h *harness) logJournalIfFailed() {
+	if !h.t.Failed() {
+		return
+	}
+	// -t and -u would match only lines with both: ask for each.
+	agent, _ := h.host.Exec(context.Background(), "journalctl", "--no-pager", "-n", "60", "-t", agentTag)
+	demo, _ := h.host.Exec(context.Background(), "journalctl", "--no-pager", "-n", "20", "-u", "demo.service")
+	h.t.Logf("journal of the agent on %s:\n%s\njournal of demo.service on %s:\n%s", h.host.Name, agent, h.host.Name, demo)
 }
 
 // release describes one version of the demo service pushed to the fleet repository.

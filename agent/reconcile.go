@@ -240,7 +240,7 @@ var errExport = errors.New("could not export the commit")
 
 // load exports commit, parses and validates it, and renders it for this host.
 func (a *Agent) load(ctx context.Context, commit string) (*spec.HostSpec, *spec.Repo, error) {
-	dir, err := a.export(ctx, commit)
+	dir, err := a.export(ctx, loopTrees, commit)
 	if err != nil && !errors.Is(err, gitsync.ErrBadTree) {
 		return nil, nil, fmt.Errorf("%w: %w", errExport, err)
 	}
@@ -258,10 +258,18 @@ func (a *Agent) load(ctx context.Context, commit string) (*spec.HostSpec, *spec.
 	return hs, repo, nil
 }
 
-// export writes the tree of commit under the state directory once, atomically, and
-// removes the trees of other commits.
-func (a *Agent) export(ctx context.Context, commit string) (string, error) {
-	root := filepath.Join(a.cfg.Paths.State, "revisions")
+// The directories of the state directory that commits are exported to, each
+// written by one goroutine alone: an export there removes the trees of other
+// commits, which must not be in use.
+const (
+	loopTrees    = "revisions"          // the loop's: the commit it loads and applies
+	fetcherTrees = "revisions.statuses" // the fleet's fetcher's: the commit whose statuses it posts
+)
+
+// export writes the tree of commit under the state directory's directory trees
+// once, atomically, and removes the trees of other commits there.
+func (a *Agent) export(ctx context.Context, trees, commit string) (string, error) {
+	root := filepath.Join(a.cfg.Paths.State, trees)
 	// The repository's files may hold what others on the host must not read (a token
 	// in an artifact's URL, say): the exported trees are the agent's alone, also where
 	// an older baton made the directory readable by all.
@@ -285,8 +293,8 @@ func (a *Agent) export(ctx context.Context, commit string) (string, error) {
 		return "", fmt.Errorf("export %s: %w", commitid.ShortOrNone(commit), err)
 	}
 	// Every other name goes: the trees of other commits, and the .tmp- trees that a
-	// crash left half written. Only the agent's loop exports, one commit at a time, so
-	// no other export is under way.
+	// crash left half written. One goroutine exports under root, one commit at a
+	// time, so no other export is under way and no other tree is in use.
 	entries, _ := os.ReadDir(root)
 	for _, e := range entries {
 		if e.Name() != commit {

@@ -88,9 +88,11 @@ func (a *Agent) reload(why string) {
 		live.Paths != cfg.Paths || live.Host != cfg.Host || !reflect.DeepEqual(live.Webhooks, cfg.Webhooks) || live.Statuses != cfg.Statuses {
 		a.log.Warn("the configuration changed in settings that take effect at the next restart (systemctl restart baton)", "why", why)
 	}
-	// Only the main loop reads these three; other goroutines read settings that never
-	// change while the agent runs.
+	// Only the main loop reads these three in a.cfg; other goroutines read settings
+	// that never change while the agent runs, and the poll interval and the rewind
+	// setting from their own copies (a.poll, the syncer's).
 	a.cfg.Repo.Poll, a.cfg.Repo.AllowRewind, a.cfg.DriftPolicy = live.Repo.Poll, live.Repo.AllowRewind, live.DriftPolicy
+	a.pollEvery.Store(int64(live.Repo.Poll.D()))
 	if live.Repo.AllowRewind != old.Repo.AllowRewind {
 		// Both rewind checks follow it: the fetch's and the applied commit's. A head
 		// rejected under the old setting is judged again at the next poll.

@@ -30,6 +30,7 @@ func TestReloadChecksFiles(t *testing.T) {
 	}
 	var logs strings.Builder
 	a := &Agent{cfg: cfg, configFile: file, log: slog.New(slog.NewTextHandler(&logs, nil))}
+	a.pollEvery.Store(int64(cfg.Repo.Poll.D()))
 	if err := os.WriteFile(file, []byte(strings.Replace(body, "poll: 5s", "poll: 7s", 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -37,14 +38,14 @@ func TestReloadChecksFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.reload("test")
-	if a.cfg.Repo.Poll.D() != 5*time.Second || !strings.Contains(logs.String(), "configuration not reloaded") || !strings.Contains(logs.String(), "repo.verify.sshAllowedSigners") {
-		t.Errorf("poll %v after a reload with a writable allowed_signers; log:\n%s", a.cfg.Repo.Poll, logs.String())
+	if a.poll() != 5*time.Second || !strings.Contains(logs.String(), "configuration not reloaded") || !strings.Contains(logs.String(), "repo.verify.sshAllowedSigners") {
+		t.Errorf("poll %v after a reload with a writable allowed_signers; log:\n%s", a.poll(), logs.String())
 	}
 	if err := os.Chmod(signers, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	a.reload("test")
-	if a.cfg.Repo.Poll.D() != 7*time.Second {
-		t.Errorf("poll %v after a good reload; log:\n%s", a.cfg.Repo.Poll, logs.String())
+	if a.poll() != 7*time.Second {
+		t.Errorf("poll %v after a good reload; log:\n%s", a.poll(), logs.String())
 	}
 }

@@ -25,7 +25,7 @@ type statusJob struct {
 type statusReporter struct {
 	r    *forge.Reporter
 	jobs chan statusJob // the latest job; an older one waiting is replaced
-	last statusJob      // the job of the last commit loaded, kept by the loop
+	last statusJob      // the job of the last commit loaded, kept by fetchForFleet
 }
 
 // newStatusReporter is the reporter of cfg.Statuses, or nil when it is not set.
@@ -42,8 +42,9 @@ func newStatusReporter(cfg *config.Config, a *Agent) (*statusReporter, error) {
 }
 
 // queueStatuses hands the head to the reporter, when this agent is the fleet's
-// fetcher: the loop calls it at each turn, so the statuses follow the rollout.
-// The head's groups are loaded once per commit.
+// fetcher: fetchForFleet calls it after each poll, so the statuses follow the
+// rollout also while this host is in a transaction of its own. The head's groups
+// are loaded once per commit.
 func (a *Agent) queueStatuses(ctx context.Context) {
 	s := a.statuses
 	if s == nil || a.head == nil || !a.head.Fetcher() {
@@ -71,7 +72,7 @@ func (a *Agent) queueStatuses(ctx context.Context) {
 // statusJobOf loads commit's groups and the releases they run.
 func (a *Agent) statusJobOf(ctx context.Context, commit string) (statusJob, error) {
 	job := statusJob{commit: commit}
-	dir, err := a.export(ctx, commit)
+	dir, err := a.export(ctx, fetcherTrees, commit)
 	if err != nil {
 		return job, err
 	}
@@ -92,7 +93,7 @@ func (a *Agent) statusJobOf(ctx context.Context, commit string) (statusJob, erro
 	return job, nil
 }
 
-// reportStatuses posts the jobs the loop queues until ctx ends.
+// reportStatuses posts the jobs fetchForFleet queues until ctx ends.
 func (a *Agent) reportStatuses(ctx context.Context) {
 	s := a.statuses
 	if s == nil {

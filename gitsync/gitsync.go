@@ -169,6 +169,9 @@ func New(opts Options, logger *slog.Logger) (*Syncer, error) {
 // (repo.allowRewind reloaded).
 func (s *Syncer) SetAllowRewind(allow bool) { s.allowRewind.Store(allow) }
 
+// AllowsRewind reports whether a rewound branch is followed now.
+func (s *Syncer) AllowsRewind() bool { return s.allowRewind.Load() }
+
 // validate checks opts (defaults already applied) and returns the URL scheme.
 func validate(o *Options) (string, error) {
 	scheme, why := CheckURL(o.URL)
