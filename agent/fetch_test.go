@@ -143,14 +143,16 @@ func fetcherKilled(t *testing.T, hosts []*harness) {
 	}
 }
 
-// TestFetcherInATransactionStillPublishes: the fleet's fetcher polls beside its
-// agent's loop, not in it. Both hosts are in transactions of a release that soaks
-// for 20 s (one verifying, the other waiting for the lease), the fetcher among
-// them, when a fix is pushed and baton sync --fleet run: the fleet hears the fix
-// while the fetcher's own transaction is still open, and both hosts then move to
-// it. (Polling in the loop, the fetcher kept the whole fleet on the old head until
-// its own transaction ended: behind a rollout of a large group, for hours.)
-func TestFetcherInATransactionStillPublishes(t *testing.T) {
+// TestPushDuringARollout: a fix is pushed while both hosts are in transactions of
+// a release that soaks for 20 s, one verifying it under the lease, the other
+// waiting for the lease. The fleet's fetcher is one of them: it polls beside its
+// agent's loop, not in it, so the fleet hears of the fix while the fetcher's own
+// transaction is still open. (Polling in the loop, it kept the whole fleet on the
+// old head until its transaction ended: behind a rollout of a large group, for
+// hours.) The host that waited for the lease goes straight to the fix, without
+// ever switching to the release it waited for; the other finishes its soak and
+// follows.
+func TestPushDuringARollout(t *testing.T) {
 	cluster := testetcd.Start(t)
 	h1 := newHarness(t)
 	relay := testfleet.Forward(t, h1.gateway, strings.TrimPrefix(cluster.Endpoints()[0], "http://"))
@@ -175,9 +177,17 @@ func TestFetcherInATransactionStillPublishes(t *testing.T) {
 	slow := strings.Replace(fleetYAML, "minHealthy: 5s, healthyDeadline: 30s", "minHealthy: 20s, healthyDeadline: 60s", 1)
 	c2 := h1.push(release{version: "2.0.0", mode: "ok", fleet: slow})
 	follower.host.MustExec(t, "/usr/local/bin/baton", "sync", "--fleet")
-	for _, h := range hosts {
-		h.waitFor(h.host.Name+" in the transaction of "+short(c2), time.Minute, func() bool { return h.host.TxnState() != "" })
-	}
+	var verifying, waiting *harness
+	h1.waitFor("one host verifying "+short(c2)+" and the other waiting for the lease", time.Minute, func() bool {
+		a, b := hosts[0].host.TxnState(), hosts[1].host.TxnState()
+		switch {
+		case a == "VERIFYING" && b == "STAGED":
+			verifying, waiting = hosts[0], hosts[1]
+		case b == "VERIFYING" && a == "STAGED":
+			verifying, waiting = hosts[1], hosts[0]
+		}
+		return waiting != nil
+	})
 
 	c3 := h1.push(release{version: "3.0.0", mode: "ok"})
 	asked := time.Now()
@@ -187,13 +197,24 @@ func TestFetcherInATransactionStillPublishes(t *testing.T) {
 	})
 	heard := time.Since(asked)
 	state := fetcher.host.TxnState()
-	if state == "" {
+	if state == "" || state == "COMMITTED" {
 		t.Fatalf("%s's transaction of %s ended before the fleet heard %s: the test proves nothing", fetcher.host.Name, short(c2), short(c3))
 	}
 	t.Logf("%s heard %s %v after baton sync --fleet, while the fetcher %s was %s in its transaction of %s",
 		follower.host.Name, short(c3), heard.Round(time.Millisecond), fetcher.host.Name, state, short(c2))
+
 	for _, h := range hosts {
 		h.settled(c3)
+	}
+	j := waiting.journal()
+	if strings.Contains(j, "-> "+short(c2)+": switching") {
+		t.Errorf("%s, waiting for the lease when %s came, went on to switch to %s", waiting.host.Name, short(c3), short(c2))
+	}
+	if !strings.Contains(j, "superseded by "+short(c3)) {
+		t.Errorf("%s's journal does not say that %s superseded its wait for %s", waiting.host.Name, short(c3), short(c2))
+	}
+	if !strings.Contains(verifying.journal(), "-> "+short(c2)+": switching") {
+		t.Errorf("%s did not go through %s, which it was verifying", verifying.host.Name, short(c2))
 	}
 }
 

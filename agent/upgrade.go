@@ -336,7 +336,8 @@ func (a *Agent) stageAll(ctx context.Context, w *work) core.Event {
 	return core.Event{}
 }
 
-// takeLease waits for a slot of the group's lease.
+// takeLease waits for a slot of the group's lease, or until a newer commit
+// supersedes the transaction (supersedable).
 func (a *Agent) takeLease(ctx context.Context, w *work) core.Event {
 	txn := w.txn
 	a.txnPhase(txn, "waiting for the "+txn.Group+" lease")
@@ -347,10 +348,17 @@ func (a *Agent) takeLease(ctx context.Context, w *work) core.Event {
 	}
 	a.notify.busy(24 * time.Hour) // other hosts' upgrades may hold the lease that long
 	waitStart := time.Now()
-	err := a.lease.Acquire(ctx, txn.Group)
+	lctx, stopWatch := a.supersedable(ctx, w)
+	err := a.lease.Acquire(lctx, txn.Group)
+	newer := stopWatch()
 	a.notify.busy(0)
 	a.obs.metrics.LeaseWait(time.Since(waitStart))
 	a.obs.metrics.LeaseHeld(err == nil)
+	if err != nil && newer != "" && ctx.Err() == nil {
+		wakeUp(a.wake) // the loop takes the newer commit as soon as this one ends
+		return core.Event{Result: core.Superseded, Reason: fmt.Sprintf("superseded by %s, which came while this host waited for the %s lease; nothing was touched",
+			commitid.ShortOrNone(newer), txn.Group)}
+	}
 	if errors.Is(err, lease.ErrFleetlockRefused) {
 		// The server's configuration refuses this host (an unknown group, say): ask
 		// again after a backoff, not at every poll.

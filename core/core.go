@@ -15,8 +15,9 @@
 //	         -> [ANALYZING analyze] -> [bluegreen: retire] -> COMMITTED commit -> done
 //	the release fails after its switch: halt-early -> ROLLING_BACK check-hold
 //	         -> revert -> [undrain] -> quarantine -> FAILED halt -> done
-//	before the switch: abort (nothing touched, maybe retried after a backoff), or
-//	         quarantine without a halt (the release is wrong the same way on every host)
+//	before the switch: abort (nothing touched, maybe retried after a backoff; a
+//	         newer commit that came during the lease wait supersedes the transaction),
+//	         or quarantine without a halt (the release is wrong the same way on every host)
 //
 // docs/transaction.md tells the same in full, with what happens after a crash in each
 // state (Resume).
@@ -71,9 +72,13 @@ const (
 	HostTrouble        // this host cannot, now: a full disk, a drain refused, a unit file in the way
 	Failed             // the step failed: a check, systemd, the lease, the gate
 	Unpersisted        // the state the step needed could not be persisted
+	// Superseded: a newer commit changes what this host runs, and came while the
+	// host waited for the lease: nothing was touched, and the newer one is what the
+	// fleet wants now.
+	Superseded
 )
 
-var resultNames = [...]string{"ok", "stopped", "bad-release", "host-trouble", "failed", "unpersisted"}
+var resultNames = [...]string{"ok", "stopped", "bad-release", "host-trouble", "failed", "unpersisted", "superseded"}
 
 func (r Result) String() string {
 	if int(r) < len(resultNames) {
@@ -205,6 +210,9 @@ func (m *Machine) beforeSwitch(ev Event) Step {
 		return m.abort("the agent is stopping")
 	}
 	switch {
+	case ev.Result == Superseded:
+		// Nothing touched, nothing wrong: the newer commit is tried at once.
+		return m.abort(ev.Reason)
 	case ev.Did == Stage && ev.Result == BadRelease:
 		// Wrong the same way on every host, and nothing switched: quarantined here,
 		// the group not halted (each host finds it for itself).

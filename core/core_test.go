@@ -72,6 +72,8 @@ func TestForward(t *testing.T) {
 			want: "PREPARED stage, done", kind: Aborted, reason: "persist the transaction: stage unpersisted"},
 		{name: "lease error", script: map[Action][]Result{Acquire: {Failed}},
 			want: "PREPARED stage, STAGED acquire, done", kind: Aborted, reason: "lease: acquire failed"},
+		{name: "a newer commit while waiting for the lease", script: map[Action][]Result{Acquire: {Superseded}},
+			want: "PREPARED stage, STAGED acquire, done", kind: Aborted, reason: "acquire superseded"},
 		{name: "FleetLock refuses the group", script: map[Action][]Result{Acquire: {HostTrouble}},
 			want: "PREPARED stage, STAGED acquire, done", kind: Aborted, reason: "could not take the lease: acquire host-trouble", retry: RetryTrouble},
 		{name: "hold lost after acquire", script: map[Action][]Result{CheckHold: {Failed}},

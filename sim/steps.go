@@ -91,12 +91,23 @@ func (h *Host) acquire(bound time.Duration, do core.Action) {
 				h.finish(0, do, core.Failed, err.Error())
 			case h.now() >= deadline:
 				h.finish(0, do, core.Failed, "no slot within the bound")
+			case do == core.Acquire && h.superseded():
+				h.w.res.Superseded++
+				h.finish(0, do, core.Superseded, "superseded by "+short(h.w.head().id))
 			default:
 				h.after(time.Second, try)
 			}
 		})
 	}
 	try()
+}
+
+// superseded says whether a newer commit than the transaction's came while the host
+// waited for the lease, one it would go to (the agent's supersedes: not quarantined
+// here; every simulated commit loads and changes the release).
+func (h *Host) superseded() bool {
+	head := h.w.head()
+	return head.id != h.live.To && head.id != h.lastGood && !h.quarantine[head.id]
 }
 
 // confirmHold is the agent's check right before the switch: the hold (Check), then

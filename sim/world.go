@@ -35,6 +35,7 @@ type Result struct {
 	Steps      int // transaction steps performed
 	Faults     int
 	Commits    int
+	Superseded int    // transactions a newer commit ended while their host waited for the lease
 	Violation  string // the first promise broken, "" when none
 	Trace      []string
 	SimElapsed time.Duration
