@@ -101,7 +101,8 @@ func (a *Agent) promGate(ctx context.Context, g *spec.Group, commit string) stri
 	r := gate.Check(ctx)
 	a.obs.metrics.Gate(r)
 	said := r.String()
-	// Only the agent's loop asks the gate.
+	// Only the agent's loop asks the gate (or, while it waits for the lease, its
+	// watch for a newer commit: never both at once).
 	switch {
 	case r.Held && said != a.promSaid.said:
 		a.emit(events.GateHeld, commit, "", said, nil)

@@ -144,14 +144,15 @@ func fetcherKilled(t *testing.T, hosts []*harness) {
 }
 
 // TestPushDuringARollout: a fix is pushed while both hosts are in transactions of
-// a release that soaks for 20 s, one verifying it under the lease, the other
+// a release that soaks for 30 s, one verifying it under the lease, the other
 // waiting for the lease. The fleet's fetcher is one of them: it polls beside its
 // agent's loop, not in it, so the fleet hears of the fix while the fetcher's own
 // transaction is still open. (Polling in the loop, it kept the whole fleet on the
 // old head until its transaction ended: behind a rollout of a large group, for
 // hours.) The host that waited for the lease goes straight to the fix, without
 // ever switching to the release it waited for; the other finishes its soak and
-// follows.
+// follows. A bad push before the fix (a release that does not match its sha256)
+// does not end the wait: the rollout under way is not split by it.
 func TestPushDuringARollout(t *testing.T) {
 	cluster := testetcd.Start(t)
 	h1 := newHarness(t)
@@ -174,7 +175,7 @@ func TestPushDuringARollout(t *testing.T) {
 		follower = hosts[1]
 	}
 
-	slow := strings.Replace(fleetYAML, "minHealthy: 5s, healthyDeadline: 30s", "minHealthy: 20s, healthyDeadline: 60s", 1)
+	slow := strings.Replace(fleetYAML, "minHealthy: 5s, healthyDeadline: 30s", "minHealthy: 30s, healthyDeadline: 60s", 1)
 	c2 := h1.push(release{version: "2.0.0", mode: "ok", fleet: slow})
 	follower.host.MustExec(t, "/usr/local/bin/baton", "sync", "--fleet")
 	var verifying, waiting *harness
@@ -188,6 +189,17 @@ func TestPushDuringARollout(t *testing.T) {
 		}
 		return waiting != nil
 	})
+
+	// A push whose release does not match its sha256 does not supersede the wait:
+	// the waiting host stages it, finds it bad, and stays in line for c2.
+	bad := h1.push(release{version: "2.5.0", mode: "ok", sha256: strings.Repeat("0", 64)})
+	follower.host.MustExec(t, "/usr/local/bin/baton", "sync", "--fleet")
+	waiting.waitFor(waiting.host.Name+" to judge "+short(bad), 30*time.Second, func() bool {
+		return strings.Contains(waiting.journal(), "a newer commit's release does not stage")
+	})
+	if st, to := waiting.host.TxnState(), waiting.status().Txn; st != "STAGED" || to == nil || to.To != c2 {
+		t.Fatalf("%s after %s, a release that does not stage, was pushed: txn %q %+v, want still waiting for the lease for %s", waiting.host.Name, short(bad), st, to, short(c2))
+	}
 
 	c3 := h1.push(release{version: "3.0.0", mode: "ok"})
 	asked := time.Now()

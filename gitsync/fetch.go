@@ -121,7 +121,8 @@ func (s *Syncer) session(auth transport.AuthMethod, lim *fetchLimit) (transport.
 // fetch asks the server of sess, which listed refs with capabilities caps,
 // for want and what it lacks here, and stores the pack that answers. Over
 // ssh and file, the pack is counted against lim (over http the response
-// bodies are). s.mu is held.
+// bodies are). s.polls is held, and s.mu only while the repository is read
+// (haves) and the pack installed (storePack).
 func (s *Syncer) fetch(ctx context.Context, sess transport.UploadPackSession, caps *capability.List, want plumbing.Hash, lim *fetchLimit) (err error) {
 	req := packp.NewUploadPackRequestFromCapabilities(caps) // no thin packs: go-git's sessions drop that capability
 	if caps.Supports(capability.NoProgress) {
@@ -130,7 +131,7 @@ func (s *Syncer) fetch(ctx context.Context, sess transport.UploadPackSession, ca
 		}
 	}
 	req.Wants = []plumbing.Hash{want}
-	if req.Haves, err = s.haves(); err != nil {
+	if err := s.locked(func() (err error) { req.Haves, err = s.haves(); return err }); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -168,7 +169,8 @@ func (s *Syncer) fetch(ctx context.Context, sess transport.UploadPackSession, ca
 }
 
 // haves lists the commits here that the server may know: the accepted
-// head, the one last fetched, and up to maxHaves ancestors of each.
+// head, the one last fetched, and up to maxHaves ancestors of each. s.mu is
+// held.
 func (s *Syncer) haves() ([]plumbing.Hash, error) {
 	var haves []plumbing.Hash
 	for _, name := range []plumbing.ReferenceName{s.acceptedRef(), s.trackingRef()} {

@@ -105,6 +105,12 @@ type Syncer struct {
 	// connections are reused; each poll wraps it to count its bytes.
 	http *http.Transport
 
+	// polls lets one Poll run at a time. A poll holds it throughout, and mu only for
+	// its parts on the repository: the ref listing and the pack's download, the
+	// parts that wait on the git server, hold no lock that Export, Verify or
+	// Descends wait for (the agent's loop calls them while the fleet's fetcher
+	// polls beside it).
+	polls   sync.Mutex
 	mu      sync.Mutex // guards repo, store, objects and the repository on disk
 	repo    *git.Repository
 	store   *filesystem.Storage // repo's storage
@@ -168,6 +174,13 @@ func New(opts Options, logger *slog.Logger) (*Syncer, error) {
 // SetAllowRewind changes Options.AllowRewind for the polls that follow
 // (repo.allowRewind reloaded).
 func (s *Syncer) SetAllowRewind(allow bool) { s.allowRewind.Store(allow) }
+
+// locked runs f with s.mu held, and lets it go however f ends.
+func (s *Syncer) locked(f func() error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return f()
+}
 
 // AllowsRewind reports whether a rewound branch is followed now.
 func (s *Syncer) AllowsRewind() bool { return s.allowRewind.Load() }

@@ -67,19 +67,28 @@ var maxHeld int64 = 8 << 20
 // (a pack being fetched, a scratch file) and go-git's (tmp_pack_, tmp_obj_).
 const tmpPrefix = "tmp_"
 
-// storePack reads a pack from r into the repository. On error nothing of
-// it stays in the repository directory. s.mu is held.
+// storePack reads a pack from r into the repository: it is downloaded and
+// indexed in temporary files with s.polls held alone, then installed with s.mu
+// held, so that no reader of the repository waits on the server. On error
+// nothing of it stays in the repository directory.
 func (s *Syncer) storePack(ctx context.Context, r io.Reader) (err error) {
 	dir := filepath.Join(s.opts.Dir, "objects", "pack")
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
-	// No other fetch runs (s.mu): a temporary file here is a leftover of a
-	// crash, or of a go-git fetch made by an older baton.
+	// No other poll runs (s.polls), and only polls write temporary files here
+	// (a fetch, or the compaction after it): one here is a leftover of a crash,
+	// or of a go-git fetch made by an older baton.
 	if err := removeTemps(dir); err != nil {
 		return err
 	}
-	_, err = writePack(dir, func(f *os.File) (*packIndexer, plumbing.Hash, error) {
+	installLocked := func(install func() error) error {
+		return s.locked(func() error {
+			defer s.store.Reindex()
+			return install()
+		})
+	}
+	_, err = writePack(dir, installLocked, func(f *os.File) (*packIndexer, plumbing.Hash, error) {
 		n, err := io.Copy(f, r)
 		if err != nil {
 			return nil, plumbing.ZeroHash, err
@@ -89,14 +98,14 @@ func (s *Syncer) storePack(ctx context.Context, r io.Reader) (err error) {
 		}
 		return indexPack(ctx, f, dir, s.opts.MaxFetch)
 	})
-	s.store.Reindex()
 	return err
 }
 
 // writePack makes a pack in dir: fill writes it into f, a temporary file there, and
-// indexes it; writePack then writes the index and installs both (installPack). It
-// returns the pack's checksum. On error nothing of it stays in dir.
-func writePack(dir string, fill func(f *os.File) (*packIndexer, plumbing.Hash, error)) (sum plumbing.Hash, err error) {
+// indexes it; writePack then writes the index and installs both (installPack),
+// through guard, which runs the install under the lock the repository's readers
+// take. It returns the pack's checksum. On error nothing of it stays in dir.
+func writePack(dir string, guard func(install func() error) error, fill func(f *os.File) (*packIndexer, plumbing.Hash, error)) (sum plumbing.Hash, err error) {
 	f, err := os.CreateTemp(dir, tmpPrefix+"pack_")
 	if err != nil {
 		return sum, err
@@ -124,7 +133,7 @@ func writePack(dir string, fill func(f *os.File) (*packIndexer, plumbing.Hash, e
 	if err := x.writeIndex(idx, sum); err != nil {
 		return sum, err
 	}
-	return sum, installPack(dir, f, idx, sum)
+	return sum, guard(func() error { return installPack(dir, f, idx, sum) })
 }
 
 // installPack moves pack file f and its index idx, temporary files in dir,

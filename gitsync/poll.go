@@ -72,11 +72,14 @@ func (s *Syncer) Poll(ctx context.Context) (u Update, err error) {
 	if err := s.waitAsked(time.Now()); err != nil {
 		return Update{Commit: s.Head(), Previous: s.Head()}, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.polls.Lock()
+	defer s.polls.Unlock()
 	defer func() {
 		if r := recover(); r != nil {
-			s.repo = nil // its caches may be half updated: open it again next time
+			_ = s.locked(func() error {
+				s.repo = nil // its caches may be half updated: open it again next time
+				return nil
+			})
 			u = Update{Commit: s.Head(), Previous: s.Head()}
 			err = fmt.Errorf("poll %s: internal error in the git client: %v", redact.URL(s.opts.URL), r)
 		}
@@ -88,8 +91,7 @@ func (s *Syncer) Poll(ctx context.Context) (u Update, err error) {
 
 func (s *Syncer) poll(ctx context.Context) (Update, error) {
 	shown := redact.URL(s.opts.URL)
-	repo, err := s.openRepo()
-	if err != nil {
+	if err := s.locked(func() error { _, err := s.openRepo(); return err }); err != nil {
 		return Update{}, err
 	}
 	prev := s.Head()
@@ -113,7 +115,9 @@ func (s *Syncer) poll(ctx context.Context) (Update, error) {
 		return u, nil
 	}
 
-	if !hasObject(repo.Storer, remoteHead) {
+	var have bool
+	_ = s.locked(func() error { have = hasObject(s.repo.Storer, remoteHead); return nil })
+	if !have {
 		err := s.fetch(ctx, sess, ar.Capabilities, remoteHead, lim)
 		if lim.exceeded() {
 			err = lim.refusal("the fetch")
@@ -122,26 +126,35 @@ func (s *Syncer) poll(ctx context.Context) (Update, error) {
 			return u, fmt.Errorf("fetch %s from %s: %w", s.opts.Branch, shown, err)
 		}
 		u.Fetched = true
+	}
+	err = s.locked(func() error { return s.accept(ctx, &u, prev, remoteHead, shown) })
+	return u, err
+}
+
+// accept takes newHead, listed by the server and now in the repository, as the
+// head when it passes the rewind check, and moves the anchor when it verifies;
+// after a fetch it first compacts the repository's packs. s.mu is held.
+func (s *Syncer) accept(ctx context.Context, u *Update, prev string, newHead plumbing.Hash, shown string) error {
+	repo := s.repo
+	if u.Fetched {
 		s.compactAfterFetch(ctx)
 	}
-	if err := repo.Storer.SetReference(plumbing.NewHashReference(s.trackingRef(), remoteHead)); err != nil {
-		return u, fmt.Errorf("update %s: %w", s.trackingRef(), err)
+	if err := repo.Storer.SetReference(plumbing.NewHashReference(s.trackingRef(), newHead)); err != nil {
+		return fmt.Errorf("update %s: %w", s.trackingRef(), err)
 	}
-	newHead := remoteHead
 	if _, err := loadCommit(repo.Storer, newHead); err != nil {
-		return u, fmt.Errorf("read head %s of %s: %w", newHead, s.opts.Branch, err)
+		return fmt.Errorf("read head %s of %s: %w", newHead, s.opts.Branch, err)
 	}
-
 	if err := s.checkRewind(repo.Storer, newHead, shown); err != nil {
-		return u, err
+		return err
 	}
 	anchor, err := s.acceptHead(repo.Storer, prev, newHead, u.Fetched)
 	if err != nil {
-		return u, err
+		return err
 	}
 	s.setHeads(newHead.String(), anchor)
 	u.Commit, u.Changed = newHead.String(), true
-	return u, nil
+	return nil
 }
 
 // remoteHead lists the refs of the remote over sess and returns them with the

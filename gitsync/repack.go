@@ -220,7 +220,8 @@ func mergePacks(ctx context.Context, dir string, packs []packFile, maxFetch int6
 		count += n
 		size += p.size
 	}
-	return writePack(dir, func(f *os.File) (*packIndexer, plumbing.Hash, error) {
+	held := func(install func() error) error { return install() } // the compaction holds s.mu throughout
+	return writePack(dir, held, func(f *os.File) (*packIndexer, plumbing.Hash, error) {
 		if err := concatPacks(ctx, f, dir, packs, count); err != nil {
 			return nil, plumbing.ZeroHash, err
 		}

@@ -162,6 +162,7 @@ func (e *Etcd) acquire(ctx context.Context, k groupKeys) error {
 		v, err := e.enqueue(ctx, k, sess)
 		if err != nil {
 			if err := r.wait(ctx, "enqueue", err); err != nil {
+				e.dropUnrecorded(k, sess)
 				return e.withdraw(err)
 			}
 			continue
@@ -522,6 +523,30 @@ func (e *Etcd) withdraw(cause error) error {
 		return cause
 	}
 	return cause
+}
+
+// dropUnrecorded deletes the slot key of k when it is bound to sess though this
+// host recorded no slot: a put that etcd applied and whose answer never came, the
+// wait having ended as it was on the wire (the agent stopping, or a newer commit
+// superseding the wait). The session outlives the wait, so such a key would keep
+// its place in the group's line, a slot once it came first, until the agent
+// stopped. A key bound to another session is not this wait's, and stays.
+func (e *Etcd) dropUnrecorded(k groupKeys, sess *session) {
+	e.mu.Lock()
+	recorded := e.slot != nil
+	e.mu.Unlock()
+	if recorded {
+		return // withdraw deletes it
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := e.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.LeaseValue(k.slot), "=", int64(sess.id))).
+		Then(clientv3.OpDelete(k.slot)).
+		Commit()
+	if err != nil {
+		e.log.Warn("withdraw a lease slot key whose put was not answered", "group", k.group, "err", err)
+	}
 }
 
 // deleteSlot deletes the slot key if it is still s, and forgets s.

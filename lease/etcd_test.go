@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -298,4 +299,64 @@ func TestEtcdNames(t *testing.T) {
 	if _, _, err := Holders(ctx, cli, "/baton", "a/b"); err == nil {
 		t.Error("Holders of group a/b succeeded")
 	}
+}
+
+// TestEtcdCancelledEnqueueLeavesNoKey: a put of the slot key that etcd applied but
+// whose answer never came (the wait ended as the request was on the wire, a newer
+// commit superseding it) leaves no key in the group's line. The agent's session
+// outlives the wait: a key left bound to it would keep its place, and a slot of the
+// group once it came first, until the agent stopped.
+func TestEtcdCancelledEnqueueLeavesNoKey(t *testing.T) {
+	t.Parallel()
+	c := testetcd.Start(t)
+	cli := c.Client(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	lost := &answerLost{KV: cli.KV, cancel: cancel}
+	cli.KV = lost
+	e := newEtcd(t, cli, "web-01")
+	lost.armed.Store(true)
+	if err := e.Acquire(ctx, "web"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Acquire with the put's answer lost = %v, want context.Canceled", err)
+	}
+	if !lost.applied.Load() {
+		t.Fatal("no transaction was applied with its answer lost: the test proves nothing")
+	}
+	if line, _, _ := holders(t, cli, "web"); len(line) != 0 {
+		t.Fatalf("the line of web after the cancelled wait: %v, want it empty", line)
+	}
+	if err := e.Acquire(ctxT(t, 10*time.Second), "web"); err != nil {
+		t.Fatalf("Acquire after the cancelled wait: %v", err)
+	}
+}
+
+// answerLost is a KV whose next transaction, once armed, is applied by etcd and
+// its answer lost: the caller's context is cancelled and Commit fails as a
+// cancelled request does.
+type answerLost struct {
+	clientv3.KV
+	armed, applied atomic.Bool
+	cancel         context.CancelFunc
+}
+
+func (k *answerLost) Txn(ctx context.Context) clientv3.Txn {
+	return &lostTxn{Txn: k.KV.Txn(ctx), kv: k}
+}
+
+type lostTxn struct {
+	clientv3.Txn
+	kv *answerLost
+}
+
+func (t *lostTxn) If(cs ...clientv3.Cmp) clientv3.Txn   { t.Txn = t.Txn.If(cs...); return t }
+func (t *lostTxn) Then(ops ...clientv3.Op) clientv3.Txn { t.Txn = t.Txn.Then(ops...); return t }
+func (t *lostTxn) Else(ops ...clientv3.Op) clientv3.Txn { t.Txn = t.Txn.Else(ops...); return t }
+
+func (t *lostTxn) Commit() (*clientv3.TxnResponse, error) {
+	resp, err := t.Txn.Commit()
+	if err == nil && t.kv.armed.CompareAndSwap(true, false) {
+		t.kv.applied.Store(true)
+		t.kv.cancel()
+		return nil, context.Canceled
+	}
+	return resp, err
 }

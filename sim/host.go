@@ -41,6 +41,9 @@ type Host struct {
 	token     int64         // the slot key's create revision, 0 when none
 	heldUntil time.Duration // the hold is certain until the host's clock (now) reads this
 	switched  bool          // between its switch and its verdict, in this life
+	// supersededBy is the newer commit that ended the transaction's lease wait,
+	// "" when none did.
+	supersededBy string
 
 	// poison, until poisonUntil, crashes the agent each time it persists that state:
 	// a step that kills it every time (an OOM, a hang the watchdog ends).
@@ -65,7 +68,7 @@ type Host struct {
 func (h *Host) start() {
 	h.life++
 	h.up = true
-	h.m, h.live, h.session, h.token, h.switched = nil, nil, 0, 0, false
+	h.m, h.live, h.session, h.token, h.switched, h.supersededBy = nil, nil, 0, 0, false, ""
 	h.backoff, h.silence = core.Backoff{}, core.Silence{}
 	if h.txn == nil {
 		h.after(h.w.between(0, pollEvery), h.poll)

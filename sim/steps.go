@@ -87,13 +87,16 @@ func (h *Host) acquire(bound time.Duration, do core.Action) {
 			switch {
 			case held:
 				h.finish(0, do, core.OK, "")
+			case do == core.Acquire && h.superseded():
+				// The agent's watch ends the wait for the newer commit, whatever the
+				// lease's calls meet meanwhile.
+				h.w.res.Superseded++
+				h.supersededBy = h.w.head().id
+				h.finish(0, do, core.Superseded, "superseded by "+short(h.supersededBy))
 			case err != nil && do == core.Acquire:
 				h.finish(0, do, core.Failed, err.Error())
 			case h.now() >= deadline:
 				h.finish(0, do, core.Failed, "no slot within the bound")
-			case do == core.Acquire && h.superseded():
-				h.w.res.Superseded++
-				h.finish(0, do, core.Superseded, "superseded by "+short(h.w.head().id))
 			default:
 				h.after(time.Second, try)
 			}
@@ -203,8 +206,12 @@ func (h *Host) end(s core.Step) {
 			if o.Retry != core.NoRetry {
 				h.backoff.Add(t.To, Epoch.Add(h.w.clock.Elapsed()), o.Reason)
 			}
-			h.txn, h.live, h.m, h.switched, h.touchedSince = nil, nil, nil, false, -1
-			h.after(pollEvery, h.poll)
+			next := pollEvery
+			if h.supersededBy != "" {
+				next = 0 // the agent's loop starts the newer commit at once
+			}
+			h.txn, h.live, h.m, h.switched, h.touchedSince, h.supersededBy = nil, nil, nil, false, -1, ""
+			h.after(next, h.poll)
 		})
 	})
 }
