@@ -39,14 +39,7 @@ func TestWebhookPushReachesTheFleet(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c1 := h1.push(release{version: "1.0.0", mode: "ok"})
-	for _, h := range hosts {
-		h.startAgent()
-	}
-	for _, h := range hosts { // the first poll, at the start, is each agent's own
-		h.settled(c1)
-	}
-	waitForFetcher(t, hosts, c1)
+	startSharing(t, hosts) // the first poll, at the start, is each agent's own
 
 	c2 := h1.push(release{version: "2.0.0", mode: "ok"})
 	time.Sleep(2 * time.Second)
@@ -162,18 +155,7 @@ func TestPushDuringARollout(t *testing.T) {
 	for _, h := range hosts {
 		slowPoll(t, h)
 	}
-	c1 := h1.push(release{version: "1.0.0", mode: "ok"})
-	for _, h := range hosts {
-		h.startAgent()
-	}
-	for _, h := range hosts {
-		h.settled(c1)
-	}
-	fetcher := waitForFetcher(t, hosts, c1)
-	follower := hosts[0]
-	if follower == fetcher {
-		follower = hosts[1]
-	}
+	fetcher, follower := startSharing(t, hosts)
 
 	slow := strings.Replace(fleetYAML, "minHealthy: 5s, healthyDeadline: 30s", "minHealthy: 30s, healthyDeadline: 60s", 1)
 	c2 := h1.push(release{version: "2.0.0", mode: "ok", fleet: slow})
@@ -228,6 +210,26 @@ func TestPushDuringARollout(t *testing.T) {
 	if !strings.Contains(verifying.journal(), "-> "+short(c2)+": switching") {
 		t.Errorf("%s did not go through %s, which it was verifying", verifying.host.Name, short(c2))
 	}
+}
+
+// startSharing pushes release 1.0.0, starts the agents of hosts (two), and waits
+// until each settled on it and the fleet's fetcher published it. It returns the
+// fetcher and the other host.
+func startSharing(t *testing.T, hosts []*harness) (fetcher, follower *harness) {
+	t.Helper()
+	c1 := hosts[0].push(release{version: "1.0.0", mode: "ok"})
+	for _, h := range hosts {
+		h.startAgent()
+	}
+	for _, h := range hosts {
+		h.settled(c1)
+	}
+	fetcher = waitForFetcher(t, hosts, c1)
+	follower = hosts[0]
+	if follower == fetcher {
+		follower = hosts[1]
+	}
+	return fetcher, follower
 }
 
 // waitForFetcher waits until one of hosts is the fleet's fetcher and has

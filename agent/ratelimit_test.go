@@ -53,18 +53,7 @@ func TestFetcherObeysRateLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c1 := h1.push(release{version: "1.0.0", mode: "ok"})
-	for _, h := range hosts {
-		h.startAgent()
-	}
-	for _, h := range hosts {
-		h.settled(c1)
-	}
-	fetcher := waitForFetcher(t, hosts, c1)
-	follower := hosts[0]
-	if follower == fetcher {
-		follower = hosts[1]
-	}
+	fetcher, follower := startSharing(t, hosts)
 
 	const retryAfter = 20 * time.Second
 	outage.RateLimit("20")
