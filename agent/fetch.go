@@ -95,10 +95,11 @@ func (a *Agent) fetch(ctx context.Context) (gitsync.Update, bool, error) {
 // fetcher, until ctx ends: when elected, at each sync asked (SyncNow, on this host
 // or through etcd), and every poll interval with jitter, with the loop's backoff
 // after a failure. Each poll is published (publishHead), a new head wakes the
-// loop, and the head's commit statuses are brought up to date (queueStatuses). It runs beside the loop, not in it: a fetcher in a long transaction of its
-// own (waiting for the lease behind the rest of its group, soaking, analysing,
-// running a migration) still tells the fleet of a push within a second, where the
-// loop would have left the whole fleet on the old head until it was done.
+// loop, and the head's commit statuses are brought up to date (queueStatuses).
+// It runs beside the loop, not in it: a fetcher in a long transaction of its own
+// (waiting for the lease behind the rest of its group, soaking, analysing,
+// running a migration) still tells the fleet of a push as it would idle, where
+// the loop would have left the whole fleet on the old head until it was done.
 func (a *Agent) fetchForFleet(ctx context.Context) {
 	if a.head == nil {
 		return
